@@ -1,0 +1,65 @@
+#pragma once
+/// crunchd's configuration: command-line flags, each with a CRUNCH_* environment twin.
+
+#include <crunch/worker_pool.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace crunch {
+
+/// Where CPU jobs run.
+enum class run_mode {
+  offload,  ///< on the worker pool (the product)
+  inline_,  ///< on the I/O thread: the blocking anti-pattern, kept for side-by-side benchmarks
+};
+
+/// Everything crunchd can be told at start.
+struct config {
+  std::string address = "0.0.0.0";                        ///< listen address
+  std::uint16_t port = 8080;                              ///< listen port; 0 picks a free one
+  std::size_t workers = 0;                                ///< worker threads; 0 = usable CPUs
+  std::size_t queue_limit = 0;                            ///< queued jobs at most; 0 = 8 × workers
+  worker_priority priority = worker_priority::idle;       ///< OS priority of the workers
+  run_mode mode = run_mode::offload;                      ///< offload or inline
+  std::chrono::milliseconds default_timeout{10'000};      ///< deadline of a job when the client names none
+  std::chrono::milliseconds max_timeout{60'000};          ///< longest deadline a client may ask for
+  std::chrono::milliseconds drain_timeout{10'000};        ///< how long shutdown waits for in-flight work
+  std::chrono::milliseconds read_timeout{10'000};         ///< to receive one whole request, and to send a response
+  std::chrono::milliseconds idle_timeout{60'000};         ///< a kept-alive connection may wait this long for its next request
+  std::size_t max_header_bytes = 8 * 1024;                ///< request line and headers
+  std::size_t max_body_bytes = 64 * 1024;                 ///< request body
+};
+
+/// What parse_config decided instead of a config: print `message` and exit with `exit_code`.
+struct config_exit {
+  int exit_code = 0;     ///< 0 for --help and --version, 2 for a bad value
+  std::string message;   ///< usage, version, or one line naming the flag that was wrong
+};
+
+/// Looks up an environment variable; parse_config takes it as a parameter so that tests need not
+/// touch the real environment.
+using env_lookup = std::function<std::optional<std::string>(const std::string& name)>;
+
+/// The real environment, through getenv.
+env_lookup process_env();
+
+/// Parses `args` (without the program name) over the CRUNCH_* environment; a flag wins over its twin.
+std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env);
+
+/// Fills in what the config leaves to the machine: workers and queue limit.
+config resolve_defaults(config c);
+
+/// The --help text.
+std::string usage();
+
+/// The crunch version, e.g. "0.1.0".
+const char* version();
+
+}  // namespace crunch

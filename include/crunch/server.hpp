@@ -1,0 +1,43 @@
+#pragma once
+/// The crunch server: one I/O thread, a listener, one coroutine per connection, a worker pool.
+
+#include <crunch/config.hpp>
+#include <crunch/jobs.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace crunch {
+
+/// A crunch server. Construction binds and listens, so port() is known before run().
+class server {
+ public:
+  /// Binds `cfg.address`:`cfg.port` and starts the workers; throws sys::system_error when binding fails.
+  explicit server(config cfg, job_registry jobs = default_jobs());
+  /// Joins every thread the server started.
+  ~server();
+
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// The bound port (the real one when cfg.port was 0).
+  std::uint16_t port() const noexcept;
+
+  /// Makes SIGTERM and SIGINT begin the drain; a second signal cuts it short. Call before run().
+  void stop_on_signals();
+
+  /// Runs the I/O loop on the calling thread until a drain has finished, then joins the workers.
+  void run();
+
+  /// Begins the drain: stop accepting, /readyz answers 503, idle connections close, requests
+  /// already received are answered, and after cfg.drain_timeout whatever is left is cancelled.
+  /// Safe from any thread.
+  void stop();
+
+ private:
+  struct state;
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace crunch

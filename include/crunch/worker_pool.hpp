@@ -1,0 +1,236 @@
+#pragma once
+/// A pool of worker threads that runs CPU-bound jobs off the I/O thread.
+///
+/// `async_submit` is an ordinary Asio asynchronous operation: any completion token works, the
+/// completion is delivered through the handler's associated executor (for a coroutine, its
+/// strand on the I/O thread) and never inline. Per-operation cancellation removes a job that is
+/// still queued, or fires the running job's std::stop_token.
+
+#include <crunch/net.hpp>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/system_executor.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace crunch {
+
+/// OS scheduling class of the worker threads, so that the I/O thread wins the CPU.
+enum class worker_priority {
+  normal,  ///< same as the I/O thread
+  batch,   ///< SCHED_BATCH and nice +10
+  idle,    ///< SCHED_IDLE: runs only when nothing else wants the CPU
+};
+
+/// Why a submitted job produced no value (besides net::error::operation_aborted for cancellation).
+enum class pool_errc {
+  queue_full = 1,  ///< the bounded queue had no room: rejected at once
+  shut_down,       ///< the pool stopped before the job could run
+  job_failed,      ///< the job threw; job_result::failure holds what()
+};
+
+/// The error category of pool_errc.
+const sys::error_category& pool_category() noexcept;
+
+/// Makes pool_errc usable as a boost::system::error_code.
+inline sys::error_code make_error_code(pool_errc e) noexcept {
+  return {static_cast<int>(e), pool_category()};
+}
+
+}  // namespace crunch
+
+template <>
+struct boost::system::is_error_code_enum<crunch::pool_errc> : std::true_type {};
+
+namespace crunch {
+
+/// Where a job's time went.
+struct job_timing {
+  std::chrono::steady_clock::duration queued{};     ///< from submission to a worker picking it up
+  std::chrono::steady_clock::duration computing{};  ///< running on the worker
+};
+
+/// What a job produced, delivered with the completion.
+template <typename T>
+struct job_result {
+  T value{};            ///< the job's return value (value-initialised when there is none)
+  job_timing timing;    ///< queue and run time
+  std::string failure;  ///< what() of the exception when the error is pool_errc::job_failed
+};
+
+/// Sizing and scheduling of a worker_pool.
+struct worker_pool_options {
+  std::size_t workers = 1;                            ///< worker threads, at least 1
+  std::size_t queue_limit = 64;                       ///< jobs waiting for a worker, at most
+  worker_priority priority = worker_priority::normal; ///< OS priority of the workers
+};
+
+/// N worker threads behind one bounded FIFO queue.
+class worker_pool {
+ public:
+  /// Starts the worker threads.
+  explicit worker_pool(worker_pool_options options);
+  /// Calls shutdown() and joins every worker.
+  ~worker_pool();
+
+  worker_pool(const worker_pool&) = delete;
+  worker_pool& operator=(const worker_pool&) = delete;
+
+  /// Queues `job` — callable as `T job(std::stop_token)` — and completes with
+  /// `void(sys::error_code, job_result<T>)`: success, pool_errc::queue_full (at once when the
+  /// queue is full), pool_errc::job_failed, pool_errc::shut_down or net::error::operation_aborted.
+  template <typename Job, typename CompletionToken>
+  auto async_submit(Job job, CompletionToken&& token);
+
+  /// Stops taking jobs, completes the queued ones with pool_errc::shut_down and asks the running
+  /// ones to stop. Idempotent; threads are joined by the destructor.
+  void shutdown();
+
+  /// Number of worker threads.
+  std::size_t workers() const noexcept { return threads_.size(); }
+  /// Capacity of the queue.
+  std::size_t queue_limit() const noexcept { return queue_limit_; }
+  /// Jobs waiting for a worker now.
+  std::size_t queued() const;
+  /// Workers running a job now.
+  std::size_t busy() const;
+
+ private:
+  /// A queued job with its handler, type-erased so that the queue is one container.
+  class task {
+   public:
+    virtual ~task() = default;
+    /// Runs the job on the calling worker thread, then posts the completion.
+    virtual void run(std::stop_token stop) = 0;
+    /// Posts a completion with `ec` and no value, without running the job.
+    virtual void abandon(sys::error_code ec) = 0;
+
+    std::uint64_t id_ = 0;                              ///< never reused, unlike an address
+    std::stop_source stop_;                             ///< fired by cancellation or shutdown
+    std::chrono::steady_clock::time_point enqueued_{};  ///< for job_timing::queued
+  };
+
+  template <typename Job, typename Handler>
+  class task_for;
+
+  /// What a cancellation slot holds: it names the task by id, never by pointer.
+  struct cancel_handler {
+    worker_pool* pool;
+    std::uint64_t id;
+    std::stop_source stop;
+    void operator()(net::cancellation_type type) const;
+  };
+
+  /// Queues the task or, when full or shut down, abandons it (posting its completion).
+  void enqueue(std::unique_ptr<task> t);
+  /// Removes the task from the queue if it is still there; otherwise fires its stop token.
+  void cancel(std::uint64_t id, const std::stop_source& stop);
+  void worker_main(std::size_t index);
+
+  const std::size_t queue_limit_;
+  const worker_priority priority_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::unique_ptr<task>> queue_;      // guarded by mutex_
+  std::vector<std::stop_source> running_;        // per worker; guarded by mutex_
+  std::size_t busy_ = 0;                         // guarded by mutex_
+  std::uint64_t next_id_ = 1;                    // guarded by mutex_
+  bool stopping_ = false;                        // guarded by mutex_
+  std::vector<std::thread> threads_;
+};
+
+template <typename Job, typename Handler>
+class worker_pool::task_for final : public worker_pool::task {
+ public:
+  using value_type = std::invoke_result_t<Job&, std::stop_token>;
+  using executor_type = net::associated_executor_t<Handler, net::system_executor>;
+
+  task_for(Job job, Handler handler)
+      : job_(std::move(job)),
+        handler_(std::move(handler)),
+        work_(net::get_associated_executor(handler_, net::system_executor())) {}
+
+  Handler& handler() noexcept { return handler_; }
+
+  void run(std::stop_token stop) override {
+    job_result<value_type> result;
+    sys::error_code ec;
+    const auto started = std::chrono::steady_clock::now();
+    result.timing.queued = started - enqueued_;
+    try {
+      result.value = job_(std::move(stop));
+    } catch (const std::exception& e) {
+      ec = pool_errc::job_failed;
+      result.failure = e.what();
+    } catch (...) {
+      ec = pool_errc::job_failed;
+      result.failure = "unknown exception";
+    }
+    result.timing.computing = std::chrono::steady_clock::now() - started;
+    complete(ec, std::move(result));
+  }
+
+  void abandon(sys::error_code ec) override {
+    job_result<value_type> result;
+    result.timing.queued = std::chrono::steady_clock::now() - enqueued_;
+    complete(ec, std::move(result));
+  }
+
+ private:
+  // Runs on a worker (or on the submitting thread for an immediate rejection): post, never
+  // invoke, so the handler runs on its own executor. The cancellation slot belongs to that
+  // executor's thread too, so it is cleared there, just before the handler runs.
+  void complete(sys::error_code ec, job_result<value_type> result) {
+    auto executor = work_.get_executor();
+    net::post(executor, [handler = std::move(handler_), ec, result = std::move(result)]() mutable {
+      auto slot = net::get_associated_cancellation_slot(handler);
+      if (slot.is_connected()) slot.clear();
+      std::move(handler)(ec, std::move(result));
+    });
+    work_.reset();
+  }
+
+  Job job_;
+  Handler handler_;
+  net::executor_work_guard<executor_type> work_;
+};
+
+template <typename Job, typename CompletionToken>
+auto worker_pool::async_submit(Job job, CompletionToken&& token) {
+  using value_type = std::invoke_result_t<Job&, std::stop_token>;
+  using signature = void(sys::error_code, job_result<value_type>);
+  return net::async_initiate<CompletionToken, signature>(
+      [this](auto handler, Job queued_job) {
+        using handler_type = decltype(handler);
+        auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler));
+        {
+          std::lock_guard lock(mutex_);
+          t->id_ = next_id_++;
+        }
+        auto slot = net::get_associated_cancellation_slot(t->handler());
+        if (slot.is_connected()) slot.template emplace<cancel_handler>(this, t->id_, t->stop_);
+        enqueue(std::move(t));
+      },
+      token, std::move(job));
+}
+
+}  // namespace crunch

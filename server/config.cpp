@@ -1,0 +1,215 @@
+#include <crunch/config.hpp>
+
+#include <crunch/cpu_budget.hpp>
+
+#include <boost/asio/ip/address.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
+
+namespace crunch {
+
+namespace {
+
+/// A flag's value parser: returns an error phrase ("must be ...") or nothing.
+using setter = std::function<std::optional<std::string>(config&, const std::string&)>;
+
+struct option {
+  const char* flag;       // without the leading "--"
+  const char* env;        // the environment twin
+  const char* value;      // placeholder for --help
+  const char* help;
+  setter set;
+};
+
+std::optional<std::uint64_t> parse_unsigned(const std::string& text) {
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    return std::nullopt;
+  }
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// Durations need a unit, so that "10" is never silently read as milliseconds or seconds.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  std::string digits = text;
+  std::uint64_t scale = 0;
+  if (text.size() > 2 && text.ends_with("ms")) {
+    digits = text.substr(0, text.size() - 2);
+    scale = 1;
+  } else if (text.size() > 1 && text.ends_with("s")) {
+    digits = text.substr(0, text.size() - 1);
+    scale = 1000;
+  } else {
+    return std::nullopt;
+  }
+  const auto value = parse_unsigned(digits);
+  constexpr std::uint64_t limit = 24ULL * 3600 * 1000;  // a day: anything longer is a typo
+  if (!value || *value > limit / scale) return std::nullopt;
+  return std::chrono::milliseconds(*value * scale);
+}
+
+setter count(std::size_t config::*member, std::uint64_t min, std::uint64_t max) {
+  return [=](config& c, const std::string& text) -> std::optional<std::string> {
+    const auto value = parse_unsigned(text);
+    if (!value || *value < min || *value > max) {
+      return "must be an integer in " + std::to_string(min) + ".." + std::to_string(max);
+    }
+    c.*member = static_cast<std::size_t>(*value);
+    return std::nullopt;
+  };
+}
+
+setter duration(std::chrono::milliseconds config::*member, std::chrono::milliseconds min) {
+  return [=](config& c, const std::string& text) -> std::optional<std::string> {
+    const auto value = parse_duration(text);
+    if (!value || *value < min) {
+      return "must be a duration of at least " + std::to_string(min.count()) + "ms, such as 500ms or 10s";
+    }
+    c.*member = *value;
+    return std::nullopt;
+  };
+}
+
+const std::vector<option>& options() {
+  static const std::vector<option> table = {
+      {"address", "CRUNCH_ADDRESS", "IP", "listen address (default 0.0.0.0)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         sys::error_code ec;
+         net::ip::make_address(text, ec);
+         if (ec) return "must be an IPv4 or IPv6 address";
+         c.address = text;
+         return std::nullopt;
+       }},
+      {"port", "CRUNCH_PORT", "N", "listen port, 0 for any free one (default 8080)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         const auto value = parse_unsigned(text);
+         if (!value || *value > 65535) return "must be an integer in 0..65535";
+         c.port = static_cast<std::uint16_t>(*value);
+         return std::nullopt;
+       }},
+      {"workers", "CRUNCH_WORKERS", "N", "worker threads (default: CPUs this process may use)",
+       count(&config::workers, 1, 1024)},
+      {"queue-limit", "CRUNCH_QUEUE_LIMIT", "N", "jobs waiting for a worker, at most (default 8 x workers)",
+       count(&config::queue_limit, 1, 1'000'000)},
+      {"worker-priority", "CRUNCH_WORKER_PRIORITY", "normal|batch|idle",
+       "OS scheduling of the workers (default idle)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text == "normal") c.priority = worker_priority::normal;
+         else if (text == "batch") c.priority = worker_priority::batch;
+         else if (text == "idle") c.priority = worker_priority::idle;
+         else return "must be normal, batch or idle";
+         return std::nullopt;
+       }},
+      {"mode", "CRUNCH_MODE", "offload|inline",
+       "run jobs on the worker pool, or on the I/O thread for comparison (default offload)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text == "offload") c.mode = run_mode::offload;
+         else if (text == "inline") c.mode = run_mode::inline_;
+         else return "must be offload or inline";
+         return std::nullopt;
+       }},
+      {"default-timeout", "CRUNCH_DEFAULT_TIMEOUT", "DURATION",
+       "deadline of a job when the client names none (default 10s)",
+       duration(&config::default_timeout, std::chrono::milliseconds(1))},
+      {"max-timeout", "CRUNCH_MAX_TIMEOUT", "DURATION", "longest deadline a client may ask for (default 60s)",
+       duration(&config::max_timeout, std::chrono::milliseconds(1))},
+      {"drain-timeout", "CRUNCH_DRAIN_TIMEOUT", "DURATION",
+       "on SIGTERM, how long in-flight requests may take to finish (default 10s)",
+       duration(&config::drain_timeout, std::chrono::milliseconds(0))},
+      {"read-timeout", "CRUNCH_READ_TIMEOUT", "DURATION",
+       "to receive a whole request or send a response (default 10s)",
+       duration(&config::read_timeout, std::chrono::milliseconds(1))},
+      {"idle-timeout", "CRUNCH_IDLE_TIMEOUT", "DURATION",
+       "how long a kept-alive connection may wait for its next request (default 60s)",
+       duration(&config::idle_timeout, std::chrono::milliseconds(1))},
+      {"max-header-bytes", "CRUNCH_MAX_HEADER_BYTES", "N",
+       "request line and headers, at most; beyond: 431 (default 8192)",
+       count(&config::max_header_bytes, 256, 1024 * 1024)},
+      {"max-body-bytes", "CRUNCH_MAX_BODY_BYTES", "N", "request body, at most; beyond: 413 (default 65536)",
+       count(&config::max_body_bytes, 0, 64 * 1024 * 1024)},
+  };
+  return table;
+}
+
+config_exit bad_value(const option& o, const std::string& value, const std::string& why, bool from_env) {
+  std::ostringstream out;
+  out << "crunchd: invalid " << (from_env ? std::string(o.env) : "--" + std::string(o.flag)) << " '" << value
+      << "': " << why;
+  return {2, out.str()};
+}
+
+}  // namespace
+
+env_lookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    if (const char* value = std::getenv(name.c_str())) return std::string(value);
+    return std::nullopt;
+  };
+}
+
+std::string usage() {
+  std::ostringstream out;
+  out << "usage: crunchd [options]\n\n"
+         "crunch: an HTTP service that runs CPU-heavy jobs on a worker pool while its I/O loop stays fast.\n\n"
+         "options (each also read from the environment variable shown; a flag wins):\n";
+  for (const auto& o : options()) {
+    std::string left = "  --" + std::string(o.flag) + " " + o.value;
+    out << left << std::string(left.size() < 34 ? 34 - left.size() : 1, ' ') << o.help << "  [" << o.env
+        << "]\n";
+  }
+  out << "  --help                            print this and exit\n"
+         "  --version                         print the version and exit\n\n"
+         "DURATION is a whole number with a unit: 250ms, 10s.\n";
+  return out.str();
+}
+
+const char* version() { return CRUNCH_VERSION; }
+
+std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env) {
+  config c;
+  for (const auto& o : options()) {
+    if (const auto value = env(o.env)) {
+      if (auto why = o.set(c, *value)) return bad_value(o, *value, *why, true);
+    }
+  }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") return config_exit{0, usage()};
+    if (arg == "--version") return config_exit{0, std::string("crunchd ") + version()};
+    if (!arg.starts_with("--")) return config_exit{2, "crunchd: unexpected argument '" + arg + "' (see --help)"};
+
+    // Both "--flag value" and "--flag=value".
+    std::string name = arg.substr(2);
+    std::optional<std::string> value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    const auto o = std::find_if(options().begin(), options().end(), [&](const option& x) { return name == x.flag; });
+    if (o == options().end()) return config_exit{2, "crunchd: unknown option '--" + name + "' (see --help)"};
+    if (!value) {
+      if (i + 1 == args.size()) return config_exit{2, "crunchd: --" + name + " needs a value"};
+      value = args[++i];
+    }
+    if (auto why = o->set(c, *value)) return bad_value(*o, *value, *why, false);
+  }
+  if (c.default_timeout > c.max_timeout) {
+    return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};
+  }
+  return c;
+}
+
+config resolve_defaults(config c) {
+  if (c.workers == 0) c.workers = usable_cpus();
+  if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
+  return c;
+}
+
+}  // namespace crunch

@@ -1,0 +1,33 @@
+// crunchd: parse the configuration, serve until SIGTERM or SIGINT, drain, exit 0.
+#include <crunch/config.hpp>
+#include <crunch/server.hpp>
+
+#include <boost/system/system_error.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = crunch::parse_config(args, crunch::process_env());
+  if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {
+    std::fprintf(done->exit_code == 0 ? stdout : stderr, "%s\n", done->message.c_str());
+    return done->exit_code;
+  }
+  const auto& cfg = std::get<crunch::config>(parsed);
+  try {
+    crunch::server server(cfg);
+    server.stop_on_signals();
+    server.run();
+  } catch (const boost::system::system_error& e) {
+    std::fprintf(stderr, "crunchd: cannot listen on %s:%u: %s\n", cfg.address.c_str(), cfg.port,
+                 e.code().message().c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "crunchd: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

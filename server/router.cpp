@@ -1,0 +1,102 @@
+#include <crunch/router.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <optional>
+
+namespace crunch {
+
+namespace {
+
+constexpr std::string_view cheap_methods = "GET, HEAD";
+constexpr std::string_view job_methods = "GET";
+
+reply method_not_allowed(std::string_view allow) {
+  auto r = error_reply(405, "method_not_allowed", "method not allowed; allowed: " + std::string(allow));
+  r.headers.emplace_back("Allow", std::string(allow));
+  return r;
+}
+
+// The value of `name` in a query string ("a=1&b=2"), undecoded; nullopt when absent.
+std::optional<std::string_view> query_value(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+reply error_reply(unsigned status, std::string_view code, std::string_view message) {
+  const nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
+  // Replace rather than throw on invalid UTF-8: a message may quote hostile input.
+  return {status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
+}
+
+router::router(job_registry jobs, server_view view, std::chrono::milliseconds default_timeout,
+               std::chrono::milliseconds max_timeout)
+    : jobs_(std::move(jobs)), view_(std::move(view)), default_timeout_(default_timeout), max_timeout_(max_timeout) {}
+
+route_result router::route(std::string_view method, std::string_view target) const {
+  if (target.empty() || target.front() != '/') {
+    return error_reply(400, "invalid_target", "request target must be an absolute path");
+  }
+  const auto question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+  const bool cheap_method = method == "GET" || method == "HEAD";
+
+  if (path == "/healthz") {
+    if (!cheap_method) return method_not_allowed(cheap_methods);
+    return reply{200, R"({"status":"ok"})", "application/json", {}};
+  }
+  if (path == "/readyz") {
+    if (!cheap_method) return method_not_allowed(cheap_methods);
+    if (view_.draining()) {
+      auto r = error_reply(503, "draining", "server is shutting down");
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    return reply{200, R"({"status":"ready"})", "application/json", {}};
+  }
+  if (path == "/metrics") {
+    if (!cheap_method) return method_not_allowed(cheap_methods);
+    return reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}};
+  }
+
+  // GET /{kind}/{parameter}
+  const auto slash = path.find('/', 1);
+  const job_kind* kind = slash == std::string_view::npos ? nullptr : jobs_.find(path.substr(1, slash - 1));
+  const std::string_view parameter = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+  if (kind == nullptr || parameter.find('/') != std::string_view::npos) {
+    return error_reply(404, "not_found", "no route for this path");
+  }
+  if (method != "GET") return method_not_allowed(job_methods);
+
+  auto timeout = default_timeout_;
+  if (const auto text = query_value(query, "timeout_ms")) {
+    const auto bad = error_reply(400, "invalid_argument",
+                                 "timeout_ms must be an integer in 1.." + std::to_string(max_timeout_.count()));
+    std::int64_t ms = 0;
+    const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), ms);
+    if (text->empty() || ec != std::errc{} || end != text->data() + text->size() || ms < 1 ||
+        ms > max_timeout_.count() || !std::isdigit(static_cast<unsigned char>(text->front()))) {
+      return bad;
+    }
+    timeout = std::chrono::milliseconds(ms);
+  }
+
+  auto prepared = kind->prepare(parameter);
+  if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
+    return error_reply(400, "invalid_argument", invalid->message);
+  }
+  return job_request{kind->name, std::move(std::get<job_function>(prepared)), timeout};
+}
+
+}  // namespace crunch

@@ -1,0 +1,200 @@
+#include <crunch/server.hpp>
+
+#include <crunch/log.hpp>
+#include <crunch/metrics.hpp>
+#include <crunch/router.hpp>
+#include <crunch/session.hpp>
+#include <crunch/worker_pool.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <csignal>
+#include <optional>
+#include <random>
+
+namespace crunch {
+
+namespace {
+
+using tcp = net::ip::tcp;
+
+std::string random_prefix() {
+  std::random_device rd;
+  char text[16];
+  std::snprintf(text, sizeof text, "%08x", rd());
+  return text;
+}
+
+// When accept fails for lack of descriptors, pausing beats spinning on the error.
+constexpr auto accept_backoff = std::chrono::milliseconds(50);
+// After a drain's deadline has cancelled everything, how long the loop may take to unwind.
+constexpr auto unwind_grace = std::chrono::seconds(1);
+
+}  // namespace
+
+struct server::state {
+  explicit state(config c, job_registry jobs)
+      : cfg(resolve_defaults(std::move(c))),
+        pool({cfg.workers, cfg.queue_limit, cfg.priority}),
+        routes(std::move(jobs), server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }},
+               cfg.default_timeout, cfg.max_timeout),
+        ctx{cfg, routes, pool, stats, false, {}, random_prefix(), 0},
+        acceptor(io),
+        drain_timer(io) {}
+
+  std::string metrics_text() const {
+    return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), ctx.connections.size(),
+                         ctx.draining});
+  }
+
+  void listen() {
+    const tcp::endpoint endpoint(net::ip::make_address(cfg.address), cfg.port);
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen(net::socket_base::max_listen_connections);
+    port = acceptor.local_endpoint().port();
+  }
+
+  net::awaitable<void> accept_loop() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(io), net::as_tuple(net::use_awaitable));
+      if (!acceptor.is_open()) co_return;
+      if (ec) {
+        log_event("warn", "accept_failed", {{"error", ec.message()}});
+        net::steady_timer pause(io, accept_backoff);
+        co_await pause.async_wait(net::as_tuple(net::use_awaitable));
+        continue;
+      }
+      stats.count_connection();
+      auto it = ctx.connections.emplace(ctx.connections.end());
+      auto executor = socket.get_executor();
+      net::co_spawn(executor, run_session(std::move(socket), &ctx, &*it),
+                    net::bind_cancellation_slot(it->cancel.slot(), [this, it](std::exception_ptr e) {
+                      if (e) log_event("error", "session_failed", {{"error", describe(e)}});
+                      // The entry is the coroutine's cancellation slot: free it only once the
+                      // coroutine machinery has fully unwound.
+                      net::post(io, [this, it] {
+                        ctx.connections.erase(it);
+                        finish_if_drained();
+                      });
+                    }));
+    }
+  }
+
+  static std::string describe(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
+  void begin_drain() {
+    if (ctx.draining) {
+      log_event("warn", "drain_cut_short");
+      cancel_everything();
+      return;
+    }
+    ctx.draining = true;
+    log_event("info", "draining", {{"connections", ctx.connections.size()},
+                                   {"drain_timeout_ms", cfg.drain_timeout.count()}});
+    sys::error_code ignored;
+    acceptor.close(ignored);
+    for (auto& c : ctx.connections) {
+      if (c.idle) c.cancel.emit(net::cancellation_type::terminal);
+    }
+    drain_timer.expires_after(cfg.drain_timeout);
+    drain_timer.async_wait([this](sys::error_code ec) {
+      if (ec) return;
+      log_event("warn", "drain_timeout", {{"connections", ctx.connections.size()}});
+      cancel_everything();
+    });
+    finish_if_drained();
+  }
+
+  // Cancels every session's current wait: queued jobs leave the queue, running ones are told
+  // to stop, reads and writes end. If the loop still has not unwound after a grace, stop it.
+  void cancel_everything() {
+    for (auto& c : ctx.connections) c.cancel.emit(net::cancellation_type::terminal);
+    drain_timer.expires_after(unwind_grace);
+    drain_timer.async_wait([this](sys::error_code ec) {
+      if (!ec) io.stop();
+    });
+  }
+
+  void finish_if_drained() {
+    if (!ctx.draining || !ctx.connections.empty()) return;
+    drain_timer.cancel();
+    if (signals) signals->cancel();
+  }
+
+  void wait_for_signal() {
+    signals->async_wait([this](sys::error_code ec, int signo) {
+      if (ec) return;
+      log_event("info", "signal", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
+      begin_drain();
+      if (!ctx.connections.empty()) wait_for_signal();  // a second signal cuts the drain short
+    });
+  }
+
+  // Members are destroyed in reverse: the pool (joining its workers) before the io_context it
+  // posts to.
+  config cfg;
+  net::io_context io{1};
+  metrics stats;
+  worker_pool pool;
+  router routes;
+  session_context ctx;
+  tcp::acceptor acceptor;
+  net::steady_timer drain_timer;
+  std::optional<net::signal_set> signals;
+  std::uint16_t port = 0;
+};
+
+server::server(config cfg, job_registry jobs) : state_(std::make_unique<state>(std::move(cfg), std::move(jobs))) {
+  state_->listen();
+}
+
+server::~server() = default;
+
+std::uint16_t server::port() const noexcept { return state_->port; }
+
+void server::stop_on_signals() {
+  state_->signals.emplace(state_->io, SIGTERM, SIGINT);
+  state_->wait_for_signal();
+}
+
+void server::run() {
+  auto& s = *state_;
+  log_event("info", "listening",
+            {{"address", s.cfg.address},
+             {"port", port()},
+             {"workers", s.pool.workers()},
+             {"queue_limit", s.pool.queue_limit()},
+             {"mode", s.cfg.mode == run_mode::offload ? "offload" : "inline"},
+             {"version", version()}});
+  net::co_spawn(s.io, s.accept_loop(), [](std::exception_ptr e) {
+    if (e) log_event("error", "accept_loop_failed", {{"error", state::describe(e)}});
+  });
+  s.io.run();
+  s.pool.shutdown();
+  log_event("info", "stopped");
+}
+
+void server::stop() {
+  net::post(state_->io, [s = state_.get()] { s->begin_drain(); });
+}
+
+}  // namespace crunch

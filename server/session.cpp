@@ -1,0 +1,248 @@
+// The one translation unit of the server that includes Beast: it is heavy to compile.
+#include <crunch/session.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <variant>
+
+namespace crunch {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace net::experimental::awaitable_operators;  // NOLINT: for `||` in this file only
+using clock = std::chrono::steady_clock;
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t read_chunk = 4096;
+constexpr auto linger_time = std::chrono::seconds(1);
+constexpr std::size_t linger_bytes = 64 * 1024;
+
+/// A reply plus where its time went, for Server-Timing.
+struct answer {
+  reply r;
+  std::optional<job_timing> timing;
+};
+
+double ms(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+std::string server_timing(const answer& a, clock::duration total) {
+  char text[160];
+  if (a.timing) {
+    std::snprintf(text, sizeof text, "queue;dur=%.3f, compute;dur=%.3f, total;dur=%.3f", ms(a.timing->queued),
+                  ms(a.timing->computing), ms(total));
+  } else {
+    std::snprintf(text, sizeof text, "total;dur=%.3f", ms(total));
+  }
+  return text;
+}
+
+bool valid_request_id(std::string_view id) {
+  return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':';
+  });
+}
+
+std::string request_id_for(std::string_view sent, session_context& ctx) {
+  if (valid_request_id(sent)) return std::string(sent);
+  char text[32];
+  std::snprintf(text, sizeof text, "-%012llx", static_cast<unsigned long long>(++ctx.request_count));
+  return ctx.request_id_prefix + text;
+}
+
+/// The answer to a request that could not be read, or nullopt when the connection just ends
+/// (the peer left, the read timed out — Beast has closed the socket then — or a drain cancelled it).
+std::optional<reply> reply_for_read_error(const sys::error_code& ec) {
+  if (ec == http::error::header_limit) {
+    return error_reply(431, "header_too_large", "request line and headers exceed the limit");
+  }
+  if (ec == http::error::body_limit) return error_reply(413, "body_too_large", "request body exceeds the limit");
+  if (ec == http::error::partial_message || ec == http::error::end_of_stream) return std::nullopt;
+  if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+    return error_reply(400, "bad_request", "malformed HTTP request");
+  }
+  return std::nullopt;
+}
+
+answer job_answer(std::optional<nlohmann::json> value, job_timing timing, metrics& stats) {
+  if (!value) {
+    stats.count_job(job_outcome::cancelled);
+    return {error_reply(503, "cancelled", "job was cancelled"), timing};
+  }
+  stats.count_job(job_outcome::completed);
+  return {reply{200, value->dump(), "application/json", {}}, timing};
+}
+
+/// Runs the job on the I/O thread: the blocking anti-pattern that --mode inline exists to show.
+answer run_inline(job_request request, session_context& ctx) {
+  job_timing timing;
+  const auto started = clock::now();
+  try {
+    auto value = request.job(std::stop_token{});
+    timing.computing = clock::now() - started;
+    return job_answer(std::move(value), timing, ctx.stats);
+  } catch (const std::exception& e) {
+    ctx.stats.count_job(job_outcome::failed);
+    return {error_reply(500, "job_failed", e.what()), std::nullopt};
+  }
+}
+
+/// Runs the job on the pool, racing its deadline; the loser is cancelled, so a job past its
+/// deadline is dropped from the queue or stopped through its stop_token.
+net::awaitable<answer> run_offloaded(job_request request, session_context* ctx) {
+  net::steady_timer deadline(co_await net::this_coro::executor);
+  deadline.expires_after(request.timeout);
+  auto job = std::move(request.job);
+  auto raced = co_await (ctx->pool.async_submit(std::move(job), use_tuple) || deadline.async_wait(use_tuple));
+
+  if (raced.index() == 1) {
+    ctx->stats.count_job(job_outcome::deadline_exceeded);
+    co_return answer{error_reply(504, "deadline_exceeded",
+                                 "job did not finish within " + std::to_string(request.timeout.count()) + " ms"),
+                     std::nullopt};
+  }
+  auto& [ec, result] = std::get<0>(raced);
+  if (!ec) co_return job_answer(std::move(result.value), result.timing, ctx->stats);
+  if (ec == pool_errc::queue_full) {
+    ctx->stats.count_job(job_outcome::rejected_queue_full);
+    auto r = error_reply(503, "overloaded", "job queue is full; retry later");
+    r.headers.emplace_back("Retry-After", "1");
+    co_return answer{std::move(r), result.timing};
+  }
+  if (ec == pool_errc::job_failed) {
+    ctx->stats.count_job(job_outcome::failed);
+    co_return answer{error_reply(500, "job_failed", result.failure), result.timing};
+  }
+  if (ec == pool_errc::shut_down) {
+    ctx->stats.count_job(job_outcome::shut_down);
+    auto r = error_reply(503, "draining", "server is shutting down");
+    r.headers.emplace_back("Retry-After", "1");
+    co_return answer{std::move(r), result.timing};
+  }
+  ctx->stats.count_job(job_outcome::cancelled);
+  co_return answer{error_reply(503, "cancelled", "job was cancelled"), result.timing};
+}
+
+http::response<http::string_body> to_http(answer a, unsigned http_version, bool keep_alive, const std::string& request_id,
+                                          clock::duration total) {
+  http::response<http::string_body> res{static_cast<http::status>(a.r.status), http_version};
+  res.set(http::field::server, std::string("crunch/") + version());
+  res.set(http::field::content_type, a.r.content_type);
+  res.set("X-Request-Id", request_id);
+  res.set("Server-Timing", server_timing(a, total));
+  for (auto& [name, value] : a.r.headers) res.set(name, value);
+  res.body() = std::move(a.r.body);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  return res;
+}
+
+net::awaitable<sys::error_code> write(beast::tcp_stream& stream, http::response<http::string_body>& res,
+                                      bool head_only, std::chrono::milliseconds timeout) {
+  stream.expires_after(timeout);
+  http::response_serializer<http::string_body> serializer(res);
+  if (head_only) {
+    auto [ec, n] = co_await http::async_write_header(stream, serializer, use_tuple);
+    co_return ec;
+  }
+  auto [ec, n] = co_await http::async_write(stream, serializer, use_tuple);
+  co_return ec;
+}
+
+/// After an error the peer may still be sending; closing with unread data would reset the
+/// connection and could destroy the response in flight, so read and discard for a moment first.
+net::awaitable<void> linger_close(beast::tcp_stream& stream) {
+  sys::error_code ignored;
+  stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  std::array<char, read_chunk> sink;
+  std::size_t discarded = 0;
+  stream.expires_after(linger_time);
+  while (discarded < linger_bytes) {
+    auto [ec, n] = co_await stream.async_read_some(net::buffer(sink), use_tuple);
+    if (ec) break;
+    discarded += n;
+  }
+}
+
+net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
+  const config& cfg = ctx->cfg;
+  // Bounds memory per connection, pipelined bytes included.
+  beast::flat_buffer buffer(cfg.max_header_bytes + cfg.max_body_bytes + 2 * read_chunk);
+
+  for (;;) {
+    if (buffer.size() == 0) {
+      if (ctx->draining) co_return;
+      conn->idle = true;
+      stream.expires_after(cfg.idle_timeout);
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(read_chunk), use_tuple);
+      conn->idle = false;
+      if (ec) co_return;  // peer closed, idle timeout, or drain
+      buffer.commit(n);
+    }
+
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
+    parser.body_limit(cfg.max_body_bytes);
+    stream.expires_after(cfg.read_timeout);
+    auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    const auto received = clock::now();
+    if (read_ec) {
+      if (auto r = reply_for_read_error(read_ec)) {
+        ctx->stats.count_response(r->status);
+        auto res = to_http(answer{std::move(*r), std::nullopt}, 11, false, request_id_for({}, *ctx),
+                           clock::now() - received);
+        if (!co_await write(stream, res, false, cfg.read_timeout)) co_await linger_close(stream);
+      }
+      co_return;
+    }
+
+    auto& req = parser.get();
+    const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
+    auto routed = ctx->routes.route(req.method_string(), req.target());
+    answer a;
+    if (auto* r = std::get_if<reply>(&routed)) {
+      a.r = std::move(*r);
+    } else if (cfg.mode == run_mode::inline_) {
+      a = run_inline(std::move(std::get<job_request>(routed)), *ctx);
+    } else {
+      stream.expires_never();
+      a = co_await run_offloaded(std::move(std::get<job_request>(routed)), ctx);
+    }
+
+    // While draining, answer what has been received, then close.
+    const bool keep_alive = req.keep_alive() && !(ctx->draining && buffer.size() == 0);
+    ctx->stats.count_response(a.r.status);
+    auto res = to_http(std::move(a), req.version(), keep_alive, request_id, clock::now() - received);
+    if (co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout)) co_return;
+    if (!keep_alive) {
+      sys::error_code ignored;
+      stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+  }
+}
+
+}  // namespace
+
+net::awaitable<void> run_session(net::ip::tcp::socket socket, session_context* context, connection* conn) {
+  beast::tcp_stream stream(std::move(socket));
+  try {
+    co_await serve(stream, context, conn);
+  } catch (const sys::system_error& e) {
+    // A drain that ran out of time cancelled this session mid-operation; nothing to answer.
+    if (e.code() != net::error::operation_aborted) throw;
+  }
+}
+
+}  // namespace crunch

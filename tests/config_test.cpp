@@ -1,0 +1,119 @@
+#include <crunch/config.hpp>
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace crunch {
+namespace {
+
+using args = std::vector<std::string>;
+
+env_lookup fake_env(std::map<std::string, std::string> vars = {}) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    const auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+config parsed(const args& a, std::map<std::string, std::string> env = {}) {
+  auto result = parse_config(a, fake_env(std::move(env)));
+  if (auto* exit = std::get_if<config_exit>(&result)) {
+    ADD_FAILURE() << "unexpected exit: " << exit->message;
+    return {};
+  }
+  return std::get<config>(result);
+}
+
+config_exit refused(const args& a, std::map<std::string, std::string> env = {}) {
+  auto result = parse_config(a, fake_env(std::move(env)));
+  if (auto* exit = std::get_if<config_exit>(&result)) return *exit;
+  ADD_FAILURE() << "accepted a bad configuration";
+  return {};
+}
+
+TEST(config, defaults) {
+  const auto c = parsed({});
+  EXPECT_EQ(c.address, "0.0.0.0");
+  EXPECT_EQ(c.port, 8080);
+  EXPECT_EQ(c.mode, run_mode::offload);
+  EXPECT_EQ(c.priority, worker_priority::idle);
+  const auto resolved = resolve_defaults(c);
+  EXPECT_GE(resolved.workers, 1u);
+  EXPECT_EQ(resolved.queue_limit, 8 * resolved.workers);
+}
+
+TEST(config, flags_in_both_spellings) {
+  const auto c = parsed({"--port", "9000", "--workers=3", "--queue-limit", "7", "--mode", "inline",
+                         "--worker-priority", "batch", "--address", "::1", "--drain-timeout", "250ms",
+                         "--default-timeout", "2s", "--max-timeout", "5s"});
+  EXPECT_EQ(c.port, 9000);
+  EXPECT_EQ(c.workers, 3u);
+  EXPECT_EQ(c.queue_limit, 7u);
+  EXPECT_EQ(c.mode, run_mode::inline_);
+  EXPECT_EQ(c.priority, worker_priority::batch);
+  EXPECT_EQ(c.address, "::1");
+  EXPECT_EQ(c.drain_timeout, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.default_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(c.max_timeout, std::chrono::seconds(5));
+}
+
+TEST(config, environment_twins_and_flag_precedence) {
+  const auto c = parsed({"--port", "9001"}, {{"CRUNCH_PORT", "9000"}, {"CRUNCH_WORKERS", "5"}});
+  EXPECT_EQ(c.port, 9001);
+  EXPECT_EQ(c.workers, 5u);
+}
+
+TEST(config, port_zero_means_any_free_port) { EXPECT_EQ(parsed({"--port", "0"}).port, 0); }
+
+TEST(config, help_and_version_exit_zero) {
+  const auto help = refused({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.message.find("--worker-priority"), std::string::npos);
+  EXPECT_NE(help.message.find("CRUNCH_PORT"), std::string::npos);
+  const auto v = refused({"--version"});
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_EQ(v.message, std::string("crunchd ") + version());
+}
+
+struct bad_case {
+  args argv;
+  std::string names;  // what the one-line error must name
+};
+
+class config_rejects : public ::testing::TestWithParam<bad_case> {};
+
+TEST_P(config_rejects, with_exit_2_and_one_line_naming_the_flag) {
+  const auto exit = refused(GetParam().argv);
+  EXPECT_EQ(exit.exit_code, 2);
+  EXPECT_NE(exit.message.find(GetParam().names), std::string::npos) << exit.message;
+  EXPECT_EQ(exit.message.find('\n'), std::string::npos) << exit.message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    values, config_rejects,
+    ::testing::Values(bad_case{{"--workers", "0"}, "--workers"}, bad_case{{"--workers", "-1"}, "--workers"},
+                      bad_case{{"--workers", "two"}, "--workers"}, bad_case{{"--port", "70000"}, "--port"},
+                      bad_case{{"--port", "abc"}, "--port"}, bad_case{{"--port", "-1"}, "--port"},
+                      bad_case{{"--port", ""}, "--port"}, bad_case{{"--port", "80 80"}, "--port"},
+                      bad_case{{"--port", "99999999999999999999999"}, "--port"},
+                      bad_case{{"--queue-limit", "0"}, "--queue-limit"},
+                      bad_case{{"--worker-priority", "realtime"}, "--worker-priority"},
+                      bad_case{{"--mode", "fast"}, "--mode"}, bad_case{{"--address", "localhost:80"}, "--address"},
+                      bad_case{{"--drain-timeout", "10"}, "--drain-timeout"},
+                      bad_case{{"--drain-timeout", "-5s"}, "--drain-timeout"},
+                      bad_case{{"--default-timeout", "0ms"}, "--default-timeout"},
+                      bad_case{{"--default-timeout", "90s", "--max-timeout", "60s"}, "--default-timeout"},
+                      bad_case{{"--max-header-bytes", "10"}, "--max-header-bytes"},
+                      bad_case{{"--port"}, "--port"}, bad_case{{"--colour", "red"}, "--colour"},
+                      bad_case{{"stray"}, "stray"}));
+
+TEST(config, bad_environment_value_names_the_variable) {
+  const auto exit = refused({}, {{"CRUNCH_WORKERS", "0"}});
+  EXPECT_EQ(exit.exit_code, 2);
+  EXPECT_NE(exit.message.find("CRUNCH_WORKERS"), std::string::npos) << exit.message;
+}
+
+}  // namespace
+}  // namespace crunch

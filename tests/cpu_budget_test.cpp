@@ -1,0 +1,84 @@
+#include <crunch/cpu_budget.hpp>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace crunch {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(parse_cpu_max, reads_quota_over_period_rounded_down) {
+  EXPECT_EQ(parse_cpu_max("max 100000"), std::nullopt);
+  EXPECT_EQ(parse_cpu_max("100000 100000"), 1u);
+  EXPECT_EQ(parse_cpu_max("150000 100000"), 1u);
+  EXPECT_EQ(parse_cpu_max("200000 100000"), 2u);
+  EXPECT_EQ(parse_cpu_max("50000 100000"), 1u);  // half a CPU still gets one worker
+  EXPECT_EQ(parse_cpu_max("400000 100000"), 4u);
+}
+
+TEST(parse_cpu_max, rejects_junk) {
+  EXPECT_EQ(parse_cpu_max(""), std::nullopt);
+  EXPECT_EQ(parse_cpu_max("100000"), std::nullopt);
+  EXPECT_EQ(parse_cpu_max("abc 100000"), std::nullopt);
+  EXPECT_EQ(parse_cpu_max("100000 0"), std::nullopt);
+}
+
+// A fake cgroup v2 hierarchy in a temporary folder.
+class fake_cgroup : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("crunch-cgroup-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "sys" / "kubepods" / "pod1");
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  void write(const fs::path& relative, const std::string& text) { std::ofstream(root_ / relative) << text; }
+
+  fs::path root_;
+};
+
+TEST_F(fake_cgroup, no_cgroup_v2_line_means_no_quota) {
+  write("proc_cgroup", "1:cpu,cpuacct:/docker/abc\n");
+  EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), std::nullopt);
+}
+
+TEST_F(fake_cgroup, unlimited_means_no_quota) {
+  write("proc_cgroup", "0::/kubepods/pod1\n");
+  write("sys/kubepods/pod1/cpu.max", "max 100000\n");
+  EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), std::nullopt);
+}
+
+TEST_F(fake_cgroup, reads_the_process_cgroup) {
+  write("proc_cgroup", "0::/kubepods/pod1\n");
+  write("sys/kubepods/pod1/cpu.max", "300000 100000\n");
+  EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), 3u);
+}
+
+TEST_F(fake_cgroup, smallest_quota_up_the_tree_wins) {
+  write("proc_cgroup", "0::/kubepods/pod1\n");
+  write("sys/kubepods/pod1/cpu.max", "max 100000\n");
+  write("sys/kubepods/cpu.max", "200000 100000\n");
+  write("sys/cpu.max", "800000 100000\n");
+  EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), 2u);
+}
+
+TEST_F(fake_cgroup, container_namespace_root) {
+  // Inside a container the cgroup namespace shows the container's own cgroup as "/".
+  write("proc_cgroup", "0::/\n");
+  write("sys/cpu.max", "100000 100000\n");
+  EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), 1u);
+}
+
+TEST(usable_cpus, is_at_least_one_and_at_most_the_affinity_mask) {
+  EXPECT_GE(usable_cpus(), 1u);
+  EXPECT_LE(usable_cpus(), affinity_cpus());
+}
+
+}  // namespace
+}  // namespace crunch

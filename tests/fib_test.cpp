@@ -1,0 +1,48 @@
+#include <crunch/fib.hpp>
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <stop_token>
+
+namespace crunch {
+namespace {
+
+TEST(fib, known_values) {
+  EXPECT_EQ(fib(0), 0u);
+  EXPECT_EQ(fib(1), 1u);
+  EXPECT_EQ(fib(2), 1u);
+  EXPECT_EQ(fib(10), 55u);
+  EXPECT_EQ(fib(20), 6765u);
+  EXPECT_EQ(fib(21), 10946u);  // first value above the polling threshold
+  EXPECT_EQ(fib(30), 832040u);
+}
+
+TEST(fib, stops_when_asked) {
+  std::stop_source stop;
+  stop.request_stop();
+  EXPECT_EQ(fib(fib_max_n, stop.get_token()), std::nullopt);  // would run for years otherwise
+}
+
+TEST(fib, small_n_ignores_a_stop_request) {
+  std::stop_source stop;
+  stop.request_stop();
+  EXPECT_EQ(fib(15, stop.get_token()), 610u);
+}
+
+TEST(fib_calls, matches_the_recursion) {
+  EXPECT_EQ(fib_calls(0), 1u);
+  EXPECT_EQ(fib_calls(1), 1u);
+  EXPECT_EQ(fib_calls(2), 3u);
+  EXPECT_EQ(fib_calls(10), 177u);
+  EXPECT_EQ(fib_calls(40), 2 * 165580141ull - 1);  // 2·F(41) − 1
+}
+
+TEST(fib_calls, fits_or_saturates_at_the_maximum) {
+  // 2·F(93) − 1 is about 2.4e19, above 2^64 − 1.
+  EXPECT_EQ(fib_calls(fib_max_n), std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(fib_calls(90), 2 * 4660046610375530309ull - 1);  // 2·F(91) − 1
+}
+
+}  // namespace
+}  // namespace crunch

@@ -1,0 +1,284 @@
+#include <crunch/worker_pool.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <latch>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace crunch {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An io_context run by one thread of its own, like crunch's I/O thread.
+class io_thread {
+ public:
+  io_thread() : work_(io_.get_executor()), thread_([this] { io_.run(); }) {}
+  ~io_thread() {
+    work_.reset();
+    thread_.join();
+  }
+  net::io_context& io() { return io_; }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  net::io_context io_{1};
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+// A job that blocks its worker until released, so that a test controls when workers are busy.
+class gate {
+ public:
+  void open() { released_.count_down(); }
+  void wait() { released_.wait(); }
+
+ private:
+  std::latch released_{1};
+};
+
+TEST(worker_pool, needs_a_worker) { EXPECT_THROW(worker_pool({0, 1, worker_priority::normal}), std::invalid_argument); }
+
+TEST(worker_pool, completion_runs_on_the_callers_executor_not_a_worker) {
+  io_thread io;
+  worker_pool pool({2, 8, worker_priority::normal});
+  auto strand = net::make_strand(io.io());
+  std::promise<std::pair<std::thread::id, std::thread::id>> threads;  // job's, handler's
+  std::promise<job_result<int>> result;
+  net::post(strand, [&] {
+    pool.async_submit([](std::stop_token) { return std::this_thread::get_id(); },
+                      net::bind_executor(strand, [&](sys::error_code ec, job_result<std::thread::id> r) {
+                        EXPECT_FALSE(ec);
+                        EXPECT_TRUE(strand.running_in_this_thread());
+                        threads.set_value({r.value, std::this_thread::get_id()});
+                      }));
+  });
+  const auto [job_thread, handler_thread] = threads.get_future().get();
+  EXPECT_EQ(handler_thread, io.id());
+  EXPECT_NE(job_thread, io.id());
+}
+
+TEST(worker_pool, never_completes_inline_even_when_rejecting) {
+  io_thread io;
+  worker_pool pool({1, 0, worker_priority::normal});  // a queue of 0: every submission is rejected
+  std::promise<sys::error_code> done;
+  bool returned = false;  // touched only on the I/O thread
+  net::post(io.io(), [&] {
+    pool.async_submit([](std::stop_token) { return 1; },
+                      net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) {
+                        EXPECT_TRUE(returned) << "handler ran inside async_submit";
+                        done.set_value(ec);
+                      }));
+    returned = true;
+  });
+  EXPECT_EQ(done.get_future().get(), pool_errc::queue_full);
+}
+
+TEST(worker_pool, full_queue_rejects_at_once) {
+  io_thread io;
+  worker_pool pool({1, 1, worker_priority::normal});
+  gate g;
+  std::latch running(1);
+  std::promise<sys::error_code> first, second, third;
+  auto submit = [&](std::promise<sys::error_code>& p, bool blocking) {
+    pool.async_submit(
+        [&, blocking](std::stop_token) {
+          if (blocking) {
+            running.count_down();
+            g.wait();
+          }
+          return 0;
+        },
+        net::bind_executor(io.io(), [&p](sys::error_code ec, job_result<int>) { p.set_value(ec); }));
+  };
+  submit(first, true);
+  running.wait();          // the only worker is busy
+  submit(second, false);   // fills the queue
+  submit(third, false);    // no room
+  auto rejected = third.get_future();
+  ASSERT_EQ(rejected.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(rejected.get(), pool_errc::queue_full);
+  EXPECT_EQ(pool.queued(), 1u);
+  EXPECT_EQ(pool.busy(), 1u);
+  g.open();
+  EXPECT_FALSE(first.get_future().get());
+  EXPECT_FALSE(second.get_future().get());
+}
+
+TEST(worker_pool, every_accepted_job_runs_exactly_once) {
+  io_thread io;
+  constexpr int jobs = 2000;
+  worker_pool pool({4, jobs, worker_priority::normal});
+  std::vector<std::atomic<int>> runs(jobs);
+  std::atomic<int> completions{0};
+  std::promise<void> all_done;
+  for (int i = 0; i < jobs; ++i) {
+    pool.async_submit([&runs, i](std::stop_token) { return ++runs[static_cast<std::size_t>(i)]; },
+                      net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int> r) {
+                        EXPECT_FALSE(ec);
+                        EXPECT_EQ(r.value, 1);
+                        if (++completions == jobs) all_done.set_value();
+                      }));
+  }
+  all_done.get_future().get();
+  for (auto& n : runs) EXPECT_EQ(n.load(), 1);
+}
+
+TEST(worker_pool, reports_timing) {
+  io_thread io;
+  worker_pool pool({1, 4, worker_priority::normal});
+  std::promise<job_result<int>> result;
+  pool.async_submit(
+      [](std::stop_token) {
+        const auto end = std::chrono::steady_clock::now() + 20ms;
+        while (std::chrono::steady_clock::now() < end) {
+        }
+        return 7;
+      },
+      net::bind_executor(io.io(), [&](sys::error_code, job_result<int> r) { result.set_value(r); }));
+  const auto r = result.get_future().get();
+  EXPECT_EQ(r.value, 7);
+  EXPECT_GE(r.timing.computing, 20ms);
+  EXPECT_GE(r.timing.queued, 0ms);
+}
+
+TEST(worker_pool, exception_fails_the_job_not_the_worker) {
+  io_thread io;
+  worker_pool pool({1, 4, worker_priority::normal});
+  std::promise<std::pair<sys::error_code, std::string>> failed;
+  pool.async_submit([](std::stop_token) -> int { throw std::runtime_error("boom"); },
+                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int> r) {
+                      failed.set_value({ec, r.failure});
+                    }));
+  const auto [ec, what] = failed.get_future().get();
+  EXPECT_EQ(ec, pool_errc::job_failed);
+  EXPECT_EQ(what, "boom");
+
+  std::promise<int> next;
+  pool.async_submit([](std::stop_token) { return 42; },
+                    net::bind_executor(io.io(), [&](sys::error_code, job_result<int> r) { next.set_value(r.value); }));
+  EXPECT_EQ(next.get_future().get(), 42);
+}
+
+TEST(worker_pool, cancelling_a_queued_job_removes_it_unrun) {
+  io_thread io;
+  worker_pool pool({1, 4, worker_priority::normal});
+  gate g;
+  std::latch running(1);
+  std::atomic<bool> second_ran{false};
+  net::cancellation_signal cancel;
+  std::promise<sys::error_code> first, second;
+  pool.async_submit(
+      [&](std::stop_token) {
+        running.count_down();
+        g.wait();
+        return 0;
+      },
+      net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { first.set_value(ec); }));
+  running.wait();
+  std::promise<void> submitted;
+  net::post(io.io(), [&] {  // the slot belongs to the I/O thread: submit and cancel there
+    pool.async_submit([&](std::stop_token) { return second_ran = true; },
+                      net::bind_cancellation_slot(cancel.slot(), net::bind_executor(io.io(), [&](sys::error_code ec,
+                                                                                                   job_result<bool>) {
+                                                    second.set_value(ec);
+                                                  })));
+    submitted.set_value();
+  });
+  submitted.get_future().get();
+  EXPECT_EQ(pool.queued(), 1u);
+  net::post(io.io(), [&] { cancel.emit(net::cancellation_type::terminal); });
+  EXPECT_EQ(second.get_future().get(), net::error::operation_aborted);
+  EXPECT_EQ(pool.queued(), 0u);
+  g.open();
+  EXPECT_FALSE(first.get_future().get());
+  EXPECT_FALSE(second_ran);
+}
+
+TEST(worker_pool, cancelling_a_running_job_fires_its_stop_token) {
+  io_thread io;
+  worker_pool pool({1, 4, worker_priority::normal});
+  std::latch running(1);
+  net::cancellation_signal cancel;
+  std::promise<job_result<bool>> done;
+  net::post(io.io(), [&] {
+    pool.async_submit(
+        [&](std::stop_token stop) {
+          running.count_down();
+          while (!stop.stop_requested()) {
+          }
+          return true;  // saw the stop
+        },
+        net::bind_cancellation_slot(cancel.slot(),
+                                    net::bind_executor(io.io(), [&](sys::error_code, job_result<bool> r) {
+                                      done.set_value(r);
+                                    })));
+  });
+  running.wait();
+  net::post(io.io(), [&] { cancel.emit(net::cancellation_type::terminal); });
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(f.get().value);
+}
+
+TEST(worker_pool, destruction_stops_running_jobs_abandons_queued_ones_and_joins) {
+  io_thread io;
+  std::atomic<bool> running_job_returned{false};
+  std::atomic<bool> queued_job_ran{false};
+  std::promise<sys::error_code> queued_outcome;
+  {
+    worker_pool pool({1, 4, worker_priority::normal});
+    std::latch running(1);
+    pool.async_submit(
+        [&](std::stop_token stop) {
+          running.count_down();
+          while (!stop.stop_requested()) {
+          }
+          running_job_returned = true;
+          return 0;
+        },
+        net::bind_executor(io.io(), [](sys::error_code, job_result<int>) {}));
+    running.wait();
+    pool.async_submit([&](std::stop_token) { return queued_job_ran = true; },
+                      net::bind_executor(io.io(), [&](sys::error_code ec, job_result<bool>) {
+                        queued_outcome.set_value(ec);
+                      }));
+  }  // ~worker_pool
+  EXPECT_TRUE(running_job_returned);  // the worker was joined, not detached
+  EXPECT_FALSE(queued_job_ran);
+  EXPECT_EQ(queued_outcome.get_future().get(), pool_errc::shut_down);
+}
+
+TEST(worker_pool, works_with_a_callback_on_the_system_executor) {
+  worker_pool pool({1, 4, worker_priority::normal});
+  std::promise<int> done;
+  pool.async_submit([](std::stop_token) { return 5; },
+                    [&](sys::error_code, job_result<int> r) { done.set_value(r.value); });
+  EXPECT_EQ(done.get_future().get(), 5);
+}
+
+TEST(worker_pool, lower_priorities_still_run_jobs) {
+  io_thread io;
+  for (const auto priority : {worker_priority::batch, worker_priority::idle}) {
+    worker_pool pool({1, 4, priority});
+    std::promise<int> done;
+    pool.async_submit([](std::stop_token) { return 3; },
+                      net::bind_executor(io.io(), [&](sys::error_code, job_result<int> r) { done.set_value(r.value); }));
+    EXPECT_EQ(done.get_future().get(), 3);
+  }
+}
+
+}  // namespace
+}  // namespace crunch

@@ -1,0 +1,156 @@
+#include <crunch/worker_pool.hpp>
+
+#include <boost/asio/error.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+namespace crunch {
+
+namespace {
+
+class pool_category_impl final : public sys::error_category {
+ public:
+  const char* name() const noexcept override { return "crunch.pool"; }
+  std::string message(int ev) const override {
+    switch (static_cast<pool_errc>(ev)) {
+      case pool_errc::queue_full: return "job queue is full";
+      case pool_errc::shut_down: return "worker pool is shut down";
+      case pool_errc::job_failed: return "job failed";
+    }
+    return "unknown worker pool error";
+  }
+};
+
+// Best effort: an unprivileged process may always lower its own priority, so failure here
+// means an unusual kernel or seccomp policy, and the pool still works at normal priority.
+void lower_priority(worker_priority priority) {
+  if (priority == worker_priority::normal) return;
+  const int policy = priority == worker_priority::batch ? SCHED_BATCH : SCHED_IDLE;
+  sched_param param{};
+  param.sched_priority = 0;
+  pthread_setschedparam(pthread_self(), policy, &param);
+  if (priority == worker_priority::batch) {
+    // On Linux the nice value is per thread, addressed by its tid.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+  }
+}
+
+}  // namespace
+
+const sys::error_category& pool_category() noexcept {
+  static const pool_category_impl category;
+  return category;
+}
+
+void worker_pool::cancel_handler::operator()(net::cancellation_type type) const {
+  if ((type & (net::cancellation_type::terminal | net::cancellation_type::partial |
+               net::cancellation_type::total)) != net::cancellation_type::none) {
+    pool->cancel(id, stop);
+  }
+}
+
+worker_pool::worker_pool(worker_pool_options options)
+    : queue_limit_(options.queue_limit), priority_(options.priority), running_(options.workers) {
+  if (options.workers == 0) throw std::invalid_argument("worker_pool needs at least one worker");
+  threads_.reserve(options.workers);
+  for (std::size_t i = 0; i < options.workers; ++i) {
+    threads_.emplace_back([this, i] { worker_main(i); });
+  }
+}
+
+worker_pool::~worker_pool() {
+  shutdown();
+  for (auto& t : threads_) t.join();
+}
+
+void worker_pool::shutdown() {
+  std::deque<std::unique_ptr<task>> abandoned;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    abandoned.swap(queue_);
+    for (auto& stop : running_) stop.request_stop();
+  }
+  ready_.notify_all();
+  for (auto& t : abandoned) t->abandon(pool_errc::shut_down);
+}
+
+std::size_t worker_pool::queued() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size();
+}
+
+std::size_t worker_pool::busy() const {
+  std::lock_guard lock(mutex_);
+  return busy_;
+}
+
+void worker_pool::enqueue(std::unique_ptr<task> t) {
+  sys::error_code rejected;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      rejected = pool_errc::shut_down;
+    } else if (queue_.size() >= queue_limit_) {
+      rejected = pool_errc::queue_full;
+    } else {
+      t->enqueued_ = std::chrono::steady_clock::now();
+      queue_.push_back(std::move(t));
+    }
+  }
+  if (rejected) {
+    t->enqueued_ = std::chrono::steady_clock::now();
+    t->abandon(rejected);
+    return;
+  }
+  ready_.notify_one();
+}
+
+void worker_pool::cancel(std::uint64_t id, const std::stop_source& stop) {
+  std::unique_ptr<task> removed;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [id](const auto& t) { return t->id_ == id; });
+    if (it != queue_.end()) {
+      removed = std::move(*it);
+      queue_.erase(it);
+    }
+  }
+  if (removed) {
+    removed->abandon(net::error::operation_aborted);
+  } else {
+    // Running (or already finished, when this is harmless): the job polls its token.
+    std::stop_source(stop).request_stop();
+  }
+}
+
+void worker_pool::worker_main(std::size_t index) {
+  lower_priority(priority_);
+  for (;;) {
+    std::unique_ptr<task> t;
+    {
+      std::unique_lock lock(mutex_);
+      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left to do
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      running_[index] = t->stop_;
+      ++busy_;
+    }
+    t->run(t->stop_.get_token());
+    {
+      std::lock_guard lock(mutex_);
+      running_[index] = std::stop_source(std::nostopstate);
+      --busy_;
+    }
+  }
+}
+
+}  // namespace crunch
