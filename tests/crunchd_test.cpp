@@ -1,0 +1,200 @@
+// Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
+#include "test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace crunch::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// crunchd as a child process with its stdout and stderr on pipes.
+class crunchd_process {
+ public:
+  explicit crunchd_process(const std::vector<std::string>& args) {
+    int out[2];
+    int err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+    std::vector<std::string> argv_storage{CRUNCHD_PATH};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, CRUNCHD_PATH, &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+    if (rc != 0) throw std::runtime_error("posix_spawn failed");
+  }
+
+  ~crunchd_process() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    close(out_);
+    close(err_);
+  }
+
+  crunchd_process(const crunchd_process&) = delete;
+  crunchd_process& operator=(const crunchd_process&) = delete;
+
+  /// The next line of stdout; empty on EOF or timeout.
+  std::string stdout_line(std::chrono::milliseconds timeout = 20s) { return line(out_, out_buffer_, timeout); }
+
+  /// Everything on stderr until the process closes it.
+  std::string all_stderr(std::chrono::milliseconds timeout = 20s) {
+    std::string text;
+    for (auto l = line(err_, err_buffer_, timeout); !l.empty(); l = line(err_, err_buffer_, timeout)) text += l + "\n";
+    return text;
+  }
+
+  /// Reads stdout to its end (the process exits), then reaps the process: its exit code, or -1.
+  int wait_exit(std::chrono::milliseconds timeout = 30s) {
+    while (!stdout_line(timeout).empty()) {
+    }
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  void signal(int signo) { kill(pid_, signo); }
+
+ private:
+  static std::string line(int fd, std::string& buffer, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (const auto nl = buffer.find('\n'); nl != std::string::npos) {
+        std::string l = buffer.substr(0, nl);
+        buffer.erase(0, nl + 1);
+        return l;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left <= 0ms) return {};
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) return {};
+      std::array<char, 4096> chunk;
+      const auto n = ::read(fd, chunk.data(), chunk.size());
+      if (n <= 0) {
+        std::string rest;
+        rest.swap(buffer);
+        return rest;
+      }
+      buffer.append(chunk.data(), static_cast<std::size_t>(n));
+    }
+  }
+
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int out_ = -1;
+  int err_ = -1;
+  std::string out_buffer_;
+  std::string err_buffer_;
+};
+
+// Starts crunchd on a free loopback port and reads the port from its "listening" line.
+std::uint16_t started_port(crunchd_process& p) {
+  const auto line = p.stdout_line();
+  const auto event = nlohmann::json::parse(line);
+  EXPECT_EQ(event.at("event"), "listening") << line;
+  return event.at("port").get<std::uint16_t>();
+}
+
+struct refusal {
+  std::vector<std::string> args;
+  std::string names;
+};
+
+class crunchd_refuses : public ::testing::TestWithParam<refusal> {};
+
+TEST_P(crunchd_refuses, nonsense_at_start_with_exit_2_and_one_line) {
+  crunchd_process p(GetParam().args);
+  const auto err = p.all_stderr();
+  EXPECT_EQ(p.wait_exit(), 2);
+  EXPECT_NE(err.find(GetParam().names), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+}
+
+INSTANTIATE_TEST_SUITE_P(flags, crunchd_refuses,
+                         ::testing::Values(refusal{{"--workers", "0"}, "--workers"},
+                                           refusal{{"--port", "70000"}, "--port"},
+                                           refusal{{"--port", "abc"}, "--port"},
+                                           refusal{{"--mode", "turbo"}, "--mode"}));
+
+TEST(crunchd, help_and_version) {
+  {
+    crunchd_process p({"--help"});
+    const auto first = p.stdout_line();
+    EXPECT_NE(first.find("usage: crunchd"), std::string::npos) << first;
+    EXPECT_EQ(p.wait_exit(), 0);
+  }
+  crunchd_process p({"--version"});
+  EXPECT_EQ(p.stdout_line().rfind("crunchd ", 0), 0u);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
+TEST(crunchd, port_in_use_is_a_clear_error) {
+  running_server taken(test_config(1));
+  crunchd_process p({"--address", "127.0.0.1", "--port", std::to_string(taken.port())});
+  const auto err = p.all_stderr();
+  EXPECT_EQ(p.wait_exit(), 1);
+  EXPECT_NE(err.find("cannot listen"), std::string::npos) << err;
+}
+
+TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "20s"});
+  const auto port = started_port(p);
+  http_connection job(port, 30s);
+  job.send_get("/fib/40");
+  // Wait (bounded) until the job occupies the worker, then ask the server to stop.
+  http_connection observer(port);
+  bool busy = false;
+  for (int attempt = 0; attempt < 2000 && !busy; ++attempt) {
+    busy = observer.get("/metrics")->body.find("\ncrunch_workers_busy 1\n") != std::string::npos;
+  }
+  ASSERT_TRUE(busy);
+  p.signal(SIGTERM);
+  const auto r = job.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(nlohmann::json::parse(r->body).at("result"), 102334155);
+  EXPECT_FALSE(r->keep_alive);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
+TEST(crunchd, sigint_on_an_idle_server_exits_0) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
+  const auto port = started_port(p);
+  http_connection c(port);
+  EXPECT_EQ(c.get("/healthz")->status, 200u);
+  p.signal(SIGINT);
+  EXPECT_EQ(p.wait_exit(), 0);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+}  // namespace
+}  // namespace crunch::testing

@@ -1,0 +1,305 @@
+// Integration tests: the real server on 127.0.0.1 port 0, spoken to over TCP.
+#include "test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace crunch::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+nlohmann::json json_of(const http_reply& r) { return nlohmann::json::parse(r.body); }
+
+std::string error_code_of(const http_reply& r) { return json_of(r).at("error").at("code").get<std::string>(); }
+
+struct server_test : ::testing::Test {
+  std::shared_ptr<job_probe> probe = std::make_shared<job_probe>();
+};
+
+TEST_F(server_test, fib_answers_value_and_headers) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto r = c.get("/fib/20");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->header("content-type"), "application/json");
+  const auto body = json_of(*r);
+  EXPECT_EQ(body.at("n"), 20);
+  EXPECT_EQ(body.at("result"), 6765);
+  EXPECT_EQ(body.at("result_string"), "6765");
+  const auto timing = r->header("server-timing");
+  EXPECT_NE(timing.find("queue;dur="), std::string::npos) << timing;
+  EXPECT_NE(timing.find("compute;dur="), std::string::npos) << timing;
+  EXPECT_FALSE(r->header("x-request-id").empty());
+  EXPECT_EQ(r->header("server").rfind("crunch/", 0), 0u);
+}
+
+TEST_F(server_test, request_id_is_echoed_when_safe_and_generated_otherwise) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  EXPECT_EQ(c.get("/healthz", "X-Request-Id: abc-123.x\r\n")->header("x-request-id"), "abc-123.x");
+  const auto unsafe = c.get("/healthz", "X-Request-Id: <script>\r\n")->header("x-request-id");
+  EXPECT_NE(unsafe, "<script>");
+  EXPECT_FALSE(unsafe.empty());
+  const auto a = c.get("/healthz")->header("x-request-id");
+  const auto b = c.get("/healthz")->header("x-request-id");
+  EXPECT_NE(a, b);
+}
+
+TEST_F(server_test, every_bad_n_is_400_with_the_json_error) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  for (const std::string& n : std::vector<std::string>{"-1", "93", "abc", "1e3", "+5", "%207", "", "4.5", std::string(400, '9')}) {
+    const auto r = c.get("/fib/" + n);
+    ASSERT_TRUE(r) << n;
+    EXPECT_EQ(r->status, 400u) << n;
+    EXPECT_EQ(error_code_of(*r), "invalid_argument") << n;
+    EXPECT_EQ(json_of(*r).at("error").at("message"), "n must be an integer in 0..92");
+  }
+}
+
+TEST_F(server_test, raw_space_in_the_target_is_a_malformed_request) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  c.send("GET /fib/ 7 HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400u);
+  EXPECT_EQ(error_code_of(*r), "bad_request");
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST_F(server_test, unknown_route_404_and_wrong_method_405_with_allow) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto missing = c.get("/nope");
+  EXPECT_EQ(missing->status, 404u);
+  EXPECT_EQ(error_code_of(*missing), "not_found");
+  c.send("POST /fib/3 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  const auto post = c.read();
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405u);
+  EXPECT_EQ(post->header("allow"), "GET");
+  EXPECT_EQ(error_code_of(*post), "method_not_allowed");
+  c.send("DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto del = c.read();
+  EXPECT_EQ(del->status, 405u);
+  EXPECT_EQ(del->header("allow"), "GET, HEAD");
+}
+
+TEST_F(server_test, head_gets_headers_without_a_body) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto head = c.read(true);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200u);
+  EXPECT_EQ(head->header("content-length"), "15");
+  EXPECT_TRUE(head->body.empty());
+  // The connection is still in sync: the next answer is the next request's.
+  EXPECT_EQ(json_of(*c.get("/fib/10")).at("result"), 55);
+}
+
+TEST_F(server_test, several_requests_on_one_kept_alive_connection) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  for (int n = 0; n < 20; ++n) {
+    const auto r = c.get("/fib/" + std::to_string(n));
+    ASSERT_TRUE(r) << n;
+    EXPECT_TRUE(r->keep_alive);
+    EXPECT_EQ(json_of(*r).at("n"), n);
+  }
+  EXPECT_EQ(c.get("/healthz")->status, 200u);
+}
+
+TEST_F(server_test, pipelined_requests_are_answered_in_order) {
+  running_server s(test_config(4), test_jobs(probe));
+  http_connection c(s.port());
+  // A slow job first: the faster requests behind it must still wait their turn.
+  c.send("GET /spin/150 HTTP/1.1\r\nHost: x\r\n\r\nGET /fib/25 HTTP/1.1\r\nHost: x\r\n\r\n"
+         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /fib/5 HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto first = c.read();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(json_of(*first).at("spun_ms"), 150);
+  const auto second = c.read();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(json_of(*second).at("result"), 75025);
+  const auto third = c.read();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(json_of(*third).at("status"), "ok");
+  const auto fourth = c.read();
+  ASSERT_TRUE(fourth);
+  EXPECT_EQ(json_of(*fourth).at("result"), 5);
+}
+
+TEST_F(server_test, connection_close_is_honoured) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto r = c.get("/healthz", "Connection: close\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->keep_alive);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST_F(server_test, oversized_headers_get_431_and_oversized_body_413) {
+  auto cfg = test_config();
+  cfg.max_header_bytes = 1024;
+  cfg.max_body_bytes = 100;
+  running_server s(cfg);
+  {
+    http_connection c(s.port());
+    c.send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
+    const auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 431u);
+    EXPECT_EQ(error_code_of(*r), "header_too_large");
+  }
+  {
+    http_connection c(s.port());
+    c.send("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b'));
+    const auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413u);
+    EXPECT_EQ(error_code_of(*r), "body_too_large");
+  }
+  http_connection c(s.port());
+  EXPECT_EQ(c.get("/healthz")->status, 200u);
+}
+
+TEST_F(server_test, deadline_gives_504_and_frees_the_worker) {
+  running_server s(test_config(1), test_jobs(probe));
+  http_connection c(s.port());
+  const auto start = clock::now();
+  const auto r = c.get("/spin/30000?timeout_ms=200");
+  const auto took = clock::now() - start;
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504u);
+  EXPECT_EQ(error_code_of(*r), "deadline_exceeded");
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_TRUE(probe->wait_stopped(1));  // the job saw its stop token
+  // The only worker is free again: a short job completes at once.
+  const auto next = c.get("/fib/10");
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200u);
+}
+
+TEST_F(server_test, full_queue_gives_503_with_retry_after_at_once) {
+  auto cfg = test_config(1);
+  cfg.queue_limit = 1;
+  cfg.drain_timeout = 100ms;  // the spinning job is left to the drain to cancel
+  running_server s(cfg, test_jobs(probe));
+  http_connection running(s.port());
+  running.send_get("/spin/20000");
+  ASSERT_TRUE(probe->wait_started(1));
+  http_connection queued(s.port());
+  queued.send_get("/spin/1");
+  http_connection observer(s.port());
+  bool in_queue = false;
+  for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {  // a condition wait, bounded
+    in_queue = observer.get("/metrics")->body.find("\ncrunch_queue_depth 1\n") != std::string::npos;
+  }
+  ASSERT_TRUE(in_queue);
+  const auto start = clock::now();
+  const auto refused = observer.get("/fib/1");
+  ASSERT_TRUE(refused);
+  EXPECT_LT(clock::now() - start, 1s);
+  EXPECT_EQ(refused->status, 503u);
+  EXPECT_EQ(error_code_of(*refused), "overloaded");
+  EXPECT_EQ(refused->header("retry-after"), "1");
+}
+
+TEST_F(server_test, a_job_that_throws_gives_500_and_the_server_goes_on) {
+  running_server s(test_config(1), test_jobs(probe));
+  http_connection c(s.port());
+  const auto r = c.get("/throw/kaput");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500u);
+  EXPECT_EQ(error_code_of(*r), "job_failed");
+  EXPECT_EQ(json_of(*r).at("error").at("message"), "kaput");
+  EXPECT_EQ(c.get("/fib/12")->status, 200u);
+}
+
+// The promise: with every worker busy, the I/O thread still answers cheap requests at once.
+// The inline half shows that the test can fail: there the job blocks the loop.
+std::chrono::nanoseconds healthz_latency_with_workers_busy(run_mode mode, job_probe& probe, job_registry jobs) {
+  constexpr std::size_t workers = 2;
+  auto cfg = test_config(workers);
+  cfg.mode = mode;
+  running_server s(cfg, std::move(jobs));
+  std::vector<std::unique_ptr<http_connection>> busy;
+  const int jobs_to_start = mode == run_mode::offload ? static_cast<int>(workers) : 1;
+  for (int i = 0; i < jobs_to_start; ++i) {
+    busy.push_back(std::make_unique<http_connection>(s.port()));
+    busy.back()->send_get("/spin/1500");
+  }
+  EXPECT_TRUE(probe.wait_started(jobs_to_start));
+  http_connection c(s.port());
+  std::chrono::nanoseconds worst{0};
+  for (int i = 0; i < 5; ++i) {
+    const auto start = clock::now();
+    const auto r = c.get("/healthz");
+    worst = std::max(worst, std::chrono::nanoseconds(clock::now() - start));
+    EXPECT_TRUE(r);
+  }
+  for (auto& b : busy) EXPECT_EQ(b->read()->status, 200u);
+  return worst;
+}
+
+TEST_F(server_test, healthz_stays_fast_while_every_worker_is_busy) {
+  const auto worst = healthz_latency_with_workers_busy(run_mode::offload, *probe, test_jobs(probe));
+  EXPECT_LT(worst, 50ms) << "worst /healthz latency " << std::chrono::duration<double, std::milli>(worst).count()
+                          << " ms";
+}
+
+TEST_F(server_test, healthz_is_blocked_in_inline_mode) {
+  const auto worst = healthz_latency_with_workers_busy(run_mode::inline_, *probe, test_jobs(probe));
+  EXPECT_GT(worst, 200ms) << "inline mode should block the loop; worst /healthz latency "
+                          << std::chrono::duration<double, std::milli>(worst).count() << " ms";
+}
+
+TEST_F(server_test, drain_finishes_in_flight_closes_idle_and_turns_readyz_503) {
+  running_server s(test_config(2), test_jobs(probe));
+  http_connection idle(s.port());
+  EXPECT_EQ(idle.get("/healthz")->status, 200u);  // now idle, kept alive
+  http_connection busy(s.port());
+  // A job in flight, with a readiness probe pipelined behind it.
+  busy.send("GET /spin/300 HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(probe->wait_started(1));
+  s.stop();
+  EXPECT_TRUE(idle.closed_by_peer());
+  const auto job = busy.read();
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->status, 200u);  // finished, not cut off
+  const auto ready = busy.read();
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503u);
+  EXPECT_EQ(error_code_of(*ready), "draining");
+  EXPECT_FALSE(ready->keep_alive);
+  EXPECT_TRUE(busy.closed_by_peer());
+  EXPECT_TRUE(s.wait_stopped(10s));
+}
+
+TEST_F(server_test, drain_timeout_cancels_what_is_left) {
+  auto cfg = test_config(1);
+  cfg.drain_timeout = 200ms;
+  running_server s(cfg, test_jobs(probe));
+  http_connection busy(s.port());
+  busy.send_get("/spin/60000");
+  ASSERT_TRUE(probe->wait_started(1));
+  const auto start = clock::now();
+  s.stop();
+  EXPECT_TRUE(s.wait_stopped(10s));
+  EXPECT_LT(clock::now() - start, 5s);
+  EXPECT_TRUE(probe->wait_stopped(1));  // the running job was told to stop
+}
+
+}  // namespace
+}  // namespace crunch::testing

@@ -1,0 +1,181 @@
+// The tests' only translation unit that includes Beast (for the HTTP client).
+#include "test_support.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+
+#include <sys/socket.h>
+#include <sys/time.h>
+
+namespace crunch::testing {
+
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+
+config test_config(std::size_t workers) {
+  config c;
+  c.address = "127.0.0.1";
+  c.port = 0;
+  c.workers = workers;
+  c.priority = worker_priority::normal;
+  c.drain_timeout = std::chrono::seconds(10);
+  return c;
+}
+
+running_server::running_server(config cfg, job_registry jobs) : server_(std::move(cfg), std::move(jobs)) {
+  thread_ = std::thread([this] {
+    server_.run();
+    std::lock_guard lock(mutex_);
+    stopped_ = true;
+    stopped_cv_.notify_all();
+  });
+}
+
+running_server::~running_server() {
+  server_.stop();
+  thread_.join();
+}
+
+bool running_server::wait_stopped(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return stopped_cv_.wait_for(lock, timeout, [this] { return stopped_; });
+}
+
+std::string http_reply::header(const std::string& lower_name) const {
+  const auto it = headers.find(lower_name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+struct http_connection::impl {
+  boost::asio::io_context io;
+  tcp::socket socket{io};
+  boost::beast::flat_buffer buffer;
+};
+
+http_connection::http_connection(std::uint16_t port, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<impl>()) {
+  impl_->socket.connect(tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
+  // A hung server must fail the test, not hang it.
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+http_connection::~http_connection() = default;
+
+void http_connection::send(const std::string& bytes) { boost::asio::write(impl_->socket, boost::asio::buffer(bytes)); }
+
+void http_connection::send_get(const std::string& target, const std::string& extra_headers) {
+  send("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n");
+}
+
+std::optional<http_reply> http_connection::read(bool head_request) {
+  http::response_parser<http::string_body> parser;
+  parser.skip(head_request);
+  parser.body_limit(16 * 1024 * 1024);
+  boost::system::error_code ec;
+  http::read(impl_->socket, impl_->buffer, parser, ec);
+  if (ec) return std::nullopt;
+  const auto& res = parser.get();
+  http_reply r;
+  r.status = res.result_int();
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    r.headers[name] = std::string(field.value());
+  }
+  r.body = res.body();
+  r.keep_alive = res.keep_alive();
+  return r;
+}
+
+std::optional<http_reply> http_connection::get(const std::string& target, const std::string& extra_headers) {
+  send_get(target, extra_headers);
+  return read();
+}
+
+bool http_connection::closed_by_peer() {
+  char byte = 0;
+  boost::system::error_code ec;
+  if (impl_->buffer.size() > 0) return false;
+  impl_->socket.read_some(boost::asio::buffer(&byte, 1), ec);
+  return ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset;
+}
+
+void job_probe::note_started() {
+  std::lock_guard lock(mutex_);
+  ++started_;
+  changed_.notify_all();
+}
+
+void job_probe::note_stopped() {
+  std::lock_guard lock(mutex_);
+  ++stopped_;
+  changed_.notify_all();
+}
+
+bool job_probe::wait_started(int n, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return started_ >= n; });
+}
+
+bool job_probe::wait_stopped(int n, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return stopped_ >= n; });
+}
+
+int job_probe::started() {
+  std::lock_guard lock(mutex_);
+  return started_;
+}
+
+int job_probe::stopped() {
+  std::lock_guard lock(mutex_);
+  return stopped_;
+}
+
+job_kind spin_job(std::shared_ptr<job_probe> probe) {
+  return {"spin", [probe](std::string_view parameter) -> std::variant<job_function, invalid_argument> {
+            const int ms = std::stoi(std::string(parameter));
+            return job_function([probe, ms](std::stop_token stop) -> std::optional<nlohmann::json> {
+              probe->note_started();
+              const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+              volatile std::uint64_t sink = 0;
+              while (std::chrono::steady_clock::now() < end) {
+                for (int i = 0; i < 1000; ++i) sink = sink + 1;
+                if (stop.stop_requested()) {
+                  probe->note_stopped();
+                  return std::nullopt;
+                }
+              }
+              return nlohmann::json{{"spun_ms", ms}};
+            });
+          }};
+}
+
+job_kind throw_job() {
+  return {"throw", [](std::string_view parameter) -> std::variant<job_function, invalid_argument> {
+            return job_function([message = std::string(parameter)](std::stop_token) -> std::optional<nlohmann::json> {
+              throw std::runtime_error(message);
+            });
+          }};
+}
+
+job_registry test_jobs(std::shared_ptr<job_probe> probe) {
+  auto jobs = default_jobs();
+  jobs.add(spin_job(std::move(probe)));
+  jobs.add(throw_job());
+  return jobs;
+}
+
+}  // namespace crunch::testing

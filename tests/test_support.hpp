@@ -1,0 +1,106 @@
+#pragma once
+// Helpers for the integration tests: a server on 127.0.0.1 port 0 running on its own thread,
+// a blocking HTTP client with timeouts, and job kinds that exist only in the tests.
+
+#include <crunch/jobs.hpp>
+#include <crunch/server.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+namespace crunch::testing {
+
+/// A test configuration: loopback, any free port, small limits.
+config test_config(std::size_t workers = 2);
+
+/// A crunch::server on its own I/O thread. The destructor drains it and joins the thread.
+class running_server {
+ public:
+  explicit running_server(config cfg, job_registry jobs = default_jobs());
+  ~running_server();
+  running_server(const running_server&) = delete;
+  running_server& operator=(const running_server&) = delete;
+
+  std::uint16_t port() const { return server_.port(); }
+  /// Begins the drain (what SIGTERM does).
+  void stop() { server_.stop(); }
+  /// Waits for run() to return; false if it has not within `timeout`.
+  bool wait_stopped(std::chrono::milliseconds timeout);
+
+ private:
+  server server_;
+  std::mutex mutex_;
+  std::condition_variable stopped_cv_;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+/// A parsed HTTP response.
+struct http_reply {
+  unsigned status = 0;
+  std::map<std::string, std::string> headers;  ///< names in lower case
+  std::string body;
+  bool keep_alive = true;
+  std::string header(const std::string& lower_name) const;
+};
+
+/// One blocking TCP connection to 127.0.0.1:port; every read gives up after a timeout.
+class http_connection {
+ public:
+  explicit http_connection(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  ~http_connection();
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
+
+  /// Writes bytes as they are.
+  void send(const std::string& bytes);
+  /// Sends "GET target HTTP/1.1" with Host and any extra header lines ("Name: value\r\n...").
+  void send_get(const std::string& target, const std::string& extra_headers = {});
+  /// Reads one response; nullopt if the connection closed (or timed out) first.
+  std::optional<http_reply> read(bool head_request = false);
+  /// send_get then read.
+  std::optional<http_reply> get(const std::string& target, const std::string& extra_headers = {});
+  /// True when the peer has closed: a read returns end of file within the timeout.
+  bool closed_by_peer();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// What the test job kinds report, for tests to wait on instead of sleeping.
+class job_probe {
+ public:
+  void note_started();
+  void note_stopped();
+  /// Waits until at least `n` jobs started; false on timeout.
+  bool wait_started(int n, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  /// Waits until at least `n` jobs saw their stop token; false on timeout.
+  bool wait_stopped(int n, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  int started();
+  int stopped();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int started_ = 0;
+  int stopped_ = 0;
+};
+
+/// GET /spin/{ms}: burns CPU for ms milliseconds, or until its stop token fires.
+job_kind spin_job(std::shared_ptr<job_probe> probe);
+
+/// GET /throw/{message}: throws std::runtime_error(message) on the worker.
+job_kind throw_job();
+
+/// Test jobs plus the default ones.
+job_registry test_jobs(std::shared_ptr<job_probe> probe);
+
+}  // namespace crunch::testing
