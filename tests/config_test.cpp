@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <ostream>
 
 namespace crunch {
 namespace {
@@ -81,6 +82,10 @@ struct bad_case {
   args argv;
   std::string names;  // what the one-line error must name
 };
+
+void PrintTo(const bad_case& c, std::ostream* out) {
+  for (const auto& a : c.argv) *out << a << ' ';
+}
 
 class config_rejects : public ::testing::TestWithParam<bad_case> {};
 

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <ostream>
 #include <cerrno>
 #include <csignal>
 #include <chrono>
@@ -128,6 +130,10 @@ struct refusal {
   std::vector<std::string> args;
   std::string names;
 };
+
+void PrintTo(const refusal& r, std::ostream* out) {
+  for (const auto& a : r.args) *out << a << ' ';
+}
 
 class crunchd_refuses : public ::testing::TestWithParam<refusal> {};
 

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# crunch benchmark driver: one command, loopback only, every load bounded in time.
+#   ./bench/run.sh            all scenarios (about 2 minutes on 2 cores)
+#   DURATION=5 ./bench/run.sh shorter loads
+# Prints a summary and writes bench/results/latest.json.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/deps.sh"
+crunch_packages+=(wrk)
+crunch_install_deps
+
+duration="${DURATION:-10}"
+build="$root/build"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" --target crunchd fib_single >/dev/null
+out="$root/bench/results"
+mkdir -p "$out"
+log="$out/crunchd.log"
+cores="$(nproc)"
+pid=""
+
+stop_server() {
+  if [[ -n "$pid" ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+  fi
+}
+trap stop_server EXIT
+
+# Starts crunchd on a free loopback port with the given flags; sets $port.
+start_server() {
+  "$build/crunchd" --address 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    port="$(grep -o '"port":[0-9]*' "$log" 2>/dev/null | head -1 | cut -d: -f2 || true)"
+    [[ -n "$port" ]] && return 0
+    sleep 0.05
+  done
+  echo "crunchd did not start:" >&2; cat "$log" >&2; exit 1
+}
+
+# wrk with the JSON reporter; prints the JSON line.
+load() {  # threads connections seconds path [extra wrk args]
+  local t="$1" c="$2" d="$3" path="$4"; shift 4
+  wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s -s "$root/bench/report.lua" "$@" "http://127.0.0.1:$port$path" | tail -1
+}
+
+json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); 
+for k in sys.argv[2].split("."): d=d[k]
+print(d)' "$1" "$2"; }
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $cores cores, kernel $(uname -r)"
+echo "commit:  $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+# 1. Physical limit: the same fib kernel, one thread, no server.
+single30="$("$build/fib_single" 30 41)"
+t30="$(json_get "$single30" median_s)"
+limit="$(python3 -c "print($cores / $t30)")"
+echo "fib(30) single thread: ${t30}s  -> limit ${limit%.*} req/s on $cores cores"
+
+# 2. CPU throughput: /fib/30 saturating the workers.
+start_server
+thr="$(load 2 16 "$duration" /fib/30)"
+stop_server
+rps="$(json_get "$thr" rps)"
+echo "/fib/30 wrk -t2 -c16: $rps req/s, ratio to limit $(python3 -c "print(round($rps / $limit, 3))"), errors $(json_get "$thr" errors)"
+
+# 3. Responsiveness under CPU load, per worker priority, and inline for contrast.
+declare -A hz
+for variant in idle batch normal inline; do
+  if [[ "$variant" == inline ]]; then start_server --mode inline; else start_server --worker-priority "$variant"; fi
+  wrk -t1 -c"$((2 * cores))" -d"$((duration + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
+  bg=$!
+  sleep 1
+  hz[$variant]="$(load 1 4 "$duration" /healthz)"
+  wait "$bg" || true
+  stop_server
+  echo "/healthz under /fib/32 load, $variant: p50 $(json_get "${hz[$variant]}" latency_us.p50)us p99 $(json_get "${hz[$variant]}" latency_us.p99)us max $(json_get "${hz[$variant]}" latency_us.max)us, $(json_get "${hz[$variant]}" rps) req/s"
+done
+
+# 4. HTTP overhead: /healthz alone.
+start_server
+idle_hz="$(load 2 64 "$duration" /healthz)"
+stop_server
+echo "/healthz alone wrk -t2 -c64: $(json_get "$idle_hz" rps) req/s, p99 $(json_get "$idle_hz" latency_us.p99)us"
+
+cat >"$out/latest.json" <<JSON
+{"commit":"$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)","cores":$cores,
+ "fib30_single":$single30,"limit_rps":$limit,"fib30_load":$thr,
+ "healthz_under_load":{"idle":${hz[idle]},"batch":${hz[batch]},"normal":${hz[normal]},"inline":${hz[inline]}},
+ "healthz_alone":$idle_hz}
+JSON
+echo "wrote $out/latest.json"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages crunch needs to build and test, if any are missing.
+# Sourced by serve.sh and test.sh; safe to run again.
+set -euo pipefail
+
+crunch_packages=(g++ cmake ninja-build ccache
+                 libboost1.81-dev nlohmann-json3-dev libgtest-dev
+                 curl)
+
+crunch_install_deps() {
+  local missing=()
+  for p in "${crunch_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then return 0; fi
+  echo "crunch: installing ${missing[*]}" >&2
+  local sudo=()
+  if ((EUID != 0)); then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
