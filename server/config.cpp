@@ -159,13 +159,16 @@ std::string usage() {
   out << "usage: crunchd [options]\n\n"
          "crunch: an HTTP service that runs CPU-heavy jobs on a worker pool while its I/O loop stays fast.\n\n"
          "options (each also read from the environment variable shown; a flag wins):\n";
+  std::vector<std::pair<std::string, std::string>> rows;
   for (const auto& o : options()) {
-    std::string left = "  --" + std::string(o.flag) + " " + o.value;
-    out << left << std::string(left.size() < 34 ? 34 - left.size() : 1, ' ') << o.help << "  [" << o.env
-        << "]\n";
+    rows.emplace_back("--" + std::string(o.flag) + " " + o.value, std::string(o.help) + "  [" + o.env + "]");
   }
-  out << "  --help                            print this and exit\n"
-         "  --version                         print the version and exit\n\n"
+  rows.emplace_back("--help", "print this and exit");
+  rows.emplace_back("--version", "print the version and exit");
+  std::size_t width = 0;
+  for (const auto& row : rows) width = std::max(width, row.first.size());
+  for (const auto& [left, right] : rows) out << "  " << left << std::string(width + 2 - left.size(), ' ') << right << '\n';
+  out << "\n"
          "DURATION is a whole number with a unit: 250ms, 10s.\n";
   return out.str();
 }
