@@ -90,11 +90,35 @@ idle_hz="$(load 2 64 "$duration" /healthz)"
 stop_server
 echo "/healthz alone wrk -t2 -c64: $(json_get "$idle_hz" rps) req/s, p99 $(json_get "$idle_hz" latency_us.p99)us"
 
+# 5. Overload: /fib/35 from 256 connections, far beyond what two workers can do. The excess
+#    must get fast 503s, accepted requests a bounded latency, the loop stays fast, and once the
+#    clients leave no CPU keeps burning for them.
+start_server
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+wrk -t2 -c256 -d"$((duration + 5))s" --timeout 10s -s "$root/bench/overload.lua" "http://127.0.0.1:$port/fib/35" >"$out/overload.txt" 2>&1 &
+bg=$!
+sleep 2
+over_probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+wait "$bg" || true
+over="$(tail -1 "$out/overload.txt")"
+t0="$(cpu_ticks)"; sleep 1; t1="$(cpu_ticks)"
+hz_ticks="$(getconf CLK_TCK)"
+cpu_after="$(python3 -c "print(round(($t1 - $t0) / $hz_ticks, 3))")"
+peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+overload_metrics="$(curl -s "http://127.0.0.1:$port/metrics" | grep '^crunch_jobs_total' | tr '\n' ' ')"
+stop_server
+echo "/fib/35 wrk -t2 -c256: accepted $(json_get "$over" accepted_rps)/s, rejected (503) $(json_get "$over" rejected_rps)/s, socket errors $(json_get "$over" socket_errors)"
+echo "    accepted server time p50 $(json_get "$over" accepted_server_ms.p50) ms p99 $(json_get "$over" accepted_server_ms.p99) ms max $(json_get "$over" accepted_server_ms.max) ms; all answers p50 $(json_get "$over" all_latency_us.p50)us"
+echo "    /healthz open-loop meanwhile: p50 $(json_get "$over_probe" latency_us.p50)us p99 $(json_get "$over_probe" latency_us.p99)us max $(json_get "$over_probe" latency_us.max)us"
+echo "    CPU seconds used in the second after wrk stopped: $cpu_after; peak RSS $((peak_rss_kib / 1024)) MiB"
+echo "    $overload_metrics"
+
 cat >"$out/latest.json" <<JSON
 {"commit":"$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)","cores":$cores,
  "fib30_single":$single30,"limit_rps":$limit,"fib30_load":$thr,
  "healthz_under_load_wrk":{"idle":${hz[idle]},"batch":${hz[batch]},"normal":${hz[normal]},"inline":${hz[inline]}},
  "healthz_under_load_open_loop":{"idle":${probe[idle]},"batch":${probe[batch]},"normal":${probe[normal]},"inline":${probe[inline]}},
- "healthz_alone":$idle_hz}
+ "healthz_alone":$idle_hz,
+ "overload":{"wrk":$over,"healthz_open_loop":$over_probe,"cpu_seconds_after":$cpu_after,"peak_rss_kib":$peak_rss_kib}}
 JSON
 echo "wrote $out/latest.json"

@@ -99,7 +99,7 @@ const std::vector<option>& options() {
       {"queue-limit", "CRUNCH_QUEUE_LIMIT", "N", "jobs waiting for a worker, at most (default 8 x workers)",
        count(&config::queue_limit, 1, 1'000'000)},
       {"worker-priority", "CRUNCH_WORKER_PRIORITY", "normal|batch|idle",
-       "OS scheduling of the workers (default idle)",
+       "OS scheduling of the workers (default batch)",
        [](config& c, const std::string& text) -> std::optional<std::string> {
          if (text == "normal") c.priority = worker_priority::normal;
          else if (text == "batch") c.priority = worker_priority::batch;

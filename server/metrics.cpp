@@ -8,10 +8,11 @@ const char* to_string(job_outcome outcome) noexcept {
   switch (outcome) {
     case job_outcome::completed: return "completed";
     case job_outcome::rejected_queue_full: return "rejected_queue_full";
+    case job_outcome::rejected_would_miss_deadline: return "rejected_would_miss_deadline";
     case job_outcome::deadline_exceeded: return "deadline_exceeded";
-    case job_outcome::cancelled: return "cancelled";
+    case job_outcome::cancelled_client_gone: return "cancelled_client_gone";
     case job_outcome::failed: return "failed";
-    case job_outcome::shut_down: return "shut_down";
+    case job_outcome::drained: return "drained";
   }
   return "unknown";
 }

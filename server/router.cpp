@@ -96,7 +96,8 @@ route_result router::route(std::string_view method, std::string_view target) con
   if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
     return error_reply(400, "invalid_argument", invalid->message);
   }
-  return job_request{kind->name, std::move(std::get<job_function>(prepared)), timeout};
+  auto& job = std::get<prepared_job>(prepared);
+  return job_request{kind->name, std::move(job.run), job.cost_units, timeout};
 }
 
 }  // namespace crunch

@@ -17,7 +17,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <csignal>
+#include <vector>
 #include <optional>
 #include <random>
 
@@ -45,11 +47,21 @@ struct server::state {
   explicit state(config c, job_registry jobs)
       : cfg(resolve_defaults(std::move(c))),
         pool({cfg.workers, cfg.queue_limit, cfg.priority}),
-        routes(std::move(jobs), server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }},
-               cfg.default_timeout, cfg.max_timeout),
-        ctx{cfg, routes, pool, stats, false, {}, random_prefix(), 0},
+        admit(cfg.workers),
+        routes(calibrated(std::move(jobs), admit),
+               server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }}, cfg.default_timeout,
+               cfg.max_timeout),
+        ctx{cfg, routes, pool, stats, admit, false, false, {}, random_prefix(), 0, 0},
         acceptor(io),
         drain_timer(io) {}
+
+  // Measures each kind's cost rate on this machine before the first request.
+  static job_registry calibrated(job_registry jobs, admission& admit) {
+    for (const auto& [name, kind] : jobs.kinds()) {
+      if (kind.calibrate) admit.set_rate(name, kind.calibrate());
+    }
+    return jobs;
+  }
 
   std::string metrics_text() const {
     return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), ctx.connections.size(),
@@ -104,7 +116,7 @@ struct server::state {
   void begin_drain() {
     if (ctx.draining) {
       log_event("warn", "drain_cut_short");
-      cancel_everything();
+      expire_drain();
       return;
     }
     ctx.draining = true;
@@ -115,19 +127,61 @@ struct server::state {
     for (auto& c : ctx.connections) {
       if (c.idle) c.cancel.emit(net::cancellation_type::terminal);
     }
+    cut_jobs_that_cannot_finish();
     drain_timer.expires_after(cfg.drain_timeout);
     drain_timer.async_wait([this](sys::error_code ec) {
-      if (ec) return;
-      log_event("warn", "drain_timeout", {{"connections", ctx.connections.size()}});
-      cancel_everything();
+      if (!ec) expire_drain();
     });
     finish_if_drained();
   }
 
-  // Cancels every session's current wait: queued jobs leave the queue, running ones are told
-  // to stop, reads and writes end. If the loop still has not unwound after a grace, stop it.
-  void cancel_everything() {
-    for (auto& c : ctx.connections) c.cancel.emit(net::cancellation_type::terminal);
+  // Plays the FIFO queue forward over the workers with the cost estimates: a queued job that
+  // would not finish within the drain timeout is answered 503 now rather than cut off later.
+  // The oldest `workers` jobs are taken to be running; they keep the whole timeout.
+  void cut_jobs_that_cannot_finish() {
+    std::vector<pending_job*> jobs;
+    for (auto& c : ctx.connections) {
+      if (c.job) jobs.push_back(c.job);
+    }
+    std::sort(jobs.begin(), jobs.end(), [](auto* a, auto* b) { return a->sequence < b->sequence; });
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<admission::duration> lanes(pool.workers(), admission::duration::zero());
+    std::size_t cut = 0;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      auto& lane = *std::min_element(lanes.begin(), lanes.end());
+      if (i < lanes.size()) {
+        if (jobs[i]->cost) lane = std::max(admission::duration::zero(), *jobs[i]->cost - (now - jobs[i]->submitted));
+        continue;
+      }
+      if (!jobs[i]->cost) continue;  // no estimate: it gets until the drain timeout
+      if (lane + *jobs[i]->cost > cfg.drain_timeout) {
+        cut_job(*jobs[i]);
+        ++cut;
+      } else {
+        lane += *jobs[i]->cost;
+      }
+    }
+    if (cut > 0) log_event("info", "drain_cut_queued_jobs", {{"jobs", cut}});
+  }
+
+  static void cut_job(pending_job& job) {
+    job.cut_by_drain = true;
+    job.deadline->cancel();  // ends the session's race: the job leaves the queue or is stopped
+  }
+
+  // The drain ran out of time: jobs still waited for are answered 503 (queued ones dropped,
+  // running ones stopped), other unfinished exchanges are cancelled, and if the loop still has
+  // not unwound after a grace, it is stopped.
+  void expire_drain() {
+    ctx.drain_expired = true;
+    log_event("warn", "drain_timeout", {{"connections", ctx.connections.size()}});
+    for (auto& c : ctx.connections) {
+      if (c.job) {
+        cut_job(*c.job);
+      } else {
+        c.cancel.emit(net::cancellation_type::terminal);
+      }
+    }
     drain_timer.expires_after(unwind_grace);
     drain_timer.async_wait([this](sys::error_code ec) {
       if (!ec) io.stop();
@@ -155,6 +209,7 @@ struct server::state {
   net::io_context io{1};
   metrics stats;
   worker_pool pool;
+  admission admit;
   router routes;
   session_context ctx;
   tcp::acceptor acceptor;

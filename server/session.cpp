@@ -28,11 +28,17 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t read_chunk = 4096;
 constexpr auto linger_time = std::chrono::seconds(1);
 constexpr std::size_t linger_bytes = 64 * 1024;
+// After refusing a job for overload, the connection's next request is read only this much later:
+// a client that retries at once, ignoring Retry-After, cannot turn the loop into a 503 machine
+// that starves the workers and delays everyone else's requests. The 503 itself goes out at once.
+constexpr auto overload_pause = std::chrono::milliseconds(100);
 
 /// A reply plus where its time went, for Server-Timing.
 struct answer {
   reply r;
   std::optional<job_timing> timing;
+  bool client_gone = false;  ///< nobody to answer: close without writing
+  bool overloaded = false;   ///< refused for load: pause this connection before its next request
 };
 
 double ms(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -75,10 +81,27 @@ std::optional<reply> reply_for_read_error(const sys::error_code& ec) {
   return std::nullopt;
 }
 
+reply overloaded(std::string_view message, std::chrono::seconds retry_after) {
+  auto r = error_reply(503, "overloaded", message);
+  r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, retry_after.count())));
+  return r;
+}
+
+reply draining() {
+  auto r = error_reply(503, "draining", "server is shutting down; retry on another instance");
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+reply deadline_exceeded(std::chrono::milliseconds timeout) {
+  return error_reply(504, "deadline_exceeded", "job did not finish within " + std::to_string(timeout.count()) + " ms");
+}
+
+// A job only returns nothing when its stop token fired, which the race treats before this.
 answer job_answer(std::optional<nlohmann::json> value, job_timing timing, metrics& stats) {
   if (!value) {
-    stats.count_job(job_outcome::cancelled);
-    return {error_reply(503, "cancelled", "job was cancelled"), timing};
+    stats.count_job(job_outcome::drained);
+    return {draining(), timing};
   }
   stats.count_job(job_outcome::completed);
   return {reply{200, value->dump(), "application/json", {}}, timing};
@@ -98,40 +121,99 @@ answer run_inline(job_request request, session_context& ctx) {
   }
 }
 
-/// Runs the job on the pool, racing its deadline; the loser is cancelled, so a job past its
-/// deadline is dropped from the queue or stopped through its stop_token.
-net::awaitable<answer> run_offloaded(job_request request, session_context* ctx) {
-  net::steady_timer deadline(co_await net::this_coro::executor);
-  deadline.expires_after(request.timeout);
-  auto job = std::move(request.job);
-  auto raced = co_await (ctx->pool.async_submit(std::move(job), use_tuple) || deadline.async_wait(use_tuple));
+/// Completes when the peer closes or resets the connection. Bytes that arrive meanwhile —
+/// pipelined requests — are kept in `buffer` for the next read; once it is full, reading stops
+/// (back-pressure) and this only waits to be cancelled.
+net::awaitable<void> peer_closed(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+  for (;;) {
+    const std::size_t room = buffer.max_size() - buffer.size();
+    if (room == 0) {
+      net::steady_timer forever(co_await net::this_coro::executor, net::steady_timer::time_point::max());
+      co_await forever.async_wait(use_tuple);
+      co_return;
+    }
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(std::min(room, read_chunk)), use_tuple);
+    if (ec) co_return;  // closed or reset — or cancelled because another branch won the race
+    buffer.commit(n);
+  }
+}
 
-  if (raced.index() == 1) {
+/// Runs the job on the pool, racing its deadline and the client's departure; the losers are
+/// cancelled, so a job that is no longer wanted leaves the queue or sees its stop_token.
+net::awaitable<answer> run_offloaded(job_request request, clock::time_point received, session_context* ctx,
+                                     connection* conn, beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+  const auto cost = ctx->admit.estimate(request.kind, request.cost_units);
+  const auto time_left = std::chrono::duration_cast<admission::duration>(request.timeout - (clock::now() - received));
+  if (time_left <= admission::duration::zero()) {
     ctx->stats.count_job(job_outcome::deadline_exceeded);
-    co_return answer{error_reply(504, "deadline_exceeded",
-                                 "job did not finish within " + std::to_string(request.timeout.count()) + " ms"),
-                     std::nullopt};
+    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
+  }
+  const auto decision = ctx->admit.decide(cost, time_left);
+  // Only this thread adds to the queue, so a check here is exact, and refusing costs no more
+  // than answering /healthz: no timer, no race, no trip through the pool.
+  if (ctx->pool.queued() >= ctx->pool.queue_limit()) {
+    ctx->stats.count_job(job_outcome::rejected_queue_full);
+    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
+    co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
+  }
+  if (!decision.admit) {
+    ctx->stats.count_job(job_outcome::rejected_would_miss_deadline);
+    co_return answer{overloaded("the work queued ahead would make this job miss its deadline; retry later",
+                                decision.retry_after),
+                     std::nullopt, false, true};
+  }
+
+  const auto booked = ctx->admit.book(cost, time_left);
+  net::steady_timer deadline(co_await net::this_coro::executor);
+  deadline.expires_at(received + request.timeout);
+  pending_job pending{++ctx->job_count, cost, clock::now(), &deadline, false};
+  conn->job = &pending;
+  // Cleanup is explicit, not RAII: a forced stop destroys suspended frames after the context.
+  auto settle = [&] {
+    conn->job = nullptr;
+    ctx->admit.release(booked);
+  };
+  std::variant<std::tuple<sys::error_code, job_result<std::optional<nlohmann::json>>>, std::tuple<sys::error_code>,
+               std::monostate>
+      raced;
+  try {
+    raced = co_await (ctx->pool.async_submit(std::move(request.job), use_tuple) || deadline.async_wait(use_tuple) ||
+                      peer_closed(stream, buffer));
+  } catch (...) {
+    settle();
+    throw;
+  }
+  settle();
+
+  if (raced.index() == 2) {
+    ctx->stats.count_job(job_outcome::cancelled_client_gone);
+    co_return answer{error_reply(499, "client_closed", "client closed the connection"), std::nullopt, true};
+  }
+  if (raced.index() == 1) {
+    if (pending.cut_by_drain) {
+      ctx->stats.count_job(job_outcome::drained);
+      co_return answer{draining(), std::nullopt};
+    }
+    ctx->stats.count_job(job_outcome::deadline_exceeded);
+    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
   }
   auto& [ec, result] = std::get<0>(raced);
-  if (!ec) co_return job_answer(std::move(result.value), result.timing, ctx->stats);
+  if (!ec) {
+    if (result.value) ctx->admit.learn(request.kind, request.cost_units, result.timing.computing);
+    co_return job_answer(std::move(result.value), result.timing, ctx->stats);
+  }
   if (ec == pool_errc::queue_full) {
     ctx->stats.count_job(job_outcome::rejected_queue_full);
-    auto r = error_reply(503, "overloaded", "job queue is full; retry later");
-    r.headers.emplace_back("Retry-After", "1");
-    co_return answer{std::move(r), result.timing};
+    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
+    co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
   }
   if (ec == pool_errc::job_failed) {
     ctx->stats.count_job(job_outcome::failed);
     co_return answer{error_reply(500, "job_failed", result.failure), result.timing};
   }
-  if (ec == pool_errc::shut_down) {
-    ctx->stats.count_job(job_outcome::shut_down);
-    auto r = error_reply(503, "draining", "server is shutting down");
-    r.headers.emplace_back("Retry-After", "1");
-    co_return answer{std::move(r), result.timing};
-  }
-  ctx->stats.count_job(job_outcome::cancelled);
-  co_return answer{error_reply(503, "cancelled", "job was cancelled"), result.timing};
+  // Shut down, or cancelled with the whole session.
+  ctx->stats.count_job(job_outcome::drained);
+  co_return answer{draining(), result.timing};
 }
 
 http::response<http::string_body> to_http(answer a, unsigned http_version, bool keep_alive, const std::string& request_id,
@@ -217,18 +299,28 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       a = run_inline(std::move(std::get<job_request>(routed)), *ctx);
     } else {
       stream.expires_never();
-      a = co_await run_offloaded(std::move(std::get<job_request>(routed)), ctx);
+      a = co_await run_offloaded(std::move(std::get<job_request>(routed)), received, ctx, conn, stream, buffer);
+      if (a.client_gone) co_return;
     }
 
-    // While draining, answer what has been received, then close.
-    const bool keep_alive = req.keep_alive() && !(ctx->draining && buffer.size() == 0);
+    // While draining, answer what has been received, then close; once the drain has run out of
+    // time, close after this answer.
+    const bool keep_alive =
+        req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0);
     ctx->stats.count_response(a.r.status);
+    const bool pause = a.overloaded;
     auto res = to_http(std::move(a), req.version(), keep_alive, request_id, clock::now() - received);
     if (co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout)) co_return;
     if (!keep_alive) {
       sys::error_code ignored;
       stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
       co_return;
+    }
+    if (pause) {
+      net::steady_timer later(co_await net::this_coro::executor, overload_pause);
+      conn->idle = buffer.size() == 0;  // a drain may close it meanwhile
+      co_await later.async_wait(use_tuple);
+      conn->idle = false;
     }
   }
 }

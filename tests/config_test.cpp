@@ -39,7 +39,7 @@ TEST(config, defaults) {
   EXPECT_EQ(c.address, "0.0.0.0");
   EXPECT_EQ(c.port, 8080);
   EXPECT_EQ(c.mode, run_mode::offload);
-  EXPECT_EQ(c.priority, worker_priority::idle);
+  EXPECT_EQ(c.priority, worker_priority::batch);
   const auto resolved = resolve_defaults(c);
   EXPECT_GE(resolved.workers, 1u);
   EXPECT_EQ(resolved.queue_limit, 8 * resolved.workers);

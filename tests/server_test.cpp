@@ -196,11 +196,12 @@ TEST_F(server_test, full_queue_gives_503_with_retry_after_at_once) {
   cfg.queue_limit = 1;
   cfg.drain_timeout = 100ms;  // the spinning job is left to the drain to cancel
   running_server s(cfg, test_jobs(probe));
+  // Jobs without a cost model, so that only the queue limit can refuse them.
   http_connection running(s.port());
-  running.send_get("/spin/20000");
+  running.send_get("/opaque/20000");
   ASSERT_TRUE(probe->wait_started(1));
   http_connection queued(s.port());
-  queued.send_get("/spin/1");
+  queued.send_get("/opaque/1");
   http_connection observer(s.port());
   bool in_queue = false;
   for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {  // a condition wait, bounded
@@ -208,12 +209,123 @@ TEST_F(server_test, full_queue_gives_503_with_retry_after_at_once) {
   }
   ASSERT_TRUE(in_queue);
   const auto start = clock::now();
-  const auto refused = observer.get("/fib/1");
+  const auto refused = observer.get("/opaque/1");
   ASSERT_TRUE(refused);
   EXPECT_LT(clock::now() - start, 1s);
   EXPECT_EQ(refused->status, 503u);
   EXPECT_EQ(error_code_of(*refused), "overloaded");
-  EXPECT_EQ(refused->header("retry-after"), "1");
+  EXPECT_FALSE(refused->header("retry-after").empty());
+  EXPECT_NE(observer.get("/metrics")->body.find("crunch_jobs_total{outcome=\"rejected_queue_full\"} 1\n"),
+            std::string::npos);
+}
+
+TEST_F(server_test, job_that_would_miss_its_deadline_behind_the_backlog_is_refused_at_once) {
+  auto cfg = test_config(1);
+  cfg.drain_timeout = 100ms;
+  running_server s(cfg, test_jobs(probe));
+  http_connection running(s.port());
+  running.send_get("/spin/20000");  // the cost model says: the only worker is taken for 10 s (the deadline)
+  ASSERT_TRUE(probe->wait_started(1));
+  http_connection c(s.port());
+  const auto start = clock::now();
+  const auto refused = c.get("/spin/100?timeout_ms=2000");
+  ASSERT_TRUE(refused);
+  EXPECT_LT(clock::now() - start, 1s);  // at once, not after waiting for 2 s
+  EXPECT_EQ(refused->status, 503u);
+  EXPECT_EQ(error_code_of(*refused), "overloaded");
+  // About 10 s of booked work ahead, 2 s of deadline: retry in about 8 s.
+  const int retry_after = std::stoi(refused->header("retry-after"));
+  EXPECT_GE(retry_after, 7);
+  EXPECT_LE(retry_after, 9);
+  EXPECT_EQ(probe->started(), 1);  // never started
+  // A job that fits alone but not behind the backlog is refused; the cheap routes still answer.
+  EXPECT_EQ(c.get("/healthz")->status, 200u);
+  EXPECT_NE(c.get("/metrics")->body.find("crunch_jobs_total{outcome=\"rejected_would_miss_deadline\"} 1\n"),
+            std::string::npos);
+}
+
+TEST_F(server_test, job_whose_deadline_passes_in_the_queue_is_never_started) {
+  auto cfg = test_config(1);
+  running_server s(cfg, test_jobs(probe));
+  http_connection running(s.port());
+  running.send_get("/opaque/1000");
+  ASSERT_TRUE(probe->wait_started(1));
+  http_connection waiting(s.port());
+  const auto r = waiting.get("/opaque/10?timeout_ms=200");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504u);
+  EXPECT_EQ(json_of(*running.read()).at("spun_ms"), 1000);
+  EXPECT_EQ(probe->started(), 1);  // the expired job was dropped from the queue, not run
+}
+
+TEST_F(server_test, fib_60_with_a_short_deadline_is_stopped_and_frees_the_worker) {
+  running_server s(test_config(1));
+  http_connection c(s.port());
+  const auto start = clock::now();
+  const auto r = c.get("/fib/60?timeout_ms=200");
+  const auto took = clock::now() - start;
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504u);
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 3s);
+  const auto quick_start = clock::now();
+  const auto quick = c.get("/fib/20");
+  ASSERT_TRUE(quick);
+  EXPECT_EQ(quick->status, 200u);
+  EXPECT_LT(clock::now() - quick_start, 2s);  // the only worker was free at once
+}
+
+TEST_F(server_test, client_that_disconnects_mid_job_stops_it) {
+  running_server s(test_config(1), test_jobs(probe));
+  {
+    http_connection c(s.port());
+    c.send_get("/spin/30000");
+    ASSERT_TRUE(probe->wait_started(1));
+  }  // the client goes away
+  const auto gone = clock::now();
+  ASSERT_TRUE(probe->wait_stopped(1, 10s));
+  EXPECT_LT(clock::now() - gone, 2s);
+  http_connection c(s.port());
+  const auto r = c.get("/fib/15");  // the worker is free again
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_NE(c.get("/metrics")->body.find("crunch_jobs_total{outcome=\"cancelled_client_gone\"} 1\n"),
+            std::string::npos);
+}
+
+TEST_F(server_test, client_that_disconnects_while_queued_drops_its_job) {
+  running_server s(test_config(1), test_jobs(probe));
+  http_connection running(s.port());
+  running.send_get("/opaque/500");
+  ASSERT_TRUE(probe->wait_started(1));
+  {
+    http_connection queued(s.port());
+    queued.send_get("/opaque/10");
+    http_connection observer(s.port());
+    bool in_queue = false;
+    for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {
+      in_queue = observer.get("/metrics")->body.find("\ncrunch_queue_depth 1\n") != std::string::npos;
+    }
+    ASSERT_TRUE(in_queue);
+  }
+  EXPECT_EQ(json_of(*running.read()).at("spun_ms"), 500);
+  http_connection c(s.port());
+  EXPECT_EQ(c.get("/fib/5")->status, 200u);
+  EXPECT_EQ(probe->started(), 1);  // the abandoned job never ran
+}
+
+TEST_F(server_test, pipelined_bytes_that_arrive_during_a_job_are_kept) {
+  running_server s(test_config(1), test_jobs(probe));
+  http_connection c(s.port());
+  c.send_get("/spin/200");
+  ASSERT_TRUE(probe->wait_started(1));
+  c.send_get("/fib/7");  // read by the disconnect watcher while the job runs
+  const auto first = c.read();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(json_of(*first).at("spun_ms"), 200);
+  const auto second = c.read();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(json_of(*second).at("result"), 13);
 }
 
 TEST_F(server_test, a_job_that_throws_gives_500_and_the_server_goes_on) {
@@ -287,18 +399,54 @@ TEST_F(server_test, drain_finishes_in_flight_closes_idle_and_turns_readyz_503) {
   EXPECT_TRUE(s.wait_stopped(10s));
 }
 
-TEST_F(server_test, drain_timeout_cancels_what_is_left) {
+TEST_F(server_test, drain_timeout_stops_running_jobs_with_503) {
   auto cfg = test_config(1);
   cfg.drain_timeout = 200ms;
   running_server s(cfg, test_jobs(probe));
   http_connection busy(s.port());
-  busy.send_get("/spin/60000");
+  busy.send_get("/opaque/60000");
   ASSERT_TRUE(probe->wait_started(1));
   const auto start = clock::now();
   s.stop();
+  const auto r = busy.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503u);
+  EXPECT_EQ(error_code_of(*r), "draining");
+  EXPECT_FALSE(r->keep_alive);
   EXPECT_TRUE(s.wait_stopped(10s));
-  EXPECT_LT(clock::now() - start, 5s);
+  EXPECT_LT(clock::now() - start, 2s);
   EXPECT_TRUE(probe->wait_stopped(1));  // the running job was told to stop
+}
+
+TEST_F(server_test, drain_answers_queued_jobs_that_cannot_finish_with_503_at_once) {
+  auto cfg = test_config(1);
+  cfg.drain_timeout = 3s;
+  running_server s(cfg, test_jobs(probe));
+  http_connection running(s.port());
+  running.send_get("/spin/1000");
+  ASSERT_TRUE(probe->wait_started(1));
+  http_connection fits(s.port());
+  fits.send_get("/spin/300");      // 1.0 s + 0.3 s: done well within 3 s
+  http_connection too_long(s.port());
+  too_long.send_get("/spin/5000");  // would end at about 6.3 s
+  http_connection observer(s.port());
+  bool both_queued = false;
+  for (int attempt = 0; attempt < 1000 && !both_queued; ++attempt) {
+    both_queued = observer.get("/metrics")->body.find("\ncrunch_queue_depth 2\n") != std::string::npos;
+  }
+  ASSERT_TRUE(both_queued);
+  const auto start = clock::now();
+  s.stop();
+  const auto cut = too_long.read();
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->status, 503u);
+  EXPECT_EQ(error_code_of(*cut), "draining");
+  EXPECT_LT(clock::now() - start, 900ms);  // at once, before the running job is done
+  EXPECT_EQ(json_of(*running.read()).at("spun_ms"), 1000);
+  EXPECT_EQ(json_of(*fits.read()).at("spun_ms"), 300);
+  EXPECT_TRUE(s.wait_stopped(10s));
+  EXPECT_LT(clock::now() - start, 3s);  // within the drain timeout
+  EXPECT_EQ(probe->started(), 2);       // the cut job never ran
 }
 
 }  // namespace

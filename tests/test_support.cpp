@@ -144,36 +144,56 @@ int job_probe::stopped() {
   return stopped_;
 }
 
+namespace {
+
+job_function spinner(std::shared_ptr<job_probe> probe, int ms) {
+  return [probe, ms](std::stop_token stop) -> std::optional<nlohmann::json> {
+    probe->note_started();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    volatile std::uint64_t sink = 0;
+    while (std::chrono::steady_clock::now() < end) {
+      for (int i = 0; i < 1000; ++i) sink = sink + 1;
+      if (stop.stop_requested()) {
+        probe->note_stopped();
+        return std::nullopt;
+      }
+    }
+    return nlohmann::json{{"spun_ms", ms}};
+  };
+}
+
+}  // namespace
+
 job_kind spin_job(std::shared_ptr<job_probe> probe) {
-  return {"spin", [probe](std::string_view parameter) -> std::variant<job_function, invalid_argument> {
+  return {"spin",
+          [probe](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
             const int ms = std::stoi(std::string(parameter));
-            return job_function([probe, ms](std::stop_token stop) -> std::optional<nlohmann::json> {
-              probe->note_started();
-              const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-              volatile std::uint64_t sink = 0;
-              while (std::chrono::steady_clock::now() < end) {
-                for (int i = 0; i < 1000; ++i) sink = sink + 1;
-                if (stop.stop_requested()) {
-                  probe->note_stopped();
-                  return std::nullopt;
-                }
-              }
-              return nlohmann::json{{"spun_ms", ms}};
-            });
-          }};
+            return prepared_job{spinner(probe, ms), static_cast<double>(ms)};
+          },
+          [] { return 1e6; }};  // one cost unit is one millisecond
+}
+
+job_kind opaque_job(std::shared_ptr<job_probe> probe) {
+  return {"opaque", [probe](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
+            return prepared_job{spinner(probe, std::stoi(std::string(parameter))), 0};
+          }, {}};
 }
 
 job_kind throw_job() {
-  return {"throw", [](std::string_view parameter) -> std::variant<job_function, invalid_argument> {
-            return job_function([message = std::string(parameter)](std::stop_token) -> std::optional<nlohmann::json> {
-              throw std::runtime_error(message);
-            });
-          }};
+  return {"throw",
+          [](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
+            return prepared_job{[message = std::string(parameter)](std::stop_token) -> std::optional<nlohmann::json> {
+                                  throw std::runtime_error(message);
+                                },
+                                0};
+          },
+          {}};
 }
 
 job_registry test_jobs(std::shared_ptr<job_probe> probe) {
   auto jobs = default_jobs();
-  jobs.add(spin_job(std::move(probe)));
+  jobs.add(spin_job(probe));
+  jobs.add(opaque_job(std::move(probe)));
   jobs.add(throw_job());
   return jobs;
 }

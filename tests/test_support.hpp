@@ -94,8 +94,12 @@ class job_probe {
   int stopped_ = 0;
 };
 
-/// GET /spin/{ms}: burns CPU for ms milliseconds, or until its stop token fires.
+/// GET /spin/{ms}: burns CPU for ms milliseconds, or until its stop token fires. Its cost model
+/// is exact (one unit = 1 ms), so admission decisions in tests are deterministic.
 job_kind spin_job(std::shared_ptr<job_probe> probe);
+
+/// GET /opaque/{ms}: the same, with no cost model: only the queue limit and deadline bound it.
+job_kind opaque_job(std::shared_ptr<job_probe> probe);
 
 /// GET /throw/{message}: throws std::runtime_error(message) on the worker.
 job_kind throw_job();

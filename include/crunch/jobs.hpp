@@ -23,10 +23,20 @@ struct invalid_argument {
   std::string message;  ///< e.g. "n must be an integer in 0..92"
 };
 
+/// A job with its expected cost, in the kind's own units (fib: calls made).
+struct prepared_job {
+  job_function run;         ///< what the worker runs
+  double cost_units = 0;    ///< 0 when the kind has no cost model
+};
+
 /// One kind of CPU job, served at GET /{name}/{parameter}.
 struct job_kind {
   std::string name;  ///< path segment, e.g. "fib"
-  std::function<std::variant<job_function, invalid_argument>(std::string_view parameter)> prepare;
+  /// Turns the path parameter into a job, or says why it cannot.
+  std::function<std::variant<prepared_job, invalid_argument>(std::string_view parameter)> prepare;
+  /// Measures nanoseconds per cost unit on this machine, once at start-up; empty when the kind
+  /// has no cost model (then only the queue limit and the deadline bound it).
+  std::function<double()> calibrate;
 };
 
 /// The job kinds a server offers, by name.
@@ -36,12 +46,14 @@ class job_registry {
   void add(job_kind kind);
   /// The kind called `name`, or nullptr.
   const job_kind* find(std::string_view name) const;
+  /// Every kind, by name.
+  const std::map<std::string, job_kind, std::less<>>& kinds() const { return kinds_; }
 
  private:
   std::map<std::string, job_kind, std::less<>> kinds_;
 };
 
-/// The fib kind: n is 1 to 20 ASCII digits with a value in 0..92.
+/// The fib kind: n is 1 to 20 ASCII digits with a value in 0..92; its cost is fib_calls(n).
 job_kind fib_job();
 
 /// What crunchd serves: fib.

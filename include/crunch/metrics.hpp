@@ -13,16 +13,17 @@ namespace crunch {
 
 /// How a CPU job ended, as counted by crunch_jobs_total{outcome}.
 enum class job_outcome {
-  completed,
-  rejected_queue_full,
-  deadline_exceeded,
-  cancelled,
-  failed,
-  shut_down,
+  completed,                  ///< ran to the end: 200
+  rejected_queue_full,        ///< the queue had no room: 503 at once
+  rejected_would_miss_deadline,  ///< the backlog ahead would make it late: 503 at once
+  deadline_exceeded,          ///< its deadline passed, queued or running: 504
+  cancelled_client_gone,      ///< the client closed its connection: stopped, nothing sent
+  failed,                     ///< the job threw: 500
+  drained,                    ///< shutdown could not wait for it: 503
 };
 
 /// Number of job_outcome values.
-inline constexpr std::size_t job_outcome_count = 6;
+inline constexpr std::size_t job_outcome_count = 7;
 
 /// The label value of an outcome, e.g. "rejected_queue_full".
 const char* to_string(job_outcome outcome) noexcept;

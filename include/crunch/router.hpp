@@ -29,6 +29,7 @@ reply error_reply(unsigned status, std::string_view code, std::string_view messa
 struct job_request {
   std::string kind;                   ///< job kind name, e.g. "fib"
   job_function job;                   ///< the prepared job
+  double cost_units = 0;              ///< expected cost in the kind's units (0: no cost model)
   std::chrono::milliseconds timeout;  ///< deadline, from the request's arrival
 };
 

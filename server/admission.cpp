@@ -1,0 +1,71 @@
+#include <crunch/admission.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+namespace crunch {
+
+namespace {
+
+// Runs shorter than this carry too much timer noise to learn a rate from.
+constexpr auto min_learning_run = std::chrono::microseconds(200);
+// Weight of the newest observation in the moving average.
+constexpr double learning_weight = 0.2;
+
+admission::duration clamp_ns(double ns) {
+  // Saturate rather than overflow: fib(92) is estimated in years.
+  constexpr double max_ns = 1e18;
+  return admission::duration(static_cast<admission::duration::rep>(std::min(std::max(ns, 0.0), max_ns)));
+}
+
+}  // namespace
+
+admission::admission(std::size_t workers) : workers_(std::max<std::size_t>(1, workers)) {}
+
+void admission::set_rate(const std::string& kind, double ns_per_unit) { ns_per_unit_[kind] = ns_per_unit; }
+
+std::optional<double> admission::rate(const std::string& kind) const {
+  const auto it = ns_per_unit_.find(kind);
+  if (it == ns_per_unit_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<admission::duration> admission::estimate(const std::string& kind, double units) const {
+  const auto r = rate(kind);
+  if (!r) return std::nullopt;
+  return clamp_ns(*r * units);
+}
+
+admission::decision admission::decide(std::optional<duration> cost, duration time_left) const {
+  decision d;
+  d.expected_wait = backlog_ / static_cast<duration::rep>(workers_);
+  const duration own = cost.value_or(duration{0});
+  const bool fits_alone = own <= time_left;
+  if (d.expected_wait < time_left && (!fits_alone || d.expected_wait + own <= time_left)) return d;
+
+  d.admit = false;
+  // When would enough of the backlog have drained for this job to fit?
+  const auto excess = d.expected_wait + (fits_alone ? own : duration{0}) - time_left;
+  const double seconds = std::ceil(std::chrono::duration<double>(excess).count());
+  d.retry_after = std::chrono::seconds(std::max<long long>(1, static_cast<long long>(seconds)));
+  return d;
+}
+
+admission::duration admission::book(std::optional<duration> cost, duration time_left) {
+  // A job is stopped at its deadline, so it can never hold a worker for longer than that.
+  const duration booked = std::min(cost.value_or(duration{0}), time_left);
+  backlog_ += booked;
+  return booked;
+}
+
+void admission::release(duration booked) { backlog_ = std::max(duration{0}, backlog_ - booked); }
+
+void admission::learn(const std::string& kind, double units, duration computing) {
+  if (units <= 0 || computing < min_learning_run) return;
+  const double observed = static_cast<double>(computing.count()) / units;
+  auto it = ns_per_unit_.find(kind);
+  if (it == ns_per_unit_.end()) return;  // kinds without a cost model stay without one
+  it->second = (1 - learning_weight) * it->second + learning_weight * observed;
+}
+
+}  // namespace crunch
