@@ -192,6 +192,38 @@ TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
+TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_exits_0) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "30s"});
+  const auto port = started_port(p);
+  http_connection running(port, 60s);
+  running.send_get("/fib/44");  // about a second: still running when the signal comes
+  http_connection observer(port);
+  auto wait_for = [&](const std::string& line) {
+    for (int attempt = 0; attempt < 5000; ++attempt) {
+      if (observer.get("/metrics")->body.find(line) != std::string::npos) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_for("\ncrunch_workers_busy 1\n"));
+  http_connection fits(port, 60s);
+  fits.send_get("/fib/40");  // queued; done long before the drain timeout
+  http_connection hopeless(port, 60s);
+  hopeless.send_get("/fib/55?timeout_ms=60000");  // queued; minutes of work: cannot finish in 30 s
+  ASSERT_TRUE(wait_for("\ncrunch_queue_depth 2\n"));
+  p.signal(SIGTERM);
+  const auto cut = hopeless.read();
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->status, 503u);
+  EXPECT_EQ(nlohmann::json::parse(cut->body).at("error").at("code"), "draining");
+  const auto first = running.read();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(nlohmann::json::parse(first->body).at("result"), 701408733);
+  const auto second = fits.read();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(nlohmann::json::parse(second->body).at("result"), 102334155);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
 TEST(crunchd, sigint_on_an_idle_server_exits_0) {
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
   const auto port = started_port(p);
