@@ -24,13 +24,13 @@ admission::admission(std::size_t workers) : workers_(std::max<std::size_t>(1, wo
 
 void admission::set_rate(const std::string& kind, double ns_per_unit) { ns_per_unit_[kind] = ns_per_unit; }
 
-std::optional<double> admission::rate(const std::string& kind) const {
+std::optional<double> admission::rate(std::string_view kind) const {
   const auto it = ns_per_unit_.find(kind);
   if (it == ns_per_unit_.end()) return std::nullopt;
   return it->second;
 }
 
-std::optional<admission::duration> admission::estimate(const std::string& kind, double units) const {
+std::optional<admission::duration> admission::estimate(std::string_view kind, double units) const {
   const auto r = rate(kind);
   if (!r) return std::nullopt;
   return clamp_ns(*r * units);
@@ -60,7 +60,7 @@ admission::duration admission::book(std::optional<duration> cost, duration time_
 
 void admission::release(duration booked) { backlog_ = std::max(duration{0}, backlog_ - booked); }
 
-void admission::learn(const std::string& kind, double units, duration computing) {
+void admission::learn(std::string_view kind, double units, duration computing) {
   if (units <= 0 || computing < min_learning_run) return;
   const double observed = static_cast<double>(computing.count()) / units;
   auto it = ns_per_unit_.find(kind);

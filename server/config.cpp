@@ -134,6 +134,21 @@ const std::vector<option>& options() {
        count(&config::max_header_bytes, 256, 1024 * 1024)},
       {"max-body-bytes", "CRUNCH_MAX_BODY_BYTES", "N", "request body, at most; beyond: 413 (default 65536)",
        count(&config::max_body_bytes, 0, 64 * 1024 * 1024)},
+      {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text == "json") c.log_format_ = log_format::json;
+         else if (text == "text") c.log_format_ = log_format::text;
+         else return "must be json or text";
+         return std::nullopt;
+       }},
+      {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
+       "debug, info (adds one access line per request), warn or error (default info)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         const auto level = parse_log_level(text);
+         if (!level) return "must be debug, info, warn or error";
+         c.log_level_ = *level;
+         return std::nullopt;
+       }},
   };
   return table;
 }

@@ -1,27 +1,118 @@
 #include <crunch/log.hpp>
 
 #include <chrono>
-#include <cstdio>
 #include <ctime>
+#include <vector>
 
 namespace crunch {
 
-void log_event(std::string_view level, std::string_view event, const nlohmann::json& fields) {
+namespace {
+
+// Waking the writer is a futex syscall and a context switch; doing it per line cost the I/O thread
+// ~11% of its time at 60k lines/s. So the writer is woken only once this many lines wait, and
+// otherwise looks on its own every flush_interval: log output may lag by that much.
+constexpr std::size_t wake_batch = 64;
+constexpr auto flush_interval = std::chrono::milliseconds(20);
+
+const char* name_of(log_level level) {
+  switch (level) {
+    case log_level::debug: return "debug";
+    case log_level::info: return "info";
+    case log_level::warn: return "warn";
+    case log_level::error: return "error";
+  }
+  return "info";
+}
+
+std::string timestamp() {
   const auto now = std::chrono::system_clock::now();
   const auto seconds = std::chrono::system_clock::to_time_t(now);
-  const auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm utc{};
   gmtime_r(&seconds, &utc);
   char stamp[96];
   std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
                 utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(millis));
+  return stamp;
+}
 
-  nlohmann::json line = {{"time", stamp}, {"level", level}, {"event", event}};
-  if (fields.is_object()) line.update(fields);
-  const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fflush(stdout);
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+}  // namespace
+
+std::optional<log_level> parse_log_level(std::string_view name) {
+  for (const auto level : {log_level::debug, log_level::info, log_level::warn, log_level::error}) {
+    if (name == name_of(level)) return level;
+  }
+  return std::nullopt;
+}
+
+logger::logger(log_format format, log_level level, std::FILE* out, std::size_t max_queued)
+    : format_(format), level_(level), out_(out), max_queued_(max_queued), writer_([this] { run(); }) {}
+
+logger::~logger() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  ready_.notify_one();
+  writer_.join();
+}
+
+std::string logger::format_line(log_level level, std::string_view event, const nlohmann::json& fields) const {
+  if (format_ == log_format::json) {
+    // Ordered, so that every line starts with time, level and event.
+    nlohmann::ordered_json line = {{"time", timestamp()}, {"level", name_of(level)}, {"event", event}};
+    if (fields.is_object()) {
+      for (const auto& [key, value] : fields.items()) line[key] = value;
+    }
+    return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  }
+  std::string line = timestamp() + " " + name_of(level) + " " + std::string(event);
+  if (fields.is_object()) {
+    for (const auto& [key, value] : fields.items()) {
+      std::string text = value.is_string() ? value.get<std::string>() : dump(value);
+      // logfmt: quote values that would not read back as one token.
+      if (text.empty() || text.find_first_of(" \"=\t\n") != std::string::npos) text = dump(nlohmann::json(text));
+      line += " " + key + "=" + text;
+    }
+  }
+  return line + "\n";
+}
+
+void logger::write(log_level level, std::string_view event, const nlohmann::json& fields) {
+  if (!enabled(level)) return;
+  std::string line = format_line(level, event, fields);
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (queue_.size() >= max_queued_) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    queue_.push_back(std::move(line));
+    wake = queue_.size() == wake_batch;
+  }
+  if (wake) ready_.notify_one();
+}
+
+void logger::run() {
+  std::vector<std::string> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      ready_.wait_for(lock, flush_interval, [this] { return stopping_ || queue_.size() >= wake_batch; });
+      if (queue_.empty()) {
+        if (stopping_) return;  // everything written
+        continue;
+      }
+      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+      queue_.clear();
+    }
+    for (const auto& line : batch) std::fwrite(line.data(), 1, line.size(), out_);
+    std::fflush(out_);
+    batch.clear();
+  }
 }
 
 }  // namespace crunch

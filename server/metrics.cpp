@@ -1,6 +1,17 @@
 #include <crunch/metrics.hpp>
 
+#include <crunch/config.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
 #include <sstream>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace crunch {
 
@@ -17,40 +28,204 @@ const char* to_string(job_outcome outcome) noexcept {
   return "unknown";
 }
 
-std::string metrics::render(const metrics_gauges& gauges) const {
-  std::ostringstream out;
-  out << "# HELP crunch_http_responses_total HTTP responses sent, by status code.\n"
-         "# TYPE crunch_http_responses_total counter\n";
-  for (const auto& [status, n] : responses_) {
-    out << "crunch_http_responses_total{code=\"" << status << "\"} " << n << '\n';
+histogram::histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
+
+void histogram::observe(double seconds) {
+  const auto it = std::lower_bound(bounds_.begin(), bounds_.end(), seconds);  // first bound >= value
+  ++counts_[static_cast<std::size_t>(it - bounds_.begin())];
+  ++count_;
+  sum_ += seconds;
+}
+
+std::uint64_t histogram::cumulative(std::size_t i) const {
+  std::uint64_t total = 0;
+  for (std::size_t b = 0; b <= i && b < counts_.size(); ++b) total += counts_[b];
+  return total;
+}
+
+std::vector<double> duration_buckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+}
+
+std::vector<double> lag_buckets() {
+  return {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+          0.25,    0.5,      1};
+}
+
+std::string label(std::string_view name, std::string_view value) {
+  std::string out(name);
+  out += "=\"";
+  for (const char c : value) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
   }
-  out << "# HELP crunch_jobs_total CPU jobs by how they ended.\n"
-         "# TYPE crunch_jobs_total counter\n";
+  out += '"';
+  return out;
+}
+
+namespace {
+
+// Shortest text that reads back as the same double; Prometheus' own spellings for the rest.
+std::string number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", v);
+  for (int precision = 1; precision < 17; ++precision) {
+    char shorter[32];
+    std::snprintf(shorter, sizeof shorter, "%.*g", precision, v);
+    if (std::strtod(shorter, nullptr) == v) return shorter;
+  }
+  return text;
+}
+
+std::string join(std::string_view a, std::string_view b) {
+  if (a.empty()) return std::string(b);
+  if (b.empty()) return std::string(a);
+  return std::string(a) + "," + std::string(b);
+}
+
+}  // namespace
+
+void exposition::header(std::string_view name, std::string_view type, std::string_view help) {
+  out_ << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+}
+
+void exposition::sample(std::string_view name, std::string_view labels, double value) {
+  out_ << name;
+  if (!labels.empty()) out_ << '{' << labels << '}';
+  out_ << ' ' << number(value) << '\n';
+}
+
+void exposition::histogram_samples(std::string_view name, std::string_view labels, const histogram& h) {
+  const std::string bucket = std::string(name) + "_bucket";
+  for (std::size_t i = 0; i < h.bounds().size(); ++i) {
+    sample(bucket, join(labels, label("le", number(h.bounds()[i]))), static_cast<double>(h.cumulative(i)));
+  }
+  sample(bucket, join(labels, label("le", "+Inf")), static_cast<double>(h.count()));
+  sample(std::string(name) + "_sum", labels, h.sum());
+  sample(std::string(name) + "_count", labels, static_cast<double>(h.count()));
+}
+
+process_stats read_process_stats() {
+  process_stats p;
+  const long ticks = sysconf(_SC_CLK_TCK);
+  const long page = sysconf(_SC_PAGESIZE);
+
+  // /proc/self/stat: the command may hold spaces and parentheses, so split after the last ')'.
+  std::ifstream stat("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close != std::string::npos && ticks > 0) {
+    std::istringstream fields(text.substr(close + 2));
+    std::vector<std::string> f;
+    for (std::string x; fields >> x;) f.push_back(x);
+    // Fields from 3 (state) on: utime is 14, stime 15, starttime 22, vsize 23, rss 24.
+    auto field = [&](std::size_t n) { return n - 3 < f.size() ? std::strtod(f[n - 3].c_str(), nullptr) : 0.0; };
+    p.cpu_seconds = (field(14) + field(15)) / static_cast<double>(ticks);
+    p.virtual_bytes = field(23);
+    p.resident_bytes = field(24) * static_cast<double>(page);
+    std::ifstream uptime_boot("/proc/stat");
+    for (std::string line; std::getline(uptime_boot, line);) {
+      if (line.rfind("btime ", 0) == 0) {
+        p.start_time_seconds = std::strtod(line.c_str() + 6, nullptr) + field(22) / static_cast<double>(ticks);
+        break;
+      }
+    }
+  }
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec)) {
+    p.open_fds += 1;
+  }
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) p.max_fds = static_cast<double>(limit.rlim_cur);
+  return p;
+}
+
+metrics::metrics() {
+  // Every route exists from the start, so that rate() sees a series before its first request.
+  for (const char* route : {"fib", "healthz", "readyz", "metrics", "unmatched"}) routes_.try_emplace(route);
+}
+
+void metrics::count_request(std::string_view route, unsigned status, std::chrono::steady_clock::duration took) {
+  auto it = routes_.find(route);
+  if (it == routes_.end()) it = routes_.try_emplace(std::string(route)).first;
+  ++it->second.by_code[status];
+  it->second.duration.observe(took);
+}
+
+void metrics::observe_job(std::string_view kind, std::chrono::steady_clock::duration queued,
+                          std::chrono::steady_clock::duration computing) {
+  auto it = kinds_.find(kind);
+  if (it == kinds_.end()) it = kinds_.try_emplace(std::string(kind)).first;
+  it->second.queued.observe(queued);
+  it->second.computing.observe(computing);
+}
+
+std::string metrics::render(const metrics_gauges& gauges, const process_stats& process) const {
+  std::ostringstream text;
+  exposition out(text);
+
+  out.header("crunch_http_requests_total", "counter", "HTTP requests answered, by route and status code.");
+  for (const auto& [route, m] : routes_) {
+    for (const auto& [code, n] : m.by_code) {
+      out.sample("crunch_http_requests_total", join(label("route", route), label("code", std::to_string(code))),
+                 static_cast<double>(n));
+    }
+  }
+  out.header("crunch_http_request_duration_seconds", "histogram",
+             "From a request's last byte read to its answer being ready, by route.");
+  for (const auto& [route, m] : routes_) {
+    out.histogram_samples("crunch_http_request_duration_seconds", label("route", route), m.duration);
+  }
+  out.header("crunch_job_queue_wait_seconds", "histogram", "Time jobs waited for a worker, by job kind.");
+  for (const auto& [kind, m] : kinds_) out.histogram_samples("crunch_job_queue_wait_seconds", label("kind", kind), m.queued);
+  out.header("crunch_job_run_seconds", "histogram", "Time jobs ran on a worker, by job kind.");
+  for (const auto& [kind, m] : kinds_) out.histogram_samples("crunch_job_run_seconds", label("kind", kind), m.computing);
+  out.header("crunch_jobs_total", "counter", "CPU jobs by how they ended.");
   for (std::size_t i = 0; i < job_outcome_count; ++i) {
-    out << "crunch_jobs_total{outcome=\"" << to_string(static_cast<job_outcome>(i)) << "\"} " << jobs_[i] << '\n';
+    out.sample("crunch_jobs_total", label("outcome", to_string(static_cast<job_outcome>(i))),
+               static_cast<double>(jobs_[i]));
   }
-  out << "# HELP crunch_connections_total TCP connections accepted.\n"
-         "# TYPE crunch_connections_total counter\n"
-         "crunch_connections_total " << connections_ << "\n"
-         "# HELP crunch_connections_open TCP connections open now.\n"
-         "# TYPE crunch_connections_open gauge\n"
-         "crunch_connections_open " << gauges.connections_open << "\n"
-         "# HELP crunch_workers Worker threads in the pool.\n"
-         "# TYPE crunch_workers gauge\n"
-         "crunch_workers " << gauges.workers << "\n"
-         "# HELP crunch_workers_busy Worker threads running a job now.\n"
-         "# TYPE crunch_workers_busy gauge\n"
-         "crunch_workers_busy " << gauges.workers_busy << "\n"
-         "# HELP crunch_queue_depth Jobs waiting for a worker.\n"
-         "# TYPE crunch_queue_depth gauge\n"
-         "crunch_queue_depth " << gauges.queue_depth << "\n"
-         "# HELP crunch_queue_limit Jobs that may wait for a worker, at most.\n"
-         "# TYPE crunch_queue_limit gauge\n"
-         "crunch_queue_limit " << gauges.queue_limit << "\n"
-         "# HELP crunch_draining 1 while the server is shutting down.\n"
-         "# TYPE crunch_draining gauge\n"
-         "crunch_draining " << (gauges.draining ? 1 : 0) << '\n';
-  return out.str();
+  out.header("crunch_event_loop_lag_seconds", "histogram",
+             "How late a periodic timer on the I/O thread fires: time the loop was kept from its work.");
+  out.histogram_samples("crunch_event_loop_lag_seconds", "", loop_lag_);
+
+  out.header("crunch_job_queue_depth", "gauge", "Jobs waiting for a worker.");
+  out.sample("crunch_job_queue_depth", "", static_cast<double>(gauges.queue_depth));
+  out.header("crunch_job_queue_limit", "gauge", "Jobs that may wait for a worker, at most.");
+  out.sample("crunch_job_queue_limit", "", static_cast<double>(gauges.queue_limit));
+  out.header("crunch_workers", "gauge", "Worker threads in the pool.");
+  out.sample("crunch_workers", "", static_cast<double>(gauges.workers));
+  out.header("crunch_workers_busy", "gauge", "Worker threads running a job now.");
+  out.sample("crunch_workers_busy", "", static_cast<double>(gauges.workers_busy));
+  out.header("crunch_connections_total", "counter", "TCP connections accepted.");
+  out.sample("crunch_connections_total", "", static_cast<double>(connections_));
+  out.header("crunch_connections_open", "gauge", "TCP connections open now.");
+  out.sample("crunch_connections_open", "", static_cast<double>(gauges.connections_open));
+  out.header("crunch_draining", "gauge", "1 while the server is shutting down.");
+  out.sample("crunch_draining", "", gauges.draining ? 1 : 0);
+  out.header("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.");
+  out.sample("crunch_log_lines_dropped_total", "", static_cast<double>(gauges.log_lines_dropped));
+  out.header("crunch_build_info", "gauge", "Build information; the value is always 1.");
+  out.sample("crunch_build_info", label("version", version()), 1);
+
+  out.header("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  out.sample("process_cpu_seconds_total", "", process.cpu_seconds);
+  out.header("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  out.sample("process_resident_memory_bytes", "", process.resident_bytes);
+  out.header("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  out.sample("process_virtual_memory_bytes", "", process.virtual_bytes);
+  out.header("process_open_fds", "gauge", "Number of open file descriptors.");
+  out.sample("process_open_fds", "", process.open_fds);
+  out.header("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  out.sample("process_max_fds", "", process.max_fds);
+  out.header("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+  out.sample("process_start_time_seconds", "", process.start_time_seconds);
+  return text.str();
 }
 
 }  // namespace crunch

@@ -52,22 +52,26 @@ route_result router::route(std::string_view method, std::string_view target) con
   const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
   const bool cheap_method = method == "GET" || method == "HEAD";
 
+  auto on_route = [](std::string_view route, reply r) {
+    r.route = route;
+    return r;
+  };
   if (path == "/healthz") {
-    if (!cheap_method) return method_not_allowed(cheap_methods);
-    return reply{200, R"({"status":"ok"})", "application/json", {}};
+    if (!cheap_method) return on_route("healthz", method_not_allowed(cheap_methods));
+    return reply{200, R"({"status":"ok"})", "application/json", {}, "healthz"};
   }
   if (path == "/readyz") {
-    if (!cheap_method) return method_not_allowed(cheap_methods);
+    if (!cheap_method) return on_route("readyz", method_not_allowed(cheap_methods));
     if (view_.draining()) {
       auto r = error_reply(503, "draining", "server is shutting down");
       r.headers.emplace_back("Retry-After", "1");
-      return r;
+      return on_route("readyz", std::move(r));
     }
-    return reply{200, R"({"status":"ready"})", "application/json", {}};
+    return reply{200, R"({"status":"ready"})", "application/json", {}, "readyz"};
   }
   if (path == "/metrics") {
-    if (!cheap_method) return method_not_allowed(cheap_methods);
-    return reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}};
+    if (!cheap_method) return on_route("metrics", method_not_allowed(cheap_methods));
+    return reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"};
   }
 
   // GET /{kind}/{parameter}
@@ -77,7 +81,7 @@ route_result router::route(std::string_view method, std::string_view target) con
   if (kind == nullptr || parameter.find('/') != std::string_view::npos) {
     return error_reply(404, "not_found", "no route for this path");
   }
-  if (method != "GET") return method_not_allowed(job_methods);
+  if (method != "GET") return on_route(kind->name, method_not_allowed(job_methods));
 
   auto timeout = default_timeout_;
   if (const auto text = query_value(query, "timeout_ms")) {
@@ -87,14 +91,14 @@ route_result router::route(std::string_view method, std::string_view target) con
     const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), ms);
     if (text->empty() || ec != std::errc{} || end != text->data() + text->size() || ms < 1 ||
         ms > max_timeout_.count() || !std::isdigit(static_cast<unsigned char>(text->front()))) {
-      return bad;
+      return on_route(kind->name, bad);
     }
     timeout = std::chrono::milliseconds(ms);
   }
 
   auto prepared = kind->prepare(parameter);
   if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
-    return error_reply(400, "invalid_argument", invalid->message);
+    return on_route(kind->name, error_reply(400, "invalid_argument", invalid->message));
   }
   auto& job = std::get<prepared_job>(prepared);
   return job_request{kind->name, std::move(job.run), job.cost_units, timeout};

@@ -70,15 +70,39 @@ std::string request_id_for(std::string_view sent, session_context& ctx) {
 /// The answer to a request that could not be read, or nullopt when the connection just ends
 /// (the peer left, the read timed out — Beast has closed the socket then — or a drain cancelled it).
 std::optional<reply> reply_for_read_error(const sys::error_code& ec) {
+  std::optional<reply> r;
   if (ec == http::error::header_limit) {
-    return error_reply(431, "header_too_large", "request line and headers exceed the limit");
+    r = error_reply(431, "header_too_large", "request line and headers exceed the limit");
+  } else if (ec == http::error::body_limit) {
+    r = error_reply(413, "body_too_large", "request body exceeds the limit");
+  } else if (ec == http::error::partial_message || ec == http::error::end_of_stream) {
+    return std::nullopt;
+  } else if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+    r = error_reply(400, "bad_request", "malformed HTTP request");
   }
-  if (ec == http::error::body_limit) return error_reply(413, "body_too_large", "request body exceeds the limit");
-  if (ec == http::error::partial_message || ec == http::error::end_of_stream) return std::nullopt;
-  if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
-    return error_reply(400, "bad_request", "malformed HTTP request");
+  if (r) r->route = "invalid";
+  return r;
+}
+
+std::string remote_of(beast::tcp_stream& stream) {
+  sys::error_code ec;
+  const auto endpoint = stream.socket().remote_endpoint(ec);
+  if (ec) return "-";
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+/// One access line: who asked what, what it got, and where the time went.
+void log_access(session_context& ctx, const std::string& remote, std::string_view request_id, std::string_view method,
+                std::string_view target, const answer& a, std::size_t bytes, clock::duration took) {
+  if (!ctx.log.enabled(log_level::info)) return;
+  nlohmann::json fields = {{"request_id", request_id}, {"remote", remote},   {"method", method},
+                           {"target", target},         {"route", a.r.route}, {"status", a.r.status},
+                           {"bytes", bytes},           {"duration_ms", ms(took)}};
+  if (a.timing) {
+    fields["queue_ms"] = ms(a.timing->queued);
+    fields["run_ms"] = ms(a.timing->computing);
   }
-  return std::nullopt;
+  ctx.log.write(log_level::info, "access", fields);
 }
 
 reply overloaded(std::string_view message, std::chrono::seconds retry_after) {
@@ -114,6 +138,7 @@ answer run_inline(job_request request, session_context& ctx) {
   try {
     auto value = request.job(std::stop_token{});
     timing.computing = clock::now() - started;
+    ctx.stats.observe_job(request.kind, timing.queued, timing.computing);
     return job_answer(std::move(value), timing, ctx.stats);
   } catch (const std::exception& e) {
     ctx.stats.count_job(job_outcome::failed);
@@ -198,6 +223,9 @@ net::awaitable<answer> run_offloaded(job_request request, clock::time_point rece
     co_return answer{deadline_exceeded(request.timeout), std::nullopt};
   }
   auto& [ec, result] = std::get<0>(raced);
+  if (!ec || ec == pool_errc::job_failed) {
+    ctx->stats.observe_job(request.kind, result.timing.queued, result.timing.computing);
+  }
   if (!ec) {
     if (result.value) ctx->admit.learn(request.kind, request.cost_units, result.timing.computing);
     co_return job_answer(std::move(result.value), result.timing, ctx->stats);
@@ -216,8 +244,9 @@ net::awaitable<answer> run_offloaded(job_request request, clock::time_point rece
   co_return answer{draining(), result.timing};
 }
 
-http::response<http::string_body> to_http(answer a, unsigned http_version, bool keep_alive, const std::string& request_id,
-                                          clock::duration total) {
+// Moves the body out of `a`; the rest of it stays for the access line.
+http::response<http::string_body> to_http(answer& a, unsigned http_version, bool keep_alive,
+                                          const std::string& request_id, clock::duration total) {
   http::response<http::string_body> res{static_cast<http::status>(a.r.status), http_version};
   res.set(http::field::server, std::string("crunch/") + version());
   res.set(http::field::content_type, a.r.content_type);
@@ -261,6 +290,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
   const config& cfg = ctx->cfg;
   // Bounds memory per connection, pipelined bytes included.
   beast::flat_buffer buffer(cfg.max_header_bytes + cfg.max_body_bytes + 2 * read_chunk);
+  const std::string remote = remote_of(stream);
 
   for (;;) {
     if (buffer.size() == 0) {
@@ -281,10 +311,15 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const auto received = clock::now();
     if (read_ec) {
       if (auto r = reply_for_read_error(read_ec)) {
-        ctx->stats.count_response(r->status);
-        auto res = to_http(answer{std::move(*r), std::nullopt}, 11, false, request_id_for({}, *ctx),
-                           clock::now() - received);
-        if (!co_await write(stream, res, false, cfg.read_timeout)) co_await linger_close(stream);
+        const auto request_id = request_id_for({}, *ctx);
+        answer a{std::move(*r), std::nullopt};
+        const auto route = a.r.route;
+        const auto status = a.r.status;
+        auto res = to_http(a, 11, false, request_id, clock::now() - received);
+        const auto write_ec = co_await write(stream, res, false, cfg.read_timeout);
+        ctx->stats.count_request(route, status, clock::now() - received);
+        log_access(*ctx, remote, request_id, "-", "-", a, res.body().size(), clock::now() - received);
+        if (!write_ec) co_await linger_close(stream);
       }
       co_return;
     }
@@ -295,22 +330,34 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     answer a;
     if (auto* r = std::get_if<reply>(&routed)) {
       a.r = std::move(*r);
-    } else if (cfg.mode == run_mode::inline_) {
-      a = run_inline(std::move(std::get<job_request>(routed)), *ctx);
     } else {
-      stream.expires_never();
-      a = co_await run_offloaded(std::move(std::get<job_request>(routed)), received, ctx, conn, stream, buffer);
-      if (a.client_gone) co_return;
+      auto& job = std::get<job_request>(routed);
+      const auto kind = job.kind;
+      if (cfg.mode == run_mode::inline_) {
+        a = run_inline(std::move(job), *ctx);
+      } else {
+        stream.expires_never();
+        a = co_await run_offloaded(std::move(job), received, ctx, conn, stream, buffer);
+      }
+      a.r.route = kind;
+      if (a.client_gone) {
+        ctx->stats.count_request(kind, a.r.status, clock::now() - received);
+        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, clock::now() - received);
+        co_return;
+      }
     }
 
     // While draining, answer what has been received, then close; once the drain has run out of
     // time, close after this answer.
     const bool keep_alive =
         req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0);
-    ctx->stats.count_response(a.r.status);
     const bool pause = a.overloaded;
-    auto res = to_http(std::move(a), req.version(), keep_alive, request_id, clock::now() - received);
-    if (co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout)) co_return;
+    auto res = to_http(a, req.version(), keep_alive, request_id, clock::now() - received);
+    const auto write_ec = co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout);
+    ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
+    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(),
+               clock::now() - received);
+    if (write_ec) co_return;
     if (!keep_alive) {
       sys::error_code ignored;
       stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);

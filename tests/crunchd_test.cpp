@@ -209,7 +209,7 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   fits.send_get("/fib/40");  // queued; done long before the drain timeout
   http_connection hopeless(port, 60s);
   hopeless.send_get("/fib/55?timeout_ms=60000");  // queued; minutes of work: cannot finish in 30 s
-  ASSERT_TRUE(wait_for("\ncrunch_queue_depth 2\n"));
+  ASSERT_TRUE(wait_for("\ncrunch_job_queue_depth 2\n"));
   p.signal(SIGTERM);
   const auto cut = hopeless.read();
   ASSERT_TRUE(cut);

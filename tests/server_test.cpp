@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace crunch::testing {
@@ -205,7 +206,7 @@ TEST_F(server_test, full_queue_gives_503_with_retry_after_at_once) {
   http_connection observer(s.port());
   bool in_queue = false;
   for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {  // a condition wait, bounded
-    in_queue = observer.get("/metrics")->body.find("\ncrunch_queue_depth 1\n") != std::string::npos;
+    in_queue = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 1\n") != std::string::npos;
   }
   ASSERT_TRUE(in_queue);
   const auto start = clock::now();
@@ -304,7 +305,7 @@ TEST_F(server_test, client_that_disconnects_while_queued_drops_its_job) {
     http_connection observer(s.port());
     bool in_queue = false;
     for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {
-      in_queue = observer.get("/metrics")->body.find("\ncrunch_queue_depth 1\n") != std::string::npos;
+      in_queue = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 1\n") != std::string::npos;
     }
     ASSERT_TRUE(in_queue);
   }
@@ -377,6 +378,65 @@ TEST_F(server_test, healthz_is_blocked_in_inline_mode) {
                           << std::chrono::duration<double, std::milli>(worst).count() << " ms";
 }
 
+// From a scrape: how many loop-lag observations there are, and how many were later than `le`.
+std::pair<long, long> loop_lag(const std::string& scrape, const std::string& le) {
+  auto value_after = [&](const std::string& prefix) {
+    const auto at = scrape.find(prefix);
+    return at == std::string::npos ? -1L : std::stol(scrape.substr(at + prefix.size()));
+  };
+  const long count = value_after("\ncrunch_event_loop_lag_seconds_count ");
+  const long within = value_after("\ncrunch_event_loop_lag_seconds_bucket{le=\"" + le + "\"} ");
+  return {count, count - within};
+}
+
+TEST_F(server_test, loop_lag_stays_low_while_workers_are_saturated) {
+  running_server s(test_config(2), test_jobs(probe));
+  http_connection a(s.port()), b(s.port()), observer(s.port());
+  a.send_get("/spin/1500");
+  b.send_get("/spin/1500");
+  ASSERT_TRUE(probe->wait_started(2));
+  const auto [before, late_before] = loop_lag(observer.get("/metrics")->body, "0.05");
+  long count = before;
+  long late = late_before;
+  for (int attempt = 0; attempt < 100000 && count < before + 50; ++attempt) {  // 50 samples: ~0.5 s
+    std::tie(count, late) = loop_lag(observer.get("/metrics")->body, "0.05");
+  }
+  EXPECT_GE(count, before + 50);
+  EXPECT_EQ(late, late_before) << "the loop was held for over 50 ms while only the workers were busy";
+  EXPECT_EQ(a.read()->status, 200u);
+  EXPECT_EQ(b.read()->status, 200u);
+}
+
+TEST_F(server_test, loop_lag_shows_an_inline_job_holding_the_loop) {
+  auto cfg = test_config(1);
+  cfg.mode = run_mode::inline_;
+  running_server s(cfg, test_jobs(probe));
+  http_connection c(s.port());
+  EXPECT_EQ(loop_lag(c.get("/metrics")->body, "0.25").second, 0);
+  EXPECT_EQ(c.get("/spin/600")->status, 200u);  // 600 ms on the I/O thread
+  EXPECT_GE(loop_lag(c.get("/metrics")->body, "0.25").second, 1);
+}
+
+TEST_F(server_test, metrics_count_requests_by_route_and_job_times_by_kind) {
+  running_server s(test_config(1));
+  http_connection c(s.port());
+  EXPECT_EQ(c.get("/fib/20")->status, 200u);
+  EXPECT_EQ(c.get("/fib/x")->status, 400u);
+  EXPECT_EQ(c.get("/nope")->status, 404u);
+  const auto scrape = c.get("/metrics");
+  ASSERT_TRUE(scrape);
+  EXPECT_EQ(scrape->header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  const auto& text = scrape->body;
+  EXPECT_NE(text.find("crunch_http_requests_total{route=\"fib\",code=\"200\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_http_requests_total{route=\"fib\",code=\"400\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_http_requests_total{route=\"unmatched\",code=\"404\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_job_run_seconds_count{kind=\"fib\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_job_queue_wait_seconds_count{kind=\"fib\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_http_request_duration_seconds_count{route=\"fib\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprocess_resident_memory_bytes "), std::string::npos);
+  EXPECT_NE(text.find("crunch_build_info{version=\""), std::string::npos);
+}
+
 TEST_F(server_test, drain_finishes_in_flight_closes_idle_and_turns_readyz_503) {
   running_server s(test_config(2), test_jobs(probe));
   http_connection idle(s.port());
@@ -432,7 +492,7 @@ TEST_F(server_test, drain_answers_queued_jobs_that_cannot_finish_with_503_at_onc
   http_connection observer(s.port());
   bool both_queued = false;
   for (int attempt = 0; attempt < 1000 && !both_queued; ++attempt) {
-    both_queued = observer.get("/metrics")->body.find("\ncrunch_queue_depth 2\n") != std::string::npos;
+    both_queued = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 2\n") != std::string::npos;
   }
   ASSERT_TRUE(both_queued);
   const auto start = clock::now();

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace crunch {
 
@@ -32,10 +33,10 @@ class admission {
   /// Sets the rate of a kind (nanoseconds per cost unit); a kind without one has no estimate.
   void set_rate(const std::string& kind, double ns_per_unit);
   /// The current rate of a kind, if it has one.
-  std::optional<double> rate(const std::string& kind) const;
+  std::optional<double> rate(std::string_view kind) const;
 
   /// Estimated run time of `units` of `kind` work; nullopt when the kind has no cost model.
-  std::optional<duration> estimate(const std::string& kind, double units) const;
+  std::optional<duration> estimate(std::string_view kind, double units) const;
 
   /// Admits unless the backlog alone outlasts `time_left`, or the backlog plus a `cost` that
   /// would fit on its own does. A job too long even alone is admitted: it runs and is stopped
@@ -48,7 +49,7 @@ class admission {
   void release(duration booked);
 
   /// Refines the kind's rate from a job that ran to completion.
-  void learn(const std::string& kind, double units, duration computing);
+  void learn(std::string_view kind, double units, duration computing);
 
   /// Estimated work queued or running, in total.
   duration backlog() const { return backlog_; }

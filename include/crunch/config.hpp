@@ -1,6 +1,7 @@
 #pragma once
 /// crunchd's configuration: command-line flags, each with a CRUNCH_* environment twin.
 
+#include <crunch/log.hpp>
 #include <crunch/worker_pool.hpp>
 
 #include <chrono>
@@ -35,6 +36,8 @@ struct config {
   std::chrono::milliseconds idle_timeout{60'000};         ///< a kept-alive connection may wait this long for its next request
   std::size_t max_header_bytes = 8 * 1024;                ///< request line and headers
   std::size_t max_body_bytes = 64 * 1024;                 ///< request body
+  log_format log_format_ = log_format::json;              ///< json or text lines on stdout
+  log_level log_level_ = log_level::info;                 ///< info includes one access line per request
 };
 
 /// What parse_config decided instead of a config: print `message` and exit with `exit_code`.

@@ -1,25 +1,30 @@
 #pragma once
-/// Counters and gauges of a running server, exposed in the Prometheus text format.
+/// The server's metrics and their Prometheus text exposition (format 0.0.4).
 ///
-/// Every update happens on the I/O thread (job completions are delivered there), so the counters
-/// are plain integers: no atomics, no contention with the workers.
+/// Every update happens on the I/O thread — job completions, with their timings, are delivered
+/// there — so counters and histograms are plain integers: no atomics, and no contention with the
+/// workers, whose hot path touches no metric at all.
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace crunch {
 
 /// How a CPU job ended, as counted by crunch_jobs_total{outcome}.
 enum class job_outcome {
-  completed,                  ///< ran to the end: 200
-  rejected_queue_full,        ///< the queue had no room: 503 at once
+  completed,                     ///< ran to the end: 200
+  rejected_queue_full,           ///< the queue had no room: 503 at once
   rejected_would_miss_deadline,  ///< the backlog ahead would make it late: 503 at once
-  deadline_exceeded,          ///< its deadline passed, queued or running: 504
-  cancelled_client_gone,      ///< the client closed its connection: stopped, nothing sent
-  failed,                     ///< the job threw: 500
-  drained,                    ///< shutdown could not wait for it: 503
+  deadline_exceeded,             ///< its deadline passed, queued or running: 504
+  cancelled_client_gone,         ///< the client closed its connection: stopped, nothing sent
+  failed,                        ///< the job threw: 500
+  drained,                       ///< shutdown could not wait for it: 503
 };
 
 /// Number of job_outcome values.
@@ -27,6 +32,55 @@ inline constexpr std::size_t job_outcome_count = 7;
 
 /// The label value of an outcome, e.g. "rejected_queue_full".
 const char* to_string(job_outcome outcome) noexcept;
+
+/// A Prometheus histogram with fixed bucket upper bounds, in seconds.
+class histogram {
+ public:
+  /// `bounds` ascending; +Inf is implied.
+  explicit histogram(std::vector<double> bounds);
+  /// Records one observation.
+  void observe(double seconds);
+  /// Records one observation.
+  void observe(std::chrono::steady_clock::duration d) { observe(std::chrono::duration<double>(d).count()); }
+
+  /// Upper bounds, without +Inf.
+  const std::vector<double>& bounds() const { return bounds_; }
+  /// Observations at or below bounds()[i]: cumulative, as exposed.
+  std::uint64_t cumulative(std::size_t i) const;
+  /// All observations.
+  std::uint64_t count() const { return count_; }
+  /// Sum of all observations.
+  double sum() const { return sum_; }
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<std::uint64_t> counts_;  // per bucket, not cumulative; the last is +Inf
+  std::uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+/// Buckets for request and job durations: 100 µs to 60 s.
+std::vector<double> duration_buckets();
+/// Buckets for event-loop lag: 10 µs to 1 s.
+std::vector<double> lag_buckets();
+
+/// Writes exposition text: HELP/TYPE headers, samples with escaped labels.
+class exposition {
+ public:
+  explicit exposition(std::ostream& out) : out_(out) {}
+  /// "# HELP name help" and "# TYPE name type".
+  void header(std::string_view name, std::string_view type, std::string_view help);
+  /// One sample line; `labels` is the pre-rendered label set ("" or `a="b",c="d"`).
+  void sample(std::string_view name, std::string_view labels, double value);
+  /// The _bucket, _sum and _count lines of one histogram child.
+  void histogram_samples(std::string_view name, std::string_view labels, const histogram& h);
+
+ private:
+  std::ostream& out_;
+};
+
+/// One label pair rendered as `name="value"`, with the value escaped (\\, \", \n).
+std::string label(std::string_view name, std::string_view value);
 
 /// Gauges read at scrape time from the parts that own them.
 struct metrics_gauges {
@@ -36,28 +90,61 @@ struct metrics_gauges {
   std::size_t queue_limit = 0;
   std::size_t connections_open = 0;
   bool draining = false;
+  std::uint64_t log_lines_dropped = 0;
 };
 
-/// The server's counters.
+/// The process, read from /proc at scrape time.
+struct process_stats {
+  double cpu_seconds = 0;
+  double resident_bytes = 0;
+  double virtual_bytes = 0;
+  double open_fds = 0;
+  double max_fds = 0;
+  double start_time_seconds = 0;  ///< since the Unix epoch
+};
+
+/// Reads /proc/self; fields it cannot read stay 0.
+process_stats read_process_stats();
+
+/// The server's counters and histograms.
 class metrics {
  public:
-  /// Counts a response by its status code.
-  void count_response(unsigned status) { ++responses_[status]; }
+  metrics();
+
+  /// Counts a response and its duration, by route ("fib", "healthz", ...) and status code.
+  void count_request(std::string_view route, unsigned status, std::chrono::steady_clock::duration took);
   /// Counts how a job ended.
   void count_job(job_outcome outcome) { ++jobs_[static_cast<std::size_t>(outcome)]; }
+  /// Records where a job's time went, by kind.
+  void observe_job(std::string_view kind, std::chrono::steady_clock::duration queued,
+                   std::chrono::steady_clock::duration computing);
   /// Counts an accepted connection.
   void count_connection() { ++connections_; }
+  /// Records how late the loop-lag timer fired.
+  void observe_loop_lag(std::chrono::steady_clock::duration lateness) { loop_lag_.observe(lateness); }
 
   /// Times a job ended this way.
   std::uint64_t jobs(job_outcome outcome) const { return jobs_[static_cast<std::size_t>(outcome)]; }
+  /// The event-loop lag histogram.
+  const histogram& loop_lag() const { return loop_lag_; }
 
-  /// The Prometheus text exposition of the counters and `gauges`.
-  std::string render(const metrics_gauges& gauges) const;
+  /// The whole exposition: these metrics, `gauges`, `process` and build info.
+  std::string render(const metrics_gauges& gauges, const process_stats& process) const;
 
  private:
-  std::map<unsigned, std::uint64_t> responses_;
+  struct route_metrics {
+    std::map<unsigned, std::uint64_t> by_code;
+    histogram duration{duration_buckets()};
+  };
+  struct kind_metrics {
+    histogram queued{duration_buckets()};
+    histogram computing{duration_buckets()};
+  };
+  std::map<std::string, route_metrics, std::less<>> routes_;
+  std::map<std::string, kind_metrics, std::less<>> kinds_;
   std::array<std::uint64_t, job_outcome_count> jobs_{};
   std::uint64_t connections_ = 0;
+  histogram loop_lag_{lag_buckets()};
 };
 
 }  // namespace crunch

@@ -20,6 +20,7 @@ struct reply {
   std::string body;                                          ///< payload (JSON unless content_type says otherwise)
   std::string content_type = "application/json";            ///< Content-Type
   std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers (Allow, Retry-After, ...)
+  std::string_view route = "unmatched";                      ///< metrics label: which route answered
 };
 
 /// The one error shape: {"error":{"code":...,"message":...}}.
@@ -27,7 +28,7 @@ reply error_reply(unsigned status, std::string_view code, std::string_view messa
 
 /// A request that needs a worker: what to run, and by when it must be done.
 struct job_request {
-  std::string kind;                   ///< job kind name, e.g. "fib"
+  std::string_view kind;              ///< job kind name, e.g. "fib" (owned by the router's registry)
   job_function job;                   ///< the prepared job
   double cost_units = 0;              ///< expected cost in the kind's units (0: no cost model)
   std::chrono::milliseconds timeout;  ///< deadline, from the request's arrival

@@ -4,6 +4,7 @@
 
 #include <crunch/admission.hpp>
 #include <crunch/config.hpp>
+#include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/net.hpp>
 #include <crunch/router.hpp>
@@ -44,6 +45,7 @@ struct session_context {
   const router& routes;         ///< the routing table
   worker_pool& pool;            ///< where jobs run in offload mode
   metrics& stats;               ///< counters
+  logger& log;                  ///< access and error lines
   admission& admit;             ///< cost-based admission and backlog estimate
   bool draining = false;        ///< shutdown began: finish what was received, then close
   bool drain_expired = false;   ///< the drain timeout passed: answer and close at once

@@ -1,0 +1,92 @@
+#include <crunch/log.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include <unistd.h>
+
+namespace crunch {
+namespace {
+
+// Everything a logger wrote to a temporary file, read after the logger is gone.
+template <typename Body>
+std::string logged(log_format format, log_level level, Body body) {
+  std::FILE* file = std::tmpfile();
+  {
+    logger log(format, level, file);
+    body(log);
+  }
+  std::rewind(file);
+  std::string text;
+  char chunk[4096];
+  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file)) > 0;) text.append(chunk, n);
+  std::fclose(file);
+  return text;
+}
+
+TEST(logger, json_lines_carry_time_level_event_and_fields) {
+  const auto text = logged(log_format::json, log_level::info, [](logger& log) {
+    log.write(log_level::info, "access", {{"status", 200}, {"target", "/fib/\"x\""}});
+  });
+  const auto line = nlohmann::json::parse(text.substr(0, text.find('\n')));
+  EXPECT_EQ(line.at("event"), "access");
+  EXPECT_EQ(line.at("level"), "info");
+  EXPECT_EQ(line.at("status"), 200);
+  EXPECT_EQ(line.at("target"), "/fib/\"x\"");
+  EXPECT_EQ(line.at("time").get<std::string>().size(), 24u);  // 2026-11-26T05:09:49.775Z
+}
+
+TEST(logger, text_lines_quote_what_would_not_read_back) {
+  const auto text = logged(log_format::text, log_level::info, [](logger& log) {
+    log.write(log_level::warn, "drain_timeout", {{"connections", 3}, {"note", "two words"}});
+  });
+  EXPECT_NE(text.find(" warn drain_timeout connections=3 note=\"two words\"\n"), std::string::npos) << text;
+}
+
+TEST(logger, lines_below_the_level_are_not_written) {
+  const auto text = logged(log_format::json, log_level::warn, [](logger& log) {
+    EXPECT_FALSE(log.enabled(log_level::info));
+    log.write(log_level::info, "access");
+    log.write(log_level::error, "boom");
+  });
+  EXPECT_EQ(text.find("access"), std::string::npos);
+  EXPECT_NE(text.find("boom"), std::string::npos);
+}
+
+TEST(logger, a_blocked_output_drops_and_counts_instead_of_blocking_the_caller) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::FILE* out = fdopen(fds[1], "w");
+  constexpr int lines = 2000;  // 200 KB: more than a pipe holds, so the writer blocks
+  std::uint64_t dropped = 0;
+  std::size_t received = 0;
+  std::thread reader;
+  {
+    logger log(log_format::text, log_level::info, out, 4);
+    for (int i = 0; i < lines; ++i) log.write(log_level::info, "x", {{"pad", std::string(80, 'p')}});
+    dropped = log.dropped();  // the caller was never blocked: it got here with the pipe full
+    EXPECT_GT(dropped, 0u);
+    reader = std::thread([&] {
+      char chunk[4096];
+      for (ssize_t n; (n = ::read(fds[0], chunk, sizeof chunk)) > 0;) {
+        for (ssize_t i = 0; i < n; ++i) received += chunk[i] == '\n';
+      }
+    });
+  }  // the logger writes what it kept, then joins
+  std::fclose(out);
+  reader.join();
+  ::close(fds[0]);
+  EXPECT_EQ(received + dropped, static_cast<std::size_t>(lines));  // every line written or counted
+}
+
+TEST(parse_log_level, names) {
+  EXPECT_EQ(parse_log_level("debug"), log_level::debug);
+  EXPECT_EQ(parse_log_level("error"), log_level::error);
+  EXPECT_EQ(parse_log_level("loud"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace crunch
