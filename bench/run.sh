@@ -69,7 +69,7 @@ echo "/fib/30 wrk -t2 -c16: $rps req/s, ratio to limit $(python3 -c "print(round
 # 3. Responsiveness under CPU load, per worker priority, and inline for contrast: /fib/32 keeps
 #    every worker busy while /healthz is measured twice — open-loop (one request every 2 ms, as a
 #    health checker sends them) and closed-loop with wrk (as fast as it can, which also loads the CPU).
-declare -A hz probe
+declare -A hz probe lag
 for variant in idle batch normal inline; do
   if [[ "$variant" == inline ]]; then start_server --mode inline; else start_server --worker-priority "$variant"; fi
   wrk -t1 -c"$((2 * cores))" -d"$((duration + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
@@ -78,10 +78,12 @@ for variant in idle batch normal inline; do
   probe[$variant]="$("$build/latency_probe" "$port" /healthz "$((duration / 2))" 2000)"
   hz[$variant]="$(load 1 4 "$((duration / 2))" /healthz)"
   wait "$bg" || true
+  lag[$variant]="$(curl -s "http://127.0.0.1:$port/metrics" | python3 "$root/bench/lag_quantile.py")"
   stop_server
   echo "/healthz under /fib/32 load, workers $variant:"
   echo "    open-loop 500/s: p50 $(json_get "${probe[$variant]}" latency_us.p50)us p99 $(json_get "${probe[$variant]}" latency_us.p99)us p99.9 $(json_get "${probe[$variant]}" latency_us.p999)us max $(json_get "${probe[$variant]}" latency_us.max)us"
   echo "    wrk -t1 -c4:     p50 $(json_get "${hz[$variant]}" latency_us.p50)us p99 $(json_get "${hz[$variant]}" latency_us.p99)us max $(json_get "${hz[$variant]}" latency_us.max)us, $(json_get "${hz[$variant]}" rps) req/s"
+  echo "    loop lag (/metrics, whole run): p50 $(json_get "${lag[$variant]}" p50_us)us p99 $(json_get "${lag[$variant]}" p99_us)us p99.9 $(json_get "${lag[$variant]}" p999_us)us"
 done
 
 # 4. HTTP overhead: /healthz alone.
@@ -119,6 +121,7 @@ cat >"$out/latest.json" <<JSON
  "fib30_single":$single30,"limit_rps":$limit,"fib30_load":$thr,
  "healthz_under_load_wrk":{"idle":${hz[idle]},"batch":${hz[batch]},"normal":${hz[normal]},"inline":${hz[inline]}},
  "healthz_under_load_open_loop":{"idle":${probe[idle]},"batch":${probe[batch]},"normal":${probe[normal]},"inline":${probe[inline]}},
+ "loop_lag_under_load":{"idle":${lag[idle]},"batch":${lag[batch]},"normal":${lag[normal]},"inline":${lag[inline]}},
  "healthz_alone":$idle_hz,
  "overload":{"wrk":$over,"healthz_open_loop":$over_probe,"cpu_seconds_after":$cpu_after,"peak_rss_kib":$peak_rss_kib}}
 JSON

@@ -38,6 +38,29 @@ std::string timestamp() {
 
 std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
+// JSON string body. Bytes above 0x7f are written as \u00XX so that any input — a request target
+// is not promised to be UTF-8 — still makes valid JSON.
+void append_escaped(std::string& out, std::string_view value) {
+  static constexpr char hex[] = "0123456789abcdef";
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20 || c > 0x7e) {
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+}
+
+bool needs_quotes(std::string_view value) {
+  return value.empty() || value.find_first_of(" \"=\t\n") != std::string_view::npos;
+}
+
 }  // namespace
 
 std::optional<log_level> parse_log_level(std::string_view name) {
@@ -80,9 +103,72 @@ std::string logger::format_line(log_level level, std::string_view event, const n
   return line + "\n";
 }
 
+log_line::log_line(log_format format, log_level level, std::string_view event) : format_(format) {
+  text_.reserve(320);
+  if (format_ == log_format::json) {
+    text_ += "{\"time\":\"" + timestamp() + "\",\"level\":\"" + name_of(level) + "\",\"event\":\"";
+    append_escaped(text_, event);
+    text_ += '"';
+  } else {
+    text_ += timestamp() + " " + name_of(level) + " ";
+    text_ += event;
+  }
+}
+
+void log_line::key(std::string_view name) {
+  if (format_ == log_format::json) {
+    text_ += ",\"";
+    text_ += name;
+    text_ += "\":";
+  } else {
+    text_ += ' ';
+    text_ += name;
+    text_ += '=';
+  }
+}
+
+log_line& log_line::field(std::string_view name, std::string_view value) {
+  key(name);
+  if (format_ == log_format::json || needs_quotes(value)) {
+    text_ += '"';
+    append_escaped(text_, value);
+    text_ += '"';
+  } else {
+    text_ += value;
+  }
+  return *this;
+}
+
+log_line& log_line::field(std::string_view name, std::uint64_t value) {
+  key(name);
+  char digits[24];
+  const int n = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(value));
+  text_.append(digits, static_cast<std::size_t>(n));
+  return *this;
+}
+
+log_line& log_line::millis(std::string_view name, double ms) {
+  key(name);
+  char digits[32];
+  const int n = std::snprintf(digits, sizeof digits, "%.3f", ms);
+  text_.append(digits, static_cast<std::size_t>(n));
+  return *this;
+}
+
+std::string log_line::finish() && {
+  if (format_ == log_format::json) text_ += '}';
+  text_ += '\n';
+  return std::move(text_);
+}
+
+void logger::write(log_line&& line) { enqueue(std::move(line).finish()); }
+
 void logger::write(log_level level, std::string_view event, const nlohmann::json& fields) {
   if (!enabled(level)) return;
-  std::string line = format_line(level, event, fields);
+  enqueue(format_line(level, event, fields));
+}
+
+void logger::enqueue(std::string line) {
   bool wake = false;
   {
     std::lock_guard lock(mutex_);

@@ -95,14 +95,17 @@ std::string remote_of(beast::tcp_stream& stream) {
 void log_access(session_context& ctx, const std::string& remote, std::string_view request_id, std::string_view method,
                 std::string_view target, const answer& a, std::size_t bytes, clock::duration took) {
   if (!ctx.log.enabled(log_level::info)) return;
-  nlohmann::json fields = {{"request_id", request_id}, {"remote", remote},   {"method", method},
-                           {"target", target},         {"route", a.r.route}, {"status", a.r.status},
-                           {"bytes", bytes},           {"duration_ms", ms(took)}};
-  if (a.timing) {
-    fields["queue_ms"] = ms(a.timing->queued);
-    fields["run_ms"] = ms(a.timing->computing);
-  }
-  ctx.log.write(log_level::info, "access", fields);
+  log_line line(ctx.log.format(), log_level::info, "access");
+  line.field("request_id", request_id)
+      .field("remote", remote)
+      .field("method", method)
+      .field("target", target)
+      .field("route", a.r.route)
+      .field("status", std::uint64_t{a.r.status})
+      .field("bytes", std::uint64_t{bytes})
+      .millis("duration_ms", ms(took));
+  if (a.timing) line.millis("queue_ms", ms(a.timing->queued)).millis("run_ms", ms(a.timing->computing));
+  ctx.log.write(std::move(line));
 }
 
 reply overloaded(std::string_view message, std::chrono::seconds retry_after) {

@@ -224,6 +224,27 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
+TEST(crunchd, access_log_line_carries_the_request_id) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
+  const auto port = started_port(p);
+  http_connection c(port);
+  EXPECT_EQ(c.get("/fib/10", "X-Request-Id: trace-42\r\n")->status, 200u);
+  p.signal(SIGTERM);
+  bool found = false;
+  for (auto line = p.stdout_line(); !line.empty() && !found; line = p.stdout_line()) {
+    const auto event = nlohmann::json::parse(line);
+    if (event.at("event") != "access") continue;
+    found = true;
+    EXPECT_EQ(event.at("request_id"), "trace-42");
+    EXPECT_EQ(event.at("target"), "/fib/10");
+    EXPECT_EQ(event.at("route"), "fib");
+    EXPECT_EQ(event.at("status"), 200);
+    EXPECT_TRUE(event.contains("run_ms"));
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
 TEST(crunchd, sigint_on_an_idle_server_exits_0) {
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
   const auto port = started_port(p);

@@ -82,6 +82,30 @@ TEST(logger, a_blocked_output_drops_and_counts_instead_of_blocking_the_caller) {
   EXPECT_EQ(received + dropped, static_cast<std::size_t>(lines));  // every line written or counted
 }
 
+TEST(log_line, json_is_valid_and_escapes_hostile_bytes) {
+  const auto text = logged(log_format::json, log_level::info, [](logger& log) {
+    log_line line(log.format(), log_level::info, "access");
+    line.field("target", std::string_view("/a\"b\\c\n\x01\xff", 9)).field("status", std::uint64_t{404}).millis("ms", 1.5);
+    log.write(std::move(line));
+  });
+  const auto j = nlohmann::json::parse(text.substr(0, text.find('\n')));
+  EXPECT_EQ(j.at("event"), "access");
+  EXPECT_EQ(j.at("status"), 404);
+  EXPECT_DOUBLE_EQ(j.at("ms").get<double>(), 1.5);
+  // Every byte kept: 0x01 and 0xff come back as U+0001 and U+00FF (UTF-8 C3 BF).
+  EXPECT_EQ(j.at("target"), std::string("/a\"b\\c\n\x01") + "\xc3\xbf");
+  EXPECT_EQ(text.rfind("{\"time\":", 0), 0u);
+}
+
+TEST(log_line, text_is_key_value) {
+  const auto text = logged(log_format::text, log_level::info, [](logger& log) {
+    log_line line(log.format(), log_level::info, "access");
+    line.field("method", "GET").field("target", "/has space").field("status", std::uint64_t{200});
+    log.write(std::move(line));
+  });
+  EXPECT_NE(text.find(" info access method=GET target=\"/has space\" status=200\n"), std::string::npos) << text;
+}
+
 TEST(parse_log_level, names) {
   EXPECT_EQ(parse_log_level("debug"), log_level::debug);
   EXPECT_EQ(parse_log_level("error"), log_level::error);

@@ -32,6 +32,27 @@ enum class log_format {
 /// The level called `name` ("debug", "info", "warn", "error").
 std::optional<log_level> parse_log_level(std::string_view name);
 
+/// One log line rendered straight to text as fields are added, without building a JSON object
+/// first: the access line is written for every request, so its cost is the loop's cost.
+class log_line {
+ public:
+  /// Starts a line with time, level and event.
+  log_line(log_format format, log_level level, std::string_view event);
+  /// Adds a string field (JSON-escaped, or quoted in text when needed).
+  log_line& field(std::string_view key, std::string_view value);
+  /// Adds an integer field.
+  log_line& field(std::string_view key, std::uint64_t value);
+  /// Adds a duration in milliseconds, to the microsecond.
+  log_line& millis(std::string_view key, double ms);
+  /// The finished line, with its newline.
+  std::string finish() &&;
+
+ private:
+  void key(std::string_view name);
+  log_format format_;
+  std::string text_;
+};
+
 /// The asynchronous, bounded log writer.
 class logger {
  public:
@@ -47,11 +68,16 @@ class logger {
   bool enabled(log_level level) const noexcept { return level >= level_; }
   /// Formats one line with `fields` (a JSON object) and queues it. Thread-safe.
   void write(log_level level, std::string_view event, const nlohmann::json& fields = nlohmann::json::object());
+  /// Queues a line built with log_line (check enabled() before building it). Thread-safe.
+  void write(log_line&& line);
+  /// The format lines should be built in.
+  log_format format() const noexcept { return format_; }
   /// Lines dropped because the queue was full.
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
 
  private:
   std::string format_line(log_level level, std::string_view event, const nlohmann::json& fields) const;
+  void enqueue(std::string line);
   void run();
 
   const log_format format_;
