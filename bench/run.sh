@@ -28,13 +28,14 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# Starts crunchd on a free loopback port with the given flags; sets $port.
+# Starts crunchd on a free loopback port with the given flags; sets $port. Readiness is read from
+# /healthz, not from the log, so any --log-level works.
 start_server() {
-  "$build/crunchd" --address 127.0.0.1 --port 0 "$@" >"$log" 2>&1 &
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  "$build/crunchd" --address 127.0.0.1 --port "$port" "$@" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
-    port="$(grep -o '"port":[0-9]*' "$log" 2>/dev/null | head -1 | cut -d: -f2 || true)"
-    [[ -n "$port" ]] && return 0
+    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
     sleep 0.05
   done
   echo "crunchd did not start:" >&2; cat "$log" >&2; exit 1
@@ -69,28 +70,35 @@ echo "/fib/30 wrk -t2 -c16: $rps req/s, ratio to limit $(python3 -c "print(round
 # 3. Responsiveness under CPU load, per worker priority, and inline for contrast: /fib/32 keeps
 #    every worker busy while /healthz is measured twice — open-loop (one request every 2 ms, as a
 #    health checker sends them) and closed-loop with wrk (as fast as it can, which also loads the CPU).
-declare -A hz probe lag
+declare -A hz probe lag lag_wrk
 for variant in idle batch normal inline; do
   if [[ "$variant" == inline ]]; then start_server --mode inline; else start_server --worker-priority "$variant"; fi
   wrk -t1 -c"$((2 * cores))" -d"$((duration + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
   bg=$!
   sleep 1
+  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape0.txt"
   probe[$variant]="$("$build/latency_probe" "$port" /healthz "$((duration / 2))" 2000)"
+  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape1.txt"
   hz[$variant]="$(load 1 4 "$((duration / 2))" /healthz)"
+  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape2.txt"
   wait "$bg" || true
-  lag[$variant]="$(curl -s "http://127.0.0.1:$port/metrics" | python3 "$root/bench/lag_quantile.py")"
+  lag[$variant]="$(python3 "$root/bench/lag_quantile.py" "$out/scrape0.txt" "$out/scrape1.txt")"
+  lag_wrk[$variant]="$(python3 "$root/bench/lag_quantile.py" "$out/scrape1.txt" "$out/scrape2.txt")"
   stop_server
   echo "/healthz under /fib/32 load, workers $variant:"
   echo "    open-loop 500/s: p50 $(json_get "${probe[$variant]}" latency_us.p50)us p99 $(json_get "${probe[$variant]}" latency_us.p99)us p99.9 $(json_get "${probe[$variant]}" latency_us.p999)us max $(json_get "${probe[$variant]}" latency_us.max)us"
   echo "    wrk -t1 -c4:     p50 $(json_get "${hz[$variant]}" latency_us.p50)us p99 $(json_get "${hz[$variant]}" latency_us.p99)us max $(json_get "${hz[$variant]}" latency_us.max)us, $(json_get "${hz[$variant]}" rps) req/s"
-  echo "    loop lag (/metrics, whole run): p50 $(json_get "${lag[$variant]}" p50_us)us p99 $(json_get "${lag[$variant]}" p99_us)us p99.9 $(json_get "${lag[$variant]}" p999_us)us"
+  echo "    loop lag, open-loop phase: p50 $(json_get "${lag[$variant]}" p50_us)us p99 $(json_get "${lag[$variant]}" p99_us)us p99.9 $(json_get "${lag[$variant]}" p999_us)us; wrk phase: p50 $(json_get "${lag_wrk[$variant]}" p50_us)us p99 $(json_get "${lag_wrk[$variant]}" p99_us)us"
 done
 
-# 4. HTTP overhead: /healthz alone.
+# 4. HTTP overhead: /healthz alone, with the default access log and without it.
 start_server
 idle_hz="$(load 2 64 "$duration" /healthz)"
 stop_server
-echo "/healthz alone wrk -t2 -c64: $(json_get "$idle_hz" rps) req/s, p99 $(json_get "$idle_hz" latency_us.p99)us"
+start_server --log-level warn
+idle_hz_quiet="$(load 2 64 "$duration" /healthz)"
+stop_server
+echo "/healthz alone wrk -t2 -c64: $(json_get "$idle_hz" rps) req/s, p99 $(json_get "$idle_hz" latency_us.p99)us (access log on); $(json_get "$idle_hz_quiet" rps) req/s, p99 $(json_get "$idle_hz_quiet" latency_us.p99)us (--log-level warn)"
 
 # 5. Overload: /fib/35 from 256 connections, far beyond what two workers can do. The excess
 #    must get fast 503s, accepted requests a bounded latency, the loop stays fast, and once the
@@ -121,8 +129,9 @@ cat >"$out/latest.json" <<JSON
  "fib30_single":$single30,"limit_rps":$limit,"fib30_load":$thr,
  "healthz_under_load_wrk":{"idle":${hz[idle]},"batch":${hz[batch]},"normal":${hz[normal]},"inline":${hz[inline]}},
  "healthz_under_load_open_loop":{"idle":${probe[idle]},"batch":${probe[batch]},"normal":${probe[normal]},"inline":${probe[inline]}},
- "loop_lag_under_load":{"idle":${lag[idle]},"batch":${lag[batch]},"normal":${lag[normal]},"inline":${lag[inline]}},
- "healthz_alone":$idle_hz,
+ "loop_lag_open_loop_phase":{"idle":${lag[idle]},"batch":${lag[batch]},"normal":${lag[normal]},"inline":${lag[inline]}},
+ "loop_lag_wrk_phase":{"idle":${lag_wrk[idle]},"batch":${lag_wrk[batch]},"normal":${lag_wrk[normal]},"inline":${lag_wrk[inline]}},
+ "healthz_alone":$idle_hz,"healthz_alone_log_warn":$idle_hz_quiet,
  "overload":{"wrk":$over,"healthz_open_loop":$over_probe,"cpu_seconds_after":$cpu_after,"peak_rss_kib":$peak_rss_kib}}
 JSON
 echo "wrote $out/latest.json"

@@ -71,6 +71,12 @@ namespace {
 std::string number(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  // Counts are whole numbers: print them whole (200, not 2e+02) while a double holds them exactly.
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {
+    char whole[32];
+    std::snprintf(whole, sizeof whole, "%.0f", v);
+    return whole;
+  }
   char text[32];
   std::snprintf(text, sizeof text, "%.17g", v);
   for (int precision = 1; precision < 17; ++precision) {

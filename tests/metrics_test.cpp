@@ -46,7 +46,10 @@ TEST(exposition, unlabelled_samples_and_numbers) {
   out.sample("a", "", 0);
   out.sample("b", "", 407156);
   out.sample("c", "", 0.000123);
-  EXPECT_EQ(text.str(), "a 0\nb 407156\nc 0.000123\n");
+  out.sample("d", "", 200);
+  out.sample("e", "", 1e6);
+  out.sample("f", "", 0.5);
+  EXPECT_EQ(text.str(), "a 0\nb 407156\nc 0.000123\nd 200\ne 1000000\nf 0.5\n");
 }
 
 TEST(exposition, label_values_are_escaped) {
