@@ -77,6 +77,22 @@ setter duration(std::chrono::milliseconds config::*member, std::chrono::millisec
   };
 }
 
+// A flag that takes one of a few names, e.g. --mode offload|inline.
+template <typename T>
+setter one_of(T config::*member, std::vector<std::pair<std::string, T>> choices) {
+  return [=](config& c, const std::string& text) -> std::optional<std::string> {
+    std::string names;
+    for (const auto& [name, value] : choices) {
+      if (text == name) {
+        c.*member = value;
+        return std::nullopt;
+      }
+      names += (names.empty() ? "" : ", ") + name;
+    }
+    return "must be one of " + names;
+  };
+}
+
 const std::vector<option>& options() {
   static const std::vector<option> table = {
       {"address", "CRUNCH_ADDRESS", "IP", "listen address (default 0.0.0.0)",
@@ -100,21 +116,12 @@ const std::vector<option>& options() {
        count(&config::queue_limit, 1, 1'000'000)},
       {"worker-priority", "CRUNCH_WORKER_PRIORITY", "normal|batch|idle",
        "OS scheduling of the workers (default batch)",
-       [](config& c, const std::string& text) -> std::optional<std::string> {
-         if (text == "normal") c.priority = worker_priority::normal;
-         else if (text == "batch") c.priority = worker_priority::batch;
-         else if (text == "idle") c.priority = worker_priority::idle;
-         else return "must be normal, batch or idle";
-         return std::nullopt;
-       }},
+       one_of(&config::priority, {{"normal", worker_priority::normal},
+                                  {"batch", worker_priority::batch},
+                                  {"idle", worker_priority::idle}})},
       {"mode", "CRUNCH_MODE", "offload|inline",
        "run jobs on the worker pool, or on the I/O thread for comparison (default offload)",
-       [](config& c, const std::string& text) -> std::optional<std::string> {
-         if (text == "offload") c.mode = run_mode::offload;
-         else if (text == "inline") c.mode = run_mode::inline_;
-         else return "must be offload or inline";
-         return std::nullopt;
-       }},
+       one_of(&config::mode, {{"offload", run_mode::offload}, {"inline", run_mode::inline_}})},
       {"default-timeout", "CRUNCH_DEFAULT_TIMEOUT", "DURATION",
        "deadline of a job when the client names none (default 10s)",
        duration(&config::default_timeout, std::chrono::milliseconds(1))},
@@ -135,20 +142,13 @@ const std::vector<option>& options() {
       {"max-body-bytes", "CRUNCH_MAX_BODY_BYTES", "N", "request body, at most; beyond: 413 (default 65536)",
        count(&config::max_body_bytes, 0, 64 * 1024 * 1024)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
-       [](config& c, const std::string& text) -> std::optional<std::string> {
-         if (text == "json") c.log_format_ = log_format::json;
-         else if (text == "text") c.log_format_ = log_format::text;
-         else return "must be json or text";
-         return std::nullopt;
-       }},
+       one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
        "debug, info (adds one access line per request), warn or error (default info)",
-       [](config& c, const std::string& text) -> std::optional<std::string> {
-         const auto level = parse_log_level(text);
-         if (!level) return "must be debug, info, warn or error";
-         c.log_level_ = *level;
-         return std::nullopt;
-       }},
+       one_of(&config::log_level_, {{"debug", log_level::debug},
+                                    {"info", log_level::info},
+                                    {"warn", log_level::warn},
+                                    {"error", log_level::error}})},
   };
   return table;
 }

@@ -63,13 +63,6 @@ bool needs_quotes(std::string_view value) {
 
 }  // namespace
 
-std::optional<log_level> parse_log_level(std::string_view name) {
-  for (const auto level : {log_level::debug, log_level::info, log_level::warn, log_level::error}) {
-    if (name == name_of(level)) return level;
-  }
-  return std::nullopt;
-}
-
 logger::logger(log_format format, log_level level, std::FILE* out, std::size_t max_queued)
     : format_(format), level_(level), out_(out), max_queued_(max_queued), writer_([this] { run(); }) {}
 

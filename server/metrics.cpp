@@ -219,18 +219,25 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.header("crunch_build_info", "gauge", "Build information; the value is always 1.");
   out.sample("crunch_build_info", label("version", version()), 1);
 
-  out.header("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-  out.sample("process_cpu_seconds_total", "", process.cpu_seconds);
-  out.header("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-  out.sample("process_resident_memory_bytes", "", process.resident_bytes);
-  out.header("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-  out.sample("process_virtual_memory_bytes", "", process.virtual_bytes);
-  out.header("process_open_fds", "gauge", "Number of open file descriptors.");
-  out.sample("process_open_fds", "", process.open_fds);
-  out.header("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-  out.sample("process_max_fds", "", process.max_fds);
-  out.header("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-  out.sample("process_start_time_seconds", "", process.start_time_seconds);
+  // The names and help texts of the Prometheus client libraries' process collector.
+  const struct {
+    const char* name;
+    const char* type;
+    const char* help;
+    double value;
+  } process_metrics[] = {
+      {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", process.cpu_seconds},
+      {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.resident_bytes},
+      {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtual_bytes},
+      {"process_open_fds", "gauge", "Number of open file descriptors.", process.open_fds},
+      {"process_max_fds", "gauge", "Maximum number of open file descriptors.", process.max_fds},
+      {"process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+       process.start_time_seconds},
+  };
+  for (const auto& m : process_metrics) {
+    out.header(m.name, m.type, m.help);
+    out.sample(m.name, "", m.value);
+  }
   return text.str();
 }
 

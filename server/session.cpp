@@ -251,7 +251,8 @@ net::awaitable<answer> run_offloaded(job_request request, clock::time_point rece
 http::response<http::string_body> to_http(answer& a, unsigned http_version, bool keep_alive,
                                           const std::string& request_id, clock::duration total) {
   http::response<http::string_body> res{static_cast<http::status>(a.r.status), http_version};
-  res.set(http::field::server, std::string("crunch/") + version());
+  static const std::string server_name = std::string("crunch/") + version();
+  res.set(http::field::server, server_name);
   res.set(http::field::content_type, a.r.content_type);
   res.set("X-Request-Id", request_id);
   res.set("Server-Timing", server_timing(a, total));

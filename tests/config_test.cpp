@@ -106,6 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
                       bad_case{{"--queue-limit", "0"}, "--queue-limit"},
                       bad_case{{"--worker-priority", "realtime"}, "--worker-priority"},
                       bad_case{{"--mode", "fast"}, "--mode"}, bad_case{{"--address", "localhost:80"}, "--address"},
+                      bad_case{{"--log-level", "loud"}, "--log-level"}, bad_case{{"--log-format", "xml"}, "--log-format"},
                       bad_case{{"--drain-timeout", "10"}, "--drain-timeout"},
                       bad_case{{"--drain-timeout", "-5s"}, "--drain-timeout"},
                       bad_case{{"--default-timeout", "0ms"}, "--default-timeout"},

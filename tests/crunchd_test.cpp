@@ -178,11 +178,7 @@ TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
   job.send_get("/fib/40");
   // Wait (bounded) until the job occupies the worker, then ask the server to stop.
   http_connection observer(port);
-  bool busy = false;
-  for (int attempt = 0; attempt < 2000 && !busy; ++attempt) {
-    busy = observer.get("/metrics")->body.find("\ncrunch_workers_busy 1\n") != std::string::npos;
-  }
-  ASSERT_TRUE(busy);
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
   p.signal(SIGTERM);
   const auto r = job.read();
   ASSERT_TRUE(r);
@@ -198,18 +194,12 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   http_connection running(port, 60s);
   running.send_get("/fib/44");  // about a second: still running when the signal comes
   http_connection observer(port);
-  auto wait_for = [&](const std::string& line) {
-    for (int attempt = 0; attempt < 5000; ++attempt) {
-      if (observer.get("/metrics")->body.find(line) != std::string::npos) return true;
-    }
-    return false;
-  };
-  ASSERT_TRUE(wait_for("\ncrunch_workers_busy 1\n"));
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
   http_connection fits(port, 60s);
   fits.send_get("/fib/40");  // queued; done long before the drain timeout
   http_connection hopeless(port, 60s);
   hopeless.send_get("/fib/55?timeout_ms=60000");  // queued; minutes of work: cannot finish in 30 s
-  ASSERT_TRUE(wait_for("\ncrunch_job_queue_depth 2\n"));
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 2\n"));
   p.signal(SIGTERM);
   const auto cut = hopeless.read();
   ASSERT_TRUE(cut);

@@ -106,11 +106,5 @@ TEST(log_line, text_is_key_value) {
   EXPECT_NE(text.find(" info access method=GET target=\"/has space\" status=200\n"), std::string::npos) << text;
 }
 
-TEST(parse_log_level, names) {
-  EXPECT_EQ(parse_log_level("debug"), log_level::debug);
-  EXPECT_EQ(parse_log_level("error"), log_level::error);
-  EXPECT_EQ(parse_log_level("loud"), std::nullopt);
-}
-
 }  // namespace
 }  // namespace crunch

@@ -204,11 +204,7 @@ TEST_F(server_test, full_queue_gives_503_with_retry_after_at_once) {
   http_connection queued(s.port());
   queued.send_get("/opaque/1");
   http_connection observer(s.port());
-  bool in_queue = false;
-  for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {  // a condition wait, bounded
-    in_queue = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 1\n") != std::string::npos;
-  }
-  ASSERT_TRUE(in_queue);
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 1\n"));
   const auto start = clock::now();
   const auto refused = observer.get("/opaque/1");
   ASSERT_TRUE(refused);
@@ -303,11 +299,7 @@ TEST_F(server_test, client_that_disconnects_while_queued_drops_its_job) {
     http_connection queued(s.port());
     queued.send_get("/opaque/10");
     http_connection observer(s.port());
-    bool in_queue = false;
-    for (int attempt = 0; attempt < 1000 && !in_queue; ++attempt) {
-      in_queue = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 1\n") != std::string::npos;
-    }
-    ASSERT_TRUE(in_queue);
+    ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 1\n"));
   }
   EXPECT_EQ(json_of(*running.read()).at("spun_ms"), 500);
   http_connection c(s.port());
@@ -490,11 +482,7 @@ TEST_F(server_test, drain_answers_queued_jobs_that_cannot_finish_with_503_at_onc
   http_connection too_long(s.port());
   too_long.send_get("/spin/5000");  // would end at about 6.3 s
   http_connection observer(s.port());
-  bool both_queued = false;
-  for (int attempt = 0; attempt < 1000 && !both_queued; ++attempt) {
-    both_queued = observer.get("/metrics")->body.find("\ncrunch_job_queue_depth 2\n") != std::string::npos;
-  }
-  ASSERT_TRUE(both_queued);
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 2\n"));
   const auto start = clock::now();
   s.stop();
   const auto cut = too_long.read();

@@ -112,6 +112,15 @@ bool http_connection::closed_by_peer() {
   return ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset;
 }
 
+bool wait_for_metric(http_connection& observer, const std::string& line, int attempts) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    const auto scrape = observer.get("/metrics");
+    if (!scrape) return false;
+    if (scrape->body.find(line) != std::string::npos) return true;
+  }
+  return false;
+}
+
 void job_probe::note_started() {
   std::lock_guard lock(mutex_);
   ++started_;

@@ -75,6 +75,10 @@ class http_connection {
   std::unique_ptr<impl> impl_;
 };
 
+/// Scrapes /metrics on `observer` until `line` (e.g. "\ncrunch_job_queue_depth 1\n") appears:
+/// a condition wait on the server's own state, bounded by `attempts`. False if it never did.
+bool wait_for_metric(http_connection& observer, const std::string& line, int attempts = 5000);
+
 /// What the test job kinds report, for tests to wait on instead of sleeping.
 class job_probe {
  public:

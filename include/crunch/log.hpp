@@ -29,9 +29,6 @@ enum class log_format {
   text,  ///< 2026-11-26T05:09:49.775Z info access method=GET ...
 };
 
-/// The level called `name` ("debug", "info", "warn", "error").
-std::optional<log_level> parse_log_level(std::string_view name);
-
 /// One log line rendered straight to text as fields are added, without building a JSON object
 /// first: the access line is written for every request, so its cost is the loop's cost.
 class log_line {
