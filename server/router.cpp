@@ -44,6 +44,15 @@ router::router(job_registry jobs, server_view view, std::chrono::milliseconds de
     : jobs_(std::move(jobs)), view_(std::move(view)), default_timeout_(default_timeout), max_timeout_(max_timeout) {}
 
 route_result router::route(std::string_view method, std::string_view target) const {
+  // Absolute form (RFC 9112 §3.2.2), which servers must accept: route on its path.
+  for (const std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() > scheme.size() && target.substr(0, scheme.size()) == scheme) {
+      const auto path = target.find_first_of("/?", scheme.size());
+      target = path == std::string_view::npos ? std::string_view("/") : target.substr(path);
+      if (target.front() == '?') return error_reply(400, "invalid_target", "request target has no path");
+      break;
+    }
+  }
   if (target.empty() || target.front() != '/') {
     return error_reply(400, "invalid_target", "request target must be an absolute path");
   }

@@ -329,6 +329,20 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     }
 
     auto& req = parser.get();
+    // RFC 9112 §6.3: a request whose last transfer coding is not chunked has no knowable length;
+    // guessing would let the rest of the stream be read as another request (smuggling).
+    if (req.find(http::field::transfer_encoding) != req.end() && !parser.chunked()) {
+      answer a{error_reply(400, "bad_request", "Transfer-Encoding of a request must end in chunked"), std::nullopt};
+      a.r.route = "invalid";
+      const auto request_id = request_id_for(req["X-Request-Id"], *ctx);
+      auto res = to_http(a, req.version(), false, request_id, clock::now() - received);
+      const auto write_ec = co_await write(stream, res, false, cfg.read_timeout);
+      ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
+      log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(),
+                 clock::now() - received);
+      if (!write_ec) co_await linger_close(stream);
+      co_return;
+    }
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
     auto routed = ctx->routes.route(req.method_string(), req.target());
     answer a;

@@ -98,6 +98,14 @@ TEST_F(router_test, wrong_method_is_405_with_allow) {
   EXPECT_EQ(answer("HEAD", "/fib/3").status, 405u);
 }
 
+TEST_F(router_test, absolute_form_routes_on_its_path) {
+  EXPECT_EQ(answer("GET", "http://example.com/healthz").status, 200u);
+  EXPECT_EQ(answer("GET", "https://example.com:8443/readyz").status, 200u);
+  EXPECT_TRUE(std::holds_alternative<job_request>(routes.route("GET", "http://x/fib/5?timeout_ms=9")));
+  EXPECT_EQ(answer("GET", "http://example.com").status, 404u);  // the path "/" has no route
+  EXPECT_EQ(answer("GET", "http://example.com?x").status, 400u);
+}
+
 TEST_F(router_test, target_must_be_a_path) {
   EXPECT_EQ(answer("GET", "*").status, 400u);
   EXPECT_EQ(answer("GET", "").status, 400u);

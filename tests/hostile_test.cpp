@@ -1,0 +1,156 @@
+// Hostile input, byte by byte: every raw request gets its expected status, and the connection is
+// closed when it must be — or, when it stays open, it is still in sync for a next request. After
+// all of them the server still answers and holds no more descriptors than before.
+#include "test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace crunch::testing {
+namespace {
+
+struct hostile_case {
+  std::string name;
+  std::string bytes;
+  unsigned status;   // expected status of the answer
+  bool closes;       // the server must close the connection after answering
+  bool head = false; // the answer has no body (HEAD)
+};
+
+void PrintTo(const hostile_case& c, std::ostream* out) { *out << c.name; }
+
+std::string get(const std::string& target, const std::string& headers = "Host: x\r\n") {
+  return "GET " + target + " HTTP/1.1\r\n" + headers + "\r\n";
+}
+
+std::vector<hostile_case> cases() {
+  std::string many_headers = "Host: x\r\n";
+  for (int i = 0; i < 300; ++i) many_headers += "X-" + std::to_string(i) + ": y\r\n";
+  return {
+      {"plain", get("/healthz"), 200, false},
+      {"http10_without_keep_alive", "GET /healthz HTTP/1.0\r\n\r\n", 200, true},
+      {"http10_with_keep_alive", "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, false},
+      {"head_healthz", "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, false, true},
+      {"head_fib", "HEAD /fib/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false, true},
+      {"expect_continue_with_body", get("/healthz", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n") + "abc",
+       200, false},
+      {"chunked_body", get("/healthz", "Host: x\r\nTransfer-Encoding: chunked\r\n") + "3\r\nabc\r\n0\r\n\r\n", 200,
+       false},
+      {"smuggling_cl_and_te", get("/healthz", "Host: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n") +
+                                  "0\r\n\r\n",
+       400, true},
+      {"smuggling_conflicting_cl", get("/healthz", "Host: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n") + "abcd",
+       400, true},
+      {"identical_duplicate_cl", get("/healthz", "Host: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n") + "abc",
+       200, false},
+      {"te_not_ending_in_chunked", get("/healthz", "Host: x\r\nTransfer-Encoding: gzip\r\n"), 400, true},
+      {"negative_cl", get("/healthz", "Host: x\r\nContent-Length: -1\r\n"), 400, true},
+      {"plus_sign_cl", get("/healthz", "Host: x\r\nContent-Length: +3\r\n") + "abc", 400, true},
+      {"overflowing_cl", get("/healthz", "Host: x\r\nContent-Length: 99999999999999999999\r\n"), 400, true},
+      {"body_over_the_limit", get("/healthz", "Host: x\r\nContent-Length: 100000\r\n") + std::string(1000, 'b'), 413,
+       true},
+      {"chunk_size_overflow", get("/healthz", "Host: x\r\nTransfer-Encoding: chunked\r\n") + "ffffffffffffffffff\r\n",
+       400, true},
+      {"unknown_method_on_job", "BREW /fib/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
+      {"unknown_method_on_healthz", "PURGE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
+      {"lowercase_method", "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
+      {"post_with_body", "POST /fib/5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", 405, false},
+      {"delete_metrics", "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
+      {"absolute_form", get("http://x/healthz"), 200, false},
+      {"asterisk_form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400, false},
+      {"dot_segments", get("/fib/../healthz"), 404, false},
+      {"percent_encoded_path", get("/%66ib/5"), 404, false},
+      {"double_slash", get("//fib/5"), 404, false},
+      {"root", get("/"), 404, false},
+      {"long_query", get("/fib/5?" + std::string(6000, 'q')), 200, false},
+      {"request_line_over_the_limit", get("/fib/5?" + std::string(9000, 'q')), 431, true},
+      {"header_over_the_limit", get("/healthz", "Host: x\r\nX-Big: " + std::string(9000, 'h') + "\r\n"), 431, true},
+      {"many_small_headers", get("/healthz", many_headers), 200, false},
+      {"unknown_version", "GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, true},
+      {"no_version", "GET /healthz\r\n\r\n", 400, true},
+      {"bare_lf_line_ends", "GET /healthz HTTP/1.1\nHost: x\n\n", 400, true},
+      {"nul_in_target", std::string("GET /fib/\0" "5 HTTP/1.1\r\nHost: x\r\n\r\n", 34), 400, true},
+      {"space_in_header_name", "GET /healthz HTTP/1.1\r\nHo st: x\r\n\r\n", 400, true},
+      {"header_without_colon", "GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400, true},
+      {"empty_line_first", "\r\n" + get("/healthz"), 400, true},
+      {"tls_client_hello", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11), 400, true},
+      {"n_negative", get("/fib/-1"), 400, false},
+      {"n_too_big", get("/fib/93"), 400, false},
+      {"n_400_digits", get("/fib/" + std::string(400, '9')), 400, false},
+      {"n_not_ascii", get("/fib/\xc3\xa9"), 400, false},
+      {"timeout_huge", get("/fib/5?timeout_ms=99999999999999999999999"), 400, false},
+      {"timeout_zero", get("/fib/5?timeout_ms=0"), 400, false},
+      {"hostile_request_id", get("/healthz", "Host: x\r\nX-Request-Id: <script>alert(1)</script>\r\n"), 200, false},
+      {"fib_through_it_all", get("/fib/10"), 200, false},
+  };
+}
+
+std::size_t open_descriptors() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+class hostile : public ::testing::TestWithParam<hostile_case> {
+ protected:
+  static void SetUpTestSuite() {
+    auto cfg = test_config(1);
+    cfg.max_header_bytes = 8 * 1024;
+    cfg.max_body_bytes = 64 * 1024;
+    server_ = new running_server(cfg);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static running_server* server_;
+};
+
+running_server* hostile::server_ = nullptr;
+
+TEST_P(hostile, gets_its_answer_and_the_connection_its_fate) {
+  const auto& c = GetParam();
+  http_connection conn(server_->port(), std::chrono::seconds(10));
+  conn.send(c.bytes);
+  const auto r = conn.read(c.head);
+  ASSERT_TRUE(r) << "no answer";
+  EXPECT_EQ(r->status, c.status);
+  if (!c.head && r->status >= 400) {
+    // Every error has the one JSON shape.
+    const auto body = nlohmann::json::parse(r->body, nullptr, false);
+    EXPECT_TRUE(body.contains("error") && body["error"].contains("code")) << r->body;
+  }
+  if (c.closes) {
+    EXPECT_TRUE(conn.closed_by_peer()) << "the server must close after this";
+  } else {
+    // Still open, and still in sync: the next answer belongs to the next request.
+    const auto next = conn.get("/fib/6");
+    ASSERT_TRUE(next) << "the connection should have stayed open";
+    EXPECT_EQ(nlohmann::json::parse(next->body).at("result"), 8);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(requests, hostile, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+TEST(hostile_aftermath, server_answers_and_holds_no_extra_descriptors) {
+  running_server s(test_config(1));
+  http_connection observer(s.port());
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_connections_open 1\n"));
+  const auto before = open_descriptors();
+  for (const auto& c : cases()) {
+    http_connection conn(s.port());
+    conn.send(c.bytes);
+    (void)conn.read(c.head);
+  }  // every client gone
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_connections_open 1\n"));
+  EXPECT_EQ(observer.get("/healthz")->status, 200u);
+  EXPECT_EQ(open_descriptors(), before);
+}
+
+}  // namespace
+}  // namespace crunch::testing
