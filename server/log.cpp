@@ -1,6 +1,8 @@
 #include <crunch/log.hpp>
 
+#include <charconv>
 #include <chrono>
+#include <iterator>
 #include <ctime>
 #include <vector>
 
@@ -24,15 +26,36 @@ const char* name_of(log_level level) {
   return "info";
 }
 
-std::string timestamp() {
+// "2026-11-26T05:09:49.775Z". gmtime_r and the date are done once per second per thread: the
+// access line asks for the time on every request.
+void append_timestamp(std::string& out) {
+  struct cached_second {
+    std::time_t second = -1;
+    char prefix[32] = {};  // "2026-11-26T05:09:49."
+    std::size_t length = 0;
+  };
+  thread_local cached_second cache;
   const auto now = std::chrono::system_clock::now();
   const auto seconds = std::chrono::system_clock::to_time_t(now);
+  if (seconds != cache.second) {
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    const int n = std::snprintf(cache.prefix, sizeof cache.prefix, "%04d-%02d-%02dT%02d:%02d:%02d.", utc.tm_year + 1900,
+                                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    cache.length = n > 0 ? static_cast<std::size_t>(n) : 0;
+    cache.second = seconds;
+  }
   const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  char stamp[96];
-  std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
-                utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(millis));
+  out.append(cache.prefix, cache.length);
+  out += static_cast<char>('0' + millis / 100);
+  out += static_cast<char>('0' + millis / 10 % 10);
+  out += static_cast<char>('0' + millis % 10);
+  out += 'Z';
+}
+
+std::string timestamp() {
+  std::string stamp;
+  append_timestamp(stamp);
   return stamp;
 }
 
@@ -99,11 +122,18 @@ std::string logger::format_line(log_level level, std::string_view event, const n
 log_line::log_line(log_format format, log_level level, std::string_view event) : format_(format) {
   text_.reserve(320);
   if (format_ == log_format::json) {
-    text_ += "{\"time\":\"" + timestamp() + "\",\"level\":\"" + name_of(level) + "\",\"event\":\"";
+    text_ += "{\"time\":\"";
+    append_timestamp(text_);
+    text_ += "\",\"level\":\"";
+    text_ += name_of(level);
+    text_ += "\",\"event\":\"";
     append_escaped(text_, event);
     text_ += '"';
   } else {
-    text_ += timestamp() + " " + name_of(level) + " ";
+    append_timestamp(text_);
+    text_ += ' ';
+    text_ += name_of(level);
+    text_ += ' ';
     text_ += event;
   }
 }
@@ -135,16 +165,16 @@ log_line& log_line::field(std::string_view name, std::string_view value) {
 log_line& log_line::field(std::string_view name, std::uint64_t value) {
   key(name);
   char digits[24];
-  const int n = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(value));
-  text_.append(digits, static_cast<std::size_t>(n));
+  const auto end = std::to_chars(std::begin(digits), std::end(digits), value).ptr;
+  text_.append(digits, end);
   return *this;
 }
 
 log_line& log_line::millis(std::string_view name, double ms) {
   key(name);
   char digits[32];
-  const int n = std::snprintf(digits, sizeof digits, "%.3f", ms);
-  text_.append(digits, static_cast<std::size_t>(n));
+  const auto end = std::to_chars(std::begin(digits), std::end(digits), ms, std::chars_format::fixed, 3).ptr;
+  text_.append(digits, end);
   return *this;
 }
 
@@ -177,6 +207,7 @@ void logger::enqueue(std::string line) {
 
 void logger::run() {
   std::vector<std::string> batch;
+  std::string chunk;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
@@ -188,7 +219,10 @@ void logger::run() {
       batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
       queue_.clear();
     }
-    for (const auto& line : batch) std::fwrite(line.data(), 1, line.size(), out_);
+    // One write for the batch, not one stdio call per line.
+    chunk.clear();
+    for (const auto& line : batch) chunk += line;
+    std::fwrite(chunk.data(), 1, chunk.size(), out_);
     std::fflush(out_);
     batch.clear();
   }
