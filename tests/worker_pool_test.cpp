@@ -9,8 +9,15 @@
 #include <boost/asio/strand.hpp>
 
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstdio>
 #include <future>
 #include <latch>
 #include <set>
@@ -278,6 +285,55 @@ TEST(worker_pool, lower_priorities_still_run_jobs) {
                       net::bind_executor(io.io(), [&](sys::error_code, job_result<int> r) { done.set_value(r.value); }));
     EXPECT_EQ(done.get_future().get(), 3);
   }
+}
+
+// What a worker thread sees of its own scheduling.
+struct seen_policy {
+  int policy = -1;
+  int nice = 0;
+  std::uint64_t slice_ns = 0;
+};
+
+seen_policy own_policy() {
+  struct {
+    std::uint32_t size, policy;
+    std::uint64_t flags;
+    std::int32_t nice;
+    std::uint32_t priority;
+    std::uint64_t runtime, deadline, period;
+  } attr{};
+  seen_policy seen;
+  seen.policy = sched_getscheduler(0);
+  seen.nice = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  if (syscall(SYS_sched_getattr, 0, &attr, sizeof attr, 0U) == 0) seen.slice_ns = attr.runtime;
+  return seen;
+}
+
+// Custom time slices for SCHED_OTHER/BATCH came with EEVDF in Linux 6.12.
+bool kernel_has_custom_slices() {
+  utsname u{};
+  int major = 0, minor = 0;
+  return uname(&u) == 0 && std::sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+         (major > 6 || (major == 6 && minor >= 12));
+}
+
+TEST(worker_pool, workers_take_the_chosen_priority) {
+  io_thread io;
+  const auto run_on_worker = [&](worker_priority priority) {
+    worker_pool pool({1, 4, priority});
+    std::promise<seen_policy> seen;
+    pool.async_submit([](std::stop_token) { return own_policy(); },
+                      net::bind_executor(io.io(), [&](sys::error_code, job_result<seen_policy> r) { seen.set_value(r.value); }));
+    return seen.get_future().get();
+  };
+  const auto batch = run_on_worker(worker_priority::batch);
+  EXPECT_EQ(batch.policy, SCHED_BATCH);
+  EXPECT_EQ(batch.nice, 10);
+  if (kernel_has_custom_slices()) {
+    EXPECT_EQ(batch.slice_ns, 100'000U);  // yields to a woken I/O thread fast
+  }
+  EXPECT_EQ(run_on_worker(worker_priority::idle).policy, SCHED_IDLE);
+  EXPECT_EQ(run_on_worker(worker_priority::normal).policy, SCHED_OTHER);
 }
 
 }  // namespace
