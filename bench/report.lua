@@ -1,4 +1,11 @@
 -- wrk reporter: one JSON line with throughput, errors and latency percentiles (microseconds).
+-- With PACE_MS set, each connection waits that long between its requests (wrk's delay hook):
+-- a paced client measures the server's latency without itself taking a whole core.
+local pace = tonumber(os.getenv("PACE_MS") or "")
+if pace then
+  delay = function() return pace end
+end
+
 done = function(summary, latency, requests)
   local seconds = summary.duration / 1e6
   local e = summary.errors

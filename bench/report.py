@@ -2,6 +2,9 @@
 """Turns bench/results/latest.json into bench/results/report.md and PNG plots (gnuplot).
 
 usage: report.py RESULTS_DIR
+
+A scenario that failed, or whose figures are missing, is shown as FAILED with its reason; the rest
+of the report is still written.
 """
 import json
 import os
@@ -11,6 +14,7 @@ import sys
 out = sys.argv[1]
 with open(os.path.join(out, "latest.json")) as f:
     r = json.load(f)
+scenarios = r["scenarios"]
 
 
 def gnuplot(script):
@@ -22,32 +26,59 @@ def gnuplot(script):
         return False
 
 
+def scenario(name):
+    """The scenario's results, or None when it failed or did not run."""
+    s = scenarios.get(name)
+    return None if s is None or "failed" in s else s
+
+
+def failure(name):
+    s = scenarios.get(name)
+    reason = "did not run" if s is None else s["failed"]
+    return "**FAILED**: " + " ".join(reason.split())[:300]
+
+
 def us(v):
     return "—" if v is None else (f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs")
 
 
-def others(name):
-    c = r.get("cpu", {}).get(name)
+def others(c):
     if not c:
         return "—"
     return (f"{c['others_s']:.2f} s (+ {c['unattributed_s']:.2f} s interrupts and short-lived processes) "
             f"of {c['machine_busy_s']:.2f} s busy")
 
 
+def row(name, title, render, target):
+    """One table row; a failed scenario, or one whose figures cannot be read, is shown as such."""
+    s = scenario(name)
+    if s is None:
+        return f"| {title} | {failure(name)} | {target} | — |"
+    try:
+        return f"| {title} | {render(s)} | {target} | {others(s.get('cpu'))} |"
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        return f"| {title} | **FAILED**: figures unreadable ({e!r}) | {target} | — |"
+
+
 variants = ["batch", "idle", "normal", "inline"]
-probe = r["healthz_under_load_open_loop"]
-wrk = r["healthz_under_load_wrk"]
-lag = r["loop_lag_open_loop_phase"]
+resp = {v: scenario("responsiveness_" + v) for v in variants}
+limit_s = scenario("limit")
+limit = limit_s["limit_rps"] if limit_s else None
+after = scenario("limit_after")
 
 # Headline: /healthz latency under full CPU load, per worker priority and inline (log scale).
-with open(os.path.join(out, "healthz_under_load.dat"), "w") as f:
-    for v in variants:
-        p = probe[v]["latency_us"]
-        f.write(f"{v} {p['p50']} {p['p99']} {p['p999']} {lag[v]['p99_us'] or 1}\n")
-headline = gnuplot("""
+headline = False
+if any(resp.values()):
+    with open(os.path.join(out, "healthz_under_load.dat"), "w") as f:
+        for v in variants:
+            if resp[v]:
+                p = resp[v]["open_loop"]["latency_us"]
+                f.write(f"{v} {p['p50']} {p['p99']} {resp[v]['wrk_paced']['latency_us']['p99']} "
+                        f"{resp[v]['lag_open_loop']['p99_us'] or 1}\n")
+    headline = gnuplot("""
 set terminal pngcairo size 900,480 font "sans,11"
 set output "healthz_under_load.png"
-set title "/healthz while every worker computes /fib/32 (open loop, 500 req/s)"
+set title "/healthz while every worker computes /fib/32"
 set style data histograms
 set style histogram cluster gap 1
 set style fill solid 0.85 border -1
@@ -56,19 +87,21 @@ set yrange [10:20000]
 set ylabel "microseconds (log scale)"
 set key top left
 set grid ytics
-plot "healthz_under_load.dat" using 2:xtic(1) title "p50", \
-     "" using 3 title "p99", \
-     "" using 4 title "p99.9", \
+plot "healthz_under_load.dat" using 2:xtic(1) title "open-loop p50", \
+     "" using 3 title "open-loop p99", \
+     "" using 4 title "wrk paced p99", \
      "" using 5 title "event-loop lag p99"
 """)
 
 # Scaling: throughput per worker against the single-thread ideal.
-scaling = r.get("scaling", [])
-ideal = 1.0 / r["fib30_single"]["median_s"]
-with open(os.path.join(out, "scaling.dat"), "w") as f:
-    for s in scaling:
-        f.write(f"{s['workers']} {s['rps'] / s['workers']:.1f} {ideal:.1f}\n")
-scaling_plot = bool(scaling) and gnuplot(f"""
+scaling = scenario("scaling") or []
+ideal = 1.0 / limit_s["fib30_single"]["median_s"] if limit_s else None
+scaling_plot = False
+if scaling and ideal:
+    with open(os.path.join(out, "scaling.dat"), "w") as f:
+        for s in scaling:
+            f.write(f"{s['workers']} {s['rps'] / s['workers']:.1f} {ideal:.1f}\n")
+    scaling_plot = gnuplot(f"""
 set terminal pngcairo size 640,400 font "sans,11"
 set output "scaling.png"
 set title "/fib/30 throughput per worker"
@@ -82,61 +115,115 @@ plot "scaling.dat" using 1:2 with linespoints lw 2 pt 7 title "measured", \
      "" using 1:3 with lines dt 2 lw 2 title "one core's single-thread fib(30) rate"
 """)
 
-limit = r["limit_rps"]
-after = r.get("fib30_single_after")
-thr = r["fib30_load"]
-alone = r["healthz_alone"]
-quiet = r["healthz_alone_log_warn"]
-over = r["overload"]
-ow = over["wrk"]
+
+def runs(m):
+    return ", ".join(f"{x['rps']:.0f}" for x in m["runs"])
+
+
+def throughput(s):
+    m = s["wrk"]["median"]
+    return (f"{m['rps']:.0f} req/s = **{m['rps'] / limit:.3f}** of the limit (3 runs: {runs(s['wrk'])}), "
+            f"{sum(m['errors'].values())} errors")
+
+
+def open_loop(s):
+    inline = resp["inline"]
+    p99 = s["open_loop"]["latency_us"]["p99"]
+    text = f"**{us(p99)}**"
+    if inline:
+        i99 = inline["open_loop"]["latency_us"]["p99"]
+        text += f"; inline {us(i99)} = {i99 / p99:.0f}× worse"
+    return text
+
+
+def paced(s):
+    inline = resp["inline"]
+    p99 = s["wrk_paced"]["latency_us"]["p99"]
+    text = f"**{us(p99)}** at {s['wrk_paced']['rps']:.0f} req/s"
+    if inline:
+        i99 = inline["wrk_paced"]["latency_us"]["p99"]
+        text += f"; inline {us(i99)} = {i99 / p99:.0f}× worse"
+    return text
+
+
+def lag(s):
+    idle = resp["idle"]
+    return f"{us(s['lag_open_loop']['p99_us'])}" + (f" / {us(idle['lag_open_loop']['p99_us'])}" if idle else " / —")
+
+
+def overhead(s):
+    on, off = s["access_log"], s["log_warn"]
+    return (f"median {on['median']['rps']:.0f} req/s with access log (runs {runs(on)}), "
+            f"{off['median']['rps']:.0f} without (runs {runs(off)}); p99 {us(on['median']['latency_us']['p99'])}")
+
+
+def overload(s):
+    w = s["wrk"]
+    return (f"accepted {w['accepted_rps']:.0f}/s, refused {w['rejected_rps']:.0f}/s, "
+            f"socket errors {sum(w['socket_errors'].values())}; accepted p99 {w['accepted_server_ms']['p99']:.0f} ms; "
+            f"/healthz p99 {us(s['healthz_open_loop']['latency_us']['p99'])}; peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB; "
+            f"CPU 1–2 s after: {s['cpu_seconds_after']} s")
+
+
+limit_line = (f"- physical limit: fib_single 30 median {limit_s['fib30_single']['median_s'] * 1000:.3f} ms before the run"
+              + (f", {after['fib30_single']['median_s'] * 1000:.3f} ms after" if after else ", after: " + failure("limit_after"))
+              + f" → {r['cores']} cores ÷ that = **{limit:.0f} req/s**") if limit_s else "- physical limit: " + failure("limit")
+failed = [n for n, s in scenarios.items() if "failed" in s]
 lines = [
     "# crunch benchmark report",
     "",
     f"- machine: {r['machine']}",
-    f"- commit: `{r['commit']}`; {r['duration_s']} s per load; loopback only; wrk on the same cores",
-    f"- physical limit: fib_single 30 median {r['fib30_single']['median_s'] * 1000:.3f} ms before the run"
-    + (f", {after['median_s'] * 1000:.3f} ms after" if after else "")
-    + f" → {r['cores']} cores ÷ that = **{limit:.0f} req/s**",
+    f"- commit: `{r['commit']}`; {r['duration_s']} s per load (half that per phase or repeated run); loopback only; "
+    "wrk on the same cores",
+    limit_line,
+]
+if failed:
+    lines.append(f"- **FAILED scenarios: {', '.join(failed)}** (reasons in the rows below)")
+lines += [
     "",
     "CPU used by others: CPU time of processes other than crunchd, wrk, the probe and curl during the"
     " scenario; kernel interrupt work for loopback traffic is charged to no process and shown apart.",
     "",
     "| scenario | result | target | CPU used by others |",
     "| --- | --- | --- | --- |",
-    f"| CPU throughput `wrk -t2 -c16 /fib/30` | {thr['rps']:.0f} req/s = **{thr['rps'] / limit:.3f}** of the limit, "
-    f"{sum(thr['errors'].values())} errors | ≥ 0.90 | {others('throughput')} |",
-    f"| /healthz under CPU load, open-loop p99 (batch) | **{us(probe['batch']['latency_us']['p99'])}**; inline "
-    f"{us(probe['inline']['latency_us']['p99'])} = {probe['inline']['latency_us']['p99'] / probe['batch']['latency_us']['p99']:.0f}× worse"
-    f" | ≤ 1 ms, ≥ 100× better than inline | {others('responsiveness_batch')} |",
-    f"| same, closed-loop `wrk -t1 -c4` p99 (batch) | {us(wrk['batch']['latency_us']['p99'])} | ≤ 1 ms | |",
-    f"| event-loop lag p99 under load (batch / idle) | {us(lag['batch']['p99_us'])} / {us(lag['idle']['p99_us'])} | ≤ 0.2 ms | |",
-    f"| /healthz alone `wrk -t2 -c64` | {alone['rps']:.0f} req/s with access log, {quiet['rps']:.0f} without; "
-    f"p99 {us(alone['latency_us']['p99'])} | ≥ 90,000 req/s | {others('http_overhead')} |",
-    f"| overload `wrk -t2 -c256 /fib/35` | accepted {ow['accepted_rps']:.0f}/s, refused {ow['rejected_rps']:.0f}/s, "
-    f"socket errors {sum(ow['socket_errors'].values())}; accepted p99 {ow['accepted_server_ms']['p99']:.0f} ms; "
-    f"/healthz p99 {us(over['healthz_open_loop']['latency_us']['p99'])}; peak RSS {over['peak_rss_kib'] / 1024:.1f} MiB; "
-    f"CPU 1–2 s after: {over['cpu_seconds_after']} s | 0 errors, ≤ 16 MiB, none after | {others('overload')} |",
+    row("throughput", "CPU throughput `wrk -t2 -c16 /fib/30`", throughput if limit else None, "≥ 0.90"),
+    row("responsiveness_batch", "/healthz under CPU load, open-loop 500 req/s, p99 (batch)", open_loop,
+        "≤ 1 ms, ≥ 100× better than inline"),
+    row("responsiveness_batch", "same, `wrk -t1 -c4 --latency` paced 1 ms per connection, p99 (batch)", paced,
+        "≤ 1 ms, ≥ 100× better than inline"),
+    row("responsiveness_batch", "same, `wrk -t1 -c4` flat out, p99 (batch; wrk takes a core)",
+        lambda s: f"{us(s['wrk_flat_out']['latency_us']['p99'])} at {s['wrk_flat_out']['rps']:.0f} req/s", "—"),
+    row("responsiveness_batch", "event-loop lag p99 under load (batch / idle)", lag, "≤ 0.2 ms"),
+    row("http_overhead", "/healthz alone `wrk -t2 -c64`, 3 runs", overhead, "≥ 90,000 req/s"),
+    row("overload", "overload `wrk -t2 -c256 /fib/35`", overload, "0 errors, ≤ 16 MiB, none after"),
     "",
 ]
 if headline:
     lines += ["![/healthz under load](healthz_under_load.png)", ""]
 lines += ["## /healthz under full CPU load", "",
-          "| workers | open-loop p50 | p99 | p99.9 | loop-lag p99 | wrk p99 | wrk req/s |",
+          "| workers | open-loop p50 | p99 | p99.9 | loop-lag p99 | wrk paced p99 | wrk flat-out p99 (req/s) |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
 for v in variants:
-    p = probe[v]["latency_us"]
-    lines.append(f"| {v} | {us(p['p50'])} | {us(p['p99'])} | {us(p['p999'])} | {us(lag[v]['p99_us'])} | "
-                 f"{us(wrk[v]['latency_us']['p99'])} | {wrk[v]['rps']:.0f} |")
+    s = resp[v]
+    if not s:
+        lines.append(f"| {v} | {failure('responsiveness_' + v)} | | | | | |")
+        continue
+    p = s["open_loop"]["latency_us"]
+    lines.append(f"| {v} | {us(p['p50'])} | {us(p['p99'])} | {us(p['p999'])} | {us(s['lag_open_loop']['p99_us'])} | "
+                 f"{us(s['wrk_paced']['latency_us']['p99'])} | {us(s['wrk_flat_out']['latency_us']['p99'])} "
+                 f"({s['wrk_flat_out']['rps']:.0f}) |")
 lines.append("")
-if scaling:
-    lines += ["## Scaling", "", "| workers | req/s | per worker | per worker ÷ single-thread rate |",
-              "| --- | --- | --- | --- |"]
+lines += ["## Scaling", ""]
+if scaling and ideal:
+    lines += ["| workers | req/s | per worker | per worker ÷ single-thread rate |", "| --- | --- | --- | --- |"]
     for s in scaling:
         lines.append(f"| {s['workers']} | {s['rps']:.0f} | {s['rps'] / s['workers']:.0f} | "
                      f"{s['rps'] / s['workers'] / ideal:.3f} |")
     lines.append("")
     if scaling_plot:
         lines += ["![scaling](scaling.png)", ""]
+else:
+    lines += [failure("scaling") if not scenario("scaling") else "**FAILED**: no physical limit to compare with", ""]
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n".join(lines))
 print(f"wrote {os.path.join(out, 'report.md')}")

@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # crunch benchmark driver: one command, loopback only, every load bounded in time.
-#   ./bench/run.sh              all scenarios, about 2.5 minutes on 2 cores
-#   DURATION=5 ./bench/run.sh   shorter loads
+#   ./bench/run.sh              all scenarios, about 3 minutes on 2 cores
+#   DURATION=4 ./bench/run.sh   shorter loads
 # Prints each figure as it comes, then writes bench/results/latest.json and, from it,
-# bench/results/report.md with PNG plots (gnuplot). A scenario that fails stops the run loudly.
+# bench/results/report.md with PNG plots (gnuplot). Each scenario runs on its own: one that fails
+# is reported as failed (in the output, the JSON and the report) and the others still run; the
+# driver then exits 1.
 set -euo pipefail
+shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
 crunch_packages+=(wrk gnuplot-nox python3)
 crunch_install_deps
 
 duration="${DURATION:-10}"
+half="$(( duration / 2 > 1 ? duration / 2 : 1 ))"
 build="$root/build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target crunchd fib_single latency_probe >/dev/null
 out="$root/bench/results"
-mkdir -p "$out"
+parts="$out/parts"
+rm -rf "$parts"
+mkdir -p "$parts"
 log="$out/crunchd.log"
 cores="$(nproc)"
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
 machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $cores cores, kernel $(uname -r)"
 pid=""
 
@@ -29,7 +35,6 @@ stop_server() {
     pid=""
   fi
 }
-trap stop_server EXIT
 
 # Starts crunchd on a free loopback port with the given flags; sets $port. Readiness is read from
 # /healthz, not from the log, so any --log-level works.
@@ -41,134 +46,199 @@ start_server() {
     curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
     sleep 0.05
   done
-  echo "crunchd did not start:" >&2; cat "$log" >&2; exit 1
+  echo "crunchd did not start:" >&2; cat "$log" >&2; return 1
 }
 
-# wrk with the JSON reporter; prints the JSON line.
+# wrk with the JSON reporter; prints the JSON line. PACE_MS=N in the environment paces each
+# connection (see report.lua).
 load() {  # threads connections seconds path [extra wrk args]
   local t="$1" c="$2" d="$3" path="$4"; shift 4
-  wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s -s "$root/bench/report.lua" "$@" "http://127.0.0.1:$port$path" | tail -1
+  local line
+  line="$(wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s -s "$root/bench/report.lua" "$@" "http://127.0.0.1:$port$path" | tail -1)"
+  [[ "$line" == "{"* ]] || { echo "wrk printed no result for $path" >&2; return 1; }
+  echo "$line"
 }
+
+# Three runs of the same load → {"median": the run with the median req/s, "runs": [...]}.
+median_of() { python3 -c 'import json,sys
+runs=[json.loads(l) for l in sys.stdin if l.strip()]
+assert runs, "no runs"
+print(json.dumps({"median": sorted(runs, key=lambda r: r["rps"])[len(runs)//2], "runs": runs}))'; }
+
+runs_of() { python3 -c 'import json,sys; print(", ".join("%.0f" % r["rps"] for r in json.loads(sys.argv[1])["runs"]))' "$1"; }
 
 json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
-for k in sys.argv[2].split("."): d=d[k]
+for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d, list) else d[k]
 print(d)' "$1" "$2"; }
 
-# CPU used by other processes during a scenario: cpu_begin NAME ... cpu_end NAME.
-declare -A cpu
-cpu_begin() { python3 "$root/bench/cpu_snapshot.py" >"$out/cpu-$1.json"; }
+# CPU used by other processes during a scenario: cpu_begin; ...; cpu_end → prints the JSON.
+cpu_begin() { python3 "$root/bench/cpu_snapshot.py" >"$out/cpu-begin.json"; }
 cpu_end() {
-  python3 "$root/bench/cpu_snapshot.py" >"$out/cpu-$1-end.json"
-  cpu[$1]="$(python3 "$root/bench/cpu_snapshot.py" "$out/cpu-$1.json" "$out/cpu-$1-end.json" ${pid:+"$pid"})"
+  python3 "$root/bench/cpu_snapshot.py" >"$out/cpu-end.json"
+  python3 "$root/bench/cpu_snapshot.py" "$out/cpu-begin.json" "$out/cpu-end.json" ${pid:+"$pid"}
 }
 
-echo "machine: $machine"
-echo "commit:  $commit"
-
 # 1. Physical limit: the same fib kernel, one thread, no server — before, and again after the run.
-single30="$("$build/fib_single" 30 41)"
-t30="$(json_get "$single30" median_s)"
-limit="$(python3 -c "print($cores / $t30)")"
-echo "fib(30) single thread: ${t30}s  -> limit ${limit%.*} req/s on $cores cores"
+s_limit() {
+  local single t30
+  single="$("$build/fib_single" 30 41)"
+  t30="$(json_get "$single" median_s)"
+  echo "{\"fib30_single\":$single,\"limit_rps\":$(python3 -c "print($cores / $t30)")}" >"$parts/limit.json"
+  echo "fib(30) single thread: ${t30}s  -> limit $(python3 -c "print(int($cores / $t30))") req/s on $cores cores"
+}
+s_limit_after() {
+  local single
+  single="$("$build/fib_single" 30 41)"
+  echo "{\"fib30_single\":$single}" >"$parts/limit_after.json"
+  echo "fib(30) single thread after the run: $(json_get "$single" median_s)s"
+}
 
-# 2. CPU throughput: /fib/30 saturating the workers.
-start_server
-cpu_begin throughput
-thr="$(load 2 16 "$duration" /fib/30)"
-cpu_end throughput
-stop_server
-rps="$(json_get "$thr" rps)"
-echo "/fib/30 wrk -t2 -c16: $rps req/s, ratio to limit $(python3 -c "print(round($rps / $limit, 3))"), errors $(json_get "$thr" errors); others: ${cpu[throughput]}"
+# 2. CPU throughput: /fib/30 saturating the workers, three runs.
+s_throughput() {
+  local runs cpu
+  start_server
+  cpu_begin
+  runs="$(for _ in 1 2 3; do load 2 16 "$half" /fib/30; done | median_of)"
+  cpu="$(cpu_end)"
+  stop_server
+  echo "{\"wrk\":$runs,\"cpu\":$cpu}" >"$parts/throughput.json"
+  echo "/fib/30 wrk -t2 -c16, 3 x ${half}s: median $(json_get "$runs" median.rps) req/s (runs $(runs_of "$runs")), errors $(json_get "$runs" median.errors); others: $cpu"
+}
 
 # 3. Responsiveness under CPU load, per worker priority, and inline for contrast: /fib/32 keeps
-#    every worker busy while /healthz is measured twice — open-loop (one request every 2 ms, as a
-#    health checker sends them) and closed-loop with wrk (as fast as it can, which also loads the
-#    CPU). The loop lag comes from /metrics, scraped between the phases.
-declare -A hz probe lag lag_wrk
-for variant in batch idle normal inline; do
+#    every worker busy while /healthz is measured three ways — open-loop (one request every 2 ms,
+#    as a health checker sends them), with wrk paced (4 connections, 1 ms between a connection's
+#    requests: ~3,500 req/s) and with wrk flat out (which itself takes a core of the two). The
+#    loop lag comes from /metrics, scraped between the phases.
+s_responsiveness() {
+  local variant="$1" bg probe paced flat cpu lag lag_paced
   if [[ "$variant" == inline ]]; then start_server --mode inline; else start_server --worker-priority "$variant"; fi
-  wrk -t1 -c"$((2 * cores))" -d"$((duration + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
+  wrk -t1 -c"$((2 * cores))" -d"$((3 * half + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
   bg=$!
   sleep 1
-  cpu_begin "responsiveness_$variant"
-  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape0.txt"
-  probe[$variant]="$("$build/latency_probe" "$port" /healthz "$((duration / 2))" 2000)"
-  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape1.txt"
-  hz[$variant]="$(load 1 4 "$((duration / 2))" /healthz)"
-  curl -s "http://127.0.0.1:$port/metrics" >"$out/scrape2.txt"
-  cpu_end "responsiveness_$variant"
+  cpu_begin
+  curl -sf "http://127.0.0.1:$port/metrics" >"$out/scrape0.txt"
+  probe="$("$build/latency_probe" "$port" /healthz "$half" 2000)"
+  curl -sf "http://127.0.0.1:$port/metrics" >"$out/scrape1.txt"
+  paced="$(PACE_MS=1 load 1 4 "$half" /healthz)"
+  curl -sf "http://127.0.0.1:$port/metrics" >"$out/scrape2.txt"
+  flat="$(load 1 4 "$half" /healthz)"
+  cpu="$(cpu_end)"
   wait "$bg" || true
-  lag[$variant]="$(python3 "$root/bench/lag_quantile.py" "$out/scrape0.txt" "$out/scrape1.txt")"
-  lag_wrk[$variant]="$(python3 "$root/bench/lag_quantile.py" "$out/scrape1.txt" "$out/scrape2.txt")"
+  lag="$(python3 "$root/bench/lag_quantile.py" "$out/scrape0.txt" "$out/scrape1.txt")"
+  lag_paced="$(python3 "$root/bench/lag_quantile.py" "$out/scrape1.txt" "$out/scrape2.txt")"
   stop_server
+  echo "{\"open_loop\":$probe,\"wrk_paced\":$paced,\"wrk_flat_out\":$flat,\"lag_open_loop\":$lag,\"lag_paced\":$lag_paced,\"cpu\":$cpu}" >"$parts/responsiveness_$variant.json"
   echo "/healthz under /fib/32 load, workers $variant:"
-  echo "    open-loop 500/s: p50 $(json_get "${probe[$variant]}" latency_us.p50)us p99 $(json_get "${probe[$variant]}" latency_us.p99)us p99.9 $(json_get "${probe[$variant]}" latency_us.p999)us max $(json_get "${probe[$variant]}" latency_us.max)us"
-  echo "    wrk -t1 -c4:     p50 $(json_get "${hz[$variant]}" latency_us.p50)us p99 $(json_get "${hz[$variant]}" latency_us.p99)us max $(json_get "${hz[$variant]}" latency_us.max)us, $(json_get "${hz[$variant]}" rps) req/s"
-  echo "    loop lag, open-loop phase: p50 $(json_get "${lag[$variant]}" p50_us)us p99 $(json_get "${lag[$variant]}" p99_us)us p99.9 $(json_get "${lag[$variant]}" p999_us)us; wrk phase: p50 $(json_get "${lag_wrk[$variant]}" p50_us)us p99 $(json_get "${lag_wrk[$variant]}" p99_us)us"
-  echo "    others: ${cpu[responsiveness_$variant]}"
-done
+  echo "    open-loop 500/s:     p50 $(json_get "$probe" latency_us.p50)us p99 $(json_get "$probe" latency_us.p99)us p99.9 $(json_get "$probe" latency_us.p999)us max $(json_get "$probe" latency_us.max)us"
+  echo "    wrk -t1 -c4 paced:   p50 $(json_get "$paced" latency_us.p50)us p99 $(json_get "$paced" latency_us.p99)us max $(json_get "$paced" latency_us.max)us, $(json_get "$paced" rps) req/s"
+  echo "    wrk -t1 -c4 flat:    p50 $(json_get "$flat" latency_us.p50)us p99 $(json_get "$flat" latency_us.p99)us max $(json_get "$flat" latency_us.max)us, $(json_get "$flat" rps) req/s"
+  echo "    loop lag: open-loop phase p50 $(json_get "$lag" p50_us)us p99 $(json_get "$lag" p99_us)us p99.9 $(json_get "$lag" p999_us)us; paced phase p99 $(json_get "$lag_paced" p99_us)us"
+  echo "    others: $cpu"
+}
 
-# 4. HTTP overhead: /healthz alone, with the default access log and without it.
-start_server
-cpu_begin http_overhead
-idle_hz="$(load 2 64 "$duration" /healthz)"
-cpu_end http_overhead
-stop_server
-start_server --log-level warn
-idle_hz_quiet="$(load 2 64 "$duration" /healthz)"
-stop_server
-echo "/healthz alone wrk -t2 -c64: $(json_get "$idle_hz" rps) req/s, p99 $(json_get "$idle_hz" latency_us.p99)us (access log on); $(json_get "$idle_hz_quiet" rps) req/s, p99 $(json_get "$idle_hz_quiet" latency_us.p99)us (--log-level warn); others: ${cpu[http_overhead]}"
+# 4. HTTP overhead: /healthz alone, with the default access log and without it, three runs each.
+s_http_overhead() {
+  local on off cpu
+  start_server
+  cpu_begin
+  on="$(for _ in 1 2 3; do load 2 64 "$half" /healthz; done | median_of)"
+  cpu="$(cpu_end)"
+  stop_server
+  start_server --log-level warn
+  off="$(for _ in 1 2 3; do load 2 64 "$half" /healthz; done | median_of)"
+  stop_server
+  echo "{\"access_log\":$on,\"log_warn\":$off,\"cpu\":$cpu}" >"$parts/http_overhead.json"
+  echo "/healthz alone wrk -t2 -c64, 3 x ${half}s: median $(json_get "$on" median.rps) req/s, p99 $(json_get "$on" median.latency_us.p99)us (access log on); $(json_get "$off" median.rps) req/s, p99 $(json_get "$off" median.latency_us.p99)us (--log-level warn); others: $cpu"
+}
 
 # 5. Overload: /fib/35 from 256 connections, far beyond what the workers can do. The excess must
 #    get fast 503s, accepted requests a bounded latency, the loop stays fast, and once the clients
 #    leave no CPU keeps burning for them.
-start_server
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-cpu_begin overload
-wrk -t2 -c256 -d"$((duration + 5))s" --timeout 10s -s "$root/bench/overload.lua" "http://127.0.0.1:$port/fib/35" >"$out/overload.txt" 2>&1 &
-bg=$!
-sleep 2
-over_probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
-wait "$bg" || true
-cpu_end overload
-over="$(tail -1 "$out/overload.txt")"
-sleep 1  # in-flight answers and connection teardown are allowed their second
-t0="$(cpu_ticks)"; sleep 1; t1="$(cpu_ticks)"
-cpu_after="$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK), 3))")"
-peak_rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
-overload_metrics="$(curl -s "http://127.0.0.1:$port/metrics" | grep '^crunch_jobs_total' | tr '\n' ' ')"
-stop_server
-echo "/fib/35 wrk -t2 -c256: accepted $(json_get "$over" accepted_rps)/s, rejected (503) $(json_get "$over" rejected_rps)/s, socket errors $(json_get "$over" socket_errors)"
-echo "    accepted server time p50 $(json_get "$over" accepted_server_ms.p50) ms p99 $(json_get "$over" accepted_server_ms.p99) ms max $(json_get "$over" accepted_server_ms.max) ms; all answers p50 $(json_get "$over" all_latency_us.p50)us"
-echo "    /healthz open-loop meanwhile: p50 $(json_get "$over_probe" latency_us.p50)us p99 $(json_get "$over_probe" latency_us.p99)us max $(json_get "$over_probe" latency_us.max)us"
-echo "    CPU seconds used from 1 s to 2 s after wrk stopped: $cpu_after; peak RSS $((peak_rss_kib / 1024)) MiB; others: ${cpu[overload]}"
-echo "    $overload_metrics"
+s_overload() {
+  local bg probe over cpu t0 t1 after rss counters
+  start_server
+  cpu_begin
+  wrk -t2 -c256 -d"$((duration + 5))s" --timeout 10s -s "$root/bench/overload.lua" "http://127.0.0.1:$port/fib/35" >"$out/overload.txt" 2>&1 &
+  bg=$!
+  sleep 2
+  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+  wait "$bg"
+  cpu="$(cpu_end)"
+  over="$(tail -1 "$out/overload.txt")"
+  [[ "$over" == "{"* ]] || { echo "overload: wrk printed no result" >&2; return 1; }
+  sleep 1  # in-flight answers and connection teardown are allowed their second
+  t0="$(awk '{print $14 + $15}' "/proc/$pid/stat")"; sleep 1; t1="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
+  after="$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK), 3))")"
+  rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  counters="$(curl -sf "http://127.0.0.1:$port/metrics" | grep '^crunch_jobs_total' | tr '\n' ' ')"
+  stop_server
+  echo "{\"wrk\":$over,\"healthz_open_loop\":$probe,\"cpu_seconds_after\":$after,\"peak_rss_kib\":$rss,\"cpu\":$cpu}" >"$parts/overload.json"
+  echo "/fib/35 wrk -t2 -c256: accepted $(json_get "$over" accepted_rps)/s, rejected (503) $(json_get "$over" rejected_rps)/s, socket errors $(json_get "$over" socket_errors)"
+  echo "    accepted server time p50 $(json_get "$over" accepted_server_ms.p50) ms p99 $(json_get "$over" accepted_server_ms.p99) ms max $(json_get "$over" accepted_server_ms.max) ms; all answers p50 $(json_get "$over" all_latency_us.p50)us"
+  echo "    /healthz open-loop meanwhile: p50 $(json_get "$probe" latency_us.p50)us p99 $(json_get "$probe" latency_us.p99)us max $(json_get "$probe" latency_us.max)us"
+  echo "    CPU seconds used from 1 s to 2 s after wrk stopped: $after; peak RSS $((rss / 1024)) MiB; others: $cpu"
+  echo "    $counters"
+}
 
 # 6. Scaling: /fib/30 throughput with 1, 2, ... usable-cores workers.
-scaling="["
-for w in $(seq 1 "$cores"); do
-  start_server --workers "$w"
-  s="$(load 2 "$((8 * w))" "$((duration / 2))" /fib/30)"
-  stop_server
-  echo "/fib/30 with $w worker(s): $(json_get "$s" rps) req/s"
-  scaling+="{\"workers\":$w,\"rps\":$(json_get "$s" rps)},"
-done
-scaling="${scaling%,}]"
+s_scaling() {
+  local all="[" s
+  for w in $(seq 1 "$cores"); do
+    start_server --workers "$w"
+    s="$(load 2 "$((8 * w))" "$half" /fib/30)"
+    stop_server
+    echo "/fib/30 with $w worker(s): $(json_get "$s" rps) req/s"
+    all+="{\"workers\":$w,\"rps\":$(json_get "$s" rps)},"
+  done
+  echo "${all%,}]" >"$parts/scaling.json"
+}
 
-single30_after="$("$build/fib_single" 30 41)"
-echo "fib(30) single thread after the run: $(json_get "$single30_after" median_s)s"
+# Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
+# loads are stopped too), is printed with the tail of its errors, and is written into the results.
+failed=()
+scenario() {  # NAME COMMAND...
+  local name="$1" rc; shift
+  set +e
+  (
+    set -e
+    trap 'stop_server; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
+    "$@"
+  ) 2>"$out/$name.err"
+  rc=$?
+  set -e
+  if (( rc != 0 )) || [[ ! -s "$parts/$name.json" ]]; then
+    echo "FAILED: scenario $name (exit $rc):" >&2
+    tail -5 "$out/$name.err" >&2
+    python3 -c 'import json,sys; print(json.dumps({"failed": "exit %s; %s (bench/results/%s.err)" % tuple(sys.argv[1:])}))' \
+      "$rc" "$(tail -5 "$out/$name.err" | tr '\n' ' ' | grep . || echo 'no error output')" "$name" >"$parts/$name.json"
+    failed+=("$name")
+  fi
+}
 
-cat >"$out/latest.json" <<JSON
-{"commit":"$commit","machine":"$machine","cores":$cores,"duration_s":$duration,
- "fib30_single":$single30,"fib30_single_after":$single30_after,"limit_rps":$limit,"fib30_load":$thr,
- "healthz_under_load_wrk":{"idle":${hz[idle]},"batch":${hz[batch]},"normal":${hz[normal]},"inline":${hz[inline]}},
- "healthz_under_load_open_loop":{"idle":${probe[idle]},"batch":${probe[batch]},"normal":${probe[normal]},"inline":${probe[inline]}},
- "loop_lag_open_loop_phase":{"idle":${lag[idle]},"batch":${lag[batch]},"normal":${lag[normal]},"inline":${lag[inline]}},
- "loop_lag_wrk_phase":{"idle":${lag_wrk[idle]},"batch":${lag_wrk[batch]},"normal":${lag_wrk[normal]},"inline":${lag_wrk[inline]}},
- "healthz_alone":$idle_hz,"healthz_alone_log_warn":$idle_hz_quiet,
- "overload":{"wrk":$over,"healthz_open_loop":$over_probe,"cpu_seconds_after":$cpu_after,"peak_rss_kib":$peak_rss_kib},
- "scaling":$scaling,
- "cpu":{"throughput":${cpu[throughput]},"responsiveness_batch":${cpu[responsiveness_batch]},"http_overhead":${cpu[http_overhead]},"overload":${cpu[overload]}}}
-JSON
+echo "machine: $machine"
+echo "commit:  $commit"
+scenario limit s_limit
+scenario throughput s_throughput
+for variant in batch idle normal inline; do scenario "responsiveness_$variant" s_responsiveness "$variant"; done
+scenario http_overhead s_http_overhead
+scenario overload s_overload
+scenario scaling s_scaling
+scenario limit_after s_limit_after
+
+python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'
+import json, os, sys
+parts, dest, commit, machine, cores, duration = sys.argv[1:]
+r = {"commit": commit, "machine": machine, "cores": int(cores), "duration_s": int(duration), "scenarios": {}}
+for name in sorted(os.listdir(parts)):
+    with open(os.path.join(parts, name)) as f:
+        r["scenarios"][name[:-len(".json")]] = json.load(f)
+with open(dest, "w") as f:
+    json.dump(r, f, indent=1)
+PY
 echo "wrote $out/latest.json"
 python3 "$root/bench/report.py" "$out"
+if (( ${#failed[@]} )); then
+  echo "FAILED scenarios: ${failed[*]}" >&2
+  exit 1
+fi
