@@ -1,5 +1,6 @@
 #pragma once
-/// How many CPUs this process may really use: the affinity mask, capped by a cgroup v2 quota.
+/// How many CPUs this process may really use: the affinity mask, capped by a cgroup CPU quota
+/// (v2 `cpu.max`, or v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us` on v1 and hybrid machines).
 
 #include <cstddef>
 #include <filesystem>
@@ -16,8 +17,13 @@ std::size_t affinity_cpus();
 /// included, throttled by the CFS bandwidth controller.
 std::optional<std::size_t> parse_cpu_max(std::string_view cpu_max);
 
-/// Smallest quota along the cgroup v2 path of this process, read from `proc_self_cgroup`
-/// (normally /proc/self/cgroup) under the hierarchy mounted at `cgroup_root`; nullopt when unlimited.
+/// Whole CPUs granted by a cgroup v1 CFS quota (`cpu.cfs_quota_us`, `cpu.cfs_period_us`): "-1" is
+/// unlimited (nullopt); rounded down as parse_cpu_max() does.
+std::optional<std::size_t> parse_cfs_quota(std::string_view quota_us, std::string_view period_us);
+
+/// Smallest quota along this process's cgroup paths, read from `proc_self_cgroup` (normally
+/// /proc/self/cgroup): the v2 path under `cgroup_root`, and the v1 cpu controller's path under
+/// `cgroup_root`/cpu. nullopt when unlimited.
 std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_root = "/sys/fs/cgroup",
                                             const std::filesystem::path& proc_self_cgroup = "/proc/self/cgroup");
 
