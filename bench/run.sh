@@ -20,7 +20,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target crunchd fib_single latency_probe >/dev/null
 out="$root/bench/results"
 parts="$out/parts"
-rm -rf "$parts"
+rm -rf "$parts" "$out"/*.err
 mkdir -p "$parts"
 log="$out/crunchd.log"
 cores="$(nproc)"
