@@ -178,6 +178,7 @@ std::string usage() {
   for (const auto& o : options()) {
     rows.emplace_back("--" + std::string(o.flag) + " " + o.value, std::string(o.help) + "  [" + o.env + "]");
   }
+  rows.emplace_back("--probe", "health check: ask the crunchd on --address/--port for /readyz; exit 0 if 200, else 1");
   rows.emplace_back("--help", "print this and exit");
   rows.emplace_back("--version", "print the version and exit");
   std::size_t width = 0;
@@ -201,6 +202,10 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
     const std::string& arg = args[i];
     if (arg == "--help" || arg == "-h") return config_exit{0, usage()};
     if (arg == "--version") return config_exit{0, std::string("crunchd ") + version()};
+    if (arg == "--probe") {
+      c.probe = true;
+      continue;
+    }
     if (!arg.starts_with("--")) return config_exit{2, "crunchd: unexpected argument '" + arg + "' (see --help)"};
 
     // Both "--flag value" and "--flag=value".

@@ -1,5 +1,7 @@
 // crunchd: parse the configuration, serve until SIGTERM or SIGINT, drain, exit 0.
+// With --probe: ask a running crunchd whether it is ready, and exit 0 or 1.
 #include <crunch/config.hpp>
+#include <crunch/probe.hpp>
 #include <crunch/server.hpp>
 
 #include <boost/system/system_error.hpp>
@@ -17,6 +19,11 @@ int main(int argc, char** argv) {
     return done->exit_code;
   }
   const auto& cfg = std::get<crunch::config>(parsed);
+  if (cfg.probe) {
+    const auto result = crunch::probe(cfg);
+    std::fprintf(result.ok ? stdout : stderr, "crunchd: probe /readyz: %s\n", result.summary.c_str());
+    return result.ok ? 0 : 1;
+  }
   try {
     crunch::server server(cfg);
     server.stop_on_signals();

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -12,6 +15,7 @@
 #include <csignal>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -161,6 +165,41 @@ TEST(crunchd, help_and_version) {
   crunchd_process p({"--version"});
   EXPECT_EQ(p.stdout_line().rfind("crunchd ", 0), 0u);
   EXPECT_EQ(p.wait_exit(), 0);
+}
+
+TEST(crunchd, probe_reports_readiness_as_its_exit_code) {
+  crunchd_process server({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
+  const auto port = started_port(server);
+  {
+    crunchd_process probe({"--probe", "--address", "127.0.0.1", "--port", std::to_string(port)});
+    EXPECT_NE(probe.stdout_line().find("200 OK"), std::string::npos);
+    EXPECT_EQ(probe.wait_exit(), 0);
+  }
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait_exit(), 0);
+  // Nothing listens there now: the probe fails, quickly and with a reason.
+  crunchd_process probe({"--probe", "--address", "127.0.0.1", "--port", std::to_string(port)});
+  const auto err = probe.all_stderr();
+  EXPECT_EQ(probe.wait_exit(), 1);
+  EXPECT_NE(err.find("connect"), std::string::npos) << err;
+}
+
+TEST(crunchd, probe_fails_on_a_server_that_is_not_ready) {
+  // A listener that answers 503, as a draining crunchd's /readyz does.
+  net::io_context io;
+  net::ip::tcp::acceptor acceptor(io, {net::ip::make_address("127.0.0.1"), 0});
+  std::thread answer([&] {
+    auto socket = acceptor.accept();
+    std::array<char, 1024> request;
+    socket.read_some(net::buffer(request));
+    const std::string reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    net::write(socket, net::buffer(reply));
+  });
+  crunchd_process probe({"--probe", "--address", "127.0.0.1", "--port", std::to_string(acceptor.local_endpoint().port())});
+  const auto err = probe.all_stderr();
+  EXPECT_EQ(probe.wait_exit(), 1);
+  EXPECT_NE(err.find("503"), std::string::npos) << err;
+  answer.join();
 }
 
 TEST(crunchd, port_in_use_is_a_clear_error) {

@@ -38,6 +38,7 @@ struct config {
   std::size_t max_body_bytes = 64 * 1024;                 ///< request body
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
+  bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
 };
 
 /// What parse_config decided instead of a config: print `message` and exit with `exit_code`.
