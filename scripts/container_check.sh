@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Builds the real Dockerfile with podman and checks the image as a user would run it:
+#   ./scripts/container_check.sh
+# No registry is reachable, so the base images are made here: debootstrap a minimal bookworm from
+# the mirror apt already uses, and import it as debian:bookworm and debian:bookworm-slim.
+# Then: /healthz and /fib/30 answer through a loopback port, crunchd runs as non-root, the worker
+# pool follows --cpus, and SIGTERM during a job drains it and exits 0 within the drain timeout.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/deps.sh"
+crunch_packages=(podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname curl python3)
+crunch_install_deps
+
+# runc instead of crun, and ulimits these machines accept (see the file); nothing goes to /etc.
+export CONTAINERS_CONF="$root/docker/podman/containers.conf"
+image=crunch:check
+name="crunch-check-$$"
+work="$(mktemp -d)"
+project="crunchci$$"
+compose=(podman-compose -p "$project" -f "$root/docker/compose.yaml" -f "$root/docker/compose.ci.yaml")
+cleanup() {
+  podman rm -f -i -t 0 "$name" "$name-cpus" >/dev/null 2>&1 || true
+  "${compose[@]}" down -t 2 >/dev/null 2>&1 || true
+  podman network rm -f "${project}_default" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {  # port
+  for _ in $(seq 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
+    sleep 0.1
+  done
+  echo "container did not answer /healthz on port $1" >&2
+  podman logs "$name" >&2 || true
+  return 1
+}
+
+if podman image exists debian:bookworm && podman image exists debian:bookworm-slim; then
+  echo "== base images: already here"
+else
+  mirror="$(apt-get indextargets --format '$(RELEASE) $(REPO_URI)' | awk '$1 == "bookworm" { print $2; exit }')"
+  [[ -n "$mirror" ]] || { echo "no bookworm mirror in the apt sources" >&2; exit 1; }
+  echo "== base images: debootstrap --variant=minbase bookworm from $mirror"
+  debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  # As Debian's own images do: no downloaded packages or indexes in the image.
+  rm -rf "$work/rootfs"/var/cache/apt/archives/*.deb "$work/rootfs"/var/lib/apt/lists/*
+  tar -C "$work/rootfs" -c . | podman import - debian:bookworm >/dev/null
+  rm -rf "$work/rootfs"/usr/share/{doc,man,info,locale}
+  tar -C "$work/rootfs" -c . | podman import - debian:bookworm-slim >/dev/null
+  rm -rf "$work/rootfs"
+  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep debian
+fi
+
+echo "== podman build (the Dockerfile: build stage compiles Release and runs the tests)"
+start=$SECONDS
+podman build --pull=never --format docker -t "$image" "$root"  # docker format keeps HEALTHCHECK
+echo "built in $((SECONDS - start)) s; image size $(podman image inspect "$image" --format '{{.Size}}' | awk '{ printf "%.1f MiB", $1 / 1048576 }')"
+
+echo "== run"
+port="$(free_port)"
+podman run -d --health-interval disable --name "$name" -p "127.0.0.1:$port:8080" -e CRUNCH_DRAIN_TIMEOUT=5s "$image" >/dev/null
+wait_ready "$port"
+body="$(curl -sf "http://127.0.0.1:$port/fib/30")"
+echo "/fib/30 -> $body"
+[[ "$body" == *'"result":832040'* ]] || { echo "unexpected /fib/30 answer" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$port/healthz" >/dev/null
+# Read from the host: the image has no shell or id to ask inside.
+host_pid="$(podman inspect --format '{{.State.Pid}}' "$name")"
+uid="$(awk '/^Uid:/ { print $2 }' "/proc/$host_pid/status")"
+echo "PID 1 of the container is $(cat "/proc/$host_pid/comm"), uid $uid"
+[[ "$uid" != 0 ]] || { echo "the container runs as root" >&2; exit 1; }
+[[ "$(cat "/proc/$host_pid/comm")" == crunchd ]] || { echo "PID 1 is not crunchd: SIGTERM would not reach it" >&2; exit 1; }
+podman healthcheck run "$name" && echo "HEALTHCHECK (crunchd --probe): healthy"
+
+echo "== --cpus 1: the worker pool follows the CPU quota"
+port_cpus="$(free_port)"
+podman run -d --health-interval disable --name "$name-cpus" --cpus 1 -p "127.0.0.1:$port_cpus:8080" "$image" >/dev/null
+wait_ready "$port_cpus"
+workers="$(curl -sf "http://127.0.0.1:$port_cpus/metrics" | awk '$1 == "crunch_workers" { print $2 }')"
+host_workers="$(curl -sf "http://127.0.0.1:$port/metrics" | awk '$1 == "crunch_workers" { print $2 }')"
+echo "workers: $host_workers without a quota (host has $(nproc) CPUs), $workers with --cpus 1"
+[[ "$workers" == 1 ]] || { echo "expected 1 worker under --cpus 1" >&2; exit 1; }
+podman rm -f -i -t 0 "$name-cpus" >/dev/null
+
+echo "== SIGTERM while a job runs: it is answered, then crunchd exits 0 within the drain timeout"
+curl -s -o "$work/inflight.json" -w '%{http_code}' "http://127.0.0.1:$port/fib/42" >"$work/inflight.code" &
+inflight=$!
+for _ in $(seq 100); do  # until the job is on a worker
+  busy="$(curl -sf "http://127.0.0.1:$port/metrics" | awk '$1 == "crunch_workers_busy" { print $2 }')"
+  [[ "$busy" == 0 ]] || break
+  sleep 0.02
+done
+start_ms="$(date +%s%3N)"
+podman kill --signal TERM "$name" >/dev/null
+code="$(timeout 20 podman wait "$name")"
+took_ms=$(( $(date +%s%3N) - start_ms ))
+wait "$inflight" || true
+echo "exit code $code ${took_ms} ms after SIGTERM; the job in flight got HTTP $(cat "$work/inflight.code")"
+podman logs "$name" 2>&1 | tail -3
+[[ "$code" == 0 ]] || { echo "crunchd exited $code" >&2; exit 1; }
+(( took_ms <= 6000 )) || { echo "took longer than the 5 s drain timeout (+1 s grace)" >&2; exit 1; }
+[[ "$(cat "$work/inflight.code")" == 200 ]] || { echo "the job in flight was not answered 200" >&2; exit 1; }
+echo "== docker/compose.yaml with podman-compose: three replicas behind nginx"
+# The same compose file users run; only the balancer's image is local (docker/compose.ci.yaml).
+printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*\nCMD ["nginx", "-g", "daemon off;"]\n' \
+  | podman build --pull=never -q -t crunch-ci-nginx:latest - >/dev/null
+podman tag "$image" crunch:latest
+lb_port="$(free_port)"
+CRUNCH_LB_PORT="$lb_port" "${compose[@]}" up -d --no-build >"$work/compose.log" 2>&1 || { cat "$work/compose.log" >&2; exit 1; }
+wait_ready "$lb_port"
+codes="$(for _ in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$lb_port/fib/25"; done)"
+answered=()
+for i in 1 2 3; do answered+=("$(podman logs "${project}_crunch${i}_1" 2>&1 | grep -c '"target":"/fib/25"' || true)"); done
+echo "30 requests through nginx, answers by status: $(tr ' ' '\n' <<<"$codes" | grep . | sort | uniq -c | xargs); answered by the replicas: ${answered[*]}"
+bad="$(awk '{ for (i = 1; i <= NF; i++) if ($i != 200) n++ } END { print n + 0 }' <<<"$codes")"
+(( bad == 0 )) || { echo "not every answer was 200: $codes" >&2; exit 1; }
+for n in "${answered[@]}"; do (( n > 0 )) || { echo "a replica answered nothing" >&2; exit 1; }; done
+"${compose[@]}" down -t 12 >/dev/null 2>&1
+
+echo "container check passed"
