@@ -11,6 +11,8 @@
 #include <limits>
 #include <sstream>
 
+#include <sys/resource.h>
+
 namespace crunch {
 
 namespace {
@@ -141,6 +143,14 @@ const std::vector<option>& options() {
        count(&config::max_header_bytes, 256, 1024 * 1024)},
       {"max-body-bytes", "CRUNCH_MAX_BODY_BYTES", "N", "request body, at most; beyond: 413 (default 65536)",
        count(&config::max_body_bytes, 0, 64 * 1024 * 1024)},
+      {"max-headers", "CRUNCH_MAX_HEADERS", "N", "header fields in a request, at most; beyond: 431 (default 100)",
+       count(&config::max_headers, 1, 10'000)},
+      {"max-connections", "CRUNCH_MAX_CONNECTIONS", "N",
+       "open connections, at most; beyond: 503 and close (default 10000, or what the open-files limit allows)",
+       count(&config::max_connections, 1, 1'000'000)},
+      {"max-pipelined", "CRUNCH_MAX_PIPELINED", "N",
+       "requests answered in a row from bytes already received; then the connection closes (default 100)",
+       count(&config::max_pipelined, 1, 1'000'000)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
@@ -229,9 +239,24 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
   return c;
 }
 
+std::size_t open_files_for_connections() {
+  // Like nginx's worker_rlimit_nofile and Go's runtime: take the hard limit, since every
+  // connection is a descriptor. Some are kept for everything else and for refusing politely.
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  constexpr rlim_t reserved = 128;
+  return limit.rlim_cur > reserved + 1 ? static_cast<std::size_t>(std::min<rlim_t>(limit.rlim_cur - reserved, 1u << 30)) : 1;
+}
+
 config resolve_defaults(config c) {
   if (c.workers == 0) c.workers = usable_cpus();
   if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
+  c.max_connections = std::min(c.max_connections, open_files_for_connections());
   return c;
 }
 

@@ -210,6 +210,8 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.sample("crunch_workers_busy", "", static_cast<double>(gauges.workers_busy));
   out.header("crunch_connections_total", "counter", "TCP connections accepted.");
   out.sample("crunch_connections_total", "", static_cast<double>(connections_));
+  out.header("crunch_connections_refused_total", "counter", "TCP connections refused: max-connections were open.");
+  out.sample("crunch_connections_refused_total", "", static_cast<double>(refused_connections_));
   out.header("crunch_connections_open", "gauge", "TCP connections open now.");
   out.sample("crunch_connections_open", "", static_cast<double>(gauges.connections_open));
   out.header("crunch_draining", "gauge", "1 while the server is shutting down.");

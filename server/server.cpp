@@ -39,6 +39,8 @@ std::string random_prefix() {
   return text;
 }
 
+// Connections being refused politely at once, at most (see refuse()).
+constexpr std::size_t max_refusing = 64;
 // When accept fails for lack of descriptors, pausing beats spinning on the error.
 constexpr auto accept_backoff = std::chrono::milliseconds(50);
 // After a drain's deadline has cancelled everything, how long the loop may take to unwind.
@@ -105,12 +107,22 @@ struct server::state {
 
   net::awaitable<void> accept_loop() {
     for (;;) {
+      // Full, and already refusing as many as it will at once: leave the rest in the listen
+      // backlog until a connection or a refusal ends, rather than close them unanswered.
+      while (ctx.connections.size() >= cfg.max_connections && ctx.refusing >= max_refusing && acceptor.is_open()) {
+        accept_gate.expires_at(net::steady_timer::time_point::max());
+        co_await accept_gate.async_wait(net::as_tuple(net::use_awaitable));
+      }
       auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(io), net::as_tuple(net::use_awaitable));
       if (!acceptor.is_open()) co_return;
       if (ec) {
         log_event(log_level::warn, "accept_failed", {{"error", ec.message()}});
         net::steady_timer pause(io, accept_backoff);
         co_await pause.async_wait(net::as_tuple(net::use_awaitable));
+        continue;
+      }
+      if (ctx.connections.size() >= cfg.max_connections) {
+        refuse(std::move(socket));
         continue;
       }
       stats.count_connection();
@@ -123,10 +135,30 @@ struct server::state {
                       // coroutine machinery has fully unwound.
                       net::post(io, [this, it] {
                         ctx.connections.erase(it);
+                        accept_gate.cancel();
                         finish_if_drained();
                       });
                     }));
     }
+  }
+
+  // Over max_connections: answered 503 and closed, the loop unharmed. At most max_refusing at a
+  // time (accept_loop waits beyond that), so that refusals cannot exhaust the descriptors.
+  void refuse(tcp::socket socket) {
+    stats.count_refused_connection();
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log >= std::chrono::seconds(1)) {
+      last_refusal_log = now;
+      log_event(log_level::warn, "connections_refused", {{"max_connections", cfg.max_connections}});
+    }
+    ++ctx.refusing;
+    auto executor = socket.get_executor();
+    net::co_spawn(executor, refuse_connection(std::move(socket), &ctx), [this](std::exception_ptr) {
+      net::post(io, [this] {
+        --ctx.refusing;
+        accept_gate.cancel();
+      });
+    });
   }
 
   static std::string describe(const std::exception_ptr& e) {
@@ -150,6 +182,7 @@ struct server::state {
                                    {"drain_timeout_ms", cfg.drain_timeout.count()}});
     sys::error_code ignored;
     acceptor.close(ignored);
+    accept_gate.cancel();
     for (auto& c : ctx.connections) {
       if (c.idle) c.cancel.emit(net::cancellation_type::terminal);
     }
@@ -242,6 +275,8 @@ struct server::state {
   router routes;
   session_context ctx;
   tcp::acceptor acceptor;
+  net::steady_timer accept_gate{io};  // accept_loop waits on it while full; cancelled when a slot frees
+  std::chrono::steady_clock::time_point last_refusal_log{};
   net::steady_timer drain_timer;
   net::steady_timer lag_timer;
   bool lag_stopped = false;
@@ -272,6 +307,7 @@ void server::run() {
              {"port", port()},
              {"workers", s.pool.workers()},
              {"queue_limit", s.pool.queue_limit()},
+             {"max_connections", s.cfg.max_connections},
              {"mode", s.cfg.mode == run_mode::offload ? "offload" : "inline"},
              {"version", version()}});
   net::co_spawn(s.io, s.accept_loop(), [&s](std::exception_ptr e) {

@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -307,13 +308,47 @@ net::awaitable<void> linger_close(beast::tcp_stream& stream) {
   }
 }
 
+/// A request head that is answered with an error and a closed connection, whatever its target.
+std::optional<reply> refuse_head(const http::request_parser<http::string_body>& parser, const config& cfg) {
+  const auto& req = parser.get();
+  std::optional<reply> r;
+  // RFC 9112 §6.3: a request whose last transfer coding is not chunked has no knowable length;
+  // guessing would let the rest of the stream be read as another request (smuggling).
+  if (req.find(http::field::transfer_encoding) != req.end() && !parser.chunked()) {
+    r = error_reply(400, "bad_request", "Transfer-Encoding of a request must end in chunked");
+  } else if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) > cfg.max_headers) {
+    r = error_reply(431, "header_too_large", "more than " + std::to_string(cfg.max_headers) + " header fields");
+  } else if (const auto expect = req[http::field::expect];
+             !expect.empty() && req.version() >= 11 && !beast::iequals(expect, "100-continue")) {
+    r = error_reply(417, "expectation_failed", "the only expectation understood is 100-continue");
+  }
+  if (r) r->route = "invalid";
+  return r;
+}
+
+/// Answers `a` to the request `req` (its head at least), then closes the connection.
+net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context& ctx, const std::string& remote, reply r,
+                                      const http::request<http::string_body>& req, clock::time_point received) {
+  answer a{std::move(r), std::nullopt};
+  const auto request_id = request_id_for(req["X-Request-Id"], ctx);
+  auto res = to_http(a, req.version(), false, request_id, clock::now() - received);
+  const auto write_ec = co_await write(stream, res, false, ctx.cfg.read_timeout);
+  ctx.stats.count_request(a.r.route, a.r.status, clock::now() - received);
+  log_access(ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(), clock::now() - received);
+  if (!write_ec) co_await linger_close(stream);
+}
+
 net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
   const config& cfg = ctx->cfg;
   // Bounds memory per connection, pipelined bytes included.
   beast::flat_buffer buffer(cfg.max_header_bytes + cfg.max_body_bytes + 2 * read_chunk);
   const std::string remote = remote_of(stream);
 
+  // Requests answered in a row from bytes already received (pipelined): past max_pipelined, the
+  // answer closes the connection, and a client that stacks requests must come back for the rest.
+  std::size_t in_a_row = 0;
   for (;;) {
+    in_a_row = buffer.size() == 0 ? 0 : in_a_row + 1;
     if (buffer.size() == 0) {
       if (ctx->draining) co_return;
       conn->idle = true;
@@ -328,8 +363,23 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
     parser.body_limit(cfg.max_body_bytes);
     stream.expires_after(cfg.read_timeout);
-    auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, use_tuple);
-    const auto received = clock::now();
+    // The head first: it can be refused before any body is read, and a client that sent
+    // "Expect: 100-continue" is told to go on only then.
+    auto [read_ec, read_n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    auto received = clock::now();
+    if (!read_ec && !parser.is_done()) {
+      if (auto refused = refuse_head(parser, cfg)) {
+        co_await reject_and_close(stream, *ctx, remote, std::move(*refused), parser.get(), received);
+        co_return;
+      }
+      if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
+        if (ec) co_return;
+      }
+      std::tie(read_ec, read_n) = co_await http::async_read(stream, buffer, parser, use_tuple);
+      received = clock::now();
+    }
     if (read_ec) {
       if (auto r = reply_for_read_error(read_ec)) {
         const auto request_id = request_id_for({}, *ctx);
@@ -346,18 +396,8 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     }
 
     auto& req = parser.get();
-    // RFC 9112 §6.3: a request whose last transfer coding is not chunked has no knowable length;
-    // guessing would let the rest of the stream be read as another request (smuggling).
-    if (req.find(http::field::transfer_encoding) != req.end() && !parser.chunked()) {
-      answer a{error_reply(400, "bad_request", "Transfer-Encoding of a request must end in chunked"), std::nullopt};
-      a.r.route = "invalid";
-      const auto request_id = request_id_for(req["X-Request-Id"], *ctx);
-      auto res = to_http(a, req.version(), false, request_id, clock::now() - received);
-      const auto write_ec = co_await write(stream, res, false, cfg.read_timeout);
-      ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
-      log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(),
-                 clock::now() - received);
-      if (!write_ec) co_await linger_close(stream);
+    if (auto refused = refuse_head(parser, cfg)) {
+      co_await reject_and_close(stream, *ctx, remote, std::move(*refused), req, received);
       co_return;
     }
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
@@ -384,8 +424,8 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
 
     // While draining, answer what has been received, then close; once the drain has run out of
     // time, close after this answer.
-    const bool keep_alive =
-        req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0);
+    const bool keep_alive = req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0) &&
+                            in_a_row < cfg.max_pipelined;
     const bool pause = a.overloaded;
     auto res = to_http(a, req.version(), keep_alive, request_id, clock::now() - received);
     const auto write_ec = co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout);
@@ -394,6 +434,9 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
                clock::now() - received);
     if (write_ec) co_return;
     if (!keep_alive) {
+      // Requests still unread (pipelined past the limit): closing on them would reset the
+      // connection and could lose this answer in flight.
+      if (buffer.size() > 0) co_await linger_close(stream);
       sys::error_code ignored;
       stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
       co_return;
@@ -408,6 +451,16 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
 }
 
 }  // namespace
+
+net::awaitable<void> refuse_connection(net::ip::tcp::socket socket, session_context* ctx) {
+  beast::tcp_stream stream(std::move(socket));
+  // Answered before the request is read: whatever it is, the answer is the same.
+  answer a{error_reply(503, "too_many_connections", "the server has as many connections open as it allows; retry"),
+           std::nullopt};
+  a.r.headers.emplace_back("Retry-After", "1");
+  auto res = to_http(a, 11, false, request_id_for({}, *ctx), clock::duration::zero());
+  if (!co_await write(stream, res, false, linger_time)) co_await linger_close(stream);
+}
 
 net::awaitable<void> run_session(net::ip::tcp::socket socket, session_context* context, connection* conn) {
   beast::tcp_stream stream(std::move(socket));

@@ -66,6 +66,21 @@ TEST(config, environment_twins_and_flag_precedence) {
   EXPECT_EQ(c.workers, 5u);
 }
 
+TEST(config, connection_limits) {
+  const auto c = parsed({"--max-headers", "20", "--max-pipelined=4", "--probe"}, {{"CRUNCH_MAX_CONNECTIONS", "50"}});
+  EXPECT_EQ(c.max_headers, 20u);
+  EXPECT_EQ(c.max_pipelined, 4u);
+  EXPECT_EQ(c.max_connections, 50u);
+  EXPECT_TRUE(c.probe);
+  const auto d = parsed({});
+  EXPECT_EQ(d.max_headers, 100u);
+  EXPECT_EQ(d.max_pipelined, 100u);
+  EXPECT_EQ(d.max_connections, 10'000u);
+  EXPECT_FALSE(d.probe);
+  // The open-files limit bounds the connections: each is a descriptor.
+  EXPECT_LE(resolve_defaults(parsed({"--max-connections", "1000000"})).max_connections, open_files_for_connections());
+}
+
 TEST(config, port_zero_means_any_free_port) { EXPECT_EQ(parsed({"--port", "0"}).port, 0); }
 
 TEST(config, help_and_version_exit_zero) {
@@ -112,6 +127,9 @@ INSTANTIATE_TEST_SUITE_P(
                       bad_case{{"--default-timeout", "0ms"}, "--default-timeout"},
                       bad_case{{"--default-timeout", "90s", "--max-timeout", "60s"}, "--default-timeout"},
                       bad_case{{"--max-header-bytes", "10"}, "--max-header-bytes"},
+                      bad_case{{"--max-headers", "0"}, "--max-headers"},
+                      bad_case{{"--max-connections", "0"}, "--max-connections"},
+                      bad_case{{"--max-pipelined", "many"}, "--max-pipelined"},
                       bad_case{{"--port"}, "--port"}, bad_case{{"--colour", "red"}, "--colour"},
                       bad_case{{"stray"}, "stray"}));
 

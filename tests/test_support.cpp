@@ -80,23 +80,40 @@ void http_connection::send_get(const std::string& target, const std::string& ext
 }
 
 std::optional<http_reply> http_connection::read(bool head_request) {
-  http::response_parser<http::string_body> parser;
-  parser.skip(head_request);
-  parser.body_limit(16 * 1024 * 1024);
-  boost::system::error_code ec;
-  http::read(impl_->socket, impl_->buffer, parser, ec);
-  if (ec) return std::nullopt;
-  const auto& res = parser.get();
-  http_reply r;
-  r.status = res.result_int();
-  for (const auto& field : res) {
-    std::string name(field.name_string());
-    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-    r.headers[name] = std::string(field.value());
+  // Interim answers (100 Continue) come before the final one; a client notes and skips them.
+  std::vector<unsigned> interim;
+  for (;;) {
+    http::response_parser<http::string_body> parser;
+    parser.skip(head_request);
+    parser.body_limit(16 * 1024 * 1024);
+    boost::system::error_code ec;
+    http::read(impl_->socket, impl_->buffer, parser, ec);
+    if (ec) return std::nullopt;
+    const auto& res = parser.get();
+    if (res.result_int() >= 100 && res.result_int() < 200) {
+      interim.push_back(res.result_int());
+      continue;
+    }
+    http_reply r;
+    r.status = res.result_int();
+    r.interim = std::move(interim);
+    for (const auto& field : res) {
+      std::string name(field.name_string());
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      r.headers[name] = std::string(field.value());
+    }
+    r.body = res.body();
+    r.keep_alive = res.keep_alive();
+    return r;
   }
-  r.body = res.body();
-  r.keep_alive = res.keep_alive();
-  return r;
+}
+
+std::optional<unsigned> http_connection::read_interim() {
+  http::response_parser<http::empty_body> parser;
+  boost::system::error_code ec;
+  http::read_header(impl_->socket, impl_->buffer, parser, ec);
+  if (ec) return std::nullopt;
+  return parser.get().result_int();
 }
 
 std::optional<http_reply> http_connection::get(const std::string& target, const std::string& extra_headers) {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace crunch::testing {
 
@@ -48,6 +49,7 @@ struct http_reply {
   std::map<std::string, std::string> headers;  ///< names in lower case
   std::string body;
   bool keep_alive = true;
+  std::vector<unsigned> interim;               ///< 1xx answers that came first (100 Continue)
   std::string header(const std::string& lower_name) const;
 };
 
@@ -65,6 +67,8 @@ class http_connection {
   void send_get(const std::string& target, const std::string& extra_headers = {});
   /// Reads one response; nullopt if the connection closed (or timed out) first.
   std::optional<http_reply> read(bool head_request = false);
+  /// Reads one answer's head only, and gives its status: for waiting on an interim 100 Continue.
+  std::optional<unsigned> read_interim();
   /// send_get then read.
   std::optional<http_reply> get(const std::string& target, const std::string& extra_headers = {});
   /// True when the peer has closed: a read returns end of file within the timeout.

@@ -36,6 +36,9 @@ struct config {
   std::chrono::milliseconds idle_timeout{60'000};         ///< a kept-alive connection may wait this long for its next request
   std::size_t max_header_bytes = 8 * 1024;                ///< request line and headers
   std::size_t max_body_bytes = 64 * 1024;                 ///< request body
+  std::size_t max_headers = 100;                          ///< header fields in one request
+  std::size_t max_connections = 10'000;                   ///< open connections; beyond: 503 and close
+  std::size_t max_pipelined = 100;                        ///< requests answered in a row without waiting for the client
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
@@ -57,7 +60,12 @@ env_lookup process_env();
 /// Parses `args` (without the program name) over the CRUNCH_* environment; a flag wins over its twin.
 std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env);
 
-/// Fills in what the config leaves to the machine: workers and queue limit.
+/// Raises the soft open-files limit to the hard one and says how many connections it leaves room
+/// for (the limit less 128 descriptors kept for the rest of the process).
+std::size_t open_files_for_connections();
+
+/// Fills in what the config leaves to the machine: workers and queue limit, and max_connections
+/// capped by open_files_for_connections().
 config resolve_defaults(config c);
 
 /// The --help text.

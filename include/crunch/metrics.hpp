@@ -120,6 +120,8 @@ class metrics {
                    std::chrono::steady_clock::duration computing);
   /// Counts an accepted connection.
   void count_connection() { ++connections_; }
+  /// A connection refused because max_connections were open.
+  void count_refused_connection() { ++refused_connections_; }
   /// Records how late the loop-lag timer fired.
   void observe_loop_lag(std::chrono::steady_clock::duration lateness) { loop_lag_.observe(lateness); }
 
@@ -144,6 +146,7 @@ class metrics {
   std::map<std::string, kind_metrics, std::less<>> kinds_;
   std::array<std::uint64_t, job_outcome_count> jobs_{};
   std::uint64_t connections_ = 0;
+  std::uint64_t refused_connections_ = 0;
   histogram loop_lag_{lag_buckets()};
 };
 

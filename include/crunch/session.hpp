@@ -53,7 +53,12 @@ struct session_context {
   std::string request_id_prefix;      ///< random per process, for generated X-Request-Id
   std::uint64_t request_count = 0;    ///< for generated X-Request-Id
   std::uint64_t job_count = 0;        ///< for pending_job::sequence
+  std::size_t refusing = 0;           ///< connections being refused (over max_connections) now
 };
+
+/// Answers a connection over --max-connections with 503 `too_many_connections` and closes it
+/// (after reading what the client sent, for at most a second, so the answer is not lost to a reset).
+net::awaitable<void> refuse_connection(net::ip::tcp::socket socket, session_context* context);
 
 /// Serves one connection until it closes. `context` and `conn` outlive the coroutine.
 net::awaitable<void> run_session(net::ip::tcp::socket socket, session_context* context, connection* conn);
