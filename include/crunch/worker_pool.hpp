@@ -134,6 +134,9 @@ class worker_pool {
 
   /// What a cancellation slot holds: it names the task by id, never by pointer.
   struct cancel_handler {
+    // A constructor, not aggregate initialisation: slot.emplace() constructs with parentheses,
+    // which clang before 16 does not accept for aggregates.
+    cancel_handler(worker_pool* p, std::uint64_t i, std::stop_source s) : pool(p), id(i), stop(std::move(s)) {}
     worker_pool* pool;
     std::uint64_t id;
     std::stop_source stop;
