@@ -77,6 +77,53 @@ TEST(limits, connections_over_the_limit_get_503_and_the_others_go_on) {
   EXPECT_TRUE(wait_for_metric(observer, "\ncrunch_connections_refused_total 1\n"));
 }
 
+TEST(limits, a_slowloris_client_is_cut_off_by_the_read_timeout) {
+  auto cfg = test_config(1);
+  cfg.read_timeout = 300ms;
+  running_server s(cfg);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(s.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // A head that never ends, one header line every 50 ms: always sending, never done.
+  const auto start = std::chrono::steady_clock::now();
+  const std::string first = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(::send(fd, first.data(), first.size(), MSG_NOSIGNAL), static_cast<ssize_t>(first.size()));
+  bool cut_off = false;
+  while (!cut_off && std::chrono::steady_clock::now() - start < 5s) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) == 1) {  // the pacing of the trickle; the server's close ends it
+      char byte;
+      cut_off = ::recv(fd, &byte, 1, 0) <= 0;
+      break;
+    }
+    const std::string line = "X-Slow: y\r\n";
+    if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) < 0) cut_off = true;
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_TRUE(cut_off) << "the server must close on a client that never finishes its head";
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+  http_connection after(s.port());
+  EXPECT_EQ(after.get("/healthz")->status, 200u);
+}
+
+TEST(limits, an_idle_kept_alive_connection_is_closed_after_the_idle_timeout) {
+  auto cfg = test_config(1);
+  cfg.idle_timeout = 300ms;
+  running_server s(cfg);
+  http_connection conn(s.port());
+  ASSERT_EQ(conn.get("/healthz")->status, 200u);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(conn.closed_by_peer());
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+}
+
 // A raw client connection for the storm: non-blocking, driven by poll.
 struct storm_client {
   int fd = -1;
