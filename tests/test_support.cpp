@@ -109,7 +109,7 @@ std::optional<http_reply> http_connection::read(bool head_request) {
 }
 
 std::optional<unsigned> http_connection::read_interim() {
-  http::response_parser<http::empty_body> parser;
+  http::response_parser<http::string_body> parser;  // the one parser type this file instantiates
   boost::system::error_code ec;
   http::read_header(impl_->socket, impl_->buffer, parser, ec);
   if (ec) return std::nullopt;
