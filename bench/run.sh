@@ -10,6 +10,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
 crunch_packages+=(wrk gnuplot-nox python3)
 crunch_install_deps
 
@@ -39,14 +40,10 @@ stop_server() {
 # Starts crunchd on a free loopback port with the given flags; sets $port. Readiness is read from
 # /healthz, not from the log, so any --log-level works.
 start_server() {
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   "$build/crunchd" --address 127.0.0.1 --port "$port" "$@" >"$log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
-    sleep 0.05
-  done
-  echo "crunchd did not start:" >&2; cat "$log" >&2; return 1
+  wait_healthz "$port" || { echo "crunchd did not start:" >&2; cat "$log" >&2; return 1; }
 }
 
 # wrk with the JSON reporter; prints the JSON line. PACE_MS=N in the environment paces each

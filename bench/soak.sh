@@ -14,6 +14,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
 crunch_packages+=(wrk gnuplot-nox python3)
 crunch_install_deps
 
@@ -23,7 +24,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target crunchd >/dev/null
 out="$root/bench/results"
 mkdir -p "$out"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 "$build/crunchd" --address 127.0.0.1 --port "$port" --log-level warn >"$out/soak-crunchd.log" 2>&1 &
 pid=$!
 loads=()
@@ -33,7 +34,7 @@ cleanup() {
   { wait; } 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.05; done
+wait_healthz "$port"
 
 url="http://127.0.0.1:$port"
 wrk -t1 -c8 -d"${seconds}s" --timeout 10s "$url/fib/27" >"$out/soak-steady.txt" 2>&1 & loads+=($!)

@@ -8,6 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
 crunch_packages=(podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname curl python3)
 crunch_install_deps
 
@@ -26,16 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 wait_ready() {  # port
-  for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
-    sleep 0.1
-  done
-  echo "container did not answer /healthz on port $1" >&2
-  podman logs "$name" >&2 || true
-  return 1
+  wait_healthz "$1" || { podman logs "$name" >&2 || true; return 1; }
 }
 
 if podman image exists debian:bookworm && podman image exists debian:bookworm-slim; then

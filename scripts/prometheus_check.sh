@@ -6,6 +6,7 @@
 # Loopback only; every wait is bounded; everything it starts is stopped on exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/loopback.sh"
 build="${1:-$root/build}"
 work="$(mktemp -d)"
 crunchd_pid=""; prom_pid=""
@@ -16,7 +17,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 "$build/crunchd" --address 127.0.0.1 --port 0 >"$work/crunchd.log" 2>&1 &
 crunchd_pid=$!

@@ -6,6 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
 crunch_packages=(nginx-light wrk curl python3)
 crunch_install_deps
 build="${1:-$root/build}"
@@ -24,14 +25,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {  # port
-  for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on port $1" >&2; return 1
-}
 
 ports=()
 for i in 1 2 3; do
@@ -39,7 +32,7 @@ for i in 1 2 3; do
   "$crunchd" --address 127.0.0.1 --port "${ports[-1]}" --workers 1 --drain-timeout 5s >"$work/crunch$i.log" 2>&1 &
   pids+=($!)
 done
-for p in "${ports[@]}"; do wait_ready "$p"; done
+for p in "${ports[@]}"; do wait_healthz "$p"; done
 
 # The compose file's nginx.conf, with the replicas and the listener moved to loopback ports.
 lb="$(free_port)"
@@ -50,7 +43,7 @@ mkdir -p "$work/logs"
 nginx -p "$work" -c "$work/nginx.conf" -g "daemon off; pid $work/nginx.pid; error_log $work/logs/error.log warn;" \
   >"$work/logs/nginx.out" 2>&1 &
 nginx_pid=$!
-wait_ready "$lb"
+wait_healthz "$lb"
 
 # Steady load through nginx for 12 s: SIGKILL replica 1 at 3 s, SIGTERM replica 2 at 7 s.
 wrk -t2 -c8 -d12s --timeout 10s -s "$root/bench/report.lua" "http://127.0.0.1:$lb/fib/27" >"$work/wrk.txt" 2>&1 &
