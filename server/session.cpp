@@ -326,15 +326,16 @@ std::optional<reply> refuse_head(const http::request_parser<http::string_body>& 
   return r;
 }
 
-/// Answers `a` to the request `req` (its head at least), then closes the connection.
+/// Answers `r` and closes the connection: for a request refused on its head, or one that could
+/// not be read at all (then `method` and `target` are "-").
 net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context& ctx, const std::string& remote, reply r,
-                                      const http::request<http::string_body>& req, clock::time_point received) {
+                                      std::string_view request_id, std::string_view method, std::string_view target,
+                                      unsigned version, clock::time_point received) {
   answer a{std::move(r), std::nullopt};
-  const auto request_id = request_id_for(req["X-Request-Id"], ctx);
-  auto res = to_http(a, req.version(), false, request_id, clock::now() - received);
+  auto res = to_http(a, version, false, std::string(request_id), clock::now() - received);
   const auto write_ec = co_await write(stream, res, false, ctx.cfg.read_timeout);
   ctx.stats.count_request(a.r.route, a.r.status, clock::now() - received);
-  log_access(ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(), clock::now() - received);
+  log_access(ctx, remote, request_id, method, target, a, res.body().size(), clock::now() - received);
   if (!write_ec) co_await linger_close(stream);
 }
 
@@ -367,39 +368,31 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     // "Expect: 100-continue" is told to go on only then.
     auto [read_ec, read_n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     auto received = clock::now();
-    if (!read_ec && !parser.is_done()) {
+    if (!read_ec) {
       if (auto refused = refuse_head(parser, cfg)) {
-        co_await reject_and_close(stream, *ctx, remote, std::move(*refused), parser.get(), received);
+        const auto& head = parser.get();
+        co_await reject_and_close(stream, *ctx, remote, std::move(*refused), request_id_for(head["X-Request-Id"], *ctx),
+                                  head.method_string(), head.target(), head.version(), received);
         co_return;
       }
-      if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-        static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-        auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
-        if (ec) co_return;
+      if (!parser.is_done()) {
+        if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+          static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
+          if (ec) co_return;
+        }
+        std::tie(read_ec, read_n) = co_await http::async_read(stream, buffer, parser, use_tuple);
+        received = clock::now();
       }
-      std::tie(read_ec, read_n) = co_await http::async_read(stream, buffer, parser, use_tuple);
-      received = clock::now();
     }
     if (read_ec) {
       if (auto r = reply_for_read_error(read_ec)) {
-        const auto request_id = request_id_for({}, *ctx);
-        answer a{std::move(*r), std::nullopt};
-        const auto route = a.r.route;
-        const auto status = a.r.status;
-        auto res = to_http(a, 11, false, request_id, clock::now() - received);
-        const auto write_ec = co_await write(stream, res, false, cfg.read_timeout);
-        ctx->stats.count_request(route, status, clock::now() - received);
-        log_access(*ctx, remote, request_id, "-", "-", a, res.body().size(), clock::now() - received);
-        if (!write_ec) co_await linger_close(stream);
+        co_await reject_and_close(stream, *ctx, remote, std::move(*r), request_id_for({}, *ctx), "-", "-", 11, received);
       }
       co_return;
     }
 
     auto& req = parser.get();
-    if (auto refused = refuse_head(parser, cfg)) {
-      co_await reject_and_close(stream, *ctx, remote, std::move(*refused), req, received);
-      co_return;
-    }
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
     auto routed = ctx->routes.route(req.method_string(), req.target());
     answer a;
