@@ -281,15 +281,37 @@ http::response<http::string_body> to_http(answer& a, unsigned http_version, bool
   return res;
 }
 
-net::awaitable<sys::error_code> write(beast::tcp_stream& stream, http::response<http::string_body>& res,
-                                      bool head_only, std::chrono::milliseconds timeout) {
-  stream.expires_after(timeout);
-  http::response_serializer<http::string_body> serializer(res);
-  if (head_only) {
-    auto [ec, n] = co_await http::async_write_header(stream, serializer, use_tuple);
-    co_return ec;
+/// Renders `res` (its head only, for HEAD) into `wire`, to be written as one buffer. Beast's
+/// serializer hands the socket a sequence of small buffers, and walking that sequence cost the
+/// I/O thread ~15% of its time (perf, /healthz with 64 connections); the fields are Beast's, already
+/// checked when they were set, so writing them out is all that is left to do.
+void render(const http::response<http::string_body>& res, bool head_only, std::string& wire) {
+  char number[8];
+  wire.assign("HTTP/");
+  wire += static_cast<char>('0' + res.version() / 10 % 10);
+  wire += '.';
+  wire += static_cast<char>('0' + res.version() % 10);
+  wire += ' ';
+  wire.append(number, std::to_chars(std::begin(number), std::end(number), res.result_int()).ptr);
+  wire += ' ';
+  wire += res.reason();
+  wire += "\r\n";
+  for (const auto& field : res) {
+    wire += field.name_string();
+    wire += ": ";
+    wire += field.value();
+    wire += "\r\n";
   }
-  auto [ec, n] = co_await http::async_write(stream, serializer, use_tuple);
+  wire += "\r\n";
+  if (!head_only) wire += res.body();
+}
+
+/// Writes `res` through `wire`, a buffer the connection keeps for its answers.
+net::awaitable<sys::error_code> write(beast::tcp_stream& stream, http::response<http::string_body>& res,
+                                      bool head_only, std::chrono::milliseconds timeout, std::string& wire) {
+  render(res, head_only, wire);
+  stream.expires_after(timeout);
+  auto [ec, n] = co_await net::async_write(stream, net::buffer(wire), use_tuple);
   co_return ec;
 }
 
@@ -333,7 +355,8 @@ net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context
                                       unsigned version, clock::time_point received) {
   answer a{std::move(r), std::nullopt};
   auto res = to_http(a, version, false, std::string(request_id), clock::now() - received);
-  const auto write_ec = co_await write(stream, res, false, ctx.cfg.read_timeout);
+  std::string wire;
+  const auto write_ec = co_await write(stream, res, false, ctx.cfg.read_timeout, wire);
   ctx.stats.count_request(a.r.route, a.r.status, clock::now() - received);
   log_access(ctx, remote, request_id, method, target, a, res.body().size(), clock::now() - received);
   if (!write_ec) co_await linger_close(stream);
@@ -344,6 +367,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
   // Bounds memory per connection, pipelined bytes included.
   beast::flat_buffer buffer(cfg.max_header_bytes + cfg.max_body_bytes + 2 * read_chunk);
   const std::string remote = remote_of(stream);
+  std::string wire;  // each answer is rendered here, then written
 
   // Requests answered in a row from bytes already received (pipelined): past max_pipelined, the
   // answer closes the connection, and a client that stacks requests must come back for the rest.
@@ -421,7 +445,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
                             in_a_row < cfg.max_pipelined;
     const bool pause = a.overloaded;
     auto res = to_http(a, req.version(), keep_alive, request_id, clock::now() - received);
-    const auto write_ec = co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout);
+    const auto write_ec = co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout, wire);
     ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
     log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(),
                clock::now() - received);
@@ -452,7 +476,8 @@ net::awaitable<void> refuse_connection(net::ip::tcp::socket socket, session_cont
            std::nullopt};
   a.r.headers.emplace_back("Retry-After", "1");
   auto res = to_http(a, 11, false, request_id_for({}, *ctx), clock::duration::zero());
-  if (!co_await write(stream, res, false, linger_time)) co_await linger_close(stream);
+  std::string wire;
+  if (!co_await write(stream, res, false, linger_time, wire)) co_await linger_close(stream);
 }
 
 net::awaitable<void> run_session(net::ip::tcp::socket socket, session_context* context, connection* conn) {
