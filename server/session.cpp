@@ -51,19 +51,16 @@ void append_ms(std::string& out, clock::duration d) {
 }
 
 // to_chars rather than printf: this runs for every response on the I/O thread.
-std::string server_timing(const answer& a, clock::duration total) {
-  std::string text;
-  text.reserve(80);
+void append_server_timing(std::string& out, const answer& a, clock::duration total) {
   if (a.timing) {
-    text += "queue;dur=";
-    append_ms(text, a.timing->queued);
-    text += ", compute;dur=";
-    append_ms(text, a.timing->computing);
-    text += ", ";
+    out += "queue;dur=";
+    append_ms(out, a.timing->queued);
+    out += ", compute;dur=";
+    append_ms(out, a.timing->computing);
+    out += ", ";
   }
-  text += "total;dur=";
-  append_ms(text, total);
-  return text;
+  out += "total;dur=";
+  append_ms(out, total);
 }
 
 bool valid_request_id(std::string_view id) {
@@ -265,51 +262,54 @@ net::awaitable<answer> run_offloaded(job_request request, clock::time_point rece
   co_return answer{draining(), result.timing};
 }
 
-// Moves the body out of `a`; the rest of it stays for the access line.
-http::response<http::string_body> to_http(answer& a, unsigned http_version, bool keep_alive,
-                                          const std::string& request_id, clock::duration total) {
-  http::response<http::string_body> res{static_cast<http::status>(a.r.status), http_version};
+/// How an answer goes out: the connection's fate and what the client asked for.
+struct framing {
+  unsigned version = 11;  ///< of the request: 10 or 11
+  bool keep_alive = true;
+  bool head_only = false;  ///< HEAD: the head without the body
+  std::string_view request_id;
+};
+
+void append_header(std::string& wire, std::string_view name, std::string_view value) {
+  wire += name;
+  wire += ": ";
+  wire += value;
+  wire += "\r\n";
+}
+
+/// Writes the whole HTTP/1.1 response for `a` into `wire`, to be sent as one buffer. Beast's
+/// serializer hands the socket a sequence of small buffers, and building the fields and walking
+/// that sequence cost the I/O thread ~20% of its time (perf, /healthz with 64 connections). Every
+/// header here is crunch's own — the request id has been checked by valid_request_id — so writing
+/// them out is all that is left to do.
+void render(const answer& a, const framing& f, clock::duration total, std::string& wire) {
   static const std::string server_name = std::string("crunch/") + version();
-  res.set(http::field::server, server_name);
-  res.set(http::field::content_type, a.r.content_type);
-  res.set("X-Request-Id", request_id);
-  res.set("Server-Timing", server_timing(a, total));
-  for (auto& [name, value] : a.r.headers) res.set(name, value);
-  res.body() = std::move(a.r.body);
-  res.keep_alive(keep_alive);
-  res.prepare_payload();
-  return res;
+  char digits[24];
+  wire.assign(f.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  wire.append(digits, std::to_chars(std::begin(digits), std::end(digits), a.r.status).ptr);
+  wire += ' ';
+  wire += http::obsolete_reason(static_cast<http::status>(a.r.status));
+  wire += "\r\n";
+  append_header(wire, "Server", server_name);
+  append_header(wire, "Content-Type", a.r.content_type);
+  append_header(wire, "X-Request-Id", f.request_id);
+  wire += "Server-Timing: ";
+  append_server_timing(wire, a, total);
+  wire += "\r\n";
+  for (const auto& [name, value] : a.r.headers) append_header(wire, name, value);
+  append_header(wire, "Content-Length",
+                {digits, std::to_chars(std::begin(digits), std::end(digits), a.r.body.size()).ptr});
+  // HTTP/1.1 keeps a connection unless told otherwise; HTTP/1.0 closes it unless told otherwise.
+  if (f.version == 10 && f.keep_alive) append_header(wire, "Connection", "keep-alive");
+  if (f.version != 10 && !f.keep_alive) append_header(wire, "Connection", "close");
+  wire += "\r\n";
+  if (!f.head_only) wire += a.r.body;
 }
 
-/// Renders `res` (its head only, for HEAD) into `wire`, to be written as one buffer. Beast's
-/// serializer hands the socket a sequence of small buffers, and walking that sequence cost the
-/// I/O thread ~15% of its time (perf, /healthz with 64 connections); the fields are Beast's, already
-/// checked when they were set, so writing them out is all that is left to do.
-void render(const http::response<http::string_body>& res, bool head_only, std::string& wire) {
-  char number[8];
-  wire.assign("HTTP/");
-  wire += static_cast<char>('0' + res.version() / 10 % 10);
-  wire += '.';
-  wire += static_cast<char>('0' + res.version() % 10);
-  wire += ' ';
-  wire.append(number, std::to_chars(std::begin(number), std::end(number), res.result_int()).ptr);
-  wire += ' ';
-  wire += res.reason();
-  wire += "\r\n";
-  for (const auto& field : res) {
-    wire += field.name_string();
-    wire += ": ";
-    wire += field.value();
-    wire += "\r\n";
-  }
-  wire += "\r\n";
-  if (!head_only) wire += res.body();
-}
-
-/// Writes `res` through `wire`, a buffer the connection keeps for its answers.
-net::awaitable<sys::error_code> write(beast::tcp_stream& stream, http::response<http::string_body>& res,
-                                      bool head_only, std::chrono::milliseconds timeout, std::string& wire) {
-  render(res, head_only, wire);
+/// Writes the answer through `wire`, a buffer the connection keeps for its answers.
+net::awaitable<sys::error_code> write(beast::tcp_stream& stream, const answer& a, const framing& f,
+                                      clock::duration total, std::chrono::milliseconds timeout, std::string& wire) {
+  render(a, f, total, wire);
   stream.expires_after(timeout);
   auto [ec, n] = co_await net::async_write(stream, net::buffer(wire), use_tuple);
   co_return ec;
@@ -354,11 +354,11 @@ net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context
                                       std::string_view request_id, std::string_view method, std::string_view target,
                                       unsigned version, clock::time_point received) {
   answer a{std::move(r), std::nullopt};
-  auto res = to_http(a, version, false, std::string(request_id), clock::now() - received);
   std::string wire;
-  const auto write_ec = co_await write(stream, res, false, ctx.cfg.read_timeout, wire);
+  const auto write_ec = co_await write(stream, a, {version, false, false, request_id}, clock::now() - received,
+                                       ctx.cfg.read_timeout, wire);
   ctx.stats.count_request(a.r.route, a.r.status, clock::now() - received);
-  log_access(ctx, remote, request_id, method, target, a, res.body().size(), clock::now() - received);
+  log_access(ctx, remote, request_id, method, target, a, a.r.body.size(), clock::now() - received);
   if (!write_ec) co_await linger_close(stream);
 }
 
@@ -444,10 +444,10 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const bool keep_alive = req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0) &&
                             in_a_row < cfg.max_pipelined;
     const bool pause = a.overloaded;
-    auto res = to_http(a, req.version(), keep_alive, request_id, clock::now() - received);
-    const auto write_ec = co_await write(stream, res, req.method() == http::verb::head, cfg.read_timeout, wire);
+    const framing f{req.version(), keep_alive, req.method() == http::verb::head, request_id};
+    const auto write_ec = co_await write(stream, a, f, clock::now() - received, cfg.read_timeout, wire);
     ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
-    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, res.body().size(),
+    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(),
                clock::now() - received);
     if (write_ec) co_return;
     if (!keep_alive) {
@@ -475,9 +475,11 @@ net::awaitable<void> refuse_connection(net::ip::tcp::socket socket, session_cont
   answer a{error_reply(503, "too_many_connections", "the server has as many connections open as it allows; retry"),
            std::nullopt};
   a.r.headers.emplace_back("Retry-After", "1");
-  auto res = to_http(a, 11, false, request_id_for({}, *ctx), clock::duration::zero());
+  const auto request_id = request_id_for({}, *ctx);
   std::string wire;
-  if (!co_await write(stream, res, false, linger_time, wire)) co_await linger_close(stream);
+  if (!co_await write(stream, a, {11, false, false, request_id}, clock::duration::zero(), linger_time, wire)) {
+    co_await linger_close(stream);
+  }
 }
 
 net::awaitable<void> run_session(net::ip::tcp::socket socket, session_context* context, connection* conn) {

@@ -18,7 +18,7 @@ namespace crunch {
 struct reply {
   unsigned status = 200;                                     ///< HTTP status code
   std::string body;                                          ///< payload (JSON unless content_type says otherwise)
-  std::string content_type = "application/json";            ///< Content-Type
+  std::string_view content_type = "application/json";       ///< Content-Type (a literal)
   std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers (Allow, Retry-After, ...)
   std::string_view route = "unmatched";                      ///< metrics label: which route answered
 };
