@@ -2,9 +2,9 @@
 /// A pool of worker threads that runs CPU-bound jobs off the I/O thread.
 ///
 /// `async_submit` is an ordinary Asio asynchronous operation: any completion token works, the
-/// completion is delivered through the handler's associated executor (for a coroutine, its
-/// strand on the I/O thread) and never inline. Per-operation cancellation removes a job that is
-/// still queued, or fires the running job's std::stop_token.
+/// completion is delivered through the handler's associated executor (for a session, the I/O
+/// thread's io_context: the connection's implicit strand) and never inline. Per-operation
+/// cancellation removes a job that is still queued, or fires the running job's std::stop_token.
 
 #include <crunch/net.hpp>
 
