@@ -134,7 +134,8 @@ def throughput(s):
 
 
 def against_inline(phase):
-    """Renders a /healthz p99 of one measurement phase, and how much worse inline mode was."""
+    """Renders a /healthz p99 of one measurement phase, how much worse inline mode was, and what
+    the same measurement gives with no CPU load at all (the floor of the method)."""
     def render(s):
         p99 = s[phase]["latency_us"]["p99"]
         text = f"**{us(p99)}**" + (f" at {s[phase]['rps']:.0f} req/s" if "rps" in s[phase] else "")
@@ -142,6 +143,9 @@ def against_inline(phase):
         if inline:
             i99 = inline[phase]["latency_us"]["p99"]
             text += f"; inline {us(i99)} = {i99 / p99:.0f}× worse"
+        idle = scenario("http_overhead")
+        if idle and "no_load" in idle:
+            text += f"; the same with no CPU load: {us(idle['no_load'][phase]['latency_us']['p99'])}"
         return text
     return render
 

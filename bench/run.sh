@@ -135,18 +135,23 @@ s_responsiveness() {
 }
 
 # 4. HTTP overhead: /healthz alone, with the default access log and without it, three runs each.
+#    Then the two latency measurements of scenario 3 against this idle server: the floor that the
+#    method itself (wrk or the probe, and waking an idle machine) puts under any p99 measured there.
 s_http_overhead() {
-  local on off cpu
+  local on off cpu paced probe
   start_server
   cpu_begin
   on="$(for _ in 1 2 3; do load 2 64 "$half" /healthz; done | median_of)"
   cpu="$(cpu_end)"
+  probe="$("$build/latency_probe" "$port" /healthz "$half" 2000)"
+  paced="$(PACE_MS=1 load 1 4 "$half" /healthz)"
   stop_server
   start_server --log-level warn
   off="$(for _ in 1 2 3; do load 2 64 "$half" /healthz; done | median_of)"
   stop_server
-  echo "{\"access_log\":$on,\"log_warn\":$off,\"cpu\":$cpu}" >"$parts/http_overhead.json"
+  echo "{\"access_log\":$on,\"log_warn\":$off,\"no_load\":{\"open_loop\":$probe,\"wrk_paced\":$paced},\"cpu\":$cpu}" >"$parts/http_overhead.json"
   echo "/healthz alone wrk -t2 -c64, 3 x ${half}s: median $(json_get "$on" median.rps) req/s, p99 $(json_get "$on" median.latency_us.p99)us (access log on); $(json_get "$off" median.rps) req/s, p99 $(json_get "$off" median.latency_us.p99)us (--log-level warn); others: $cpu"
+  echo "    with no CPU load: open-loop 500/s p99 $(json_get "$probe" latency_us.p99)us; wrk -t1 -c4 paced p99 $(json_get "$paced" latency_us.p99)us"
 }
 
 # 5. Overload: /fib/35 from 256 connections, far beyond what the workers can do. The excess must
