@@ -264,7 +264,7 @@ net::awaitable<answer> run_offloaded(job_request request, clock::time_point rece
 
 /// How an answer goes out: the connection's fate and what the client asked for.
 struct framing {
-  unsigned version = 11;  ///< of the request: 10 or 11
+  unsigned version = 11;  ///< the request's: 10 is answered as HTTP/1.0, anything else as HTTP/1.1
   bool keep_alive = true;
   bool head_only = false;  ///< HEAD: the head without the body
   std::string_view request_id;
