@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Turns bench/results/latest.json into bench/results/report.md and PNG plots (gnuplot).
 
-usage: report.py RESULTS_DIR
+usage: report.py RESULTS_DIR [BASELINE_JSON]
 
 A scenario that failed, or whose figures are missing, is shown as FAILED with its reason; the rest
-of the report is still written.
+of the report is still written. With a baseline (a latest.json kept from an earlier run; bench/
+baseline.json by default) the report also compares the key figures with it, so that a change that
+makes crunch slower shows as such.
 """
 import json
 import os
@@ -15,6 +17,7 @@ out = sys.argv[1]
 with open(os.path.join(out, "latest.json")) as f:
     r = json.load(f)
 scenarios = r["scenarios"]
+baseline_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(os.path.abspath(out)), "baseline.json")
 
 
 def gnuplot(script):
@@ -64,13 +67,17 @@ variants = ["batch", "idle", "normal", "inline"]
 resp = {v: scenario("responsiveness_" + v) for v in variants}
 limit_s = scenario("limit")
 after = scenario("limit_after")
-# The faster of the before and after single-thread times: a measurement disturbed by something
-# else on the machine can only make fib slower, and the faster time gives the stricter limit.
-single_s = None
-if limit_s:
-    single_s = limit_s["fib30_single"]["median_s"]
-    if after:
-        single_s = min(single_s, after["fib30_single"]["median_s"])
+
+
+def single_time(found):
+    """fib_single 30's time, the faster of before and after: a measurement disturbed by something
+    else on the machine can only make fib slower, and the faster time gives the stricter limit."""
+    times = [s["fib30_single"]["median_s"] for s in (found.get("limit"), found.get("limit_after"))
+             if s and "failed" not in s]
+    return min(times) if times else None
+
+
+single_s = single_time(scenarios) if limit_s else None
 limit = r["cores"] / single_s if single_s else None
 
 # Headline: /healthz latency under full CPU load, per worker priority and inline (log scale).
@@ -218,6 +225,68 @@ for v in variants:
                  f"{us(s['wrk_paced']['latency_us']['p99'])} | {us(s['wrk_flat_out']['latency_us']['p99'])} "
                  f"({s['wrk_flat_out']['rps']:.0f}) |")
 lines.append("")
+
+
+def key_figures(run):
+    """The figures a change must not make worse: (name, value or None, unit, higher is better,
+    the run-to-run noise on this kind of machine as a fraction)."""
+    sc = run["scenarios"]
+
+    def get(name, *path):
+        try:
+            v = sc[name]
+            for k in path:
+                v = v[k]
+            return float(v)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    single = single_time(sc)
+    rps = get("throughput", "wrk", "median", "rps")
+    return [
+        ("CPU throughput ÷ limit", rps * single / run["cores"] if rps and single else None, "", True, 0.05),
+        # Tails under full load move a lot between runs: a p99 over ~1,000 samples sits where the
+        # rare wake-up that waits for the scheduler tick (4 ms at HZ=250) begins.
+        ("/healthz p99 under load, open loop", get("responsiveness_batch", "open_loop", "latency_us", "p99"), "µs",
+         False, 1.0),
+        ("/healthz p99 under load, wrk paced", get("responsiveness_batch", "wrk_paced", "latency_us", "p99"), "µs",
+         False, 1.0),
+        ("loop-lag p99 under load", get("responsiveness_batch", "lag_open_loop", "p99_us"), "µs", False, 4.0),
+        ("/healthz alone, access log", get("http_overhead", "access_log", "median", "rps"), "req/s", True, 0.1),
+        ("/healthz alone, --log-level warn", get("http_overhead", "log_warn", "median", "rps"), "req/s", True, 0.1),
+        ("overload: accepted", get("overload", "wrk", "accepted_rps"), "req/s", True, 0.1),
+        ("overload: peak RSS", get("overload", "peak_rss_kib"), "KiB", False, 0.2),
+    ]
+
+
+def figure(v, unit):
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if not unit else f"{v:,.0f} {unit}"
+
+
+worse_than_baseline = None
+if os.path.exists(baseline_path):
+    worse_than_baseline = []
+    with open(baseline_path) as f:
+        base = json.load(f)
+    shown = os.path.relpath(baseline_path, os.path.dirname(os.path.dirname(os.path.abspath(out))))
+    lines += [f"## Against the baseline (`{shown}`, commit `{base['commit']}`)", "",
+              "Worse by more than the run-to-run noise of this kind of machine is marked **worse**; the"
+              " baseline was measured on: " + base["machine"] + ".", "",
+              "| figure | baseline | this run | change | noise (run to run) |", "| --- | --- | --- | --- | --- |"]
+    for (name, was, unit, higher, noise), (_, now, _, _, _) in zip(key_figures(base), key_figures(r)):
+        change = "—"
+        if was and now is not None:
+            delta = now / was - 1
+            worse = -delta if higher else delta
+            change = f"{delta:+.0%}"
+            if worse > noise:
+                change += " **worse**"
+                worse_than_baseline.append(f"{name} {change.split()[0]}")
+        lines.append(f"| {name} | {figure(was, unit)} | {figure(now, unit)} | {change} | {noise:.0%} |")
+    lines.append("")
+
 lines += ["## Scaling", ""]
 if scaling and ideal:
     lines += ["| workers | req/s | per worker | per worker ÷ single-thread rate |", "| --- | --- | --- | --- |"]
@@ -232,3 +301,6 @@ else:
 with open(os.path.join(out, "report.md"), "w") as f:
     f.write("\n".join(lines))
 print(f"wrote {os.path.join(out, 'report.md')}")
+if worse_than_baseline is not None:
+    print(f"against {baseline_path}: " + ("worse beyond run-to-run noise: " + ", ".join(worse_than_baseline)
+                                         if worse_than_baseline else "nothing worse beyond run-to-run noise"))
