@@ -266,10 +266,19 @@ def figure(v, unit):
 
 
 worse_than_baseline = None
+base = None
 if os.path.exists(baseline_path):
-    worse_than_baseline = []
     with open(baseline_path) as f:
         base = json.load(f)
+    if base["duration_s"] != r["duration_s"]:
+        # Shorter loads give other figures (warm-up, fewer samples): no like-for-like comparison.
+        not_compared = (f"not compared with the baseline: its loads ran {base['duration_s']} s, this run's "
+                        f"{r['duration_s']} s")
+        lines += ["## Against the baseline", "", not_compared[0].upper() + not_compared[1:] + ".", ""]
+        print(f"against {baseline_path}: {not_compared}")
+        base = None
+if base:
+    worse_than_baseline = []
     shown = os.path.relpath(baseline_path, os.path.dirname(os.path.dirname(os.path.abspath(out))))
     lines += [f"## Against the baseline (`{shown}`, commit `{base['commit']}`)", "",
               "Worse by more than the run-to-run noise of this kind of machine is marked **worse**; the"
