@@ -328,7 +328,7 @@ TEST(worker_pool, workers_take_the_chosen_priority) {
   };
   const auto batch = run_on_worker(worker_priority::batch);
   EXPECT_EQ(batch.policy, SCHED_BATCH);
-  EXPECT_EQ(batch.nice, 10);
+  EXPECT_EQ(batch.nice, 19);
   if (kernel_has_custom_slices()) {
     EXPECT_EQ(batch.slice_ns, 100'000U);  // yields to a woken I/O thread fast
   }

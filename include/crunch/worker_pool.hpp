@@ -37,7 +37,7 @@ namespace crunch {
 /// OS scheduling class of the worker threads, so that the I/O thread wins the CPU.
 enum class worker_priority {
   normal,  ///< same as the I/O thread
-  batch,   ///< SCHED_BATCH and nice +10
+  batch,   ///< SCHED_BATCH and nice +19
   idle,    ///< SCHED_IDLE: runs only when nothing else wants the CPU
 };
 
