@@ -357,8 +357,9 @@ net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context
   std::string wire;
   const auto write_ec = co_await write(stream, a, {version, false, false, request_id}, clock::now() - received,
                                        ctx.cfg.read_timeout, wire);
-  ctx.stats.count_request(a.r.route, a.r.status, clock::now() - received);
-  log_access(ctx, remote, request_id, method, target, a, a.r.body.size(), clock::now() - received);
+  const auto took = clock::now() - received;
+  ctx.stats.count_request(a.r.route, a.r.status, took);
+  log_access(ctx, remote, request_id, method, target, a, a.r.body.size(), took);
   if (!write_ec) co_await linger_close(stream);
 }
 
@@ -433,8 +434,9 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       }
       a.r.route = kind;
       if (a.client_gone) {
-        ctx->stats.count_request(kind, a.r.status, clock::now() - received);
-        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, clock::now() - received);
+        const auto took = clock::now() - received;
+        ctx->stats.count_request(kind, a.r.status, took);
+        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, took);
         co_return;
       }
     }
@@ -446,9 +448,9 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const bool pause = a.overloaded;
     const framing f{req.version(), keep_alive, req.method() == http::verb::head, request_id};
     const auto write_ec = co_await write(stream, a, f, clock::now() - received, cfg.read_timeout, wire);
-    ctx->stats.count_request(a.r.route, a.r.status, clock::now() - received);
-    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(),
-               clock::now() - received);
+    const auto took = clock::now() - received;
+    ctx->stats.count_request(a.r.route, a.r.status, took);
+    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(), took);
     if (write_ec) co_return;
     if (!keep_alive) {
       // Requests still unread (pipelined past the limit): closing on them would reset the
