@@ -9,16 +9,11 @@
 set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/deps.sh"
-source "$root/scripts/loopback.sh"
-crunch_packages+=(wrk gnuplot-nox python3)
-crunch_install_deps
+source "$root/bench/prepare.sh"
+bench_build crunchd fib_single latency_probe
 
 duration="${DURATION:-10}"
 half="$(( duration / 2 > 1 ? duration / 2 : 1 ))"
-build="$root/build"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target crunchd fib_single latency_probe >/dev/null
 out="$root/bench/results"
 parts="$out/parts"
 rm -rf "$parts" "$out"/*.err

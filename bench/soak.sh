@@ -13,15 +13,10 @@
 # prints the first and last minute's figures.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/deps.sh"
-source "$root/scripts/loopback.sh"
-crunch_packages+=(wrk gnuplot-nox python3)
-crunch_install_deps
+source "$root/bench/prepare.sh"
+bench_build crunchd
 
 seconds="${SOAK_SECONDS:-600}"
-build="$root/build"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target crunchd >/dev/null
 out="$root/bench/results"
 mkdir -p "$out"
 port="$(free_port)"
