@@ -1,6 +1,7 @@
 #include <crunch/config.hpp>
 
 #include <crunch/cpu_budget.hpp>
+#include <crunch/decimal.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -29,13 +30,7 @@ struct option {
 };
 
 std::optional<std::uint64_t> parse_unsigned(const std::string& text) {
-  if (text.empty() || !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); })) {
-    return std::nullopt;
-  }
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
+  return parse_decimal(text, 0, std::numeric_limits<std::uint64_t>::max());
 }
 
 // Durations need a unit, so that "10" is never silently read as milliseconds or seconds.

@@ -1,9 +1,8 @@
 #include <crunch/jobs.hpp>
 
+#include <crunch/decimal.hpp>
 #include <crunch/fib.hpp>
 
-#include <algorithm>
-#include <cctype>
 #include <chrono>
 
 namespace crunch {
@@ -20,17 +19,9 @@ const job_kind* job_registry::find(std::string_view name) const {
 
 job_kind fib_job() {
   auto prepare = [](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
-    const invalid_argument bad{"n must be an integer in 0.." + std::to_string(fib_max_n)};
-    // Plain decimal digits only: no sign, no space, no exponent, and a bounded length so that a
-    // 400-digit number is refused without arithmetic.
-    if (parameter.empty() || parameter.size() > 20 ||
-        !std::all_of(parameter.begin(), parameter.end(), [](unsigned char c) { return std::isdigit(c); })) {
-      return bad;
-    }
-    unsigned long long value = 0;
-    for (const char c : parameter) value = value * 10 + static_cast<unsigned>(c - '0');
-    if (value > fib_max_n) return bad;
-    const auto n = static_cast<unsigned>(value);
+    const auto value = parse_decimal(parameter, 0, fib_max_n);
+    if (!value) return invalid_argument{"n must be an integer in 0.." + std::to_string(fib_max_n)};
+    const auto n = static_cast<unsigned>(*value);
     auto run = [n](std::stop_token stop) -> std::optional<nlohmann::json> {
       const auto result = fib(n, std::move(stop));
       if (!result) return std::nullopt;

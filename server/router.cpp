@@ -1,5 +1,7 @@
 #include <crunch/router.hpp>
 
+#include <crunch/decimal.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -96,13 +98,9 @@ route_result router::route(std::string_view method, std::string_view target) con
   if (const auto text = query_value(query, "timeout_ms")) {
     const auto bad = error_reply(400, "invalid_argument",
                                  "timeout_ms must be an integer in 1.." + std::to_string(max_timeout_.count()));
-    std::int64_t ms = 0;
-    const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), ms);
-    if (text->empty() || ec != std::errc{} || end != text->data() + text->size() || ms < 1 ||
-        ms > max_timeout_.count() || !std::isdigit(static_cast<unsigned char>(text->front()))) {
-      return on_route(kind->name, bad);
-    }
-    timeout = std::chrono::milliseconds(ms);
+    const auto ms = parse_decimal(*text, 1, static_cast<std::uint64_t>(max_timeout_.count()));
+    if (!ms) return on_route(kind->name, bad);
+    timeout = std::chrono::milliseconds(*ms);
   }
 
   auto prepared = kind->prepare(parameter);

@@ -64,7 +64,8 @@ TEST_F(router_test, client_may_shorten_the_deadline_but_not_exceed_the_maximum) 
 
 TEST_F(router_test, bad_n_is_400_with_the_error_shape) {
   for (const char* target : {"/fib/-1", "/fib/93", "/fib/abc", "/fib/1e3", "/fib/+5", "/fib/%207", "/fib/ 7",
-                             "/fib/", "/fib/4.0", "/fib/0x10", "/fib/99999999999999999999"}) {
+                             "/fib/", "/fib/4.0", "/fib/0x10", "/fib/99999999999999999999",
+                             "/fib/18446744073709551656"}) {
     const auto r = answer("GET", target);
     EXPECT_EQ(r.status, 400u) << target;
     EXPECT_EQ(error_of(r).at("code"), "invalid_argument") << target;

@@ -57,7 +57,8 @@ TEST_F(server_test, request_id_is_echoed_when_safe_and_generated_otherwise) {
 TEST_F(server_test, every_bad_n_is_400_with_the_json_error) {
   running_server s(test_config());
   http_connection c(s.port());
-  for (const std::string& n : std::vector<std::string>{"-1", "93", "abc", "1e3", "+5", "%207", "", "4.5", std::string(400, '9')}) {
+  for (const std::string& n : std::vector<std::string>{"-1", "93", "abc", "1e3", "+5", "%207", "", "4.5",
+                                                     "18446744073709551656", std::string(400, '9')}) {
     const auto r = c.get("/fib/" + n);
     ASSERT_TRUE(r) << n;
     EXPECT_EQ(r->status, 400u) << n;
