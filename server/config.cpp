@@ -2,6 +2,7 @@
 
 #include <crunch/cpu_budget.hpp>
 #include <crunch/decimal.hpp>
+#include <crunch/memory_budget.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -50,6 +51,32 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& text)
   constexpr std::uint64_t limit = 24ULL * 3600 * 1000;  // a day: anything longer is a typo
   if (!value || *value > limit / scale) return std::nullopt;
   return std::chrono::milliseconds(*value * scale);
+}
+
+// Sizes need a unit too: 64MiB, 2GiB (or Kubernetes' 64Mi, 2Gi), 512KiB, 1048576B.
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+  static const std::pair<const char*, std::uint64_t> units[] = {
+      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"TiB", 1ULL << 40},
+      {"Ki", 1ULL << 10},  {"Mi", 1ULL << 20},  {"Gi", 1ULL << 30},  {"Ti", 1ULL << 40}, {"B", 1}};
+  for (const auto& [unit, scale] : units) {
+    const std::string_view suffix(unit);
+    if (text.size() <= suffix.size() || !text.ends_with(suffix)) continue;
+    const auto value = parse_unsigned(text.substr(0, text.size() - suffix.size()));
+    if (!value || *value > std::numeric_limits<std::uint64_t>::max() / scale) return std::nullopt;
+    return *value * scale;
+  }
+  return std::nullopt;
+}
+
+setter size(std::uint64_t config::*member, std::uint64_t min) {
+  return [=](config& c, const std::string& text) -> std::optional<std::string> {
+    const auto value = parse_size(text);
+    if (!value || *value < min) {
+      return "must be a size of at least " + std::to_string(min >> 20) + "MiB, such as 48MiB or 2GiB";
+    }
+    c.*member = *value;
+    return std::nullopt;
+  };
 }
 
 setter count(std::size_t config::*member, std::uint64_t min, std::uint64_t max) {
@@ -146,6 +173,10 @@ const std::vector<option>& options() {
       {"max-pipelined", "CRUNCH_MAX_PIPELINED", "N",
        "requests answered in a row from bytes already received; then the connection closes (default 100)",
        count(&config::max_pipelined, 1, 1'000'000)},
+      {"memory-budget", "CRUNCH_MEMORY_BUDGET", "SIZE",
+       "memory that running jobs may declare together (default: the cgroup memory limit, else physical memory, "
+       "less max(16MiB, 1/4) of it)",
+       size(&config::memory_budget, 1ULL << 20)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
@@ -190,7 +221,7 @@ std::string usage() {
   for (const auto& row : rows) width = std::max(width, row.first.size());
   for (const auto& [left, right] : rows) out << "  " << left << std::string(width + 2 - left.size(), ' ') << right << '\n';
   out << "\n"
-         "DURATION is a whole number with a unit: 250ms, 10s.\n";
+         "DURATION is a whole number with a unit: 250ms, 10s. SIZE likewise: 512KiB, 48MiB, 2GiB.\n";
   return out.str();
 }
 
@@ -251,6 +282,7 @@ std::size_t open_files_for_connections() {
 config resolve_defaults(config c) {
   if (c.workers == 0) c.workers = usable_cpus();
   if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
+  if (c.memory_budget == 0) c.memory_budget = default_memory_budget();
   c.max_connections = std::min(c.max_connections, open_files_for_connections());
   return c;
 }

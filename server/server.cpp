@@ -53,7 +53,7 @@ struct server::state {
   explicit state(config c, job_registry jobs)
       : cfg(resolve_defaults(std::move(c))),
         log(cfg.log_format_, cfg.log_level_),
-        pool({cfg.workers, cfg.queue_limit, cfg.priority}),
+        pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget}),
         admit(cfg.workers),
         routes(calibrated(std::move(jobs), admit),
                server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }}, cfg.default_timeout,
@@ -72,8 +72,8 @@ struct server::state {
   }
 
   std::string metrics_text() const {
-    return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), ctx.connections.size(),
-                         ctx.draining, log.dropped()},
+    return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), pool.memory_budget(),
+                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped()},
                         read_process_stats());
   }
 
@@ -312,6 +312,7 @@ void server::run() {
              {"port", port()},
              {"workers", s.pool.workers()},
              {"queue_limit", s.pool.queue_limit()},
+             {"memory_budget_bytes", s.pool.memory_budget()},
              {"max_connections", s.cfg.max_connections},
              {"mode", s.cfg.mode == run_mode::offload ? "offload" : "inline"},
              {"version", version()}});

@@ -81,6 +81,15 @@ TEST(config, connection_limits) {
   EXPECT_LE(resolve_defaults(parsed({"--max-connections", "1000000"})).max_connections, open_files_for_connections());
 }
 
+TEST(config, memory_budget_takes_a_size_with_a_unit) {
+  EXPECT_EQ(parsed({"--memory-budget", "48MiB"}).memory_budget, 48ULL << 20);
+  EXPECT_EQ(parsed({"--memory-budget=2Gi"}).memory_budget, 2ULL << 30);
+  EXPECT_EQ(parsed({}, {{"CRUNCH_MEMORY_BUDGET", "1048576B"}}).memory_budget, 1ULL << 20);
+  EXPECT_EQ(parsed({}).memory_budget, 0u);  // decided from the cgroup at start
+  EXPECT_GT(resolve_defaults(parsed({})).memory_budget, 0u);
+  EXPECT_EQ(resolve_defaults(parsed({"--memory-budget", "64MiB"})).memory_budget, 64ULL << 20);
+}
+
 TEST(config, port_zero_means_any_free_port) { EXPECT_EQ(parsed({"--port", "0"}).port, 0); }
 
 TEST(config, help_and_version_exit_zero) {
@@ -130,6 +139,10 @@ INSTANTIATE_TEST_SUITE_P(
                       bad_case{{"--max-headers", "0"}, "--max-headers"},
                       bad_case{{"--max-connections", "0"}, "--max-connections"},
                       bad_case{{"--max-pipelined", "many"}, "--max-pipelined"},
+                      bad_case{{"--memory-budget", "48"}, "--memory-budget"},
+                      bad_case{{"--memory-budget", "512KiB"}, "--memory-budget"},
+                      bad_case{{"--memory-budget", "48MB"}, "--memory-budget"},
+                      bad_case{{"--memory-budget", "99999999999999999GiB"}, "--memory-budget"},
                       bad_case{{"--port"}, "--port"}, bad_case{{"--colour", "red"}, "--colour"},
                       bad_case{{"stray"}, "stray"}));
 

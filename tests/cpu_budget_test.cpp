@@ -1,14 +1,13 @@
 #include <crunch/cpu_budget.hpp>
 
-#include <gtest/gtest.h>
+#include "fake_cgroup.hpp"
 
-#include <filesystem>
-#include <fstream>
-#include <string>
+#include <gtest/gtest.h>
 
 namespace crunch {
 namespace {
 
+using testing::fake_cgroup;
 namespace fs = std::filesystem;
 
 TEST(parse_cpu_max, reads_quota_over_period_rounded_down) {
@@ -26,22 +25,6 @@ TEST(parse_cpu_max, rejects_junk) {
   EXPECT_EQ(parse_cpu_max("abc 100000"), std::nullopt);
   EXPECT_EQ(parse_cpu_max("100000 0"), std::nullopt);
 }
-
-// A fake cgroup v2 hierarchy in a temporary folder.
-class fake_cgroup : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("crunch-cgroup-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_ / "sys" / "kubepods" / "pod1");
-  }
-  void TearDown() override { fs::remove_all(root_); }
-  void write(const fs::path& relative, const std::string& text) { std::ofstream(root_ / relative) << text; }
-
-  fs::path root_;
-};
 
 TEST_F(fake_cgroup, no_cgroup_files_means_no_quota) {
   write("proc_cgroup", "1:cpu,cpuacct:/docker/abc\n0::/kubepods/pod1\n");

@@ -336,5 +336,89 @@ TEST(worker_pool, workers_take_the_chosen_priority) {
   EXPECT_EQ(run_on_worker(worker_priority::normal).policy, SCHED_OTHER);
 }
 
+TEST(worker_pool, a_job_larger_than_the_memory_budget_is_refused_at_once) {
+  io_thread io;
+  worker_pool pool({2, 8, worker_priority::normal, 1000});
+  std::promise<sys::error_code> done;
+  std::atomic<bool> ran{false};
+  pool.async_submit([&](std::stop_token) { return ran = true; }, 1001,
+                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<bool>) { done.set_value(ec); }));
+  EXPECT_EQ(done.get_future().get(), pool_errc::too_large);
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(pool.memory_budget(), 1000u);
+}
+
+// Two workers, but memory for one of the two jobs at a time: the second waits for the first to
+// finish and give its memory back, with a worker idle meanwhile.
+TEST(worker_pool, jobs_wait_for_memory_as_for_a_worker) {
+  io_thread io;
+  worker_pool pool({2, 8, worker_priority::normal, 1000});
+  gate g;
+  std::latch first_running(1);
+  std::atomic<bool> first_finished{false};
+  std::promise<bool> second_saw_first_finished;
+  std::promise<std::uint64_t> second_saw_memory;
+  std::promise<sys::error_code> first, second;
+  pool.async_submit(
+      [&](std::stop_token) {
+        first_running.count_down();
+        g.wait();
+        first_finished = true;
+        return 0;
+      },
+      600, net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { first.set_value(ec); }));
+  first_running.wait();
+  EXPECT_EQ(pool.memory_in_use(), 600u);
+  pool.async_submit(
+      [&](std::stop_token) {
+        second_saw_first_finished.set_value(first_finished.load());
+        second_saw_memory.set_value(pool.memory_in_use());
+        return 0;
+      },
+      600, net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { second.set_value(ec); }));
+  EXPECT_EQ(pool.queued(), 1u);
+  g.open();
+  EXPECT_TRUE(second_saw_first_finished.get_future().get());
+  EXPECT_EQ(second_saw_memory.get_future().get(), 600u);  // its own, the first's given back
+  EXPECT_FALSE(first.get_future().get());
+  EXPECT_FALSE(second.get_future().get());
+  EXPECT_EQ(pool.memory_in_use(), 0u);
+}
+
+// The head of the queue waits for memory; cancelling it lets the small job behind it start.
+TEST(worker_pool, cancelling_the_job_that_waits_for_memory_lets_the_next_one_start) {
+  io_thread io;
+  worker_pool pool({2, 8, worker_priority::normal, 1000});
+  gate g;
+  std::latch first_running(1);
+  net::cancellation_signal cancel;
+  std::promise<sys::error_code> first, big, small;
+  pool.async_submit(
+      [&](std::stop_token) {
+        first_running.count_down();
+        g.wait();
+        return 0;
+      },
+      600, net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { first.set_value(ec); }));
+  first_running.wait();
+  std::promise<void> submitted;
+  net::post(io.io(), [&] {
+    pool.async_submit([](std::stop_token) { return 0; }, 600,
+                      net::bind_cancellation_slot(cancel.slot(), net::bind_executor(io.io(), [&](sys::error_code ec,
+                                                                                                   job_result<int>) {
+                                                    big.set_value(ec);
+                                                  })));
+    pool.async_submit([](std::stop_token) { return 0; }, 100,
+                      net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { small.set_value(ec); }));
+    submitted.set_value();
+  });
+  submitted.get_future().get();
+  net::post(io.io(), [&] { cancel.emit(net::cancellation_type::terminal); });
+  EXPECT_EQ(big.get_future().get(), net::error::operation_aborted);
+  EXPECT_FALSE(small.get_future().get());  // ran beside the first, which still holds 600
+  g.open();
+  EXPECT_FALSE(first.get_future().get());
+}
+
 }  // namespace
 }  // namespace crunch

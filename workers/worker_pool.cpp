@@ -24,6 +24,7 @@ class pool_category_impl final : public sys::error_category {
       case pool_errc::queue_full: return "job queue is full";
       case pool_errc::shut_down: return "worker pool is shut down";
       case pool_errc::job_failed: return "job failed";
+      case pool_errc::too_large: return "job needs more memory than the budget";
     }
     return "unknown worker pool error";
   }
@@ -92,7 +93,10 @@ void worker_pool::cancel_handler::operator()(net::cancellation_type type) const 
 }
 
 worker_pool::worker_pool(worker_pool_options options)
-    : queue_limit_(options.queue_limit), priority_(options.priority), running_(options.workers) {
+    : queue_limit_(options.queue_limit),
+      priority_(options.priority),
+      memory_budget_(options.memory_budget),
+      running_(options.workers) {
   if (options.workers == 0) throw std::invalid_argument("worker_pool needs at least one worker");
   threads_.reserve(options.workers);
   for (std::size_t i = 0; i < options.workers; ++i) {
@@ -128,12 +132,24 @@ std::size_t worker_pool::busy() const {
   return busy_;
 }
 
+std::uint64_t worker_pool::memory_in_use() const {
+  std::lock_guard lock(mutex_);
+  return memory_in_use_;
+}
+
+bool worker_pool::head_can_start() const {
+  if (queue_.empty()) return false;
+  return memory_budget_ == 0 || queue_.front()->memory_ <= memory_budget_ - memory_in_use_;
+}
+
 void worker_pool::enqueue(std::unique_ptr<task> t) {
   sys::error_code rejected;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) {
       rejected = pool_errc::shut_down;
+    } else if (memory_budget_ != 0 && t->memory_ > memory_budget_) {
+      rejected = pool_errc::too_large;
     } else if (queue_.size() >= queue_limit_) {
       rejected = pool_errc::queue_full;
     } else {
@@ -160,6 +176,8 @@ void worker_pool::cancel(std::uint64_t id, const std::stop_source& stop) {
     }
   }
   if (removed) {
+    // It may have been the head that waited for memory: the next one may fit.
+    ready_.notify_all();
     removed->abandon(net::error::operation_aborted);
   } else {
     // Running (or already finished, when this is harmless): the job polls its token.
@@ -173,19 +191,24 @@ void worker_pool::worker_main(std::size_t index) {
     std::unique_ptr<task> t;
     {
       std::unique_lock lock(mutex_);
-      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left to do
+      ready_.wait(lock, [this] { return stopping_ || head_can_start(); });
+      if (!head_can_start()) return;  // stopping, and nothing left to do
       t = std::move(queue_.front());
       queue_.pop_front();
       running_[index] = t->stop_;
       ++busy_;
+      memory_in_use_ += t->memory_;
     }
+    const std::uint64_t memory = t->memory_;
     t->run(t->stop_.get_token());
     {
       std::lock_guard lock(mutex_);
       running_[index] = std::stop_source(std::nostopstate);
       --busy_;
+      memory_in_use_ -= memory;
     }
+    // Freed memory may let the head of the queue start on another worker.
+    if (memory != 0) ready_.notify_all();
   }
 }
 

@@ -39,6 +39,7 @@ struct config {
   std::size_t max_headers = 100;                          ///< header fields in one request
   std::size_t max_connections = 10'000;                   ///< open connections; beyond: 503 and close
   std::size_t max_pipelined = 100;                        ///< requests answered in a row without waiting for the client
+  std::uint64_t memory_budget = 0;                        ///< bytes running jobs may declare together; 0 = from the cgroup limit
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
@@ -64,8 +65,8 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
 /// for (the limit less 128 descriptors kept for the rest of the process).
 std::size_t open_files_for_connections();
 
-/// Fills in what the config leaves to the machine: workers and queue limit, and max_connections
-/// capped by open_files_for_connections().
+/// Fills in what the config leaves to the machine: workers, queue limit and memory budget, and
+/// max_connections capped by open_files_for_connections().
 config resolve_defaults(config c);
 
 /// The --help text.

@@ -88,6 +88,8 @@ struct metrics_gauges {
   std::size_t workers_busy = 0;
   std::size_t queue_depth = 0;
   std::size_t queue_limit = 0;
+  std::uint64_t memory_budget = 0;  ///< bytes
+  std::uint64_t memory_in_use = 0;  ///< bytes declared by running jobs
   std::size_t connections_open = 0;
   bool draining = false;
   std::uint64_t log_lines_dropped = 0;

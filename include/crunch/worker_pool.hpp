@@ -46,6 +46,7 @@ enum class pool_errc {
   queue_full = 1,  ///< the bounded queue had no room: rejected at once
   shut_down,       ///< the pool stopped before the job could run
   job_failed,      ///< the job threw; job_result::failure holds what()
+  too_large,       ///< the job declares more memory than the whole budget: rejected at once
 };
 
 /// The error category of pool_errc.
@@ -82,9 +83,13 @@ struct worker_pool_options {
   std::size_t workers = 1;                            ///< worker threads, at least 1
   std::size_t queue_limit = 64;                       ///< jobs waiting for a worker, at most
   worker_priority priority = worker_priority::normal; ///< OS priority of the workers
+  std::uint64_t memory_budget = 0;                    ///< bytes that running jobs may declare together; 0: no limit
 };
 
-/// N worker threads behind one bounded FIFO queue.
+/// N worker threads behind one bounded FIFO queue. A job may declare the memory it will use; the
+/// jobs running at once never declare more than the memory budget together, so a job whose
+/// memory is not free waits at the head of the queue — and the jobs behind it with it — as it
+/// would wait for a worker.
 class worker_pool {
  public:
   /// Starts the worker threads.
@@ -99,7 +104,14 @@ class worker_pool {
   /// `void(sys::error_code, job_result<T>)`: success, pool_errc::queue_full (at once when the
   /// queue is full), pool_errc::job_failed, pool_errc::shut_down or net::error::operation_aborted.
   template <typename Job, typename CompletionToken>
-  auto async_submit(Job job, CompletionToken&& token);
+  auto async_submit(Job job, CompletionToken&& token) {
+    return async_submit(std::move(job), 0, std::forward<CompletionToken>(token));
+  }
+
+  /// The same for a job that declares `memory` bytes: it starts only when they are free within
+  /// the budget; more than the whole budget completes with pool_errc::too_large at once.
+  template <typename Job, typename CompletionToken>
+  auto async_submit(Job job, std::uint64_t memory, CompletionToken&& token);
 
   /// Stops taking jobs, completes the queued ones with pool_errc::shut_down and asks the running
   /// ones to stop. Idempotent; threads are joined by the destructor.
@@ -113,6 +125,10 @@ class worker_pool {
   std::size_t queued() const;
   /// Workers running a job now.
   std::size_t busy() const;
+  /// The memory budget in bytes (0: no limit).
+  std::uint64_t memory_budget() const noexcept { return memory_budget_; }
+  /// Bytes declared by the jobs running now.
+  std::uint64_t memory_in_use() const;
 
  private:
   /// A queued job with its handler, type-erased so that the queue is one container.
@@ -127,6 +143,7 @@ class worker_pool {
     std::uint64_t id_ = 0;                              ///< never reused, unlike an address
     std::stop_source stop_;                             ///< fired by cancellation or shutdown
     std::chrono::steady_clock::time_point enqueued_{};  ///< for job_timing::queued
+    std::uint64_t memory_ = 0;                          ///< bytes it declares
   };
 
   template <typename Job, typename Handler>
@@ -148,14 +165,18 @@ class worker_pool {
   /// Removes the task from the queue if it is still there; otherwise fires its stop token.
   void cancel(std::uint64_t id, const std::stop_source& stop);
   void worker_main(std::size_t index);
+  /// True when the job at the head of the queue may start now. Called with mutex_ held.
+  bool head_can_start() const;
 
   const std::size_t queue_limit_;
   const worker_priority priority_;
+  const std::uint64_t memory_budget_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::unique_ptr<task>> queue_;      // guarded by mutex_
   std::vector<std::stop_source> running_;        // per worker; guarded by mutex_
   std::size_t busy_ = 0;                         // guarded by mutex_
+  std::uint64_t memory_in_use_ = 0;              // guarded by mutex_
   std::uint64_t next_id_ = 1;                    // guarded by mutex_
   bool stopping_ = false;                        // guarded by mutex_
   std::vector<std::thread> threads_;
@@ -218,13 +239,14 @@ class worker_pool::task_for final : public worker_pool::task {
 };
 
 template <typename Job, typename CompletionToken>
-auto worker_pool::async_submit(Job job, CompletionToken&& token) {
+auto worker_pool::async_submit(Job job, std::uint64_t memory, CompletionToken&& token) {
   using value_type = std::invoke_result_t<Job&, std::stop_token>;
   using signature = void(sys::error_code, job_result<value_type>);
   return net::async_initiate<CompletionToken, signature>(
-      [this](auto handler, Job queued_job) {
+      [this, memory](auto handler, Job queued_job) {
         using handler_type = decltype(handler);
         auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler));
+        t->memory_ = memory;
         {
           std::lock_guard lock(mutex_);
           t->id_ = next_id_++;
