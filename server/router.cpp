@@ -108,7 +108,7 @@ route_result router::route(std::string_view method, std::string_view target) con
     return on_route(kind->name, error_reply(400, "invalid_argument", invalid->message));
   }
   auto& job = std::get<prepared_job>(prepared);
-  return job_request{kind->name, std::move(job.run), job.cost_units, timeout};
+  return job_request{kind->name, std::move(job.run), job.cost_units, 0, timeout};
 }
 
 }  // namespace crunch

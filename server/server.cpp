@@ -1,5 +1,6 @@
 #include <crunch/server.hpp>
 
+#include <crunch/job_pipeline.hpp>
 #include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/router.hpp>
@@ -17,9 +18,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <algorithm>
 #include <csignal>
-#include <vector>
 #include <optional>
 #include <random>
 
@@ -50,15 +49,16 @@ constexpr auto lag_interval = std::chrono::milliseconds(10);
 }  // namespace
 
 struct server::state {
-  explicit state(config c, job_registry jobs)
+  explicit state(config c, job_registry kinds)
       : cfg(resolve_defaults(std::move(c))),
         log(cfg.log_format_, cfg.log_level_),
         pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget}),
         admit(cfg.workers),
-        routes(calibrated(std::move(jobs), admit),
+        routes(calibrated(std::move(kinds), admit),
                server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }}, cfg.default_timeout,
                cfg.max_timeout),
-        ctx{cfg, routes, pool, stats, log, admit, false, false, {}, random_prefix(), 0, 0},
+        pipeline(cfg, pool, admit, stats),
+        ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
         acceptor(io),
         drain_timer(io),
         lag_timer(io) {}
@@ -199,38 +199,9 @@ struct server::state {
     finish_if_drained();
   }
 
-  // Plays the FIFO queue forward over the workers with the cost estimates: a queued job that
-  // would not finish within the drain timeout is answered 503 now rather than cut off later.
-  // The oldest `workers` jobs are taken to be running; they keep the whole timeout.
   void cut_jobs_that_cannot_finish() {
-    std::vector<pending_job*> jobs;
-    for (auto& c : ctx.connections) {
-      if (c.job) jobs.push_back(c.job);
-    }
-    std::sort(jobs.begin(), jobs.end(), [](auto* a, auto* b) { return a->sequence < b->sequence; });
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<admission::duration> lanes(pool.workers(), admission::duration::zero());
-    std::size_t cut = 0;
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-      auto& lane = *std::min_element(lanes.begin(), lanes.end());
-      if (i < lanes.size()) {
-        if (jobs[i]->cost) lane = std::max(admission::duration::zero(), *jobs[i]->cost - (now - jobs[i]->submitted));
-        continue;
-      }
-      if (!jobs[i]->cost) continue;  // no estimate: it gets until the drain timeout
-      if (lane + *jobs[i]->cost > cfg.drain_timeout) {
-        cut_job(*jobs[i]);
-        ++cut;
-      } else {
-        lane += *jobs[i]->cost;
-      }
-    }
+    const auto cut = pipeline.cut_jobs_that_cannot_finish(cfg.drain_timeout);
     if (cut > 0) log_event(log_level::info, "drain_cut_queued_jobs", {{"jobs", cut}});
-  }
-
-  static void cut_job(pending_job& job) {
-    job.cut_by_drain = true;
-    job.deadline->cancel();  // ends the session's race: the job leaves the queue or is stopped
   }
 
   // The drain ran out of time: jobs still waited for are answered 503 (queued ones dropped,
@@ -239,12 +210,9 @@ struct server::state {
   void expire_drain() {
     ctx.drain_expired = true;
     log_event(log_level::warn, "drain_timeout", {{"connections", ctx.connections.size()}});
+    pipeline.cut_all();
     for (auto& c : ctx.connections) {
-      if (c.job) {
-        cut_job(*c.job);
-      } else {
-        c.cancel.emit(net::cancellation_type::terminal);
-      }
+      if (!c.in_job) c.cancel.emit(net::cancellation_type::terminal);
     }
     drain_timer.expires_after(unwind_grace);
     drain_timer.async_wait([this](sys::error_code ec) {
@@ -278,6 +246,7 @@ struct server::state {
   worker_pool pool;
   admission admit;
   router routes;
+  job_pipeline pipeline;
   session_context ctx;
   tcp::acceptor acceptor;
   net::steady_timer accept_gate{io};  // accept_loop waits on it while full; cancelled when a slot frees

@@ -2,7 +2,6 @@
 #include <crunch/session.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -23,7 +22,6 @@ namespace {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
-using namespace net::experimental::awaitable_operators;  // NOLINT: for `||` in this file only
 using clock = std::chrono::steady_clock;
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
@@ -34,14 +32,6 @@ constexpr std::size_t linger_bytes = 64 * 1024;
 // a client that retries at once, ignoring Retry-After, cannot turn the loop into a 503 machine
 // that starves the workers and delays everyone else's requests. The 503 itself goes out at once.
 constexpr auto overload_pause = std::chrono::milliseconds(100);
-
-/// A reply plus where its time went, for Server-Timing.
-struct answer {
-  reply r;
-  std::optional<job_timing> timing;
-  bool client_gone = false;  ///< nobody to answer: close without writing
-  bool overloaded = false;   ///< refused for load: pause this connection before its next request
-};
 
 double ms(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -123,47 +113,6 @@ void log_access(session_context& ctx, const std::string& remote, std::string_vie
   ctx.log.write(std::move(line));
 }
 
-reply overloaded(std::string_view message, std::chrono::seconds retry_after) {
-  auto r = error_reply(503, "overloaded", message);
-  r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, retry_after.count())));
-  return r;
-}
-
-reply draining() {
-  auto r = error_reply(503, "draining", "server is shutting down; retry on another instance");
-  r.headers.emplace_back("Retry-After", "1");
-  return r;
-}
-
-reply deadline_exceeded(std::chrono::milliseconds timeout) {
-  return error_reply(504, "deadline_exceeded", "job did not finish within " + std::to_string(timeout.count()) + " ms");
-}
-
-// A job only returns nothing when its stop token fired, which the race treats before this.
-answer job_answer(std::optional<nlohmann::json> value, job_timing timing, metrics& stats) {
-  if (!value) {
-    stats.count_job(job_outcome::drained);
-    return {draining(), timing};
-  }
-  stats.count_job(job_outcome::completed);
-  return {reply{200, value->dump(), "application/json", {}}, timing};
-}
-
-/// Runs the job on the I/O thread: the blocking anti-pattern that --mode inline exists to show.
-answer run_inline(job_request request, session_context& ctx) {
-  job_timing timing;
-  const auto started = clock::now();
-  try {
-    auto value = request.job(std::stop_token{});
-    timing.computing = clock::now() - started;
-    ctx.stats.observe_job(request.kind, timing.queued, timing.computing);
-    return job_answer(std::move(value), timing, ctx.stats);
-  } catch (const std::exception& e) {
-    ctx.stats.count_job(job_outcome::failed);
-    return {error_reply(500, "job_failed", e.what()), std::nullopt};
-  }
-}
-
 /// Completes when the peer closes or resets the connection. Bytes that arrive meanwhile —
 /// pipelined requests — are kept in `buffer` for the next read; once it is full, reading stops
 /// (back-pressure) and this only waits to be cancelled.
@@ -179,87 +128,6 @@ net::awaitable<void> peer_closed(beast::tcp_stream& stream, beast::flat_buffer& 
     if (ec) co_return;  // closed or reset — or cancelled because another branch won the race
     buffer.commit(n);
   }
-}
-
-/// Runs the job on the pool, racing its deadline and the client's departure; the losers are
-/// cancelled, so a job that is no longer wanted leaves the queue or sees its stop_token.
-net::awaitable<answer> run_offloaded(job_request request, clock::time_point received, session_context* ctx,
-                                     connection* conn, beast::tcp_stream& stream, beast::flat_buffer& buffer) {
-  const auto cost = ctx->admit.estimate(request.kind, request.cost_units);
-  const auto time_left = std::chrono::duration_cast<admission::duration>(request.timeout - (clock::now() - received));
-  if (time_left <= admission::duration::zero()) {
-    ctx->stats.count_job(job_outcome::deadline_exceeded);
-    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
-  }
-  const auto decision = ctx->admit.decide(cost, time_left);
-  // Only this thread adds to the queue, so a check here is exact, and refusing costs no more
-  // than answering /healthz: no timer, no race, no trip through the pool.
-  if (ctx->pool.queued() >= ctx->pool.queue_limit()) {
-    ctx->stats.count_job(job_outcome::rejected_queue_full);
-    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
-    co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
-  }
-  if (!decision.admit) {
-    ctx->stats.count_job(job_outcome::rejected_would_miss_deadline);
-    co_return answer{overloaded("the work queued ahead would make this job miss its deadline; retry later",
-                                decision.retry_after),
-                     std::nullopt, false, true};
-  }
-
-  const auto booked = ctx->admit.book(cost, time_left);
-  net::steady_timer deadline(co_await net::this_coro::executor);
-  deadline.expires_at(received + request.timeout);
-  pending_job pending{++ctx->job_count, cost, clock::now(), &deadline, false};
-  conn->job = &pending;
-  // Cleanup is explicit, not RAII: a forced stop destroys suspended frames after the context.
-  auto settle = [&] {
-    conn->job = nullptr;
-    ctx->admit.release(booked);
-  };
-  std::variant<std::tuple<sys::error_code, job_result<std::optional<nlohmann::json>>>, std::tuple<sys::error_code>,
-               std::monostate>
-      raced;
-  try {
-    raced = co_await (ctx->pool.async_submit(std::move(request.job), use_tuple) || deadline.async_wait(use_tuple) ||
-                      peer_closed(stream, buffer));
-  } catch (...) {
-    settle();
-    throw;
-  }
-  settle();
-
-  if (raced.index() == 2) {
-    ctx->stats.count_job(job_outcome::cancelled_client_gone);
-    co_return answer{error_reply(499, "client_closed", "client closed the connection"), std::nullopt, true};
-  }
-  if (raced.index() == 1) {
-    if (pending.cut_by_drain) {
-      ctx->stats.count_job(job_outcome::drained);
-      co_return answer{draining(), std::nullopt};
-    }
-    ctx->stats.count_job(job_outcome::deadline_exceeded);
-    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
-  }
-  auto& [ec, result] = std::get<0>(raced);
-  if (!ec || ec == pool_errc::job_failed) {
-    ctx->stats.observe_job(request.kind, result.timing.queued, result.timing.computing);
-  }
-  if (!ec) {
-    if (result.value) ctx->admit.learn(request.kind, request.cost_units, result.timing.computing);
-    co_return job_answer(std::move(result.value), result.timing, ctx->stats);
-  }
-  if (ec == pool_errc::queue_full) {
-    ctx->stats.count_job(job_outcome::rejected_queue_full);
-    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
-    co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
-  }
-  if (ec == pool_errc::job_failed) {
-    ctx->stats.count_job(job_outcome::failed);
-    co_return answer{error_reply(500, "job_failed", result.failure), result.timing};
-  }
-  // Shut down, or cancelled with the whole session.
-  ctx->stats.count_job(job_outcome::drained);
-  co_return answer{draining(), result.timing};
 }
 
 /// How an answer goes out: the connection's fate and what the client asked for.
@@ -426,12 +294,10 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     } else {
       auto& job = std::get<job_request>(routed);
       const auto kind = job.kind;
-      if (cfg.mode == run_mode::inline_) {
-        a = run_inline(std::move(job), *ctx);
-      } else {
-        stream.expires_never();
-        a = co_await run_offloaded(std::move(job), received, ctx, conn, stream, buffer);
-      }
+      stream.expires_never();
+      conn->in_job = true;
+      a = co_await ctx->jobs.run(std::move(job), received, peer_closed(stream, buffer));
+      conn->in_job = false;
       a.r.route = kind;
       if (a.client_gone) {
         const auto took = clock::now() - received;

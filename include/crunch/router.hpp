@@ -5,6 +5,7 @@
 #include <crunch/jobs.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -31,6 +32,7 @@ struct job_request {
   std::string_view kind;              ///< job kind name, e.g. "fib" (owned by the router's registry)
   job_function job;                   ///< the prepared job
   double cost_units = 0;              ///< expected cost in the kind's units (0: no cost model)
+  std::uint64_t memory_bytes = 0;     ///< memory the job will hold while it runs
   std::chrono::milliseconds timeout;  ///< deadline, from the request's arrival
 };
 

@@ -1,14 +1,13 @@
 #pragma once
-/// One HTTP/1.1 connection: a coroutine that reads requests, routes them, runs jobs on the pool
-/// (or inline, in --mode inline) and writes the responses in order.
+/// One HTTP/1.1 connection: a coroutine that reads requests, routes them, hands jobs to the
+/// pipeline and writes the responses in order.
 
-#include <crunch/admission.hpp>
 #include <crunch/config.hpp>
+#include <crunch/job_pipeline.hpp>
 #include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/net.hpp>
 #include <crunch/router.hpp>
-#include <crunch/worker_pool.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -23,36 +22,25 @@
 
 namespace crunch {
 
-/// A job a session is waiting for, as the drain sees it.
-struct pending_job {
-  std::uint64_t sequence = 0;                    ///< submission order, which is the queue's order
-  std::optional<admission::duration> cost;       ///< estimated run time, when the kind has a model
-  std::chrono::steady_clock::time_point submitted;  ///< when it was handed to the pool
-  net::steady_timer* deadline = nullptr;         ///< cancelling it ends the wait (the job is dropped)
-  bool cut_by_drain = false;                     ///< the drain, not the deadline, ended it: 503, not 504
-};
-
 /// A connection's entry in the server's list, through which a drain can close it.
 struct connection {
   net::cancellation_signal cancel;  ///< emitting terminal ends the session's current wait
   bool idle = false;                ///< waiting for the first byte of a next request
-  pending_job* job = nullptr;       ///< the job this session waits for, if any
+  bool in_job = false;              ///< waiting for a job: a drain ends that wait through the pipeline
 };
 
 /// What all sessions share. Owned by the server; touched only on the I/O thread.
 struct session_context {
   const config& cfg;            ///< limits and timeouts
   const router& routes;         ///< the routing table
-  worker_pool& pool;            ///< where jobs run in offload mode
+  job_pipeline& jobs;           ///< where job requests go
   metrics& stats;               ///< counters
   logger& log;                  ///< access and error lines
-  admission& admit;             ///< cost-based admission and backlog estimate
   bool draining = false;        ///< shutdown began: finish what was received, then close
   bool drain_expired = false;   ///< the drain timeout passed: answer and close at once
   std::list<connection> connections;  ///< open connections
   std::string request_id_prefix;      ///< random per process, for generated X-Request-Id
   std::uint64_t request_count = 0;    ///< for generated X-Request-Id
-  std::uint64_t job_count = 0;        ///< for pending_job::sequence
   std::size_t refusing = 0;           ///< connections being refused (over max_connections) now
 };
 

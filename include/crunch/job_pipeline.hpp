@@ -1,0 +1,75 @@
+#pragma once
+/// The path every job takes, whatever its kind: admission (deadline, queue, memory), the worker
+/// pool, the race of the job against its deadline and its client, and how it ended — counted in
+/// the metrics and turned into a reply. It knows no sockets and no HTTP, so a unit test drives it
+/// with an io_context alone; the session hands it the job and an awaitable that completes when
+/// the client goes away.
+
+#include <crunch/admission.hpp>
+#include <crunch/config.hpp>
+#include <crunch/metrics.hpp>
+#include <crunch/net.hpp>
+#include <crunch/router.hpp>
+#include <crunch/worker_pool.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <optional>
+
+namespace crunch {
+
+/// A reply and where its time went: what a session writes.
+struct answer {
+  reply r;                           ///< status, body, headers
+  std::optional<job_timing> timing;  ///< queue and compute time, for Server-Timing, when a job ran
+  bool client_gone = false;          ///< nobody to answer: close without writing
+  bool overloaded = false;           ///< refused for load: pause the connection before its next request
+};
+
+/// A job waited for, as the drain sees it.
+struct pending_job {
+  std::optional<admission::duration> cost;          ///< estimated run time, when the kind has a model
+  std::chrono::steady_clock::time_point submitted;  ///< when it was handed to the pool
+  net::steady_timer* deadline = nullptr;            ///< cancelling it ends the wait (the job is dropped)
+  bool cut_by_drain = false;                        ///< the drain, not the deadline, ended it: 503, not 504
+};
+
+/// Runs job requests for the sessions. Used on the I/O thread only.
+class job_pipeline {
+ public:
+  /// `cfg.mode` says where jobs run; the others are the server's.
+  job_pipeline(const config& cfg, worker_pool& pool, admission& admit, metrics& stats);
+
+  /// Admits `request` (received at `received`) or refuses it at once, runs it, and races it
+  /// against its deadline and `client_gone`; the losers are cancelled, so a job nobody waits for
+  /// leaves the queue or sees its stop token.
+  net::awaitable<answer> run(job_request request, std::chrono::steady_clock::time_point received,
+                             net::awaitable<void> client_gone);
+
+  /// For the drain: plays the FIFO queue forward over the workers with the cost estimates and
+  /// answers 503 now each queued job that would not finish within `drain_timeout`. The oldest
+  /// `workers` jobs are taken to be running; they keep the whole timeout. Returns how many.
+  std::size_t cut_jobs_that_cannot_finish(std::chrono::milliseconds drain_timeout);
+
+  /// For a drain that ran out of time: every job still waited for is dropped or stopped and
+  /// answered 503.
+  void cut_all();
+
+  /// Jobs waited for now.
+  std::size_t pending() const { return pending_.size(); }
+
+ private:
+  answer run_inline(job_request request);
+
+  const config& cfg_;
+  worker_pool& pool_;
+  admission& admit_;
+  metrics& stats_;
+  std::list<pending_job*> pending_;  // in submission order, which is the queue's
+};
+
+}  // namespace crunch

@@ -1,0 +1,197 @@
+#include <crunch/job_pipeline.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+namespace crunch {
+
+namespace {
+
+using namespace net::experimental::awaitable_operators;  // NOLINT: for `||` in this file only
+using clock = std::chrono::steady_clock;
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+reply overloaded(std::string_view message, std::chrono::seconds retry_after) {
+  auto r = error_reply(503, "overloaded", message);
+  r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, retry_after.count())));
+  return r;
+}
+
+reply draining() {
+  auto r = error_reply(503, "draining", "server is shutting down; retry on another instance");
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+reply deadline_exceeded(std::chrono::milliseconds timeout) {
+  return error_reply(504, "deadline_exceeded", "job did not finish within " + std::to_string(timeout.count()) + " ms");
+}
+
+std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
+
+// A job only returns nothing when its stop token fired, which the race treats before this.
+answer completed(std::optional<nlohmann::json> value, job_timing timing, metrics& stats) {
+  if (!value) {
+    stats.count_job(job_outcome::drained);
+    return {draining(), timing};
+  }
+  stats.count_job(job_outcome::completed);
+  return {reply{200, value->dump(), "application/json", {}}, timing};
+}
+
+}  // namespace
+
+job_pipeline::job_pipeline(const config& cfg, worker_pool& pool, admission& admit, metrics& stats)
+    : cfg_(cfg), pool_(pool), admit_(admit), stats_(stats) {}
+
+answer job_pipeline::run_inline(job_request request) {
+  job_timing timing;
+  const auto started = clock::now();
+  try {
+    auto value = request.job(std::stop_token{});
+    timing.computing = clock::now() - started;
+    stats_.observe_job(request.kind, timing.queued, timing.computing);
+    return completed(std::move(value), timing, stats_);
+  } catch (const std::exception& e) {
+    stats_.count_job(job_outcome::failed);
+    return {error_reply(500, "job_failed", e.what()), std::nullopt};
+  }
+}
+
+net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point received,
+                                         net::awaitable<void> client_gone) {
+  // Whatever its deadline or the load, a job that can never get its memory is the request's
+  // fault, not a moment's: it is refused outright rather than asked to retry.
+  if (pool_.memory_budget() != 0 && request.memory_bytes > pool_.memory_budget()) {
+    co_return answer{error_reply(400, "invalid_argument",
+                                 "this job needs " + mib(request.memory_bytes) + " of memory, more than the server's budget of " +
+                                     mib(pool_.memory_budget())),
+                     std::nullopt};
+  }
+  if (cfg_.mode == run_mode::inline_) co_return run_inline(std::move(request));
+
+  const auto cost = admit_.estimate(request.kind, request.cost_units);
+  const auto time_left = std::chrono::duration_cast<admission::duration>(request.timeout - (clock::now() - received));
+  if (time_left <= admission::duration::zero()) {
+    stats_.count_job(job_outcome::deadline_exceeded);
+    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
+  }
+  const auto decision = admit_.decide(cost, time_left);
+  // Only this thread adds to the queue, so a check here is exact, and refusing costs no more
+  // than answering /healthz: no timer, no race, no trip through the pool.
+  if (pool_.queued() >= pool_.queue_limit()) {
+    stats_.count_job(job_outcome::rejected_queue_full);
+    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
+    co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
+  }
+  if (!decision.admit) {
+    stats_.count_job(job_outcome::rejected_would_miss_deadline);
+    co_return answer{overloaded("the work queued ahead would make this job miss its deadline; retry later",
+                                decision.retry_after),
+                     std::nullopt, false, true};
+  }
+
+  const auto booked = admit_.book(cost, time_left);
+  net::steady_timer deadline(co_await net::this_coro::executor);
+  deadline.expires_at(received + request.timeout);
+  pending_job pending{cost, clock::now(), &deadline, false};
+  const auto registered = pending_.insert(pending_.end(), &pending);
+  // Cleanup is explicit, not RAII: a forced stop destroys suspended frames after the server state.
+  auto settle = [&] {
+    pending_.erase(registered);
+    admit_.release(booked);
+  };
+  std::variant<std::tuple<sys::error_code, job_result<std::optional<nlohmann::json>>>, std::tuple<sys::error_code>,
+               std::monostate>
+      raced;
+  try {
+    raced = co_await (pool_.async_submit(std::move(request.job), request.memory_bytes, use_tuple) ||
+                      deadline.async_wait(use_tuple) || std::move(client_gone));
+  } catch (...) {
+    settle();
+    throw;
+  }
+  settle();
+
+  if (raced.index() == 2) {
+    stats_.count_job(job_outcome::cancelled_client_gone);
+    co_return answer{error_reply(499, "client_closed", "client closed the connection"), std::nullopt, true};
+  }
+  if (raced.index() == 1) {
+    if (pending.cut_by_drain) {
+      stats_.count_job(job_outcome::drained);
+      co_return answer{draining(), std::nullopt};
+    }
+    stats_.count_job(job_outcome::deadline_exceeded);
+    co_return answer{deadline_exceeded(request.timeout), std::nullopt};
+  }
+  auto& [ec, result] = std::get<0>(raced);
+  if (!ec || ec == pool_errc::job_failed) {
+    stats_.observe_job(request.kind, result.timing.queued, result.timing.computing);
+  }
+  if (!ec) {
+    if (result.value) admit_.learn(request.kind, request.cost_units, result.timing.computing);
+    co_return completed(std::move(result.value), result.timing, stats_);
+  }
+  if (ec == pool_errc::queue_full) {
+    stats_.count_job(job_outcome::rejected_queue_full);
+    const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
+    co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
+  }
+  if (ec == pool_errc::job_failed) {
+    stats_.count_job(job_outcome::failed);
+    co_return answer{error_reply(500, "job_failed", result.failure), result.timing};
+  }
+  // Shut down, or cancelled with the whole session.
+  stats_.count_job(job_outcome::drained);
+  co_return answer{draining(), result.timing};
+}
+
+namespace {
+
+void cut(pending_job& job) {
+  job.cut_by_drain = true;
+  job.deadline->cancel();  // ends the race: the job leaves the queue or is stopped
+}
+
+}  // namespace
+
+std::size_t job_pipeline::cut_jobs_that_cannot_finish(std::chrono::milliseconds drain_timeout) {
+  const auto now = clock::now();
+  std::vector<admission::duration> lanes(pool_.workers(), admission::duration::zero());
+  std::size_t index = 0;
+  std::size_t cut_count = 0;
+  // Cutting a job cancels its timer, whose handler — the end of the race, which unlists the job —
+  // runs later on this thread: the list does not change under the loop.
+  for (auto* job : pending_) {
+    auto& lane = *std::min_element(lanes.begin(), lanes.end());
+    if (index++ < lanes.size()) {
+      if (job->cost) lane = std::max(admission::duration::zero(), *job->cost - (now - job->submitted));
+      continue;
+    }
+    if (!job->cost) continue;  // no estimate: it gets until the drain timeout
+    if (lane + *job->cost > drain_timeout) {
+      cut(*job);
+      ++cut_count;
+    } else {
+      lane += *job->cost;
+    }
+  }
+  return cut_count;
+}
+
+void job_pipeline::cut_all() {
+  for (auto* job : pending_) cut(*job);
+}
+
+}  // namespace crunch
