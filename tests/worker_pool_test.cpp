@@ -218,26 +218,30 @@ TEST(worker_pool, cancelling_a_running_job_fires_its_stop_token) {
   io_thread io;
   worker_pool pool({1, 4, worker_priority::normal});
   std::latch running(1);
+  std::promise<void> saw_stop;
   net::cancellation_signal cancel;
-  std::promise<job_result<bool>> done;
+  std::promise<sys::error_code> done;
   net::post(io.io(), [&] {
     pool.async_submit(
         [&](std::stop_token stop) {
           running.count_down();
           while (!stop.stop_requested()) {
           }
-          return true;  // saw the stop
+          saw_stop.set_value();
+          return true;
         },
         net::bind_cancellation_slot(cancel.slot(),
-                                    net::bind_executor(io.io(), [&](sys::error_code, job_result<bool> r) {
-                                      done.set_value(r);
+                                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<bool>) {
+                                      done.set_value(ec);
                                     })));
   });
   running.wait();
   net::post(io.io(), [&] { cancel.emit(net::cancellation_type::terminal); });
+  auto stopped = saw_stop.get_future();
+  ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready);
   auto f = done.get_future();
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
-  EXPECT_TRUE(f.get().value);
+  EXPECT_EQ(f.get(), net::error::operation_aborted);
 }
 
 TEST(worker_pool, destruction_stops_running_jobs_abandons_queued_ones_and_joins) {
@@ -418,6 +422,46 @@ TEST(worker_pool, cancelling_the_job_that_waits_for_memory_lets_the_next_one_sta
   EXPECT_FALSE(small.get_future().get());  // ran beside the first, which still holds 600
   g.open();
   EXPECT_FALSE(first.get_future().get());
+}
+
+// A job that cannot stop midway: cancelling it completes the operation at once, and the job's own
+// end, later, completes nothing.
+TEST(worker_pool, cancelling_a_running_job_completes_at_once_though_it_runs_on) {
+  io_thread io;
+  worker_pool pool({1, 4, worker_priority::normal});
+  gate g;
+  std::latch running(1);
+  std::atomic<bool> saw_stop{false};
+  std::atomic<int> completions{0};
+  net::cancellation_signal cancel;
+  std::promise<sys::error_code> done;
+  net::post(io.io(), [&] {
+    pool.async_submit(
+        [&](std::stop_token stop) {
+          running.count_down();
+          g.wait();  // deaf to its token until released
+          saw_stop = stop.stop_requested();
+          return 0;
+        },
+        net::bind_cancellation_slot(cancel.slot(), net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) {
+                                      ++completions;
+                                      done.set_value(ec);
+                                    })));
+  });
+  running.wait();
+  net::post(io.io(), [&] { cancel.emit(net::cancellation_type::terminal); });
+  EXPECT_EQ(done.get_future().get(), net::error::operation_aborted);  // while the job still runs
+  EXPECT_EQ(pool.busy(), 1u);
+  g.open();
+  // Once the worker is free for the next job, the first has ended — and completed nothing more.
+  std::promise<void> next;
+  pool.async_submit([](std::stop_token) { return 0; },
+                    net::bind_executor(io.io(), [&](sys::error_code, job_result<int>) { next.set_value(); }));
+  next.get_future().get();
+  std::promise<int> count;
+  net::post(io.io(), [&] { count.set_value(completions.load()); });
+  EXPECT_EQ(count.get_future().get(), 1);
+  EXPECT_TRUE(saw_stop);
 }
 
 }  // namespace

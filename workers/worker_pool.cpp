@@ -88,7 +88,7 @@ const sys::error_category& pool_category() noexcept {
 void worker_pool::cancel_handler::operator()(net::cancellation_type type) const {
   if ((type & (net::cancellation_type::terminal | net::cancellation_type::partial |
                net::cancellation_type::total)) != net::cancellation_type::none) {
-    pool->cancel(id, stop);
+    pool->cancel(id);
   }
 }
 
@@ -96,7 +96,7 @@ worker_pool::worker_pool(worker_pool_options options)
     : queue_limit_(options.queue_limit),
       priority_(options.priority),
       memory_budget_(options.memory_budget),
-      running_(options.workers) {
+      running_(options.workers, nullptr) {
   if (options.workers == 0) throw std::invalid_argument("worker_pool needs at least one worker");
   threads_.reserve(options.workers);
   for (std::size_t i = 0; i < options.workers; ++i) {
@@ -116,7 +116,9 @@ void worker_pool::shutdown() {
     if (stopping_) return;
     stopping_ = true;
     abandoned.swap(queue_);
-    for (auto& stop : running_) stop.request_stop();
+    for (auto* t : running_) {
+      if (t) t->stop_.request_stop();
+    }
   }
   ready_.notify_all();
   for (auto& t : abandoned) t->abandon(pool_errc::shut_down);
@@ -165,7 +167,7 @@ void worker_pool::enqueue(std::unique_ptr<task> t) {
   ready_.notify_one();
 }
 
-void worker_pool::cancel(std::uint64_t id, const std::stop_source& stop) {
+void worker_pool::cancel(std::uint64_t id) {
   std::unique_ptr<task> removed;
   {
     std::lock_guard lock(mutex_);
@@ -173,15 +175,19 @@ void worker_pool::cancel(std::uint64_t id, const std::stop_source& stop) {
     if (it != queue_.end()) {
       removed = std::move(*it);
       queue_.erase(it);
+    } else if (const auto r = std::find_if(running_.begin(), running_.end(),
+                                           [id](const task* t) { return t && t->id_ == id; });
+               r != running_.end()) {
+      // Under the lock: the worker frees the task only after it has unlisted it, under the lock.
+      // Completed first, then stopped, so that a job that ends because it was stopped cannot win.
+      (*r)->abandon(net::error::operation_aborted);
+      (*r)->stop_.request_stop();
     }
   }
   if (removed) {
     // It may have been the head that waited for memory: the next one may fit.
     ready_.notify_all();
     removed->abandon(net::error::operation_aborted);
-  } else {
-    // Running (or already finished, when this is harmless): the job polls its token.
-    std::stop_source(stop).request_stop();
   }
 }
 
@@ -195,7 +201,7 @@ void worker_pool::worker_main(std::size_t index) {
       if (!head_can_start()) return;  // stopping, and nothing left to do
       t = std::move(queue_.front());
       queue_.pop_front();
-      running_[index] = t->stop_;
+      running_[index] = t.get();
       ++busy_;
       memory_in_use_ += t->memory_;
     }
@@ -203,7 +209,7 @@ void worker_pool::worker_main(std::size_t index) {
     t->run(t->stop_.get_token());
     {
       std::lock_guard lock(mutex_);
-      running_[index] = std::stop_source(std::nostopstate);
+      running_[index] = nullptr;
       --busy_;
       memory_in_use_ -= memory;
     }

@@ -4,7 +4,10 @@
 /// `async_submit` is an ordinary Asio asynchronous operation: any completion token works, the
 /// completion is delivered through the handler's associated executor (for a session, the I/O
 /// thread's io_context: the connection's implicit strand) and never inline. Per-operation
-/// cancellation removes a job that is still queued, or fires the running job's std::stop_token.
+/// cancellation removes a job that is still queued; a running job gets its std::stop_token fired
+/// and the operation completes at once with operation_aborted, so that whoever cancelled need not
+/// wait for a job that cannot stop midway (an Argon2 hash): it finishes on its worker, which stays
+/// busy — and its memory charged — until then, and its result is dropped.
 
 #include <crunch/net.hpp>
 
@@ -17,6 +20,7 @@
 #include <boost/asio/system_executor.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -137,7 +141,8 @@ class worker_pool {
     virtual ~task() = default;
     /// Runs the job on the calling worker thread, then posts the completion.
     virtual void run(std::stop_token stop) = 0;
-    /// Posts a completion with `ec` and no value, without running the job.
+    /// Posts a completion with `ec` and no value, unless one was posted already. Without running
+    /// the job, or — when cancelled — while it still runs.
     virtual void abandon(sys::error_code ec) = 0;
 
     std::uint64_t id_ = 0;                              ///< never reused, unlike an address
@@ -153,17 +158,17 @@ class worker_pool {
   struct cancel_handler {
     // A constructor, not aggregate initialisation: slot.emplace() constructs with parentheses,
     // which clang before 16 does not accept for aggregates.
-    cancel_handler(worker_pool* p, std::uint64_t i, std::stop_source s) : pool(p), id(i), stop(std::move(s)) {}
+    cancel_handler(worker_pool* p, std::uint64_t i) : pool(p), id(i) {}
     worker_pool* pool;
     std::uint64_t id;
-    std::stop_source stop;
     void operator()(net::cancellation_type type) const;
   };
 
   /// Queues the task or, when full or shut down, abandons it (posting its completion).
   void enqueue(std::unique_ptr<task> t);
-  /// Removes the task from the queue if it is still there; otherwise fires its stop token.
-  void cancel(std::uint64_t id, const std::stop_source& stop);
+  /// Removes the task from the queue if it is still there; if it runs, fires its stop token and
+  /// completes it now. A task that has finished is left alone.
+  void cancel(std::uint64_t id);
   void worker_main(std::size_t index);
   /// True when the job at the head of the queue may start now. Called with mutex_ held.
   bool head_can_start() const;
@@ -174,7 +179,7 @@ class worker_pool {
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::unique_ptr<task>> queue_;      // guarded by mutex_
-  std::vector<std::stop_source> running_;        // per worker; guarded by mutex_
+  std::vector<task*> running_;                   // per worker, null when idle; guarded by mutex_
   std::size_t busy_ = 0;                         // guarded by mutex_
   std::uint64_t memory_in_use_ = 0;              // guarded by mutex_
   std::uint64_t next_id_ = 1;                    // guarded by mutex_
@@ -220,10 +225,13 @@ class worker_pool::task_for final : public worker_pool::task {
   }
 
  private:
-  // Runs on a worker (or on the submitting thread for an immediate rejection): post, never
-  // invoke, so the handler runs on its own executor. The cancellation slot belongs to that
-  // executor's thread too, so it is cleared there, just before the handler runs.
+  // Runs on a worker, on the submitting thread for an immediate rejection, or on the cancelling
+  // thread for a running job: post, never invoke, so the handler runs on its own executor. The
+  // first call wins; a job that ends after its operation was cancelled has nowhere to go. The
+  // cancellation slot belongs to the handler's executor's thread, so it is cleared there, just
+  // before the handler runs.
   void complete(sys::error_code ec, job_result<value_type> result) {
+    if (completed_.exchange(true, std::memory_order_acq_rel)) return;
     auto executor = work_.get_executor();
     net::post(executor, [handler = std::move(handler_), ec, result = std::move(result)]() mutable {
       auto slot = net::get_associated_cancellation_slot(handler);
@@ -236,6 +244,7 @@ class worker_pool::task_for final : public worker_pool::task {
   Job job_;
   Handler handler_;
   net::executor_work_guard<executor_type> work_;
+  std::atomic<bool> completed_{false};
 };
 
 template <typename Job, typename CompletionToken>
@@ -252,7 +261,7 @@ auto worker_pool::async_submit(Job job, std::uint64_t memory, CompletionToken&& 
           t->id_ = next_id_++;
         }
         auto slot = net::get_associated_cancellation_slot(t->handler());
-        if (slot.is_connected()) slot.template emplace<cancel_handler>(this, t->id_, t->stop_);
+        if (slot.is_connected()) slot.template emplace<cancel_handler>(this, t->id_);
         enqueue(std::move(t));
       },
       token, std::move(job));
