@@ -7,7 +7,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      g++ cmake ninja-build libboost1.81-dev nlohmann-json3-dev libgtest-dev \
+      g++ cmake ninja-build pkg-config libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -17,7 +17,7 @@ COPY server server
 COPY bench bench
 COPY tests tests
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCRUNCH_WERROR=ON -DCRUNCH_STATIC=ON \
- && cmake --build build --target crunchd crunch_tests \
+ && cmake --build build --target crunchd crunch_tests argon2_rfc9106_test \
  && cd build && ctest --output-on-failure --timeout 300 \
  && strip crunchd
 

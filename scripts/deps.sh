@@ -3,8 +3,8 @@
 # Sourced by serve.sh and test.sh; safe to run again.
 set -euo pipefail
 
-crunch_packages=(g++ cmake ninja-build ccache
-                 libboost1.81-dev nlohmann-json3-dev libgtest-dev
+crunch_packages=(g++ cmake ninja-build ccache pkg-config
+                 libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev
                  curl)
 
 crunch_install_deps() {

@@ -3,6 +3,7 @@
 #include <crunch/cpu_budget.hpp>
 #include <crunch/decimal.hpp>
 #include <crunch/memory_budget.hpp>
+#include <crunch/password.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -117,6 +118,10 @@ setter one_of(T config::*member, std::vector<std::pair<std::string, T>> choices)
   };
 }
 
+// Argon2 allows 2^32 − 1 of each; these are already hours of work per hash.
+constexpr std::uint64_t max_password_m_cost = 4ULL << 20;  // 4 GiB, in KiB
+constexpr std::uint64_t max_password_t_cost = 1000;
+
 const std::vector<option>& options() {
   static const std::vector<option> table = {
       {"address", "CRUNCH_ADDRESS", "IP", "listen address (default 0.0.0.0)",
@@ -177,6 +182,17 @@ const std::vector<option>& options() {
        "memory that running jobs may declare together (default: the cgroup memory limit, else physical memory, "
        "less max(16MiB, 1/4) of it)",
        size(&config::memory_budget, 1ULL << 20)},
+      {"password-m-cost", "CRUNCH_PASSWORD_M_COST", "KIB",
+       "Argon2id memory of a new password hash, in KiB (default 19456: OWASP's 19 MiB)",
+       count(&config::password_m_cost, 8, max_password_m_cost)},
+      {"password-t-cost", "CRUNCH_PASSWORD_T_COST", "N", "Argon2id passes of a new password hash (default 2)",
+       count(&config::password_t_cost, 1, max_password_t_cost)},
+      {"password-max-m-cost", "CRUNCH_PASSWORD_MAX_M_COST", "KIB",
+       "most memory a password hash to make or verify may ask for, in KiB (default 262144: 256 MiB)",
+       count(&config::password_max_m_cost, 8, max_password_m_cost)},
+      {"password-max-t-cost", "CRUNCH_PASSWORD_MAX_T_COST", "N",
+       "most passes a password hash to make or verify may ask for (default 10)",
+       count(&config::password_max_t_cost, 1, max_password_t_cost)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
@@ -262,6 +278,12 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
   if (c.default_timeout > c.max_timeout) {
     return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};
   }
+  if (c.password_m_cost > c.password_max_m_cost) {
+    return config_exit{2, "crunchd: invalid --password-m-cost: above --password-max-m-cost"};
+  }
+  if (c.password_t_cost > c.password_max_t_cost) {
+    return config_exit{2, "crunchd: invalid --password-t-cost: above --password-max-t-cost"};
+  }
   return c;
 }
 
@@ -283,6 +305,11 @@ config resolve_defaults(config c) {
   if (c.workers == 0) c.workers = usable_cpus();
   if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
   if (c.memory_budget == 0) c.memory_budget = default_memory_budget();
+  if (password_job_memory(c.password_m_cost) > c.memory_budget) {
+    throw config_error("crunchd: --memory-budget of " + std::to_string(c.memory_budget >> 20) +
+                       " MiB cannot hold one password hash at --password-m-cost " + std::to_string(c.password_m_cost) +
+                       " KiB");
+  }
   c.max_connections = std::min(c.max_connections, open_files_for_connections());
   return c;
 }

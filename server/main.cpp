@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
     crunch::server server(cfg);
     server.stop_on_signals();
     server.run();
+  } catch (const crunch::config_error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
   } catch (const boost::system::system_error& e) {
     std::fprintf(stderr, "crunchd: cannot listen on %s:%u: %s\n", cfg.address.c_str(), cfg.port,
                  e.code().message().c_str());

@@ -151,10 +151,9 @@ process_stats read_process_stats() {
   return p;
 }
 
-metrics::metrics() {
-  // Every route exists from the start, so that rate() sees a series before its first request.
-  for (const char* route : {"fib", "healthz", "readyz", "metrics", "unmatched"}) routes_.try_emplace(route);
-}
+void metrics::add_route(std::string_view route) { routes_.try_emplace(std::string(route)); }
+
+void metrics::add_kind(std::string_view kind) { kinds_.try_emplace(std::string(kind)); }
 
 void metrics::count_request(std::string_view route, unsigned status, std::chrono::steady_clock::duration took) {
   auto it = routes_.find(route);

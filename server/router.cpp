@@ -4,15 +4,12 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
-#include <optional>
 
 namespace crunch {
 
 namespace {
 
 constexpr std::string_view cheap_methods = "GET, HEAD";
-constexpr std::string_view job_methods = "GET";
 
 reply method_not_allowed(std::string_view allow) {
   auto r = error_reply(405, "method_not_allowed", "method not allowed; allowed: " + std::string(allow));
@@ -20,17 +17,63 @@ reply method_not_allowed(std::string_view allow) {
   return r;
 }
 
-// The value of `name` in a query string ("a=1&b=2"), undecoded; nullopt when absent.
-std::optional<std::string_view> query_value(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const auto pair = query.substr(0, amp);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
+reply on_route(std::string_view route, reply r) {
+  r.route = route;
+  return r;
+}
+
+// The value of the template's {parameter} when `path` matches it ("" for a template without one);
+// nullopt when it does not match. The parameter is one path segment, possibly empty.
+std::optional<std::string_view> match_path(std::string_view path_template, std::string_view path) {
+  const auto brace = path_template.find('{');
+  if (brace == std::string_view::npos) {
+    if (path != path_template) return std::nullopt;
+    return std::string_view{};
   }
-  return std::nullopt;
+  const auto prefix = path_template.substr(0, brace);
+  if (path.substr(0, prefix.size()) != prefix) return std::nullopt;
+  const auto segment = path.substr(prefix.size());
+  if (segment.find('/') != std::string_view::npos) return std::nullopt;
+  return segment;
+}
+
+// application/json, with or without parameters (charset=utf-8), in any case.
+bool is_json(std::string_view content_type) {
+  const auto media = content_type.substr(0, content_type.find(';'));
+  const auto first = media.find_first_not_of(" \t");
+  const auto last = media.find_last_not_of(" \t");
+  if (first == std::string_view::npos) return false;
+  constexpr std::string_view json = "application/json";
+  const auto trimmed = media.substr(first, last - first + 1);
+  return trimmed.size() == json.size() && std::equal(trimmed.begin(), trimmed.end(), json.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == b;
+         });
+}
+
+const char* source_name(parameter_source in) {
+  switch (in) {
+    case parameter_source::path: return "path";
+    case parameter_source::query: return "query";
+    case parameter_source::body: return "body";
+  }
+  return "?";
+}
+
+nlohmann::json describe(const parameter& p) {
+  nlohmann::json d = {{"name", p.name},
+                      {"in", source_name(p.in)},
+                      {"type", p.type == parameter_type::integer ? "integer" : "string"},
+                      {"required", p.required()},
+                      {"description", p.description}};
+  if (p.type == parameter_type::integer) {
+    d["minimum"] = p.minimum;
+    d["maximum"] = p.maximum;
+  } else {
+    d["min_bytes"] = p.minimum;
+    d["max_bytes"] = p.maximum;
+  }
+  if (p.default_value) d["default"] = *p.default_value;
+  return d;
 }
 
 }  // namespace
@@ -41,74 +84,162 @@ reply error_reply(unsigned status, std::string_view code, std::string_view messa
   return {status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
 }
 
-router::router(job_registry jobs, server_view view, std::chrono::milliseconds default_timeout,
-               std::chrono::milliseconds max_timeout)
-    : jobs_(std::move(jobs)), view_(std::move(view)), default_timeout_(default_timeout), max_timeout_(max_timeout) {}
+router::router(job_registry jobs, server_view view, const config& cfg)
+    : jobs_(std::move(jobs)),
+      view_(std::move(view)),
+      default_timeout_(cfg.default_timeout),
+      max_timeout_(cfg.max_timeout),
+      max_body_bytes_(cfg.max_body_bytes),
+      memory_budget_(cfg.memory_budget) {
+  largest_body_limit_ = max_body_bytes_;
+  for (const auto& [name, kind] : jobs_.kinds()) {
+    for (const auto& r : kind.routes) largest_body_limit_ = std::max(largest_body_limit_, body_limit(r));
+  }
+}
 
-route_result router::route(std::string_view method, std::string_view target) const {
+std::size_t router::body_limit(const job_route& route) const noexcept {
+  return route.max_body_bytes != 0 ? route.max_body_bytes : max_body_bytes_;
+}
+
+head_route router::route(const request_head& head) const {
+  std::string_view target = head.target;
   // Absolute form (RFC 9112 §3.2.2), which servers must accept: route on its path.
   for (const std::string_view scheme : {"http://", "https://"}) {
     if (target.size() > scheme.size() && target.substr(0, scheme.size()) == scheme) {
       const auto path = target.find_first_of("/?", scheme.size());
       target = path == std::string_view::npos ? std::string_view("/") : target.substr(path);
-      if (target.front() == '?') return error_reply(400, "invalid_target", "request target has no path");
       break;
     }
   }
+  // Answers that do not need the body; one that is too large is refused before it is read.
+  auto answer = [&](reply r, std::size_t limit = 0) {
+    if (limit == 0) limit = max_body_bytes_;
+    if (head.content_length && *head.content_length > limit) {
+      auto too_large = on_route(r.route, error_reply(413, "body_too_large", "request body exceeds the limit of " +
+                                                                                std::to_string(limit) + " bytes"));
+      return head_route{std::move(too_large), limit, true};
+    }
+    return head_route{std::move(r), limit, false};
+  };
   if (target.empty() || target.front() != '/') {
-    return error_reply(400, "invalid_target", "request target must be an absolute path");
+    return answer(error_reply(400, "invalid_target", "request target must be an absolute path"));
   }
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
   const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-  const bool cheap_method = method == "GET" || method == "HEAD";
+  const bool cheap_method = head.method == "GET" || head.method == "HEAD";
 
-  auto on_route = [](std::string_view route, reply r) {
-    r.route = route;
-    return r;
-  };
   if (path == "/healthz") {
-    if (!cheap_method) return on_route("healthz", method_not_allowed(cheap_methods));
-    return reply{200, R"({"status":"ok"})", "application/json", {}, "healthz"};
+    if (!cheap_method) return answer(on_route("healthz", method_not_allowed(cheap_methods)));
+    return answer(reply{200, R"({"status":"ok"})", "application/json", {}, "healthz"});
   }
   if (path == "/readyz") {
-    if (!cheap_method) return on_route("readyz", method_not_allowed(cheap_methods));
+    if (!cheap_method) return answer(on_route("readyz", method_not_allowed(cheap_methods)));
     if (view_.draining()) {
       auto r = error_reply(503, "draining", "server is shutting down");
       r.headers.emplace_back("Retry-After", "1");
-      return on_route("readyz", std::move(r));
+      return answer(on_route("readyz", std::move(r)));
     }
-    return reply{200, R"({"status":"ready"})", "application/json", {}, "readyz"};
+    return answer(reply{200, R"({"status":"ready"})", "application/json", {}, "readyz"});
   }
   if (path == "/metrics") {
-    if (!cheap_method) return on_route("metrics", method_not_allowed(cheap_methods));
-    return reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"};
+    if (!cheap_method) return answer(on_route("metrics", method_not_allowed(cheap_methods)));
+    return answer(reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"});
+  }
+  if (path == "/v1/kinds") {
+    if (!cheap_method) return answer(on_route("kinds", method_not_allowed(cheap_methods)));
+    return answer(reply{200, kinds_document(), "application/json", {}, "kinds"});
   }
 
-  // GET /{kind}/{parameter}
-  const auto slash = path.find('/', 1);
-  const job_kind* kind = slash == std::string_view::npos ? nullptr : jobs_.find(path.substr(1, slash - 1));
-  const std::string_view parameter = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
-  if (kind == nullptr || parameter.find('/') != std::string_view::npos) {
-    return error_reply(404, "not_found", "no route for this path");
+  std::string allowed;  // methods of the routes whose path matches
+  for (const auto& [name, kind] : jobs_.kinds()) {
+    for (const auto& r : kind.routes) {
+      const auto segment = match_path(r.path, path);
+      if (!segment) continue;
+      if (head.method != r.method) {
+        allowed += (allowed.empty() ? "" : ", ") + r.method;
+        continue;
+      }
+      const auto limit = body_limit(r);
+      auto routed = head_route{route_match{&kind, &r, *segment, query}, limit, false, r.sensitive};
+      if (head.content_length && *head.content_length > limit) {
+        routed = answer(on_route(r.name, reply{}), limit);
+      } else if (r.json_body && !is_json(head.content_type)) {
+        routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be application/json"));
+      }
+      routed.sensitive = r.sensitive;
+      return routed;
+    }
   }
-  if (method != "GET") return on_route(kind->name, method_not_allowed(job_methods));
+  if (!allowed.empty()) return answer(method_not_allowed(allowed));
+  return answer(error_reply(404, "not_found", "no route for this path"));
+}
 
+std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body) const {
+  const auto& r = *match.route;
   auto timeout = default_timeout_;
-  if (const auto text = query_value(query, "timeout_ms")) {
-    const auto bad = error_reply(400, "invalid_argument",
-                                 "timeout_ms must be an integer in 1.." + std::to_string(max_timeout_.count()));
+  if (const auto text = query_value(match.query, "timeout_ms")) {
     const auto ms = parse_decimal(*text, 1, static_cast<std::uint64_t>(max_timeout_.count()));
-    if (!ms) return on_route(kind->name, bad);
+    if (!ms) {
+      return on_route(r.name, error_reply(400, "invalid_argument",
+                                          "timeout_ms must be an integer in 1.." + std::to_string(max_timeout_.count())));
+    }
     timeout = std::chrono::milliseconds(*ms);
   }
-
-  auto prepared = kind->prepare(parameter);
+  auto args = read_arguments(r.parameters, match.path_segment, match.query,
+                             r.json_body ? std::optional<std::string_view>(body) : std::nullopt);
+  if (auto* invalid = std::get_if<invalid_argument>(&args)) {
+    return on_route(r.name, error_reply(400, "invalid_argument", invalid->message));
+  }
+  auto prepared = r.prepare(std::get<job_arguments>(args));
   if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
-    return on_route(kind->name, error_reply(400, "invalid_argument", invalid->message));
+    return on_route(r.name, error_reply(400, "invalid_argument", invalid->message));
   }
   auto& job = std::get<prepared_job>(prepared);
-  return job_request{kind->name, std::move(job.run), job.cost_units, 0, timeout};
+  return job_request{match.kind->name, r.name, std::move(job.run), job.cost_units, job.memory_bytes, timeout};
+}
+
+std::vector<std::string> router::route_names() const {
+  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "unmatched"};
+  for (const auto& [name, kind] : jobs_.kinds()) {
+    for (const auto& r : kind.routes) names.push_back(r.name);
+  }
+  return names;
+}
+
+std::string router::kinds_document() const {
+  nlohmann::json kinds = nlohmann::json::array();
+  for (const auto& [name, kind] : jobs_.kinds()) {
+    nlohmann::json routes = nlohmann::json::array();
+    for (const auto& r : kind.routes) {
+      nlohmann::json parameters = nlohmann::json::array();
+      for (const auto& p : r.parameters) parameters.push_back(describe(p));
+      parameters.push_back({{"name", "timeout_ms"},
+                            {"in", "query"},
+                            {"type", "integer"},
+                            {"required", false},
+                            {"minimum", 1},
+                            {"maximum", max_timeout_.count()},
+                            {"default", default_timeout_.count()},
+                            {"description", "the job's deadline in milliseconds, from when its request was read"}});
+      nlohmann::json route = {{"name", r.name},
+                              {"method", r.method},
+                              {"path", r.path},
+                              {"summary", r.summary},
+                              {"parameters", std::move(parameters)}};
+      if (r.json_body) {
+        route["content_type"] = "application/json";
+        route["max_body_bytes"] = body_limit(r);
+      }
+      routes.push_back(std::move(route));
+    }
+    nlohmann::json cost = {{"unit", kind.cost_unit}, {"model", kind.cost_model}};
+    const auto rate = view_.rate ? view_.rate(name) : std::nullopt;
+    cost["ns_per_unit"] = rate ? nlohmann::json(*rate) : nlohmann::json(nullptr);
+    kinds.push_back({{"name", name}, {"cost", std::move(cost)}, {"routes", std::move(routes)}});
+  }
+  const nlohmann::json doc = {{"kinds", std::move(kinds)}, {"memory_budget_bytes", memory_budget_}};
+  return doc.dump();
 }
 
 }  // namespace crunch

@@ -1,6 +1,7 @@
 #include <crunch/server.hpp>
 
 #include <crunch/job_pipeline.hpp>
+#include <crunch/kinds.hpp>
 #include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/router.hpp>
@@ -55,18 +56,21 @@ struct server::state {
         pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget}),
         admit(cfg.workers),
         routes(calibrated(std::move(kinds), admit),
-               server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); }}, cfg.default_timeout,
-               cfg.max_timeout),
+               server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); },
+                           [this](std::string_view kind) { return admit.rate(kind); }},
+               cfg),
         pipeline(cfg, pool, admit, stats),
         ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
         acceptor(io),
         drain_timer(io),
         lag_timer(io) {}
 
-  // Measures each kind's cost rate on this machine before the first request.
-  static job_registry calibrated(job_registry jobs, admission& admit) {
+  // Measures each kind's cost rate on this machine before the first request, and gives each
+  // kind and route its metrics.
+  job_registry calibrated(job_registry jobs, admission& rates) {
     for (const auto& [name, kind] : jobs.kinds()) {
-      if (kind.calibrate) admit.set_rate(name, kind.calibrate());
+      if (kind.calibrate) rates.set_rate(name, kind.calibrate());
+      stats.add_kind(name);
     }
     return jobs;
   }
@@ -258,7 +262,10 @@ struct server::state {
   std::uint16_t port = 0;
 };
 
+server::server(config cfg) : server(cfg, default_jobs(cfg)) {}
+
 server::server(config cfg, job_registry jobs) : state_(std::make_unique<state>(std::move(cfg), std::move(jobs))) {
+  for (const auto& route : state_->routes.route_names()) state_->stats.add_route(route);
   state_->listen();
 }
 

@@ -1,6 +1,8 @@
 // The one translation unit of the server that includes Beast: it is heavy to compile.
 #include <crunch/session.hpp>
 
+#include <crunch/wiping.hpp>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -25,6 +27,12 @@ namespace http = beast::http;
 using clock = std::chrono::steady_clock;
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// Request bodies and the connection buffer they are read through wipe what they free: a body may
+// hold a password (and a sensitive route's are wiped outright once read: forget_body()).
+using request_body = http::basic_string_body<char, std::char_traits<char>, wiping_allocator<char>>;
+using request_parser = http::request_parser<request_body>;
+using request_buffer = beast::basic_flat_buffer<wiping_allocator<char>>;
 constexpr std::size_t read_chunk = 4096;
 constexpr auto linger_time = std::chrono::seconds(1);
 constexpr std::size_t linger_bytes = 64 * 1024;
@@ -116,7 +124,7 @@ void log_access(session_context& ctx, const std::string& remote, std::string_vie
 /// Completes when the peer closes or resets the connection. Bytes that arrive meanwhile —
 /// pipelined requests — are kept in `buffer` for the next read; once it is full, reading stops
 /// (back-pressure) and this only waits to be cancelled.
-net::awaitable<void> peer_closed(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+net::awaitable<void> peer_closed(beast::tcp_stream& stream, request_buffer& buffer) {
   for (;;) {
     const std::size_t room = buffer.max_size() - buffer.size();
     if (room == 0) {
@@ -196,10 +204,11 @@ net::awaitable<void> linger_close(beast::tcp_stream& stream) {
     if (ec) break;
     discarded += n;
   }
+  wipe(sink.data(), sink.size());  // it may have held a refused body with a password in it
 }
 
 /// A request head that is answered with an error and a closed connection, whatever its target.
-std::optional<reply> refuse_head(const http::request_parser<http::string_body>& parser, const config& cfg) {
+std::optional<reply> refuse_head(const request_parser& parser, const config& cfg) {
   const auto& req = parser.get();
   std::optional<reply> r;
   // RFC 9112 §6.3: a request whose last transfer coding is not chunked has no knowable length;
@@ -231,10 +240,28 @@ net::awaitable<void> reject_and_close(beast::tcp_stream& stream, session_context
   if (!write_ec) co_await linger_close(stream);
 }
 
+/// Wipes a body that held a secret, and the bytes of the connection buffer it was read from (all
+/// but the unread ones, which prepare() first moves to the front).
+void forget_body(request_body::value_type& body, request_buffer& buffer) {
+  wipe(body.data(), body.capacity());
+  body.clear();
+  const auto spare = std::min(buffer.capacity(), buffer.max_size()) - buffer.size();
+  const auto read = buffer.prepare(spare);
+  wipe(read.data(), read.size());
+}
+
+/// The route's view of a request head.
+request_head head_of(const request_parser& parser) {
+  const auto& req = parser.get();
+  const auto length = parser.content_length();
+  return {req.method_string(), req.target(), req[http::field::content_type],
+          length ? std::optional<std::uint64_t>(*length) : std::nullopt};
+}
+
 net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
   const config& cfg = ctx->cfg;
   // Bounds memory per connection, pipelined bytes included.
-  beast::flat_buffer buffer(cfg.max_header_bytes + cfg.max_body_bytes + 2 * read_chunk);
+  request_buffer buffer(cfg.max_header_bytes + ctx->routes.largest_body_limit() + 2 * read_chunk);
   const std::string remote = remote_of(stream);
   std::string wire;  // each answer is rendered here, then written
 
@@ -253,21 +280,28 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       buffer.commit(n);
     }
 
-    http::request_parser<http::string_body> parser;
+    request_parser parser;
     parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
-    parser.body_limit(cfg.max_body_bytes);
+    parser.body_limit(ctx->routes.largest_body_limit());  // until the route says how much it takes
     stream.expires_after(cfg.read_timeout);
     // The head first: it can be refused before any body is read, and a client that sent
     // "Expect: 100-continue" is told to go on only then.
     auto [read_ec, read_n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     auto received = clock::now();
+    head_route routed;
     if (!read_ec) {
-      if (auto refused = refuse_head(parser, cfg)) {
-        const auto& head = parser.get();
+      const auto& head = parser.get();
+      auto refused = refuse_head(parser, cfg);
+      if (!refused) {
+        routed = ctx->routes.route(head_of(parser));
+        if (routed.refuse_body) refused = std::move(std::get<reply>(routed.next));
+      }
+      if (refused) {
         co_await reject_and_close(stream, *ctx, remote, std::move(*refused), request_id_for(head["X-Request-Id"], *ctx),
                                   head.method_string(), head.target(), head.version(), received);
         co_return;
       }
+      parser.body_limit(routed.body_limit);
       if (!parser.is_done()) {
         if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
           static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -287,21 +321,30 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
 
     auto& req = parser.get();
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
-    auto routed = ctx->routes.route(req.method_string(), req.target());
     answer a;
-    if (auto* r = std::get_if<reply>(&routed)) {
+    std::optional<job_request> job;
+    if (auto* r = std::get_if<reply>(&routed.next)) {
       a.r = std::move(*r);
+      if (routed.sensitive) forget_body(req.body(), buffer);
     } else {
-      auto& job = std::get<job_request>(routed);
-      const auto kind = job.kind;
+      auto prepared = ctx->routes.prepare(std::get<route_match>(routed.next), req.body());
+      if (routed.sensitive) forget_body(req.body(), buffer);
+      if (auto* refused = std::get_if<reply>(&prepared)) {
+        a.r = std::move(*refused);
+      } else {
+        job = std::move(std::get<job_request>(prepared));
+      }
+    }
+    if (job) {
+      const auto route = job->route;
       stream.expires_never();
       conn->in_job = true;
-      a = co_await ctx->jobs.run(std::move(job), received, peer_closed(stream, buffer));
+      a = co_await ctx->jobs.run(std::move(*job), received, peer_closed(stream, buffer));
       conn->in_job = false;
-      a.r.route = kind;
+      a.r.route = route;
       if (a.client_gone) {
         const auto took = clock::now() - received;
-        ctx->stats.count_request(kind, a.r.status, took);
+        ctx->stats.count_request(route, a.r.status, took);
         log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, took);
         co_return;
       }

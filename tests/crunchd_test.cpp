@@ -9,6 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
+#include <fstream>
+#include <random>
+#include <sstream>
 #include <array>
 #include <ostream>
 #include <cerrno>
@@ -89,6 +94,7 @@ class crunchd_process {
   }
 
   void signal(int signo) { kill(pid_, signo); }
+  pid_t pid() const { return pid_; }
 
  private:
   static std::string line(int fd, std::string& buffer, std::chrono::milliseconds timeout) {
@@ -271,6 +277,73 @@ TEST(crunchd, access_log_line_carries_the_request_id) {
     EXPECT_TRUE(event.contains("run_ms"));
   }
   EXPECT_TRUE(found);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
+// Every readable and writable mapping of process `pid`, read through /proc/pid/mem: what a core
+// dump of it would hold.
+std::string process_memory(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  const int mem = ::open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(mem, 0) << "cannot read the server's memory: " << std::strerror(errno);
+  std::string all;
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms;
+    fields >> range >> perms;
+    if (perms.size() < 2 || perms[0] != 'r' || perms[1] != 'w') continue;
+    const auto dash = range.find('-');
+    const auto begin = std::stoull(range.substr(0, dash), nullptr, 16);
+    const auto end = std::stoull(range.substr(dash + 1), nullptr, 16);
+    std::string chunk(end - begin, '\0');
+    const auto n = pread(mem, chunk.data(), chunk.size(), static_cast<off_t>(begin));
+    if (n > 0) all.append(chunk.data(), static_cast<std::size_t>(n));
+  }
+  if (mem >= 0) ::close(mem);
+  return all;
+}
+
+// A password goes through hash, verify and a refused request, at --log-level debug: afterwards it
+// is in no log line, and nowhere in the server's memory — buffers that held it were wiped.
+TEST(crunchd, a_password_is_never_logged_and_does_not_linger_in_memory) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--log-level", "debug",
+                     "--password-m-cost", "1024", "--password-t-cost", "1"});
+  const auto port = started_port(p);
+  std::random_device random;
+  const std::string password = "pw-" + std::to_string(random()) + "-" + std::to_string(random()) + "-secret";
+  const std::string short_password = "s" + std::to_string(random() % 100000);  // fits a string's own buffer
+  // Connections stay open while memory is read: their buffers are not freed yet, and the last
+  // request on each is one that carried the password.
+  std::vector<std::unique_ptr<http_connection>> open;
+  for (const auto& pw : {password, short_password}) {
+    auto& c = *open.emplace_back(std::make_unique<http_connection>(port));
+    const auto hashed = c.post("/v1/password/hash", "application/json", nlohmann::json{{"password", pw}}.dump());
+    ASSERT_EQ(hashed->status, 200u) << hashed->body;
+    const auto hash = nlohmann::json::parse(hashed->body).at("hash").get<std::string>();
+    const auto verified = c.post("/v1/password/verify", "application/json",
+                                 nlohmann::json{{"password", pw}, {"hash", hash}}.dump());
+    EXPECT_EQ(nlohmann::json::parse(verified->body).at("match"), true);
+    EXPECT_EQ(c.post("/v1/password/verify", "application/json",
+                     nlohmann::json{{"password", pw + "x"}, {"hash", hash}}.dump())->status, 200u);
+    EXPECT_EQ(c.post("/v1/password/hash", "application/json", nlohmann::json{{"password", pw}, {"colour", 1}}.dump())
+                  ->status, 400u);
+    auto& last = *open.emplace_back(std::make_unique<http_connection>(port));
+    EXPECT_EQ(last.post("/v1/password/hash", "text/plain", nlohmann::json{{"password", pw}}.dump())->status, 415u);
+    auto& verify_last = *open.emplace_back(std::make_unique<http_connection>(port));
+    EXPECT_EQ(verify_last.post("/v1/password/verify", "application/json",
+                               nlohmann::json{{"password", pw}, {"hash", hash}}.dump())->status, 200u);
+  }
+  const auto memory = process_memory(p.pid());
+  EXPECT_GT(memory.size(), 1u << 20);
+  EXPECT_EQ(memory.find(password), std::string::npos) << "the long password is still in memory";
+  EXPECT_EQ(memory.find(short_password), std::string::npos) << "the short password is still in memory";
+  open.clear();
+  p.signal(SIGTERM);
+  std::string log;
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) log += line + "\n";
+  EXPECT_NE(log.find("\"route\":\"password_verify\""), std::string::npos) << log;  // the log did see them
+  EXPECT_EQ(log.find(password), std::string::npos) << log;
+  EXPECT_EQ(log.find(short_password), std::string::npos) << log;
   EXPECT_EQ(p.wait_exit(), 0);
 }
 

@@ -44,7 +44,7 @@ struct job_pipeline_test : ::testing::Test {
   job_pipeline pipeline{cfg, pool, admit, stats};
 
   job_request request(job_function job, std::chrono::milliseconds timeout = 10s, std::uint64_t memory = 0) {
-    return job_request{"test", std::move(job), 0, memory, timeout};
+    return job_request{"test", "test", std::move(job), 0, memory, timeout};
   }
 
   // Starts the request; its answer lands in `out` once the io_context has run.
@@ -213,9 +213,11 @@ TEST_F(job_pipeline_test, a_drain_cuts_the_queued_jobs_that_cannot_finish_in_tim
   EXPECT_FALSE(running);
   pipeline.cut_all();
   io.run();
+  io.restart();
   EXPECT_EQ(running->r.status, 503u);
-  EXPECT_TRUE(stopped);
   EXPECT_EQ(stats.jobs(job_outcome::drained), 2u);
+  EXPECT_EQ(run(request(returns(1))).r.status, 200u);  // once the one worker is free
+  EXPECT_TRUE(stopped);
 }
 
 TEST_F(job_pipeline_test, inline_mode_runs_the_job_on_the_calling_thread) {

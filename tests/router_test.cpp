@@ -1,6 +1,9 @@
+#include <crunch/kinds.hpp>
 #include <crunch/router.hpp>
 
 #include <gtest/gtest.h>
+
+#include <map>
 
 namespace crunch {
 namespace {
@@ -9,13 +12,34 @@ using namespace std::chrono_literals;
 
 struct router_test : ::testing::Test {
   bool draining = false;
-  router routes{default_jobs(), server_view{[this] { return draining; }, [] { return std::string("m 1\n"); }}, 10s,
-                60s};
+  config cfg = [] {
+    config c;
+    c.memory_budget = 64ULL << 20;
+    return c;
+  }();
+  router routes{default_jobs(cfg),
+                server_view{[this] { return draining; }, [] { return std::string("m 1\n"); },
+                            [](std::string_view kind) { return kind == "fib" ? std::optional<double>(0.9) : std::nullopt; }},
+                cfg};
 
-  reply answer(std::string_view method, std::string_view target) {
-    auto r = routes.route(method, target);
+  // Both steps, as a session takes them: the head, then the body.
+  std::variant<reply, job_request> request(std::string_view method, std::string_view target,
+                                           std::string_view content_type = {}, std::string_view body = {}) {
+    const auto head = routes.route({method, target, content_type, body.size()});
+    if (auto* r = std::get_if<reply>(&head.next)) return *r;
+    return routes.prepare(std::get<route_match>(head.next), body);
+  }
+  reply answer(std::string_view method, std::string_view target, std::string_view content_type = {},
+               std::string_view body = {}) {
+    auto r = request(method, target, content_type, body);
     EXPECT_TRUE(std::holds_alternative<reply>(r)) << target;
     return std::holds_alternative<reply>(r) ? std::get<reply>(r) : reply{};
+  }
+  job_request job(std::string_view method, std::string_view target, std::string_view content_type = {},
+                  std::string_view body = {}) {
+    auto r = request(method, target, content_type, body);
+    if (auto* refused = std::get_if<reply>(&r)) ADD_FAILURE() << target << ": " << refused->status << " " << refused->body;
+    return std::holds_alternative<job_request>(r) ? std::move(std::get<job_request>(r)) : job_request{};
   }
   nlohmann::json error_of(const reply& r) { return nlohmann::json::parse(r.body).at("error"); }
 };
@@ -39,21 +63,19 @@ TEST_F(router_test, metrics_is_prometheus_text) {
 }
 
 TEST_F(router_test, fib_becomes_a_job_with_the_default_deadline) {
-  auto r = routes.route("GET", "/fib/20");
-  ASSERT_TRUE(std::holds_alternative<job_request>(r));
-  auto& job = std::get<job_request>(r);
-  EXPECT_EQ(job.kind, "fib");
-  EXPECT_EQ(job.timeout, 10s);
-  const auto body = job.job(std::stop_token{});
+  auto j = job("GET", "/fib/20");
+  EXPECT_EQ(j.kind, "fib");
+  EXPECT_EQ(j.route, "fib");
+  EXPECT_EQ(j.timeout, 10s);
+  ASSERT_TRUE(j.job);
+  const auto body = j.job(std::stop_token{});
   ASSERT_TRUE(body);
   EXPECT_EQ(body->at("result"), 6765);
   EXPECT_EQ(body->at("result_string"), "6765");
 }
 
 TEST_F(router_test, client_may_shorten_the_deadline_but_not_exceed_the_maximum) {
-  auto r = routes.route("GET", "/fib/5?timeout_ms=250");
-  ASSERT_TRUE(std::holds_alternative<job_request>(r));
-  EXPECT_EQ(std::get<job_request>(r).timeout, 250ms);
+  EXPECT_EQ(job("GET", "/fib/5?timeout_ms=250").timeout, 250ms);
   for (const char* target : {"/fib/5?timeout_ms=60001", "/fib/5?timeout_ms=0", "/fib/5?timeout_ms=-3",
                              "/fib/5?timeout_ms=abc", "/fib/5?timeout_ms=", "/fib/5?timeout_ms=+9"}) {
     const auto a = answer("GET", target);
@@ -76,8 +98,9 @@ TEST_F(router_test, bad_n_is_400_with_the_error_shape) {
 }
 
 TEST_F(router_test, bounds_of_n_are_accepted) {
-  EXPECT_TRUE(std::holds_alternative<job_request>(routes.route("GET", "/fib/0")));
-  EXPECT_TRUE(std::holds_alternative<job_request>(routes.route("GET", "/fib/92")));
+  EXPECT_TRUE(job("GET", "/fib/0").job);
+  EXPECT_TRUE(job("GET", "/fib/92").job);
+  EXPECT_TRUE(job("GET", "/fib/0040").job);  // leading zeros
 }
 
 TEST_F(router_test, unknown_routes_are_404) {
@@ -102,7 +125,7 @@ TEST_F(router_test, wrong_method_is_405_with_allow) {
 TEST_F(router_test, absolute_form_routes_on_its_path) {
   EXPECT_EQ(answer("GET", "http://example.com/healthz").status, 200u);
   EXPECT_EQ(answer("GET", "https://example.com:8443/readyz").status, 200u);
-  EXPECT_TRUE(std::holds_alternative<job_request>(routes.route("GET", "http://x/fib/5?timeout_ms=9")));
+  EXPECT_EQ(job("GET", "http://x/fib/5?timeout_ms=9").timeout, 9ms);
   EXPECT_EQ(answer("GET", "http://example.com").status, 404u);  // the path "/" has no route
   EXPECT_EQ(answer("GET", "http://example.com?x").status, 400u);
 }
@@ -110,6 +133,125 @@ TEST_F(router_test, absolute_form_routes_on_its_path) {
 TEST_F(router_test, target_must_be_a_path) {
   EXPECT_EQ(answer("GET", "*").status, 400u);
   EXPECT_EQ(answer("GET", "").status, 400u);
+}
+
+TEST_F(router_test, a_password_hash_is_a_job_with_its_cost_and_memory) {
+  const auto j = job("POST", "/v1/password/hash", "application/json", R"({"password":"hunter2"})");
+  EXPECT_EQ(j.kind, "password");
+  EXPECT_EQ(j.route, "password_hash");
+  EXPECT_EQ(j.cost_units, 19456.0 * 3);               // m × (t + 1) at the defaults
+  EXPECT_EQ(j.memory_bytes, 19456u * 1024 + 65536);   // Argon2's blocks and a little
+  const auto custom = job("POST", "/v1/password/hash", "application/json; charset=utf-8",
+                          R"({"t_cost":3,"password":"hunter2","m_cost_kib":8192})");
+  EXPECT_EQ(custom.cost_units, 8192.0 * 4);
+}
+
+TEST_F(router_test, json_routes_want_application_json) {
+  for (const char* type : {"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json"}) {
+    const auto r = answer("POST", "/v1/password/hash", type, R"({"password":"x"})");
+    EXPECT_EQ(r.status, 415u) << type;
+    EXPECT_EQ(error_of(r).at("code"), "unsupported_media_type") << type;
+    EXPECT_EQ(r.route, "password_hash");
+  }
+  EXPECT_TRUE(job("POST", "/v1/password/hash", "Application/JSON ; charset=UTF-8", R"({"password":"x"})").job);
+}
+
+TEST_F(router_test, a_body_over_the_routes_limit_is_refused_on_its_head) {
+  const auto head = routes.route({"POST", "/v1/password/verify", "application/json", 4097});
+  EXPECT_TRUE(head.refuse_body);
+  EXPECT_EQ(std::get<reply>(head.next).status, 413u);
+  EXPECT_EQ(head.body_limit, 4096u);
+  const auto fits = routes.route({"POST", "/v1/password/verify", "application/json", 4096});
+  EXPECT_FALSE(fits.refuse_body);
+  EXPECT_TRUE(std::holds_alternative<route_match>(fits.next));
+  // Routes without a body of their own take up to --max-body-bytes, as before.
+  EXPECT_TRUE(routes.route({"GET", "/healthz", "", 65537}).refuse_body);
+  EXPECT_FALSE(routes.route({"GET", "/fib/3", "", 65536}).refuse_body);
+  EXPECT_FALSE(routes.route({"GET", "/fib/3", "", std::nullopt}).refuse_body);  // chunked: bounded while read
+  EXPECT_EQ(routes.largest_body_limit(), 65536u);
+}
+
+TEST_F(router_test, password_routes_take_only_post) {
+  const auto r = answer("GET", "/v1/password/hash");
+  EXPECT_EQ(r.status, 405u);
+  EXPECT_EQ(r.headers.at(0), (std::pair<std::string, std::string>{"Allow", "POST"}));
+  EXPECT_EQ(answer("POST", "/v1/password").status, 404u);
+  EXPECT_EQ(answer("POST", "/v1/password/hash/x").status, 404u);
+}
+
+TEST_F(router_test, bad_bodies_are_400_naming_the_field_and_never_the_password) {
+  const std::string secret_text = "correct-horse-battery-staple";
+  struct bad {
+    std::string body;
+    std::string message;
+  };
+  for (const auto& [body, message] : std::vector<bad>{
+           {"", "the body is not valid JSON (at byte 1)"},
+           {R"({"password":")" + secret_text, "the body is not valid JSON (at byte 42)"},
+           {R"(["password"])", "the body must be a JSON object"},
+           {R"("password")", "the body must be a JSON object"},
+           {R"({"password":")" + secret_text + R"(","colour":"blue"})", "unknown field 'colour'"},
+           {R"({"password":")" + secret_text + R"(","password":"x"})", "field 'password' is given twice"},
+           {R"({"m_cost_kib":19456})", "password is missing: must be a string of 1..1024 bytes"},
+           {R"({"password":42})", "password must be a string of 1..1024 bytes"},
+           {R"({"password":""})", "password must be a string of 1..1024 bytes"},
+           {R"({"password":")" + std::string(1025, 'x') + R"("})", "password must be a string of 1..1024 bytes"},
+           {R"({"password":")" + secret_text + R"(","m_cost_kib":"19456"})", "m_cost_kib must be an integer in 8..262144"},
+           {R"({"password":")" + secret_text + R"(","m_cost_kib":-1})", "m_cost_kib must be an integer in 8..262144"},
+           {R"({"password":")" + secret_text + R"(","m_cost_kib":19456.5})", "m_cost_kib must be an integer in 8..262144"},
+           {R"({"password":")" + secret_text + R"(","m_cost_kib":262145})", "m_cost_kib must be an integer in 8..262144"},
+           {R"({"password":")" + secret_text + R"(","t_cost":0})", "t_cost must be an integer in 1..10"},
+           {R"({"password":")" + secret_text + R"(","t_cost":[2]})", "t_cost must be an integer in 1..10"},
+           {R"({"password":")" + secret_text + R"(","t_cost":null})", "t_cost must be an integer in 1..10"},
+           {R"({"password":")" + secret_text + R"("} {})", "the body is not valid JSON (at byte 45)"},
+       }) {
+    const auto r = answer("POST", "/v1/password/hash", "application/json", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(error_of(r).at("code"), "invalid_argument") << body;
+    EXPECT_EQ(error_of(r).at("message"), message) << body;
+    EXPECT_EQ(r.body.find("horse"), std::string::npos) << r.body;
+    EXPECT_EQ(r.route, "password_hash");
+  }
+}
+
+TEST_F(router_test, verify_reads_the_hash_before_any_work) {
+  // node-argon2's parameter order, m, p, t.
+  const auto ok = job("POST", "/v1/password/verify", "application/json",
+                      R"({"password":"x","hash":"$argon2id$v=19$m=19456,p=1,t=2$YXUXL+k5GqhbV72azzUVhQ$AGdpnWrJcCC4PBttlvHAOOm/cnwARCXeC7tZAxHeDYg"})");
+  EXPECT_EQ(ok.route, "password_verify");
+  EXPECT_EQ(ok.memory_bytes, 19456u * 1024 + 65536);
+  const auto malformed = answer("POST", "/v1/password/verify", "application/json", R"({"password":"x","hash":"$argon2id$nope"})");
+  EXPECT_EQ(malformed.status, 400u);
+  EXPECT_EQ(error_of(malformed).at("message").get<std::string>().rfind("hash is not an Argon2 PHC string", 0), 0u);
+  const auto greedy = answer("POST", "/v1/password/verify", "application/json",
+                             R"({"password":"x","hash":"$argon2id$v=19$m=4194304,t=2,p=1$YXUXL+k5GqhbV72azzUVhQ$AGdpnWrJcCC4PBttlvHAOOm/cnwARCXeC7tZAxHeDYg"})");
+  EXPECT_EQ(greedy.status, 400u);
+  EXPECT_EQ(error_of(greedy).at("message"), "hash asks for m=4194304 KiB, above this server's bound of 262144");
+}
+
+TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
+  const auto r = answer("GET", "/v1/kinds");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.route, "kinds");
+  const auto doc = nlohmann::json::parse(r.body);
+  EXPECT_EQ(doc.at("memory_budget_bytes"), 64ULL << 20);
+  std::map<std::string, nlohmann::json> kinds;
+  for (const auto& k : doc.at("kinds")) kinds[k.at("name")] = k;
+  ASSERT_EQ(kinds.size(), 2u);
+  EXPECT_EQ(kinds["fib"].at("cost").at("ns_per_unit"), 0.9);
+  EXPECT_TRUE(kinds["password"].at("cost").at("ns_per_unit").is_null());
+  const auto& fib_route = kinds["fib"].at("routes").at(0);
+  EXPECT_EQ(fib_route.at("path"), "/fib/{n}");
+  EXPECT_EQ(fib_route.at("parameters").at(0).at("maximum"), 92);
+  EXPECT_EQ(fib_route.at("parameters").at(1).at("name"), "timeout_ms");
+  EXPECT_EQ(fib_route.at("parameters").at(1).at("maximum"), 60000);
+  const auto& hash_route = kinds["password"].at("routes").at(0);
+  EXPECT_EQ(hash_route.at("path"), "/v1/password/hash");
+  EXPECT_EQ(hash_route.at("max_body_bytes"), 4096);
+  EXPECT_EQ(hash_route.at("parameters").at(1).at("name"), "m_cost_kib");
+  EXPECT_EQ(hash_route.at("parameters").at(1).at("default"), 19456);
+  EXPECT_EQ(hash_route.at("parameters").at(1).at("maximum"), 262144);
+  EXPECT_EQ(answer("POST", "/v1/kinds").status, 405u);
 }
 
 TEST(error_reply, escapes_hostile_text) {

@@ -30,6 +30,8 @@ config test_config(std::size_t workers) {
   return c;
 }
 
+running_server::running_server(config cfg) : running_server(cfg, default_jobs(cfg)) {}
+
 running_server::running_server(config cfg, job_registry jobs) : server_(std::move(cfg), std::move(jobs)) {
   thread_ = std::thread([this] {
     server_.run();
@@ -77,6 +79,18 @@ void http_connection::send(const std::string& bytes) { boost::asio::write(impl_-
 
 void http_connection::send_get(const std::string& target, const std::string& extra_headers) {
   send("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n");
+}
+
+void http_connection::send_post(const std::string& target, const std::string& content_type, const std::string& body,
+                                const std::string& extra_headers) {
+  send("POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + content_type +
+       "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body);
+}
+
+std::optional<http_reply> http_connection::post(const std::string& target, const std::string& content_type,
+                                                const std::string& body, const std::string& extra_headers) {
+  send_post(target, content_type, body, extra_headers);
+  return read();
 }
 
 std::optional<http_reply> http_connection::read(bool head_request) {
@@ -190,34 +204,56 @@ job_function spinner(std::shared_ptr<job_probe> probe, int ms) {
 
 }  // namespace
 
+// A kind with one GET route at /{name}/{ms}, ms in 0..1,000,000.
+job_kind test_kind(std::string name, std::function<std::variant<prepared_job, invalid_argument>(std::uint64_t)> make,
+                   std::function<double()> calibrate = {}) {
+  job_route route;
+  route.name = name;
+  route.method = "GET";
+  route.path = "/" + name + "/{ms}";
+  route.parameters = {{"ms", parameter_source::path, parameter_type::integer, 0, 1'000'000, std::nullopt, "ms"}};
+  route.prepare = [make = std::move(make)](const job_arguments& args) { return make(args.integer("ms")); };
+  job_kind kind;
+  kind.name = std::move(name);
+  kind.calibrate = std::move(calibrate);
+  kind.routes.push_back(std::move(route));
+  return kind;
+}
+
 job_kind spin_job(std::shared_ptr<job_probe> probe) {
-  return {"spin",
-          [probe](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
-            const int ms = std::stoi(std::string(parameter));
-            return prepared_job{spinner(probe, ms), static_cast<double>(ms)};
-          },
-          [] { return 1e6; }};  // one cost unit is one millisecond
+  return test_kind(
+      "spin",
+      [probe](std::uint64_t ms) -> std::variant<prepared_job, invalid_argument> {
+        return prepared_job{spinner(probe, static_cast<int>(ms)), static_cast<double>(ms), 0};
+      },
+      [] { return 1e6; });  // one cost unit is one millisecond
 }
 
 job_kind opaque_job(std::shared_ptr<job_probe> probe) {
-  return {"opaque", [probe](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
-            return prepared_job{spinner(probe, std::stoi(std::string(parameter))), 0};
-          }, {}};
+  return test_kind("opaque", [probe](std::uint64_t ms) -> std::variant<prepared_job, invalid_argument> {
+    return prepared_job{spinner(probe, static_cast<int>(ms)), 0, 0};
+  });
 }
 
 job_kind throw_job() {
-  return {"throw",
-          [](std::string_view parameter) -> std::variant<prepared_job, invalid_argument> {
-            return prepared_job{[message = std::string(parameter)](std::stop_token) -> std::optional<nlohmann::json> {
-                                  throw std::runtime_error(message);
-                                },
-                                0};
-          },
-          {}};
+  job_route route;
+  route.name = "throw";
+  route.method = "GET";
+  route.path = "/throw/{message}";
+  route.parameters = {{"message", parameter_source::path, parameter_type::string, 1, 100, std::nullopt, "what()"}};
+  route.prepare = [](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
+    return prepared_job{[message = std::string(args.string("message").view())](
+                            std::stop_token) -> std::optional<nlohmann::json> { throw std::runtime_error(message); },
+                        0, 0};
+  };
+  job_kind kind;
+  kind.name = "throw";
+  kind.routes.push_back(std::move(route));
+  return kind;
 }
 
 job_registry test_jobs(std::shared_ptr<job_probe> probe) {
-  auto jobs = default_jobs();
+  auto jobs = default_jobs(config{});
   jobs.add(spin_job(probe));
   jobs.add(opaque_job(std::move(probe)));
   jobs.add(throw_job());

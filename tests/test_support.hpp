@@ -3,6 +3,7 @@
 // a blocking HTTP client with timeouts, and job kinds that exist only in the tests.
 
 #include <crunch/jobs.hpp>
+#include <crunch/kinds.hpp>
 #include <crunch/server.hpp>
 
 #include <chrono>
@@ -24,7 +25,9 @@ config test_config(std::size_t workers = 2);
 /// A crunch::server on its own I/O thread. The destructor drains it and joins the thread.
 class running_server {
  public:
-  explicit running_server(config cfg, job_registry jobs = default_jobs());
+  /// Serves default_jobs(cfg).
+  explicit running_server(config cfg);
+  running_server(config cfg, job_registry jobs);
   ~running_server();
   running_server(const running_server&) = delete;
   running_server& operator=(const running_server&) = delete;
@@ -65,6 +68,12 @@ class http_connection {
   void send(const std::string& bytes);
   /// Sends "GET target HTTP/1.1" with Host and any extra header lines ("Name: value\r\n...").
   void send_get(const std::string& target, const std::string& extra_headers = {});
+  /// Sends "POST target HTTP/1.1" with Content-Type, Content-Length and `body`.
+  void send_post(const std::string& target, const std::string& content_type, const std::string& body,
+                 const std::string& extra_headers = {});
+  /// send_post then read.
+  std::optional<http_reply> post(const std::string& target, const std::string& content_type, const std::string& body,
+                                 const std::string& extra_headers = {});
   /// Reads one response; nullopt if the connection closed (or timed out) first.
   std::optional<http_reply> read(bool head_request = false);
   /// Reads one answer's head only, and gives its status: for waiting on an interim 100 Continue.
@@ -112,7 +121,7 @@ job_kind opaque_job(std::shared_ptr<job_probe> probe);
 /// GET /throw/{message}: throws std::runtime_error(message) on the worker.
 job_kind throw_job();
 
-/// Test jobs plus the default ones.
+/// Test jobs plus the default ones (at the default configuration).
 job_registry test_jobs(std::shared_ptr<job_probe> probe);
 
 }  // namespace crunch::testing

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
@@ -40,9 +41,19 @@ struct config {
   std::size_t max_connections = 10'000;                   ///< open connections; beyond: 503 and close
   std::size_t max_pipelined = 100;                        ///< requests answered in a row without waiting for the client
   std::uint64_t memory_budget = 0;                        ///< bytes running jobs may declare together; 0 = from the cgroup limit
+  std::size_t password_m_cost = 19'456;                   ///< Argon2id memory of a new hash, KiB (OWASP: 19 MiB)
+  std::size_t password_t_cost = 2;                        ///< Argon2id passes of a new hash (OWASP: 2)
+  std::size_t password_max_m_cost = 262'144;              ///< most memory a hash to make or verify may take, KiB
+  std::size_t password_max_t_cost = 10;                   ///< most passes a hash to make or verify may take
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
+};
+
+/// A configuration that cannot work on this machine, found once the machine is known: crunchd
+/// prints it and exits 2, as for a bad flag.
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 /// What parse_config decided instead of a config: print `message` and exit with `exit_code`.
@@ -66,7 +77,8 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
 std::size_t open_files_for_connections();
 
 /// Fills in what the config leaves to the machine: workers, queue limit and memory budget, and
-/// max_connections capped by open_files_for_connections().
+/// max_connections capped by open_files_for_connections(). Throws config_error when the memory
+/// budget cannot hold one hash at the default password parameters.
 config resolve_defaults(config c);
 
 /// The --help text.

@@ -1,8 +1,14 @@
 #pragma once
-/// Job kinds: how a path parameter becomes a CPU job, and how its value becomes JSON.
+/// Job kinds: the one list of what crunch computes. A kind is a pure function in workers/ plus its
+/// registration — its routes, their parameters with bounds, how arguments become a job, and the
+/// cost and memory model admission uses. The router, /v1/kinds and the metrics follow this list;
+/// docs/job-kinds.md walks through adding one.
+
+#include <crunch/arguments.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -18,25 +24,36 @@ namespace crunch {
 /// or nullopt when it stopped because its token asked it to.
 using job_function = std::function<std::optional<nlohmann::json>(std::stop_token)>;
 
-/// Why a parameter was refused: becomes a 400 with code "invalid_argument".
-struct invalid_argument {
-  std::string message;  ///< e.g. "n must be an integer in 0..92"
-};
-
-/// A job with its expected cost, in the kind's own units (fib: calls made).
+/// A job with what admission needs to know of it.
 struct prepared_job {
-  job_function run;         ///< what the worker runs
-  double cost_units = 0;    ///< 0 when the kind has no cost model
+  job_function run;               ///< what the worker runs
+  double cost_units = 0;          ///< expected work in the kind's cost unit; 0 when the kind has no cost model
+  std::uint64_t memory_bytes = 0; ///< memory it holds while it runs, charged against the memory budget
 };
 
-/// One kind of CPU job, served at GET /{name}/{parameter}.
+/// One HTTP route of a kind.
+struct job_route {
+  std::string name;                 ///< metrics label and operation id, e.g. "password_hash"
+  std::string method;               ///< "GET" or "POST"
+  std::string path;                 ///< "/v1/password/hash", or with one parameter last: "/fib/{n}"
+  std::string summary;              ///< one line, for /v1/kinds
+  std::vector<parameter> parameters;  ///< path, query and body parameters
+  bool json_body = false;           ///< body parameters come as a JSON object (Content-Type: application/json)
+  std::size_t max_body_bytes = 0;   ///< body limit; 0: the server's --max-body-bytes
+  bool sensitive = false;           ///< the body holds a secret: its buffers are wiped once it is read
+  /// Turns checked arguments into a job, or says why they cannot make one.
+  std::function<std::variant<prepared_job, invalid_argument>(const job_arguments&)> prepare;
+};
+
+/// A kind of CPU work, with one cost model shared by its routes.
 struct job_kind {
-  std::string name;  ///< path segment, e.g. "fib"
-  /// Turns the path parameter into a job, or says why it cannot.
-  std::function<std::variant<prepared_job, invalid_argument>(std::string_view parameter)> prepare;
+  std::string name;                   ///< e.g. "fib"; the label of its job metrics and cost rate
+  std::string cost_unit;              ///< what prepared_job::cost_units counts, e.g. "calls"
+  std::string cost_model;             ///< how the cost follows from the arguments, for /v1/kinds
   /// Measures nanoseconds per cost unit on this machine, once at start-up; empty when the kind
   /// has no cost model (then only the queue limit and the deadline bound it).
   std::function<double()> calibrate;
+  std::vector<job_route> routes;      ///< at least one
 };
 
 /// The job kinds a server offers, by name.
@@ -52,11 +69,5 @@ class job_registry {
  private:
   std::map<std::string, job_kind, std::less<>> kinds_;
 };
-
-/// The fib kind: n is 1 to 20 ASCII digits with a value in 0..92; its cost is fib_calls(n).
-job_kind fib_job();
-
-/// What crunchd serves: fib.
-job_registry default_jobs();
 
 }  // namespace crunch

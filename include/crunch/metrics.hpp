@@ -111,7 +111,10 @@ process_stats read_process_stats();
 /// The server's counters and histograms.
 class metrics {
  public:
-  metrics();
+  /// Makes a route's series exist before its first request, so that rate() sees them from the start.
+  void add_route(std::string_view route);
+  /// The same for a job kind's.
+  void add_kind(std::string_view kind);
 
   /// Counts a response and its duration, by route ("fib", "healthz", ...) and status code.
   void count_request(std::string_view route, unsigned status, std::chrono::steady_clock::duration took);

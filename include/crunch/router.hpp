@@ -1,12 +1,16 @@
 #pragma once
-/// Maps a request's method and target to an answer or to a CPU job. Does no I/O and knows no
-/// Beast types, so that it is unit-tested without sockets.
+/// Maps a request to an answer or to a CPU job, in two steps: its head picks the route (and
+/// refuses what can be refused before the body is read), then, once the body is read, its
+/// arguments are checked and the kind prepares the job. Does no I/O and knows no Beast types, so
+/// that it is unit-tested without sockets.
 
+#include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,39 +31,79 @@ struct reply {
 /// The one error shape: {"error":{"code":...,"message":...}}.
 reply error_reply(unsigned status, std::string_view code, std::string_view message);
 
-/// A request that needs a worker: what to run, and by when it must be done.
+/// A request that needs a worker: what to run, what it costs, and by when it must be done.
 struct job_request {
-  std::string_view kind;              ///< job kind name, e.g. "fib" (owned by the router's registry)
+  std::string_view kind;              ///< job kind, e.g. "password": its cost rate and job metrics
+  std::string_view route;             ///< route, e.g. "password_hash": its request metrics
   job_function job;                   ///< the prepared job
   double cost_units = 0;              ///< expected cost in the kind's units (0: no cost model)
   std::uint64_t memory_bytes = 0;     ///< memory the job will hold while it runs
   std::chrono::milliseconds timeout;  ///< deadline, from the request's arrival
 };
 
-/// What the router decided: answer now, or run a job.
-using route_result = std::variant<reply, job_request>;
+/// What the router reads of a request's head.
+struct request_head {
+  std::string_view method;                      ///< as sent
+  std::string_view target;                      ///< the request-target
+  std::string_view content_type;                ///< empty when absent
+  std::optional<std::uint64_t> content_length;  ///< when the head declares one
+};
+
+/// A job route that a head matched; prepare() turns it into a job once the body is read.
+struct route_match {
+  const job_kind* kind = nullptr;   ///< the route's kind
+  const job_route* route = nullptr; ///< the route
+  std::string_view path_segment;    ///< the value of the path's {parameter}, if it has one
+  std::string_view query;           ///< after the '?', undecoded
+};
+
+/// What a head leads to.
+struct head_route {
+  std::variant<reply, route_match> next;  ///< an answer, or a job route to prepare once the body is read
+  std::size_t body_limit = 0;             ///< the most body bytes to read for it
+  bool refuse_body = false;               ///< answer `next` at once, without reading the body, and close
+  bool sensitive = false;                 ///< sent to a route whose bodies hold secrets: wipe it once read
+};
 
 /// What the cheap routes read of the running server.
 struct server_view {
-  std::function<bool()> draining;            ///< true once shutdown began
-  std::function<std::string()> metrics_text; ///< Prometheus exposition
+  std::function<bool()> draining;                                   ///< true once shutdown began
+  std::function<std::string()> metrics_text;                        ///< Prometheus exposition
+  std::function<std::optional<double>(std::string_view kind)> rate; ///< a kind's ns per cost unit now
 };
 
-/// The routing table: /healthz, /readyz, /metrics and GET /{job kind}/{parameter}.
+/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, and every route of every job kind.
 class router {
  public:
-  /// `default_timeout` applies when the request names none; a request may ask for at most `max_timeout`.
-  router(job_registry jobs, server_view view, std::chrono::milliseconds default_timeout,
-         std::chrono::milliseconds max_timeout);
+  /// Takes the deadlines, body limit and memory budget from `cfg`.
+  router(job_registry jobs, server_view view, const config& cfg);
 
-  /// Routes one request. `method` is the request method as sent; `target` its request-target.
-  route_result route(std::string_view method, std::string_view target) const;
+  /// Routes a request on its head alone.
+  head_route route(const request_head& head) const;
+
+  /// For a matched route, once the body is read: its arguments checked, the job prepared — or the
+  /// 400 that says why not.
+  std::variant<reply, job_request> prepare(const route_match& match, std::string_view body) const;
+
+  /// The largest body any route takes: a parser's limit before the route is known.
+  std::size_t largest_body_limit() const noexcept { return largest_body_limit_; }
+
+  /// Every route's name: the cheap ones and the kinds', for the metrics to know from the start.
+  std::vector<std::string> route_names() const;
+
+  /// GET /v1/kinds: every kind, its routes, their parameters with bounds, and its cost rate.
+  std::string kinds_document() const;
 
  private:
+  std::size_t body_limit(const job_route& route) const noexcept;
+
   job_registry jobs_;
   server_view view_;
   std::chrono::milliseconds default_timeout_;
   std::chrono::milliseconds max_timeout_;
+  std::size_t max_body_bytes_;
+  std::uint64_t memory_budget_;
+  std::size_t largest_body_limit_ = 0;
 };
 
 }  // namespace crunch

@@ -13,8 +13,11 @@ namespace crunch {
 /// A crunch server. Construction binds and listens, so port() is known before run().
 class server {
  public:
-  /// Binds `cfg.address`:`cfg.port` and starts the workers; throws sys::system_error when binding fails.
-  explicit server(config cfg, job_registry jobs = default_jobs());
+  /// Binds `cfg.address`:`cfg.port` and starts the workers; throws sys::system_error when binding
+  /// fails. Serves default_jobs(cfg).
+  explicit server(config cfg);
+  /// The same, serving `jobs`.
+  server(config cfg, job_registry jobs);
   /// Joins every thread the server started.
   ~server();
 

@@ -1,0 +1,67 @@
+#pragma once
+/// Password hashing with Argon2id (RFC 9106) through libsodium, and the PHC strings hashes are
+/// stored in. Plain functions: the password kind (server/password_kind.cpp) runs them on workers.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace crunch {
+
+/// The Argon2 variants a stored hash may use. Argon2d is not for passwords, and libsodium has none.
+enum class argon2_type { argon2id, argon2i };
+
+/// Argon2's cost parameters.
+struct argon2_params {
+  std::uint32_t m_cost_kib = 0;   ///< memory, in KiB
+  std::uint32_t t_cost = 0;       ///< passes over the memory
+  std::uint32_t parallelism = 1;  ///< lanes
+};
+
+/// A stored hash, read from its PHC string.
+struct phc_hash {
+  argon2_type type = argon2_type::argon2id;
+  argon2_params params;
+  std::string salt;          ///< base64 as written (standard alphabet, no padding)
+  std::string digest;        ///< likewise
+  std::size_t salt_bytes = 0;    ///< decoded length
+  std::size_t digest_bytes = 0;  ///< decoded length
+};
+
+/// Most bytes of salt, and of digest, a PHC string may carry here (Argon2 itself allows more).
+inline constexpr std::size_t phc_max_salt_bytes = 64;
+inline constexpr std::size_t phc_max_digest_bytes = 64;
+/// Most lanes a stored hash may use here; libsodium computes them one after another.
+inline constexpr std::uint32_t phc_max_parallelism = 64;
+
+/// Memory one hash holds at `m_cost_kib`: Argon2's blocks, plus its small buffers and strings.
+inline std::uint64_t password_job_memory(std::uint64_t m_cost_kib) { return m_cost_kib * 1024 + 64 * 1024; }
+
+/// Reads "$argon2id$v=19$m=19456,t=2,p=1$<salt>$<digest>" — with m, t and p in any order, as
+/// node-argon2 writes p before t — and is strict about everything else: the variant, version 19,
+/// each parameter once in minimal decimal, canonical unpadded base64, salt of 8..64 bytes and digest
+/// of 16..64 bytes, nothing after. On error, says what is wrong without quoting the input.
+std::variant<phc_hash, std::string> parse_phc(std::string_view text);
+
+/// The same hash with its parameters in the order m, t, p: the form libsodium reads.
+std::string canonical_phc(const phc_hash& hash);
+
+/// Initialises libsodium once (thread-safe); throws std::runtime_error if it cannot.
+void init_sodium();
+
+/// Hashes `password` with Argon2id at `m_cost_kib` and `t_cost`, parallelism 1, and a fresh
+/// 16-byte salt from the OS (libsodium's randombytes_buf); returns the PHC string. Throws
+/// std::runtime_error when libsodium fails — it cannot get the memory.
+std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost);
+
+/// Whether `password` matches `hash`, by libsodium's verifier (a constant-time comparison).
+/// libsodium cannot tell a failed allocation from a mismatch: the memory budget is what keeps
+/// the allocation from failing.
+bool argon2_verify(const phc_hash& hash, std::string_view password);
+
+/// Whether `hash` is weaker than hashes made now with `current`: another variant than Argon2id, less
+/// memory or fewer passes, a salt under 16 bytes or a digest under 32.
+bool needs_rehash(const phc_hash& hash, const argon2_params& current);
+
+}  // namespace crunch

@@ -1,0 +1,131 @@
+#include <crunch/password.hpp>
+
+#include <crunch/decimal.hpp>
+
+#include <sodium.h>
+
+#include <array>
+#include <stdexcept>
+#include <vector>
+
+namespace crunch {
+
+namespace {
+
+// Splits at every `separator`, keeping empty pieces.
+std::vector<std::string_view> split(std::string_view text, char separator) {
+  std::vector<std::string_view> pieces;
+  for (;;) {
+    const auto at = text.find(separator);
+    pieces.push_back(text.substr(0, at));
+    if (at == std::string_view::npos) return pieces;
+    text.remove_prefix(at + 1);
+  }
+}
+
+// A PHC decimal: digits, no leading zero (the PHC string format says so), within 32 bits.
+std::optional<std::uint32_t> phc_decimal(std::string_view text) {
+  if (text.size() > 1 && text.front() == '0') return std::nullopt;
+  const auto value = parse_decimal(text, 0, UINT32_MAX);
+  if (!value) return std::nullopt;
+  return static_cast<std::uint32_t>(*value);
+}
+
+// The decoded length of canonical, unpadded standard base64 of at most `max_bytes`; nullopt otherwise.
+std::optional<std::size_t> base64_length(std::string_view text, std::size_t max_bytes) {
+  std::array<unsigned char, 128> bin{};
+  if (text.empty() || max_bytes > bin.size()) return std::nullopt;
+  std::size_t length = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(bin.data(), max_bytes, text.data(), text.size(), nullptr, &length, &end,
+                        sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0 ||
+      end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return length;
+}
+
+std::variant<argon2_params, std::string> parse_parameters(std::string_view text) {
+  argon2_params params;
+  bool m = false, t = false, p = false;
+  for (const auto pair : split(text, ',')) {
+    const auto eq = pair.find('=');
+    if (eq == std::string_view::npos) return "its parameters must be m=, t= and p=";
+    const auto name = pair.substr(0, eq);
+    const auto value = phc_decimal(pair.substr(eq + 1));
+    bool* seen = name == "m" ? &m : name == "t" ? &t : name == "p" ? &p : nullptr;
+    if (!seen) return "its parameters must be m=, t= and p= (no others)";
+    if (*seen) return "it gives a parameter twice";
+    if (!value) return "its parameter " + std::string(name) + " is not a minimal decimal of at most 32 bits";
+    *seen = true;
+    (name == "m" ? params.m_cost_kib : name == "t" ? params.t_cost : params.parallelism) = *value;
+  }
+  if (!m || !t || !p) return "its parameters must be m=, t= and p=";
+  if (params.t_cost < 1 || params.parallelism < 1) return "its t and p must be at least 1";
+  if (params.m_cost_kib < 8 * std::uint64_t{params.parallelism}) return "its m must be at least 8 KiB per lane (8 × p)";
+  return params;
+}
+
+}  // namespace
+
+std::variant<phc_hash, std::string> parse_phc(std::string_view text) {
+  auto bad = [](std::string why) { return std::variant<phc_hash, std::string>("hash is not an Argon2 PHC string: " + why); };
+  const auto fields = split(text, '$');
+  // "", variant, version, parameters, salt, digest
+  if (fields.size() != 6 || !fields[0].empty()) return bad("expected $argon2id$v=19$m=..,t=..,p=..$salt$digest");
+  phc_hash hash;
+  if (fields[1] == "argon2id") {
+    hash.type = argon2_type::argon2id;
+  } else if (fields[1] == "argon2i") {
+    hash.type = argon2_type::argon2i;
+  } else if (fields[1] == "argon2d") {
+    return bad("argon2d is not supported (it is not meant for passwords)");
+  } else {
+    return bad("its algorithm must be argon2id or argon2i");
+  }
+  if (fields[2] != "v=19") return bad("only version 19 (v=19) is supported");
+  auto params = parse_parameters(fields[3]);
+  if (auto* why = std::get_if<std::string>(&params)) return bad(*why);
+  hash.params = std::get<argon2_params>(params);
+  const auto salt = base64_length(fields[4], phc_max_salt_bytes);
+  if (!salt || *salt < 8) return bad("its salt must be 8..64 bytes in unpadded base64");
+  const auto digest = base64_length(fields[5], phc_max_digest_bytes);
+  if (!digest || *digest < 16) return bad("its digest must be 16..64 bytes in unpadded base64");
+  hash.salt = fields[4];
+  hash.digest = fields[5];
+  hash.salt_bytes = *salt;
+  hash.digest_bytes = *digest;
+  return hash;
+}
+
+std::string canonical_phc(const phc_hash& hash) {
+  return std::string(hash.type == argon2_type::argon2id ? "$argon2id" : "$argon2i") + "$v=19$m=" +
+         std::to_string(hash.params.m_cost_kib) + ",t=" + std::to_string(hash.params.t_cost) +
+         ",p=" + std::to_string(hash.params.parallelism) + "$" + hash.salt + "$" + hash.digest;
+}
+
+void init_sodium() {
+  // Safe to call from several threads and more than once; it picks the SIMD code for this CPU.
+  if (sodium_init() < 0) throw std::runtime_error("libsodium could not be initialised");
+}
+
+std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost) {
+  std::array<char, crypto_pwhash_STRBYTES> out{};
+  if (crypto_pwhash_str_alg(out.data(), password.data(), password.size(), t_cost, std::size_t{m_cost_kib} * 1024,
+                            crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    throw std::runtime_error("Argon2id could not get " + std::to_string(m_cost_kib) + " KiB of memory");
+  }
+  return out.data();
+}
+
+bool argon2_verify(const phc_hash& hash, std::string_view password) {
+  const auto canonical = canonical_phc(hash);
+  return crypto_pwhash_str_verify(canonical.c_str(), password.data(), password.size()) == 0;
+}
+
+bool needs_rehash(const phc_hash& hash, const argon2_params& current) {
+  return hash.type != argon2_type::argon2id || hash.params.m_cost_kib < current.m_cost_kib ||
+         hash.params.t_cost < current.t_cost || hash.salt_bytes < 16 || hash.digest_bytes < 32;
+}
+
+}  // namespace crunch
