@@ -11,6 +11,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
+COPY api api
+COPY cmake cmake
 COPY include include
 COPY workers workers
 COPY server server

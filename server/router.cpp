@@ -1,6 +1,7 @@
 #include <crunch/router.hpp>
 
 #include <crunch/decimal.hpp>
+#include <crunch/embedded.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -146,6 +147,10 @@ head_route router::route(const request_head& head) const {
     if (!cheap_method) return answer(on_route("metrics", method_not_allowed(cheap_methods)));
     return answer(reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"});
   }
+  if (path == "/openapi.json") {
+    if (!cheap_method) return answer(on_route("openapi", method_not_allowed(cheap_methods)));
+    return answer(reply{200, std::string(openapi_document), "application/json", {}, "openapi"});
+  }
   if (path == "/v1/kinds") {
     if (!cheap_method) return answer(on_route("kinds", method_not_allowed(cheap_methods)));
     return answer(reply{200, kinds_document(), "application/json", {}, "kinds"});
@@ -200,7 +205,7 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
 }
 
 std::vector<std::string> router::route_names() const {
-  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "unmatched"};
+  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "openapi", "unmatched"};
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) names.push_back(r.name);
   }

@@ -1,6 +1,7 @@
 // The one translation unit of the server that includes Beast: it is heavy to compile.
 #include <crunch/session.hpp>
 
+#include <crunch/decimal.hpp>
 #include <crunch/wiping.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -15,8 +16,10 @@
 #include <algorithm>
 #include <charconv>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <variant>
+#include <vector>
 
 namespace crunch {
 
@@ -196,7 +199,8 @@ net::awaitable<sys::error_code> write(beast::tcp_stream& stream, const answer& a
 net::awaitable<void> linger_close(beast::tcp_stream& stream) {
   sys::error_code ignored;
   stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
-  std::array<char, read_chunk> sink;
+  // Wiped when freed: it may hold a refused body with a password in it.
+  std::vector<char, wiping_allocator<char>> sink(read_chunk);
   std::size_t discarded = 0;
   stream.expires_after(linger_time);
   while (discarded < linger_bytes) {
@@ -204,7 +208,6 @@ net::awaitable<void> linger_close(beast::tcp_stream& stream) {
     if (ec) break;
     discarded += n;
   }
-  wipe(sink.data(), sink.size());  // it may have held a refused body with a password in it
 }
 
 /// A request head that is answered with an error and a closed connection, whatever its target.
@@ -253,9 +256,13 @@ void forget_body(request_body::value_type& body, request_buffer& buffer) {
 /// The route's view of a request head.
 request_head head_of(const request_parser& parser) {
   const auto& req = parser.get();
-  const auto length = parser.content_length();
-  return {req.method_string(), req.target(), req[http::field::content_type],
-          length ? std::optional<std::uint64_t>(*length) : std::nullopt};
+  // The field, not parser.content_length(): Beast has already checked it, and its boost::optional
+  // trips GCC 12's -Wmaybe-uninitialized under the sanitizers.
+  std::optional<std::uint64_t> length;
+  if (!parser.chunked() && req.has_content_length()) {
+    length = parse_decimal(req[http::field::content_length], 0, std::numeric_limits<std::uint64_t>::max());
+  }
+  return {req.method_string(), req.target(), req[http::field::content_type], length};
 }
 
 net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {

@@ -386,7 +386,6 @@ TEST(worker_pool, jobs_wait_for_memory_as_for_a_worker) {
   EXPECT_EQ(second_saw_memory.get_future().get(), 600u);  // its own, the first's given back
   EXPECT_FALSE(first.get_future().get());
   EXPECT_FALSE(second.get_future().get());
-  EXPECT_EQ(pool.memory_in_use(), 0u);
 }
 
 // The head of the queue waits for memory; cancelling it lets the small job behind it start.

@@ -72,7 +72,8 @@ struct server_view {
   std::function<std::optional<double>(std::string_view kind)> rate; ///< a kind's ns per cost unit now
 };
 
-/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, and every route of every job kind.
+/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, /openapi.json, and every route of
+/// every job kind.
 class router {
  public:
   /// Takes the deadlines, body limit and memory budget from `cfg`.
