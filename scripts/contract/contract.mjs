@@ -1,0 +1,350 @@
+// The contract test: calls every operation of api/openapi.json on real crunchd processes — its
+// success and each documented error — and checks every answer (status, headers, body) against the
+// document. It fails on an answer the document does not describe, on a documented status that no
+// call produced, and on a path whose 405 Allow header differs from the methods documented for it.
+//   node scripts/contract/contract.mjs build/crunchd [api/openapi.json]
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import readline from "node:readline";
+import Ajv2020 from "ajv/dist/2020.js";
+
+const crunchd = process.argv[2];
+const docPath = process.argv[3] ?? new URL("../../api/openapi.json", import.meta.url).pathname;
+const doc = JSON.parse(fs.readFileSync(docPath, "utf8"));
+const ajv = new Ajv2020({ strict: false, allErrors: true, validateSchema: false });
+ajv.addSchema(doc, "openapi");
+const problems = [];
+const covered = new Set(); // "METHOD /path status"
+let calls = 0;
+
+// --- crunchd processes ------------------------------------------------------------------------
+
+const servers = [];
+
+// Starts crunchd on a free loopback port; resolves with { port, process } once it listens.
+function start(args, { addressSpaceKiB } = {}) {
+  const argv = ["--address", "127.0.0.1", "--port", "0", ...args];
+  const child = addressSpaceKiB
+    ? spawn("sh", ["-c", `ulimit -v ${addressSpaceKiB} && exec "$0" "$@"`, crunchd, ...argv])
+    : spawn(crunchd, argv);
+  servers.push(child);
+  child.stderr.on("data", (d) => process.stderr.write(`crunchd: ${d}`));
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout });
+    lines.on("line", (line) => {
+      try {
+        const event = JSON.parse(line);
+        if (event.event === "listening") resolve({ port: event.port, process: child });
+      } catch {
+        // not JSON: ignore
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`crunchd ${args.join(" ")} exited ${code} before listening`)));
+  });
+}
+
+function stopAll() {
+  for (const s of servers) s.kill("SIGKILL");
+}
+
+// --- a raw HTTP/1.1 client --------------------------------------------------------------------
+
+// Sends `raw` on a new connection and resolves with the first final answer:
+// { status, headers (lower-case names), body, raw }. Interim 1xx answers are skipped. `head`: the
+// answer has no body whatever its Content-Length.
+function exchange(port, raw, { head = false, timeoutMs = 30000, socketOut } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    if (socketOut) socketOut.socket = socket;
+    let data = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${timeoutMs} ms to ${JSON.stringify(String(raw).slice(0, 80))}`));
+    }, timeoutMs);
+    const done = (answer) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.on("connect", () => socket.write(raw));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      clearTimeout(timer);
+      reject(new Error(`connection closed without an answer to ${JSON.stringify(String(raw).slice(0, 80))}`));
+    });
+    socket.on("data", (chunk) => {
+      data = Buffer.concat([data, chunk]);
+      for (;;) {
+        const end = data.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const lines = data.subarray(0, end).toString("latin1").split("\r\n");
+        const status = Number(lines[0].split(" ")[1]);
+        const headers = {};
+        for (const line of lines.slice(1)) {
+          const colon = line.indexOf(":");
+          headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+        }
+        if (status >= 100 && status < 200) {
+          data = data.subarray(end + 4);
+          continue;
+        }
+        const length = head ? 0 : Number(headers["content-length"] ?? 0);
+        if (data.length < end + 4 + length) return;
+        const body = data.subarray(end + 4, end + 4 + length).toString("utf8");
+        return done({ status, headers, body });
+      }
+    });
+  });
+}
+
+const host = "Host: 127.0.0.1\r\n";
+const get = (method, target, extra = "") => `${method} ${target} HTTP/1.1\r\n${host}${extra}\r\n`;
+const post = (target, type, body, extra = "") =>
+  `POST ${target} HTTP/1.1\r\n${host}Content-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+
+// --- checking an answer against the document --------------------------------------------------
+
+function resolveRef(node) {
+  while (node && node.$ref) {
+    node = node.$ref.slice(2).split("/").reduce((n, key) => n[key.replace(/~1/g, "/").replace(/~0/g, "~")], doc);
+  }
+  return node;
+}
+
+// Validates `value` against an inline schema that may $ref the document's components.
+function matches(schema, value) {
+  const wrapped = JSON.parse(JSON.stringify(schema).replace(/"\$ref":"#\//g, '"$ref":"openapi#/'));
+  const check = ajv.compile(wrapped);
+  return check(value) ? null : ajv.errorsText(check.errors);
+}
+
+function checkAnswer(name, path, method, answer) {
+  ++calls;
+  const where = `${name}: ${method} ${path} → ${answer.status}`;
+  const op = doc.paths[path]?.[method.toLowerCase()];
+  if (!op) return problems.push(`${where}: the document has no such operation`);
+  const response = resolveRef(op.responses[String(answer.status)]);
+  if (!response) return problems.push(`${where}: status not documented for this operation (body ${answer.body})`);
+  for (const [header, spec] of Object.entries(response.headers ?? {})) {
+    const h = resolveRef(spec);
+    const value = answer.headers[header.toLowerCase()];
+    if (value === undefined) {
+      if (h.required) problems.push(`${where}: header ${header} missing`);
+      continue;
+    }
+    const why = matches(h.schema, value);
+    if (why) problems.push(`${where}: header ${header}: ${value}: ${why}`);
+  }
+  if (method !== "HEAD") {
+    const content = response.content ?? {};
+    const type = answer.headers["content-type"];
+    if (!content[type]) {
+      problems.push(`${where}: Content-Type ${type} not documented (${Object.keys(content).join(", ")})`);
+    } else {
+      let value = answer.body;
+      if (type.startsWith("application/json")) {
+        try {
+          value = JSON.parse(answer.body);
+        } catch {
+          problems.push(`${where}: body is not JSON: ${answer.body.slice(0, 200)}`);
+          return;
+        }
+      }
+      const why = matches(content[type].schema, value);
+      if (why) problems.push(`${where}: body ${answer.body.slice(0, 200)}: ${why}`);
+    }
+  }
+  covered.add(`${method} ${path} ${answer.status}`);
+}
+
+async function call(name, port, path, method, raw, expectStatus, options = {}) {
+  let answer;
+  try {
+    answer = await exchange(port, raw, { head: method === "HEAD", ...options });
+  } catch (e) {
+    problems.push(`${name}: ${e.message}`);
+    return;
+  }
+  if (expectStatus !== undefined && answer.status !== expectStatus) {
+    problems.push(`${name}: expected ${expectStatus}, got ${answer.status}: ${answer.body.slice(0, 200)}`);
+  }
+  checkAnswer(name, path, method, answer);
+  return answer;
+}
+
+// --- the calls --------------------------------------------------------------------------------
+
+const operations = [];
+for (const [path, item] of Object.entries(doc.paths)) {
+  for (const method of Object.keys(item)) {
+    operations.push({ path, method: method.toUpperCase(), target: path.replace("{n}", "10") });
+  }
+}
+const jsonOps = new Set(["/v1/password/hash", "/v1/password/verify"]);
+// A body each operation accepts (the password ones need one).
+const goodBody = {
+  "/v1/password/hash": JSON.stringify({ password: "correct horse battery staple" }),
+};
+
+// What every operation can get before its route is even looked at, or from its head alone.
+function transportErrors(op) {
+  const m = op.method;
+  const limit = jsonOps.has(op.path) ? 4097 : 70000;
+  const type = jsonOps.has(op.path) ? "Content-Type: application/json\r\n" : "";
+  return [
+    ["malformed head", 400, `${m} ${op.target} HTTP/1.1\r\n${host}Bad Header Line\r\n\r\n`],
+    ["body over the limit", 413, `${m} ${op.target} HTTP/1.1\r\n${host}${type}Content-Length: ${limit}\r\n\r\n`],
+    ["unknown expectation", 417, get(m, op.target, "Expect: telepathy\r\n")],
+    ["headers over the limit", 431, get(m, op.target, `X-Filler: ${"a".repeat(9000)}\r\n`)],
+  ];
+}
+
+async function main() {
+  const mainServer = await start(["--workers", "1", "--password-m-cost", "1024", "--password-t-cost", "1"]);
+  const port = mainServer.port;
+
+  // Successes.
+  await call("healthz", port, "/healthz", "GET", get("GET", "/healthz"), 200);
+  await call("readyz", port, "/readyz", "GET", get("GET", "/readyz"), 200);
+  await call("metrics", port, "/metrics", "GET", get("GET", "/metrics"), 200);
+  await call("kinds", port, "/v1/kinds", "GET", get("GET", "/v1/kinds"), 200);
+  const served = await call("openapi", port, "/openapi.json", "GET", get("GET", "/openapi.json"), 200);
+  if (served && served.body !== fs.readFileSync(docPath, "utf8")) problems.push("/openapi.json is not api/openapi.json");
+  for (const path of ["/healthz", "/readyz", "/metrics", "/v1/kinds", "/openapi.json"]) {
+    await call(`${path} head`, port, path, "HEAD", get("HEAD", path), 200);
+  }
+  await call("fib", port, "/fib/{n}", "GET", get("GET", "/fib/30"), 200);
+  const hashed = await call("hash", port, "/v1/password/hash", "POST",
+    post("/v1/password/hash", "application/json", goodBody["/v1/password/hash"]), 200);
+  const hash = hashed ? JSON.parse(hashed.body).hash : "";
+  goodBody["/v1/password/verify"] = JSON.stringify({ password: "correct horse battery staple", hash });
+  const verified = await call("verify", port, "/v1/password/verify", "POST",
+    post("/v1/password/verify", "application/json", goodBody["/v1/password/verify"]), 200);
+  if (verified && JSON.parse(verified.body).match !== true) problems.push("verify: the password did not match its hash");
+
+  // Bad arguments and media types.
+  await call("fib 93", port, "/fib/{n}", "GET", get("GET", "/fib/93"), 400);
+  await call("fib timeout", port, "/fib/{n}", "GET", get("GET", "/fib/5?timeout_ms=60001"), 400);
+  for (const path of jsonOps) {
+    await call(`${path} bad JSON`, port, path, "POST", post(path, "application/json", '{"password":'), 400);
+    await call(`${path} unknown field`, port, path, "POST", post(path, "application/json", '{"password":"x","y":1}'), 400);
+    await call(`${path} text/plain`, port, path, "POST", post(path, "text/plain", goodBody[path]), 415);
+  }
+  await call("verify malformed hash", port, "/v1/password/verify", "POST",
+    post("/v1/password/verify", "application/json", '{"password":"x","hash":"$argon2id$v=19$x"}'), 400);
+
+  // Transport errors, on every operation.
+  for (const op of operations) {
+    for (const [what, status, raw] of transportErrors(op)) {
+      await call(`${op.method} ${op.path} ${what}`, port, op.path, op.method, raw, status);
+    }
+  }
+
+  // Deadlines, on an idle server: jobs too long even alone are admitted and stopped at 50 ms.
+  await call("fib deadline", port, "/fib/{n}", "GET", get("GET", "/fib/70?timeout_ms=50"), 504);
+  await call("hash deadline", port, "/v1/password/hash", "POST",
+    post("/v1/password/hash?timeout_ms=20", "application/json",
+      JSON.stringify({ password: "x", m_cost_kib: 65536, t_cost: 10 })), 504);
+  const heavy = "$argon2id$v=19$m=262144,t=10,p=1$c29tZXNhbHRzb21lc2FsdA$Ui6aHLpJN5r4rvAhfKb3MlWOguzhHPbf40AQmuSvRYA";
+  await call("verify deadline", port, "/v1/password/verify", "POST",
+    post("/v1/password/verify?timeout_ms=20", "application/json", JSON.stringify({ password: "x", hash: heavy })), 504);
+
+  // Overload: fib(50) — about 13 s of work — runs; jobs that must be done in 100 ms are refused at once.
+  const background = {};
+  const long = exchange(port, get("GET", "/fib/50?timeout_ms=60000"), { socketOut: background }).catch(() => {});
+  await waitFor(port, "crunch_workers_busy 1");
+  await call("fib overload", port, "/fib/{n}", "GET", get("GET", "/fib/30?timeout_ms=100"), 503);
+  for (const path of jsonOps) {
+    await call(`${path} overload`, port, path, "POST", post(`${path}?timeout_ms=100`, "application/json", goodBody[path]), 503);
+  }
+  background.socket.destroy(); // the client leaves: its job stops
+  await long;
+
+  // Methods a path does not document: 405, with exactly the documented ones in Allow.
+  for (const [path, item] of Object.entries(doc.paths)) {
+    const target = path.replace("{n}", "10");
+    const documented = Object.keys(item).map((m) => m.toUpperCase()).sort();
+    for (const method of ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
+      if (documented.includes(method)) continue;
+      const answer = await exchange(port, get(method, target, "Content-Length: 0\r\n"), { head: method === "HEAD" });
+      ++calls;
+      const allow = (answer.headers.allow ?? "").split(",").map((m) => m.trim()).filter(Boolean).sort();
+      if (answer.status !== 405) problems.push(`${method} ${path}: expected 405, got ${answer.status}`);
+      else if (allow.join() !== documented.join()) problems.push(`${method} ${path}: Allow ${allow} but documented ${documented}`);
+      if (method !== "HEAD") {
+        const why = matches({ $ref: "#/components/schemas/Error" }, JSON.parse(answer.body));
+        if (why) problems.push(`${method} ${path} 405: ${why}`);
+      }
+    }
+  }
+  const unknown = await exchange(port, get("GET", "/nope"));
+  ++calls;
+  if (unknown.status !== 404) problems.push(`GET /nope: expected 404, got ${unknown.status}`);
+
+  // Too many connections, on every operation: a server that takes two holds two.
+  const tight = await start(["--workers", "1", "--max-connections", "2"]);
+  const held = [net.connect(tight.port, "127.0.0.1"), net.connect(tight.port, "127.0.0.1")];
+  await waitFor(tight.port, "crunch_connections_open 2", { viaRefusal: true });
+  for (const op of operations) {
+    const body = jsonOps.has(op.path) ? post(op.target, "application/json", goodBody[op.path]) : get(op.method, op.target);
+    await call(`${op.method} ${op.path} too many connections`, tight.port, op.path, op.method, body, 503);
+  }
+  held.forEach((s) => s.destroy());
+
+  // A hash whose memory cannot be had (the budget says yes, the address space no): 500.
+  const starved = await start(["--workers", "1", "--password-m-cost", "1024"], { addressSpaceKiB: 200 * 1024 });
+  await call("hash without memory", starved.port, "/v1/password/hash", "POST",
+    post("/v1/password/hash", "application/json", JSON.stringify({ password: "x", m_cost_kib: 262144 })), 500);
+
+  // Draining: what cannot finish within the drain timeout is answered 503, and /readyz says so.
+  const draining = await start(["--workers", "1", "--drain-timeout", "2s"]);
+  const first = exchange(draining.port, get("GET", "/fib/44?timeout_ms=30000"));
+  await waitFor(draining.port, "crunch_workers_busy 1");
+  const cut = exchange(draining.port, get("GET", "/fib/52?timeout_ms=30000"));
+  await waitFor(draining.port, "crunch_job_queue_depth 1");
+  draining.process.kill("SIGTERM");
+  const cutAnswer = await cut;
+  if (cutAnswer.status !== 503) problems.push(`draining: the queued job got ${cutAnswer.status}, expected 503`);
+  checkAnswer("draining fib", "/fib/{n}", "GET", cutAnswer);
+  const finished = await first;
+  if (finished.status !== 200) problems.push(`draining: the running job got ${finished.status}, expected 200`);
+
+  // Coverage: every documented status was produced.
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      for (const status of Object.keys(op.responses)) {
+        const key = `${method.toUpperCase()} ${path} ${status}`;
+        if (!covered.has(key)) problems.push(`${key}: documented, but no call produced it`);
+      }
+    }
+  }
+}
+
+// Scrapes /metrics until `line` appears (at most ~10 s).
+async function waitFor(port, line, { viaRefusal = false } = {}) {
+  for (let i = 0; i < 500; ++i) {
+    try {
+      const m = await exchange(port, get("GET", "/metrics"), { timeoutMs: 2000 });
+      if (m.body.includes(`\n${line}\n`) || (viaRefusal && m.status === 503)) return;
+    } catch {
+      // refused while full: try again
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`waited in vain for ${line}`);
+}
+
+try {
+  await main();
+} catch (e) {
+  problems.push(`contract test stopped: ${e.stack}`);
+} finally {
+  stopAll();
+}
+if (problems.length) {
+  console.error(problems.join("\n"));
+  console.error(`contract: ${problems.length} problem(s) in ${calls} calls`);
+  process.exit(1);
+}
+console.log(`contract: ${calls} calls, ${covered.size} documented answers produced and valid`);

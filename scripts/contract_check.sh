@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The API contract: lints api/openapi.json with @redocly/cli, then calls every operation of it on
+# real crunchd processes and checks each answer against it (scripts/contract/contract.mjs).
+#   ./scripts/contract_check.sh [BUILD_DIR]      (default build/, as scripts/test.sh leaves it)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="$(cd "${1:-$root/build}" && pwd)"
+source "$root/scripts/deps.sh"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  crunch_packages=()
+else
+  crunch_packages=(nodejs npm)  # Debian's Node 18 runs both tools
+fi
+crunch_install_deps
+cd "$root/scripts/contract"
+npm ci --no-audit --no-fund --loglevel=error >/dev/null
+npx --no-install redocly lint --config redocly.yaml "$root/api/openapi.json" --format=summary
+node contract.mjs "$build/crunchd" "$root/api/openapi.json"
