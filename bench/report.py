@@ -176,6 +176,36 @@ def overload(s):
             f"CPU 1–2 s after: {s['cpu_seconds_after']} s")
 
 
+def password_ratio(s):
+    """Hashes/s ÷ the limit (workers × the faster one-thread rate), ÷ the library on as many threads."""
+    single = max(s["single_before"]["hashes_per_s"], s["single_after"]["hashes_per_s"])
+    side = max(s["side_by_side_before"]["hashes_per_s"], s["side_by_side_after"]["hashes_per_s"])
+    return s["wrk"]["rps"] / (s["workers"] * single), s["wrk"]["rps"] / side, single, side
+
+
+def password(s):
+    ratio, ratio_side, single, side = password_ratio(s)
+    return (f"{s['wrk']['rps']:.1f} hashes/s = **{ratio:.3f}** of the limit ({s['workers']} × {single:.1f}/s, the same "
+            f"libsodium call on one thread) and **{ratio_side:.3f}** of {side:.1f}/s, the call on {s['workers']} threads at "
+            f"once; /healthz open-loop p99 **{us(s['healthz_open_loop']['latency_us']['p99'])}**; 503s "
+            f"{s['wrk']['status_503']}, other {s['wrk']['other']}")
+
+
+def password_flood(s):
+    w = s["wrk"]
+    return (f"peak RSS **{s['peak_rss_kib'] / 1024:.0f} MiB** with a {s['budget_kib'] / 1024:.0f} MiB budget (idle "
+            f"{s['idle_rss_kib'] / 1024:.0f} MiB); {w['ok']} hashed, {w['status_503']} refused at once (503), "
+            f"{w['status_504']} late (504), socket errors {sum(w['socket_errors'].values())}; /healthz p99 "
+            f"{us(s['healthz_open_loop']['latency_us']['p99'])}")
+
+
+def json_body(s):
+    worst4 = max((k for k in s if k.startswith("4k_")), key=lambda k: s[k])
+    worst64 = max((k for k in s if k.startswith("64k_")), key=lambda k: s[k])
+    return (f"typical body {s['typical']:.1f} µs; worst at the password routes' 4 KiB: {s[worst4]:.0f} µs "
+            f"({worst4[3:]}); at 64 KiB: {s[worst64]:.0f} µs ({worst64[4:]}); 64 KiB of `[`: {s['64k_brackets']:.1f} µs")
+
+
 limit_line = (f"- physical limit: fib_single 30 median {limit_s['fib30_single']['median_s'] * 1000:.3f} ms before the run"
               + (f", {after['fib30_single']['median_s'] * 1000:.3f} ms after" if after else ", after: " + failure("limit_after"))
               + f" → {r['cores']} cores ÷ the faster = **{limit:.0f} req/s**") if limit_s else "- physical limit: " + failure("limit")
@@ -208,6 +238,11 @@ lines += [
     row("responsiveness_batch", "event-loop lag p99 under load (batch / idle)", lag, "≤ 0.2 ms"),
     row("http_overhead", "/healthz alone `wrk -t2 -c64`, 3 runs", overhead, "≥ 90,000 req/s"),
     row("overload", "overload `wrk -t2 -c256 /fib/35`", overload, "0 errors, ≤ 16 MiB, none after"),
+    row("password", "Argon2id hashing `POST /v1/password/hash`, defaults, `wrk -t2 -c8`", password,
+        "≥ 0.90; /healthz p99 ≤ 1 ms"),
+    row("password_flood", "max-parameter hashes (256 MiB, t=6) from 256 connections", password_flood,
+        "peak RSS within the budget"),
+    row("json_body", "reading a JSON body on the I/O thread", json_body, "a few tens of µs at the route's limit"),
     "",
 ]
 if headline:
@@ -256,6 +291,10 @@ def key_figures(run):
         ("/healthz alone, --log-level warn", get("http_overhead", "log_warn", "median", "rps"), "req/s", True, 0.1),
         ("overload: accepted", get("overload", "wrk", "accepted_rps"), "req/s", True, 0.1),
         ("overload: peak RSS", get("overload", "peak_rss_kib"), "KiB", False, 0.2),
+        ("password hashing ÷ limit", password_ratio(sc["password"])[0] if get("password", "wrk", "rps") else None, "",
+         True, 0.05),
+        ("/healthz p99 while hashing", get("password", "healthz_open_loop", "latency_us", "p99"), "µs", False, 1.0),
+        ("hash flood: peak RSS", get("password_flood", "peak_rss_kib"), "KiB", False, 0.2),
     ]
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # crunch benchmark driver: one command, loopback only, every load bounded in time.
-#   ./bench/run.sh              all scenarios, about 3 minutes on 2 cores
+#   ./bench/run.sh              all scenarios, about 4 minutes on 2 cores
 #   DURATION=4 ./bench/run.sh   shorter loads
+#   ONLY="password json_body" ./bench/run.sh   those scenarios alone (the report shows the rest as not run)
 # Prints each figure as it comes, then writes bench/results/latest.json and, from it,
 # bench/results/report.md with PNG plots (gnuplot). Each scenario runs on its own: one that fails
 # is reported as failed (in the output, the JSON and the report) and the others still run; the
@@ -10,7 +11,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/prepare.sh"
-bench_build crunchd fib_single latency_probe
+bench_build crunchd fib_single latency_probe argon2_single json_body
 
 duration="${DURATION:-10}"
 half="$(( duration / 2 > 1 ? duration / 2 : 1 ))"
@@ -191,11 +192,84 @@ s_scaling() {
   echo "${all%,}]" >"$parts/scaling.json"
 }
 
+# 7. Password hashing: Argon2id at the default parameters (19 MiB, 2 passes) with every worker busy,
+#    against the physical limit — the same libsodium call outside crunch on one thread, times the
+#    workers (the faster of before and after) — and against the same call on as many threads at
+#    once, which is what the machine itself allows hashes side by side. /healthz is probed
+#    open-loop meanwhile.
+s_password() {
+  local single_before single_after side_before side_after bg probe load cpu workers rss
+  workers="$cores"
+  single_before="$("$build/argon2_single" 19456 2 "$half")"
+  side_before="$("$build/argon2_single" 19456 2 "$half" "$workers")"
+  start_server --workers "$workers"
+  cpu_begin
+  BODY='{"password":"correct horse battery staple"}' wrk -t2 -c"$((4 * workers))" -d"$((duration + 2))s" \
+    --timeout 10s -s "$root/bench/post.lua" "http://127.0.0.1:$port/v1/password/hash" >"$out/password.txt" 2>&1 &
+  bg=$!
+  sleep 1
+  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+  wait "$bg"
+  cpu="$(cpu_end)"
+  load="$(tail -1 "$out/password.txt")"
+  [[ "$load" == "{"* ]] || { echo "password: wrk printed no result" >&2; return 1; }
+  rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  stop_server
+  single_after="$("$build/argon2_single" 19456 2 "$half")"
+  side_after="$("$build/argon2_single" 19456 2 "$half" "$workers")"
+  echo "{\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"peak_rss_kib\":$rss,\"cpu\":$cpu}" >"$parts/password.json"
+  python3 - "$parts/password.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+single = max(s["single_before"]["hashes_per_s"], s["single_after"]["hashes_per_s"])
+side = max(s["side_by_side_before"]["hashes_per_s"], s["side_by_side_after"]["hashes_per_s"])
+limit = s["workers"] * single
+rps = s["wrk"]["rps"]
+print(f"/v1/password/hash (19 MiB, t=2) wrk -t2 -c{4 * s['workers']}: {rps:.1f} hashes/s = {rps / limit:.3f} of the limit "
+      f"({s['workers']} x {single:.1f}/s on one thread) and {rps / side:.3f} of {side:.1f}/s, the library on {s['workers']} "
+      f"threads at once; 503 {s['wrk']['status_503']}, other {s['wrk']['other']}")
+p = s["healthz_open_loop"]["latency_us"]
+print(f"    /healthz open-loop meanwhile: p50 {p['p50']}us p99 {p['p99']}us max {p['max']}us; peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB")
+PY
+}
+
+# 8. A flood of maximum-parameter hashes (256 MiB, 6 passes: about a second each) from 256
+#    connections, under a memory budget that holds one of them at a time: the peak RSS stays within
+#    the budget, the excess is refused at once, and the loop stays fast.
+s_password_flood() {
+  local budget_mib=384 bg probe load idle_rss rss
+  start_server --memory-budget "${budget_mib}MiB"
+  idle_rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
+  BODY='{"password":"x","m_cost_kib":262144,"t_cost":6}' wrk -t2 -c256 -d"$((duration + 2))s" --timeout 20s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port/v1/password/hash" >"$out/password_flood.txt" 2>&1 &
+  bg=$!
+  sleep 1
+  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+  wait "$bg"
+  load="$(tail -1 "$out/password_flood.txt")"
+  [[ "$load" == "{"* ]] || { echo "password flood: wrk printed no result" >&2; return 1; }
+  rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  stop_server
+  echo "{\"budget_kib\":$((budget_mib * 1024)),\"idle_rss_kib\":$idle_rss,\"peak_rss_kib\":$rss,\"wrk\":$load,\"healthz_open_loop\":$probe}" >"$parts/password_flood.json"
+  echo "max-parameter hash flood, wrk -t2 -c256, --memory-budget ${budget_mib}MiB: peak RSS $((rss / 1024)) MiB (idle $((idle_rss / 1024)) MiB); $(json_get "$load" ok) hashed, $(json_get "$load" status_503) refused (503), $(json_get "$load" status_504) late (504), socket errors $(json_get "$load" socket_errors)"
+  echo "    /healthz open-loop meanwhile: p50 $(json_get "$probe" latency_us.p50)us p99 $(json_get "$probe" latency_us.p99)us max $(json_get "$probe" latency_us.max)us"
+}
+
+# 9. Loop time spent reading JSON bodies: the worst bodies the password routes' 4 KiB limit admits,
+#    and the 64 KiB other routes take.
+s_json_body() {
+  local costs
+  costs="$("$build/json_body")"
+  echo "$costs" >"$parts/json_body.json"
+  echo "reading a JSON body on the I/O thread (µs, fastest of many): $costs"
+}
+
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
 # loads are stopped too), is printed with the tail of its errors, and is written into the results.
 failed=()
 scenario() {  # NAME COMMAND...
   local name="$1" rc; shift
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return 0; fi
   set +e
   (
     set -e
@@ -221,6 +295,9 @@ for variant in batch idle normal inline; do scenario "responsiveness_$variant" s
 scenario http_overhead s_http_overhead
 scenario overload s_overload
 scenario scaling s_scaling
+scenario password s_password
+scenario password_flood s_password_flood
+scenario json_body s_json_body
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'

@@ -191,7 +191,7 @@ const std::vector<option>& options() {
        "most memory a password hash to make or verify may ask for, in KiB (default 262144: 256 MiB)",
        count(&config::password_max_m_cost, 8, max_password_m_cost)},
       {"password-max-t-cost", "CRUNCH_PASSWORD_MAX_T_COST", "N",
-       "most passes a password hash to make or verify may ask for (default 10)",
+       "most passes a password hash to make or verify may ask for (default 6)",
        count(&config::password_max_t_cost, 1, max_password_t_cost)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},

@@ -200,9 +200,9 @@ TEST_F(router_test, bad_bodies_are_400_naming_the_field_and_never_the_password) 
            {R"({"password":")" + secret_text + R"(","m_cost_kib":-1})", "m_cost_kib must be an integer in 8..262144"},
            {R"({"password":")" + secret_text + R"(","m_cost_kib":19456.5})", "m_cost_kib must be an integer in 8..262144"},
            {R"({"password":")" + secret_text + R"(","m_cost_kib":262145})", "m_cost_kib must be an integer in 8..262144"},
-           {R"({"password":")" + secret_text + R"(","t_cost":0})", "t_cost must be an integer in 1..10"},
-           {R"({"password":")" + secret_text + R"(","t_cost":[2]})", "t_cost must be an integer in 1..10"},
-           {R"({"password":")" + secret_text + R"(","t_cost":null})", "t_cost must be an integer in 1..10"},
+           {R"({"password":")" + secret_text + R"(","t_cost":0})", "t_cost must be an integer in 1..6"},
+           {R"({"password":")" + secret_text + R"(","t_cost":[2]})", "t_cost must be an integer in 1..6"},
+           {R"({"password":")" + secret_text + R"(","t_cost":null})", "t_cost must be an integer in 1..6"},
            {R"({"password":")" + secret_text + R"("} {})", "the body is not valid JSON (at byte 45)"},
        }) {
     const auto r = answer("POST", "/v1/password/hash", "application/json", body);
