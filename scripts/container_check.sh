@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
 source "$root/scripts/loopback.sh"
-crunch_packages=(podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname curl python3)
+crunch_packages=(podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname curl python3 wrk)
 crunch_install_deps
 
 # runc instead of crun, and ulimits these machines accept (see the file); nothing goes to /etc.
@@ -20,7 +20,7 @@ work="$(mktemp -d)"
 project="crunchci$$"
 compose=(podman-compose -p "$project" -f "$root/docker/compose.yaml" -f "$root/docker/compose.ci.yaml")
 cleanup() {
-  podman rm -f -i -t 0 "$name" "$name-cpus" >/dev/null 2>&1 || true
+  podman rm -f -i -t 0 "$name" "$name-cpus" "$name-mem" >/dev/null 2>&1 || true
   "${compose[@]}" down -t 2 >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -68,6 +68,44 @@ echo "PID 1 of the container is $(cat "/proc/$host_pid/comm"), uid $uid"
 [[ "$uid" != 0 ]] || { echo "the container runs as root" >&2; exit 1; }
 [[ "$(cat "/proc/$host_pid/comm")" == crunchd ]] || { echo "PID 1 is not crunchd: SIGTERM would not reach it" >&2; exit 1; }
 podman healthcheck run "$name" && echo "HEALTHCHECK (crunchd --probe): healthy"
+
+echo "== a password hashed and verified through the image (libsodium, linked in)"
+hashed="$(curl -sf -H 'Content-Type: application/json' -d '{"password":"correct horse battery staple"}' \
+  "http://127.0.0.1:$port/v1/password/hash")"
+echo "hash -> $hashed"
+[[ "$hashed" == *'"hash":"$argon2id$v=19$m=19456,t=2,p=1$'* ]] || { echo "unexpected hash answer" >&2; exit 1; }
+verified="$(python3 -c 'import json,sys; print(json.dumps({"password": "correct horse battery staple", "hash": json.loads(sys.argv[1])["hash"]}))' "$hashed" \
+  | curl -sf -H 'Content-Type: application/json' --data-binary @- "http://127.0.0.1:$port/v1/password/verify")"
+echo "verify -> $verified"
+[[ "$verified" == '{"match":true,"needs_rehash":false}' ]] || { echo "unexpected verify answer" >&2; exit 1; }
+
+echo "== --memory 64m, as compose and the manifests give a replica: a flood of the largest hashes, no OOM"
+port_mem="$(free_port)"
+podman run -d --health-interval disable --name "$name-mem" --memory 64m --memory-swap 64m \
+  -p "127.0.0.1:$port_mem:8080" -e CRUNCH_LOG_LEVEL=warn "$image" >/dev/null
+wait_ready "$port_mem"
+budget="$(curl -sf "http://127.0.0.1:$port_mem/metrics" | awk '$1 == "crunch_memory_budget_bytes" { print $2 }')"
+echo "memory budget under --memory 64m: $((budget / 1048576)) MiB"
+(( budget == 48 * 1048576 )) || { echo "expected a 48 MiB budget (64 MiB less the 16 MiB reserve)" >&2; exit 1; }
+m_cost=$(( budget / 1024 - 64 ))  # the largest hash the budget holds: its blocks plus 64 KiB
+BODY="{\"password\":\"x\",\"m_cost_kib\":$m_cost,\"t_cost\":6}" wrk -t2 -c256 -d10s --timeout 20s \
+  -s "$root/bench/post.lua" "http://127.0.0.1:$port_mem/v1/password/hash" >"$work/flood.txt"
+flood="$(tail -1 "$work/flood.txt")"
+host_pid_mem="$(podman inspect --format '{{.State.Pid}}' "$name-mem")"
+cgroup_v1="$(awk -F: '$2 == "memory" { print $3 }' "/proc/$host_pid_mem/cgroup")"
+cgroup_v2="$(awk -F: '$1 == "0" { print $3 }' "/proc/$host_pid_mem/cgroup")"
+if [[ -n "$cgroup_v1" && -r "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes" ]]; then
+  peak="$(cat "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes")"
+else
+  peak="$(cat "/sys/fs/cgroup$cgroup_v2/memory.peak")"
+fi
+state="$(podman inspect --format '{{.State.Running}} {{.State.OOMKilled}}' "$name-mem")"
+echo "flood of m_cost_kib=$m_cost t_cost=6 from 256 connections for 10 s: $flood"
+echo "container running, OOM-killed: $state; the cgroup's peak memory: $((peak / 1048576)) MiB of 64"
+[[ "$state" == "true false" ]] || { echo "the container did not survive the flood" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$port_mem/healthz" >/dev/null || { echo "/healthz does not answer after the flood" >&2; exit 1; }
+[[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$flood")" != 0 ]] || { echo "nothing was hashed" >&2; exit 1; }
+podman rm -f -i -t 0 "$name-mem" >/dev/null
 
 echo "== --cpus 1: the worker pool follows the CPU quota"
 port_cpus="$(free_port)"
