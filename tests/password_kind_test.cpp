@@ -11,9 +11,6 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-nlohmann::json json_of(const http_reply& r) { return nlohmann::json::parse(r.body); }
-std::string error_code_of(const http_reply& r) { return json_of(r).at("error").at("code").get<std::string>(); }
-
 // Small hashes, so that the suite stays quick under the sanitizers too.
 config small_hashes(std::size_t workers = 2) {
   auto cfg = test_config(workers);

@@ -16,10 +16,6 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-nlohmann::json json_of(const http_reply& r) { return nlohmann::json::parse(r.body); }
-
-std::string error_code_of(const http_reply& r) { return json_of(r).at("error").at("code").get<std::string>(); }
-
 struct server_test : ::testing::Test {
   std::shared_ptr<job_probe> probe = std::make_shared<job_probe>();
 };

@@ -56,6 +56,10 @@ std::string http_reply::header(const std::string& lower_name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
+nlohmann::json json_of(const http_reply& r) { return nlohmann::json::parse(r.body); }
+
+std::string error_code_of(const http_reply& r) { return json_of(r).at("error").at("code").get<std::string>(); }
+
 struct http_connection::impl {
   boost::asio::io_context io;
   tcp::socket socket{io};

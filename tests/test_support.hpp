@@ -6,6 +6,8 @@
 #include <crunch/kinds.hpp>
 #include <crunch/server.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -55,6 +57,11 @@ struct http_reply {
   std::vector<unsigned> interim;               ///< 1xx answers that came first (100 Continue)
   std::string header(const std::string& lower_name) const;
 };
+
+/// The reply's body as JSON.
+nlohmann::json json_of(const http_reply& r);
+/// The code of the reply's JSON error, {"error":{"code":...}}.
+std::string error_code_of(const http_reply& r);
 
 /// One blocking TCP connection to 127.0.0.1:port; every read gives up after a timeout.
 class http_connection {
