@@ -104,11 +104,14 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
   const auto booked = admit_.book(cost, time_left);
   net::steady_timer deadline(co_await net::this_coro::executor);
   deadline.expires_at(received + request.timeout);
-  pending_job pending{cost, clock::now(), &deadline, false};
-  const auto registered = pending_.insert(pending_.end(), &pending);
+  pending_job pending;
+  pending.cost = cost;
+  pending.submitted = clock::now();
+  pending.deadline = &deadline;
+  pending_.push_back(pending);
   // Cleanup is explicit, not RAII: a forced stop destroys suspended frames after the server state.
   auto settle = [&] {
-    pending_.erase(registered);
+    pending_.erase(pending_.iterator_to(pending));
     admit_.release(booked);
   };
   std::variant<std::tuple<sys::error_code, job_result<std::optional<nlohmann::json>>>, std::tuple<sys::error_code>,
@@ -173,25 +176,25 @@ std::size_t job_pipeline::cut_jobs_that_cannot_finish(std::chrono::milliseconds 
   std::size_t cut_count = 0;
   // Cutting a job cancels its timer, whose handler — the end of the race, which unlists the job —
   // runs later on this thread: the list does not change under the loop.
-  for (auto* job : pending_) {
+  for (auto& job : pending_) {
     auto& lane = *std::min_element(lanes.begin(), lanes.end());
     if (index++ < lanes.size()) {
-      if (job->cost) lane = std::max(admission::duration::zero(), *job->cost - (now - job->submitted));
+      if (job.cost) lane = std::max(admission::duration::zero(), *job.cost - (now - job.submitted));
       continue;
     }
-    if (!job->cost) continue;  // no estimate: it gets until the drain timeout
-    if (lane + *job->cost > drain_timeout) {
-      cut(*job);
+    if (!job.cost) continue;  // no estimate: it gets until the drain timeout
+    if (lane + *job.cost > drain_timeout) {
+      cut(job);
       ++cut_count;
     } else {
-      lane += *job->cost;
+      lane += *job.cost;
     }
   }
   return cut_count;
 }
 
 void job_pipeline::cut_all() {
-  for (auto* job : pending_) cut(*job);
+  for (auto& job : pending_) cut(job);
 }
 
 }  // namespace crunch

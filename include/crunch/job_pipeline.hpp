@@ -14,10 +14,10 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/intrusive/list.hpp>
 
 #include <chrono>
 #include <cstdint>
-#include <list>
 #include <optional>
 
 namespace crunch {
@@ -30,8 +30,9 @@ struct answer {
   bool overloaded = false;           ///< refused for load: pause the connection before its next request
 };
 
-/// A job waited for, as the drain sees it.
-struct pending_job {
+/// A job waited for, as the drain sees it. It lives in the frame of the run() that waits for it
+/// and links itself into the pipeline's list: no allocation per job.
+struct pending_job : boost::intrusive::list_base_hook<> {
   std::optional<admission::duration> cost;          ///< estimated run time, when the kind has a model
   std::chrono::steady_clock::time_point submitted;  ///< when it was handed to the pool
   net::steady_timer* deadline = nullptr;            ///< cancelling it ends the wait (the job is dropped)
@@ -69,7 +70,7 @@ class job_pipeline {
   worker_pool& pool_;
   admission& admit_;
   metrics& stats_;
-  std::list<pending_job*> pending_;  // in submission order, which is the queue's
+  boost::intrusive::list<pending_job> pending_;  // in submission order, which is the queue's
 };
 
 }  // namespace crunch
