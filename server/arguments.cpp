@@ -131,20 +131,37 @@ std::string bounds_message(const parameter& p) {
   return p.name + " must be a string of " + range + " bytes";
 }
 
+const std::variant<std::uint64_t, secret>* job_arguments::find(std::string_view name) const {
+  for (const auto& [n, value] : values_) {
+    if (n == name) return &value;
+  }
+  return nullptr;
+}
+
+void job_arguments::set(std::string_view name, std::variant<std::uint64_t, secret> value) {
+  for (auto& [n, v] : values_) {
+    if (n == name) {
+      v = std::move(value);
+      return;
+    }
+  }
+  values_.emplace_back(name, std::move(value));
+}
+
 std::uint64_t job_arguments::integer(std::string_view name) const {
-  const auto it = values_.find(name);
-  if (it == values_.end() || !std::holds_alternative<std::uint64_t>(it->second)) {
+  const auto* value = find(name);
+  if (!value || !std::holds_alternative<std::uint64_t>(*value)) {
     throw std::out_of_range("no integer argument " + std::string(name));
   }
-  return std::get<std::uint64_t>(it->second);
+  return std::get<std::uint64_t>(*value);
 }
 
 const secret& job_arguments::string(std::string_view name) const {
-  const auto it = values_.find(name);
-  if (it == values_.end() || !std::holds_alternative<secret>(it->second)) {
+  const auto* value = find(name);
+  if (!value || !std::holds_alternative<secret>(*value)) {
     throw std::out_of_range("no string argument " + std::string(name));
   }
-  return std::get<secret>(it->second);
+  return std::get<secret>(*value);
 }
 
 std::optional<std::string_view> query_value(std::string_view query, std::string_view name) {
@@ -162,7 +179,7 @@ std::optional<std::string_view> query_value(std::string_view query, std::string_
 std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<parameter>& declared,
                                                              std::string_view path_segment, std::string_view query,
                                                              std::optional<std::string_view> json_body) {
-  job_arguments args;
+  job_arguments args(declared.size());
   if (json_body) {
     body_reader reader(declared, args);
     // The JSON parser itself, as body_json::sax_parse() calls it: that function would also

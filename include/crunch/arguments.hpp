@@ -7,7 +7,6 @@
 #include <crunch/wiping.hpp>
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,24 +43,27 @@ struct invalid_argument {
   std::string message;  ///< e.g. "n must be an integer in 0..92"
 };
 
-/// A request's arguments, each checked against its parameter.
+/// A request's arguments, each checked against its parameter. Names are views of the
+/// parameters' own names: the declarations outlive the arguments read against them.
 class job_arguments {
  public:
+  /// Room for `expected` arguments.
+  explicit job_arguments(std::size_t expected = 0) { values_.reserve(expected); }
   /// The integer argument `name` (given, or its default). Throws std::out_of_range if the route
   /// declares no such integer: a bug in the kind, not in the request.
   std::uint64_t integer(std::string_view name) const;
   /// The string argument `name`, in memory that is wiped when it goes. Throws like integer().
   const secret& string(std::string_view name) const;
   /// Whether `name` was given or defaulted.
-  bool has(std::string_view name) const { return values_.find(name) != values_.end(); }
+  bool has(std::string_view name) const { return find(name) != nullptr; }
 
-  /// Sets an argument (used while reading).
-  void set(std::string name, std::variant<std::uint64_t, secret> value) {
-    values_.insert_or_assign(std::move(name), std::move(value));
-  }
+  /// Sets an argument (used while reading); `name` must outlive this object.
+  void set(std::string_view name, std::variant<std::uint64_t, secret> value);
 
  private:
-  std::map<std::string, std::variant<std::uint64_t, secret>, std::less<>> values_;
+  const std::variant<std::uint64_t, secret>* find(std::string_view name) const;
+  // A handful at most: a vector searched in order beats a map's nodes and keys.
+  std::vector<std::pair<std::string_view, std::variant<std::uint64_t, secret>>> values_;
 };
 
 /// Most nested containers a JSON body may open. Parameters are scalars, so the object itself is
