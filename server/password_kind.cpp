@@ -16,6 +16,28 @@ constexpr std::size_t max_password_bytes = 1024;
 constexpr std::size_t max_hash_bytes = 256;
 constexpr std::size_t max_body_bytes = 4096;
 
+// A password route: a POST with a small JSON body that holds a secret.
+job_route password_route(std::string name, std::string path, std::string summary, std::vector<parameter> parameters) {
+  job_route route;
+  route.name = std::move(name);
+  route.method = "POST";
+  route.path = std::move(path);
+  route.summary = std::move(summary);
+  route.parameters = std::move(parameters);
+  route.json_body = true;
+  route.max_body_bytes = max_body_bytes;
+  route.sensitive = true;
+  return route;
+}
+
+// A stored hash's parameter above this server's bound, as a 400.
+std::optional<invalid_argument> above(std::string_view what, std::uint64_t value, std::uint64_t bound,
+                                      std::string_view unit = {}) {
+  if (value <= bound) return std::nullopt;
+  return invalid_argument{"hash asks for " + std::string(what) + "=" + std::to_string(value) + std::string(unit) +
+                          ", above this server's bound of " + std::to_string(bound)};
+}
+
 parameter password_parameter() {
   return {"password", parameter_source::body, parameter_type::string, 1, max_password_bytes, std::nullopt,
           "the password, UTF-8; never logged, echoed or kept"};
@@ -35,19 +57,12 @@ job_kind password_kind(const config& cfg) {
   const auto max_m = cfg.password_max_m_cost;
   const auto max_t = cfg.password_max_t_cost;
 
-  job_route hash;
-  hash.name = "password_hash";
-  hash.method = "POST";
-  hash.path = "/v1/password/hash";
-  hash.summary = "hash a password with Argon2id; answers its PHC string";
-  hash.parameters = {password_parameter(),
-                     {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, cfg.password_m_cost,
-                      "memory in KiB"},
-                     {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, cfg.password_t_cost,
-                      "passes over the memory"}};
-  hash.json_body = true;
-  hash.max_body_bytes = max_body_bytes;
-  hash.sensitive = true;
+  auto hash = password_route(
+      "password_hash", "/v1/password/hash", "hash a password with Argon2id; answers its PHC string",
+      {password_parameter(),
+       {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, cfg.password_m_cost, "memory in KiB"},
+       {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, cfg.password_t_cost,
+        "passes over the memory"}});
   hash.prepare = [](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
@@ -60,35 +75,21 @@ job_kind password_kind(const config& cfg) {
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
   };
 
-  job_route verify;
-  verify.name = "password_verify";
-  verify.method = "POST";
-  verify.path = "/v1/password/verify";
-  verify.summary = "check a password against a stored Argon2 hash (any parameter order); says if it needs a rehash";
-  verify.parameters = {password_parameter(),
-                       {"hash", parameter_source::body, parameter_type::string, 1, max_hash_bytes, std::nullopt,
-                        "the stored PHC string, $argon2id$v=19$m=..,t=..,p=..$salt$digest"}};
-  verify.json_body = true;
-  verify.max_body_bytes = max_body_bytes;
-  verify.sensitive = true;
+  auto verify = password_route(
+      "password_verify", "/v1/password/verify",
+      "check a password against a stored Argon2 hash (any parameter order); says if it needs a rehash",
+      {password_parameter(),
+       {"hash", parameter_source::body, parameter_type::string, 1, max_hash_bytes, std::nullopt,
+        "the stored PHC string, $argon2id$v=19$m=..,t=..,p=..$salt$digest"}});
   verify.prepare = [current, max_m, max_t](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
     auto parsed = parse_phc(args.string("hash").view());
     if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
     auto stored = std::get<phc_hash>(std::move(parsed));
     // Checked before any work: a stored hash names its own cost, and one from a caller could
     // otherwise ask for gigabytes.
-    if (stored.params.m_cost_kib > max_m) {
-      return invalid_argument{"hash asks for m=" + std::to_string(stored.params.m_cost_kib) +
-                              " KiB, above this server's bound of " + std::to_string(max_m)};
-    }
-    if (stored.params.t_cost > max_t) {
-      return invalid_argument{"hash asks for t=" + std::to_string(stored.params.t_cost) +
-                              ", above this server's bound of " + std::to_string(max_t)};
-    }
-    if (stored.params.parallelism > phc_max_parallelism) {
-      return invalid_argument{"hash asks for p=" + std::to_string(stored.params.parallelism) +
-                              ", above this server's bound of " + std::to_string(phc_max_parallelism)};
-    }
+    if (auto bad = above("m", stored.params.m_cost_kib, max_m, " KiB")) return *bad;
+    if (auto bad = above("t", stored.params.t_cost, max_t)) return *bad;
+    if (auto bad = above("p", stored.params.parallelism, phc_max_parallelism)) return *bad;
     const bool rehash = needs_rehash(stored, current);
     const auto m = stored.params.m_cost_kib;
     const auto t = stored.params.t_cost;
