@@ -156,13 +156,15 @@ head_route router::route(const request_head& head) const {
     return answer(reply{200, kinds_document(), "application/json", {}, "kinds"});
   }
 
-  std::string allowed;  // methods of the routes whose path matches
+  std::string allowed;                   // methods of the routes whose path matches
+  std::string_view matched = "unmatched";  // their metrics label
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) {
       const auto segment = match_path(r.path, path);
       if (!segment) continue;
       if (head.method != r.method) {
         allowed += (allowed.empty() ? "" : ", ") + r.method;
+        matched = r.name;
         continue;
       }
       const auto limit = body_limit(r);
@@ -176,7 +178,7 @@ head_route router::route(const request_head& head) const {
       return routed;
     }
   }
-  if (!allowed.empty()) return answer(method_not_allowed(allowed));
+  if (!allowed.empty()) return answer(on_route(matched, method_not_allowed(allowed)));
   return answer(error_reply(404, "not_found", "no route for this path"));
 }
 

@@ -114,6 +114,7 @@ TEST_F(router_test, unknown_routes_are_404) {
 TEST_F(router_test, wrong_method_is_405_with_allow) {
   const auto post = answer("POST", "/fib/3");
   EXPECT_EQ(post.status, 405u);
+  EXPECT_EQ(post.route, "fib");  // counted under its route, as before
   ASSERT_EQ(post.headers.size(), 1u);
   EXPECT_EQ(post.headers[0], (std::pair<std::string, std::string>{"Allow", "GET"}));
   const auto del = answer("DELETE", "/healthz");
