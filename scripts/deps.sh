@@ -4,7 +4,7 @@
 set -euo pipefail
 
 crunch_packages=(g++ cmake ninja-build ccache pkg-config
-                 libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev
+                 libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libvips-dev
                  curl)
 
 crunch_install_deps() {

@@ -28,6 +28,9 @@ std::string quote_name(std::string_view name) {
 
 std::optional<invalid_argument> check_string(const parameter& p, std::string_view value) {
   if (value.size() < p.minimum || value.size() > p.maximum) return invalid_argument{bounds_message(p)};
+  if (!p.one_of.empty() && std::find(p.one_of.begin(), p.one_of.end(), value) == p.one_of.end()) {
+    return invalid_argument{bounds_message(p)};
+  }
   return std::nullopt;
 }
 
@@ -126,6 +129,11 @@ std::optional<invalid_argument> read_text(const parameter& p, std::string_view t
 }  // namespace
 
 std::string bounds_message(const parameter& p) {
+  if (!p.one_of.empty()) {
+    std::string values;
+    for (const auto& v : p.one_of) values += (values.empty() ? "" : ", ") + v;
+    return p.name + " must be one of " + values;
+  }
   const auto range = std::to_string(p.minimum) + ".." + std::to_string(p.maximum);
   if (p.type == parameter_type::integer) return p.name + " must be an integer in " + range;
   return p.name + " must be a string of " + range + " bytes";
@@ -198,7 +206,7 @@ std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<p
       if (auto bad = read_text(p, *text, args)) return *bad;
     } else if (!args.has(p.name)) {
       if (p.required()) return invalid_argument{p.name + " is missing: " + bounds_message(p).substr(p.name.size() + 1)};
-      args.set(p.name, *p.default_value);
+      if (p.default_value) args.set(p.name, *p.default_value);
     }
   }
   return args;

@@ -193,6 +193,12 @@ const std::vector<option>& options() {
       {"password-max-t-cost", "CRUNCH_PASSWORD_MAX_T_COST", "N",
        "most passes a password hash to make or verify may ask for (default 6)",
        count(&config::password_max_t_cost, 1, max_password_t_cost)},
+      {"max-image-pixels", "CRUNCH_MAX_IMAGE_PIXELS", "N",
+       "pixels an image may declare (width x height), read from its header before decoding; beyond: 400 "
+       "(default 40000000)",
+       count(&config::max_image_pixels, 1, 1ULL << 32)},
+      {"max-image-bytes", "CRUNCH_MAX_IMAGE_BYTES", "SIZE", "an image upload, at most; beyond: 413 (default 25MiB)",
+       size(&config::max_image_bytes, 1024)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",

@@ -14,13 +14,13 @@ job_kind fib_kind() {
   route.summary = "F(n) by naive recursion: exponential CPU work for a tiny input";
   route.parameters = {{"n", parameter_source::path, parameter_type::integer, 0, fib_max_n, std::nullopt,
                        "which Fibonacci number; F(92) is the largest that fits in 64 bits"}};
-  route.prepare = [](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
+  route.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto n = static_cast<unsigned>(args.integer("n"));
-    auto run = [n](std::stop_token stop) -> std::optional<nlohmann::json> {
+    auto run = [n](std::stop_token stop) -> std::optional<job_output> {
       const auto result = fib(n, std::move(stop));
       if (!result) return std::nullopt;
       // Above 2^53 JavaScript numbers lose precision: result_string is exact everywhere.
-      return nlohmann::json{{"n", n}, {"result", *result}, {"result_string", std::to_string(*result)}};
+      return job_output::json({{"n", n}, {"result", *result}, {"result_string", std::to_string(*result)}});
     };
     // The recursion's own stack is all the memory it holds.
     return prepared_job{run, static_cast<double>(fib_calls(n)), 0};

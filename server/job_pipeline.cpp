@@ -40,13 +40,13 @@ reply deadline_exceeded(std::chrono::milliseconds timeout) {
 std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
 // A job only returns nothing when its stop token fired, which the race treats before this.
-answer completed(std::optional<nlohmann::json> value, job_timing timing, metrics& stats) {
+answer completed(std::optional<job_output> value, job_timing timing, metrics& stats) {
   if (!value) {
     stats.count_job(job_outcome::drained);
     return {draining(), timing};
   }
   stats.count_job(job_outcome::completed);
-  return {reply{200, value->dump(), "application/json", {}}, timing};
+  return {reply{value->status, std::move(value->body), value->content_type, {}}, timing};
 }
 
 }  // namespace
@@ -101,6 +101,26 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
                      std::nullopt, false, true};
   }
 
+  // A job that keeps its request's body holds memory already, so it must not wait for more: a
+  // job that waits for memory holds none, or two could wait for each other's. Its own memory is
+  // taken now with the body's, or it is refused like a full queue.
+  std::uint64_t pool_memory = request.memory_bytes;
+  if (request.body_memory) {
+    auto memory = pool_.try_lease(request.memory_bytes);
+    if (!memory) {
+      stats_.count_job(job_outcome::rejected_memory);
+      co_return answer{overloaded("the memory budget is taken by the jobs and uploads in flight; retry later",
+                                  std::chrono::seconds(1)),
+                       std::nullopt, false, true};
+    }
+    // Held by the job, so given back when the worker is done with it (or it leaves the queue).
+    auto held = std::make_shared<std::pair<memory_lease, memory_lease>>(std::move(request.body_memory), std::move(memory));
+    request.job = [job = std::move(request.job), held = std::move(held)](std::stop_token stop) {
+      return job(std::move(stop));
+    };
+    pool_memory = 0;
+  }
+
   const auto booked = admit_.book(cost, time_left);
   net::steady_timer deadline(co_await net::this_coro::executor);
   deadline.expires_at(received + request.timeout);
@@ -114,11 +134,11 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     pending_.erase(pending_.iterator_to(pending));
     admit_.release(booked);
   };
-  std::variant<std::tuple<sys::error_code, job_result<std::optional<nlohmann::json>>>, std::tuple<sys::error_code>,
+  std::variant<std::tuple<sys::error_code, job_result<std::optional<job_output>>>, std::tuple<sys::error_code>,
                std::monostate>
       raced;
   try {
-    raced = co_await (pool_.async_submit(std::move(request.job), request.memory_bytes, use_tuple) ||
+    raced = co_await (pool_.async_submit(std::move(request.job), pool_memory, use_tuple) ||
                       deadline.async_wait(use_tuple) || std::move(client_gone));
   } catch (...) {
     settle();
@@ -168,6 +188,12 @@ void cut(pending_job& job) {
 }
 
 }  // namespace
+
+memory_lease job_pipeline::lease_body(std::uint64_t bytes) {
+  auto lease = pool_.try_lease(bytes);
+  if (!lease) stats_.count_job(job_outcome::rejected_memory);
+  return lease;
+}
 
 std::size_t job_pipeline::cut_jobs_that_cannot_finish(std::chrono::milliseconds drain_timeout) {
   const auto now = clock::now();

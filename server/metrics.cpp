@@ -24,6 +24,7 @@ const char* to_string(job_outcome outcome) noexcept {
     case job_outcome::cancelled_client_gone: return "cancelled_client_gone";
     case job_outcome::failed: return "failed";
     case job_outcome::drained: return "drained";
+    case job_outcome::rejected_memory: return "rejected_memory";
   }
   return "unknown";
 }

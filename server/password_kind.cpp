@@ -63,14 +63,14 @@ job_kind password_kind(const config& cfg) {
        {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, cfg.password_m_cost, "memory in KiB"},
        {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, cfg.password_t_cost,
         "passes over the memory"}});
-  hash.prepare = [](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
+  hash.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
-    auto run = [password = args.string("password"), m, t](std::stop_token) -> std::optional<nlohmann::json> {
+    auto run = [password = args.string("password"), m, t](std::stop_token) -> std::optional<job_output> {
       // Argon2 cannot stop midway: a job past its deadline finishes here, and its answer is dropped.
       auto phc = argon2id_hash(password.view(), m, t);
       wipe_stack_below();  // BLAKE2b's state held the password's last bytes
-      return nlohmann::json{{"hash", std::move(phc)}};
+      return job_output::json({{"hash", std::move(phc)}});
     };
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
   };
@@ -81,7 +81,7 @@ job_kind password_kind(const config& cfg) {
       {password_parameter(),
        {"hash", parameter_source::body, parameter_type::string, 1, max_hash_bytes, std::nullopt,
         "the stored PHC string, $argon2id$v=19$m=..,t=..,p=..$salt$digest"}});
-  verify.prepare = [current, max_m, max_t](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
+  verify.prepare = [current, max_m, max_t](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     auto parsed = parse_phc(args.string("hash").view());
     if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
     auto stored = std::get<phc_hash>(std::move(parsed));
@@ -94,10 +94,10 @@ job_kind password_kind(const config& cfg) {
     const auto m = stored.params.m_cost_kib;
     const auto t = stored.params.t_cost;
     auto run = [password = args.string("password"), stored = std::move(stored), rehash](
-                   std::stop_token) -> std::optional<nlohmann::json> {
+                   std::stop_token) -> std::optional<job_output> {
       const bool match = argon2_verify(stored, password.view());
       wipe_stack_below();
-      return nlohmann::json{{"match", match}, {"needs_rehash", rehash}};
+      return job_output::json({{"match", match}, {"needs_rehash", rehash}});
     };
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
   };

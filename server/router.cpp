@@ -51,6 +51,18 @@ bool is_json(std::string_view content_type) {
          });
 }
 
+// The media type of `content_type` (parameters and case ignored) is one of `types`.
+bool one_of_media_types(const std::vector<std::string>& types, std::string_view content_type) {
+  auto media = content_type.substr(0, content_type.find(';'));
+  while (!media.empty() && (media.front() == ' ' || media.front() == '\t')) media.remove_prefix(1);
+  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
+  return std::any_of(types.begin(), types.end(), [media](const std::string& t) {
+    return t.size() == media.size() && std::equal(t.begin(), t.end(), media.begin(), [](char a, char b) {
+             return a == std::tolower(static_cast<unsigned char>(b));
+           });
+  });
+}
+
 const char* source_name(parameter_source in) {
   switch (in) {
     case parameter_source::path: return "path";
@@ -74,6 +86,7 @@ nlohmann::json describe(const parameter& p) {
     d["max_bytes"] = p.maximum;
   }
   if (p.default_value) d["default"] = *p.default_value;
+  if (!p.one_of.empty()) d["enum"] = p.one_of;
   return d;
 }
 
@@ -93,8 +106,12 @@ router::router(job_registry jobs, server_view view, const config& cfg)
       max_body_bytes_(cfg.max_body_bytes),
       memory_budget_(cfg.memory_budget) {
   largest_body_limit_ = max_body_bytes_;
+  largest_buffered_body_ = max_body_bytes_;
   for (const auto& [name, kind] : jobs_.kinds()) {
-    for (const auto& r : kind.routes) largest_body_limit_ = std::max(largest_body_limit_, body_limit(r));
+    for (const auto& r : kind.routes) {
+      largest_body_limit_ = std::max(largest_body_limit_, body_limit(r));
+      if (!r.file_body()) largest_buffered_body_ = std::max(largest_buffered_body_, body_limit(r));
+    }
   }
 }
 
@@ -173,8 +190,13 @@ head_route router::route(const request_head& head) const {
         routed = answer(on_route(r.name, reply{}), limit);
       } else if (r.json_body && !is_json(head.content_type)) {
         routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be application/json"));
+      } else if (r.file_body() && !one_of_media_types(r.media_types, head.content_type)) {
+        std::string types;
+        for (const auto& t : r.media_types) types += (types.empty() ? "" : ", ") + t;
+        routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be one of " + types));
       }
       routed.sensitive = r.sensitive;
+      routed.file_body = r.file_body();
       return routed;
     }
   }
@@ -182,7 +204,7 @@ head_route router::route(const request_head& head) const {
   return answer(error_reply(404, "not_found", "no route for this path"));
 }
 
-std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body) const {
+std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body, job_input input) const {
   const auto& r = *match.route;
   auto timeout = default_timeout_;
   if (const auto text = query_value(match.query, "timeout_ms")) {
@@ -196,14 +218,15 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
   auto args = read_arguments(r.parameters, match.path_segment, match.query,
                              r.json_body ? std::optional<std::string_view>(body) : std::nullopt);
   if (auto* invalid = std::get_if<invalid_argument>(&args)) {
-    return on_route(r.name, error_reply(400, "invalid_argument", invalid->message));
+    return on_route(r.name, error_reply(400, invalid->code, invalid->message));
   }
-  auto prepared = r.prepare(std::get<job_arguments>(args));
+  auto prepared = r.prepare(std::get<job_arguments>(args), input);
   if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
-    return on_route(r.name, error_reply(400, "invalid_argument", invalid->message));
+    return on_route(r.name, error_reply(400, invalid->code, invalid->message));
   }
   auto& job = std::get<prepared_job>(prepared);
-  return job_request{match.kind->name, r.name, std::move(job.run), job.cost_units, job.memory_bytes, timeout};
+  return job_request{match.kind->name, r.name,          std::move(job.run), job.cost_units, job.memory_bytes,
+                     timeout,          std::move(input.body_memory)};
 }
 
 std::vector<std::string> router::route_names() const {
@@ -236,6 +259,9 @@ std::string router::kinds_document() const {
                               {"parameters", std::move(parameters)}};
       if (r.json_body) {
         route["content_type"] = "application/json";
+        route["max_body_bytes"] = body_limit(r);
+      } else if (r.file_body()) {
+        route["content_types"] = r.media_types;
         route["max_body_bytes"] = body_limit(r);
       }
       routes.push_back(std::move(route));

@@ -36,6 +36,8 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 using request_body = http::basic_string_body<char, std::char_traits<char>, wiping_allocator<char>>;
 using request_parser = http::request_parser<request_body>;
 using request_buffer = beast::basic_flat_buffer<wiping_allocator<char>>;
+// A file body (an image) holds no secret: a plain string, moved into its job.
+using file_parser_type = http::request_parser<http::string_body>;
 constexpr std::size_t read_chunk = 4096;
 constexpr auto linger_time = std::chrono::seconds(1);
 constexpr std::size_t linger_bytes = 64 * 1024;
@@ -253,6 +255,20 @@ void forget_body(request_body::value_type& body, request_buffer& buffer) {
   wipe(read.data(), read.size());
 }
 
+/// Reads the rest of a request whose head has been read and accepted; tells a client that sent
+/// "Expect: 100-continue" to go on first.
+template <typename Parser>
+net::awaitable<std::tuple<sys::error_code, std::size_t>> read_body(beast::tcp_stream& stream, request_buffer& buffer,
+                                                                   Parser& parser) {
+  if (parser.is_done()) co_return std::tuple{sys::error_code{}, std::size_t{0}};
+  if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+    static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+    auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
+    if (ec) co_return std::tuple{ec, std::size_t{0}};
+  }
+  co_return co_await http::async_read(stream, buffer, parser, use_tuple);
+}
+
 /// The route's view of a request head.
 request_head head_of(const request_parser& parser) {
   const auto& req = parser.get();
@@ -268,7 +284,7 @@ request_head head_of(const request_parser& parser) {
 net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
   const config& cfg = ctx->cfg;
   // Bounds memory per connection, pipelined bytes included.
-  request_buffer buffer(cfg.max_header_bytes + ctx->routes.largest_body_limit() + 2 * read_chunk);
+  request_buffer buffer(cfg.max_header_bytes + ctx->routes.largest_buffered_body() + 2 * read_chunk);
   const std::string remote = remote_of(stream);
   std::string wire;  // each answer is rendered here, then written
 
@@ -288,6 +304,8 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     }
 
     request_parser parser;
+    std::optional<file_parser_type> file_parser;  // takes over from `parser` for a file body
+    memory_lease body_memory;                     // a file body's share of the memory budget
     parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
     parser.body_limit(ctx->routes.largest_body_limit());  // until the route says how much it takes
     stream.expires_after(cfg.read_timeout);
@@ -308,16 +326,33 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
                                   head.method_string(), head.target(), head.version(), received);
         co_return;
       }
-      parser.body_limit(routed.body_limit);
-      if (!parser.is_done()) {
-        if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-          static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-          auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
-          if (ec) co_return;
+      if (routed.file_body && !parser.is_done()) {
+        // A file body is charged to the memory budget before it is read, for as long as it is
+        // kept: 256 uploads of 25 MiB must not become 6 GiB. A chunked one is charged its limit.
+        body_memory = ctx->jobs.lease_body(parser.chunked() || !head.has_content_length()
+                                               ? routed.body_limit
+                                               : head_of(parser).content_length.value_or(routed.body_limit));
+        if (!body_memory) {
+          auto r = error_reply(503, "overloaded",
+                               "the memory budget is taken by the jobs and uploads in flight; retry later");
+          r.headers.emplace_back("Retry-After", "1");
+          r.route = std::get<route_match>(routed.next).route->name;
+          co_await reject_and_close(stream, *ctx, remote, std::move(r), request_id_for(head["X-Request-Id"], *ctx),
+                                    head.method_string(), head.target(), head.version(), received);
+          co_return;
         }
-        std::tie(read_ec, read_n) = co_await http::async_read(stream, buffer, parser, use_tuple);
-        received = clock::now();
+        // Read into a plain string the job keeps, rather than the wiping one a password needs.
+        file_parser.emplace(std::move(parser));
       }
+      if (file_parser) {
+        file_parser->body_limit(routed.body_limit);
+        std::tie(read_ec, read_n) = co_await read_body(stream, buffer, *file_parser);
+        if (!read_ec) body_memory.shrink_to(file_parser->get().body().capacity());
+      } else {
+        parser.body_limit(routed.body_limit);
+        std::tie(read_ec, read_n) = co_await read_body(stream, buffer, parser);
+      }
+      if (!read_ec) received = clock::now();
     }
     if (read_ec) {
       if (auto r = reply_for_read_error(read_ec)) {
@@ -326,16 +361,21 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       co_return;
     }
 
-    auto& req = parser.get();
+    const http::request_header<>& req = file_parser ? file_parser->get().base() : parser.get().base();
+    const bool wants_keep_alive = file_parser ? file_parser->get().keep_alive() : parser.get().keep_alive();
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
     answer a;
     std::optional<job_request> job;
     if (auto* r = std::get_if<reply>(&routed.next)) {
       a.r = std::move(*r);
-      if (routed.sensitive) forget_body(req.body(), buffer);
+      if (routed.sensitive) forget_body(parser.get().body(), buffer);
     } else {
-      auto prepared = ctx->routes.prepare(std::get<route_match>(routed.next), req.body());
-      if (routed.sensitive) forget_body(req.body(), buffer);
+      const auto& match = std::get<route_match>(routed.next);
+      auto prepared = file_parser ? ctx->routes.prepare(match, {},
+                                                        job_input{std::move(file_parser->get().body()),
+                                                                  req[http::field::content_type], std::move(body_memory)})
+                                  : ctx->routes.prepare(match, parser.get().body());
+      if (routed.sensitive) forget_body(parser.get().body(), buffer);
       if (auto* refused = std::get_if<reply>(&prepared)) {
         a.r = std::move(*refused);
       } else {
@@ -359,7 +399,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
 
     // While draining, answer what has been received, then close; once the drain has run out of
     // time, close after this answer.
-    const bool keep_alive = req.keep_alive() && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0) &&
+    const bool keep_alive = wants_keep_alive && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0) &&
                             in_a_row < cfg.max_pipelined;
     const bool pause = a.overloaded;
     const framing f{req.version(), keep_alive, req.method() == http::verb::head, request_id};

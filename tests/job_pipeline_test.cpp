@@ -44,7 +44,7 @@ struct job_pipeline_test : ::testing::Test {
   job_pipeline pipeline{cfg, pool, admit, stats};
 
   job_request request(job_function job, std::chrono::milliseconds timeout = 10s, std::uint64_t memory = 0) {
-    return job_request{"test", "test", std::move(job), 0, memory, timeout};
+    return job_request{"test", "test", std::move(job), 0, memory, timeout, {}};
   }
 
   // Starts the request; its answer lands in `out` once the io_context has run.
@@ -68,12 +68,12 @@ struct job_pipeline_test : ::testing::Test {
 };
 
 job_function returns(int value) {
-  return [value](std::stop_token) -> std::optional<nlohmann::json> { return nlohmann::json{{"value", value}}; };
+  return [value](std::stop_token) -> std::optional<job_output> { return job_output::json({{"value", value}}); };
 }
 
 // Runs until its stop token fires, telling `started` once it runs.
 job_function until_stopped(std::latch& started, std::atomic<bool>& stopped) {
-  return [&](std::stop_token stop) -> std::optional<nlohmann::json> {
+  return [&](std::stop_token stop) -> std::optional<job_output> {
     started.count_down();
     while (!stop.stop_requested()) std::this_thread::yield();
     stopped = true;
@@ -91,7 +91,7 @@ TEST_F(job_pipeline_test, a_completed_job_is_200_with_its_timing) {
 }
 
 TEST_F(job_pipeline_test, a_job_that_throws_is_500_job_failed) {
-  const auto a = run(request([](std::stop_token) -> std::optional<nlohmann::json> { throw std::runtime_error("boom"); }));
+  const auto a = run(request([](std::stop_token) -> std::optional<job_output> { throw std::runtime_error("boom"); }));
   EXPECT_EQ(a.r.status, 500u);
   EXPECT_EQ(error_of(a).at("code"), "job_failed");
   EXPECT_EQ(stats.jobs(job_outcome::failed), 1u);
@@ -114,7 +114,7 @@ TEST_F(job_pipeline_test, a_client_that_leaves_stops_its_job) {
   std::atomic<bool> stopped{false};
   net::steady_timer leave(io, net::steady_timer::time_point::max());
   std::optional<answer> a;
-  start(request([&](std::stop_token stop) -> std::optional<nlohmann::json> {
+  start(request([&](std::stop_token stop) -> std::optional<job_output> {
           net::post(io, [&] { leave.cancel(); });  // the client leaves once its job runs
           return until_stopped(started, stopped)(std::move(stop));
         }),
@@ -163,9 +163,9 @@ TEST_F(job_pipeline_test, work_queued_ahead_that_would_make_it_late_refuses_with
 TEST_F(job_pipeline_test, more_memory_than_the_whole_budget_is_400_before_any_work) {
   std::atomic<bool> ran{false};
   const auto a = run(request(
-      [&](std::stop_token) -> std::optional<nlohmann::json> {
+      [&](std::stop_token) -> std::optional<job_output> {
         ran = true;
-        return nlohmann::json::object();
+        return job_output::json(nlohmann::json::object());
       },
       10s, 1001));
   EXPECT_EQ(a.r.status, 400u);
@@ -178,9 +178,9 @@ TEST_F(job_pipeline_test, a_deadline_already_past_is_504_without_running) {
   std::optional<answer> a;
   net::co_spawn(io,
                 pipeline.run(request(
-                                 [&](std::stop_token) -> std::optional<nlohmann::json> {
+                                 [&](std::stop_token) -> std::optional<job_output> {
                                    ran = true;
-                                   return nlohmann::json::object();
+                                   return job_output::json(nlohmann::json::object());
                                  },
                                  100ms),
                              clock::now() - 1s, stays_until(never)),
@@ -223,9 +223,9 @@ TEST_F(job_pipeline_test, a_drain_cuts_the_queued_jobs_that_cannot_finish_in_tim
 TEST_F(job_pipeline_test, inline_mode_runs_the_job_on_the_calling_thread) {
   cfg.mode = run_mode::inline_;
   std::thread::id ran_on;
-  const auto a = run(request([&](std::stop_token) -> std::optional<nlohmann::json> {
+  const auto a = run(request([&](std::stop_token) -> std::optional<job_output> {
     ran_on = std::this_thread::get_id();
-    return nlohmann::json::object();
+    return job_output::json(nlohmann::json::object());
   }));
   EXPECT_EQ(a.r.status, 200u);
   EXPECT_EQ(ran_on, std::this_thread::get_id());

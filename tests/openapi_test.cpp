@@ -80,10 +80,16 @@ TEST_F(openapi_test, every_job_route_is_described_with_its_parameters_and_bounds
           EXPECT_EQ(schema.at("type"), "string");
           EXPECT_EQ(schema.at("minLength"), p.minimum);
           EXPECT_EQ(schema.at("maxLength"), p.maximum);
+          if (!p.one_of.empty()) {
+            EXPECT_EQ(schema.at("enum"), p.one_of);
+          }
         }
       }
-      if (route.json_body) {
+      if (route.json_body || route.file_body()) {
         EXPECT_TRUE(op.at("responses").contains("415"));
+      }
+      for (const auto& type : route.media_types) {
+        EXPECT_TRUE(op.at("requestBody").at("content").contains(type)) << type;
       }
     }
   }

@@ -70,8 +70,10 @@ TEST_F(router_test, fib_becomes_a_job_with_the_default_deadline) {
   ASSERT_TRUE(j.job);
   const auto body = j.job(std::stop_token{});
   ASSERT_TRUE(body);
-  EXPECT_EQ(body->at("result"), 6765);
-  EXPECT_EQ(body->at("result_string"), "6765");
+  EXPECT_EQ(body->content_type, "application/json");
+  const auto value = nlohmann::json::parse(body->body);
+  EXPECT_EQ(value.at("result"), 6765);
+  EXPECT_EQ(value.at("result_string"), "6765");
 }
 
 TEST_F(router_test, client_may_shorten_the_deadline_but_not_exceed_the_maximum) {
@@ -169,7 +171,27 @@ TEST_F(router_test, a_body_over_the_routes_limit_is_refused_on_its_head) {
   EXPECT_TRUE(routes.route({"GET", "/healthz", "", 65537}).refuse_body);
   EXPECT_FALSE(routes.route({"GET", "/fib/3", "", 65536}).refuse_body);
   EXPECT_FALSE(routes.route({"GET", "/fib/3", "", std::nullopt}).refuse_body);  // chunked: bounded while read
-  EXPECT_EQ(routes.largest_body_limit(), 65536u);
+  // An image takes --max-image-bytes; only bodies that are not files are held in a buffer.
+  EXPECT_EQ(routes.largest_body_limit(), 25u << 20);
+  EXPECT_EQ(routes.largest_buffered_body(), 65536u);
+}
+
+TEST_F(router_test, an_image_route_checks_its_content_type_and_size_on_the_head) {
+  const auto fits = routes.route({"POST", "/v1/image/thumbnail?width=10", "image/jpeg", 1000});
+  EXPECT_TRUE(std::holds_alternative<route_match>(fits.next));
+  EXPECT_TRUE(fits.file_body);
+  EXPECT_FALSE(fits.sensitive);
+  EXPECT_EQ(fits.body_limit, 25u << 20);
+  EXPECT_TRUE(std::holds_alternative<route_match>(routes.route({"POST", "/v1/image/thumbnail", "IMAGE/PNG; q=1", 1}).next));
+  for (const auto* type : {"", "text/plain", "image/tiff", "image/svg+xml", "application/json"}) {
+    const auto refused = routes.route({"POST", "/v1/image/thumbnail", type, 1000});
+    ASSERT_TRUE(std::holds_alternative<reply>(refused.next)) << type;
+    EXPECT_EQ(std::get<reply>(refused.next).status, 415u) << type;
+    EXPECT_EQ(std::get<reply>(refused.next).route, "image_thumbnail");
+  }
+  const auto too_large = routes.route({"POST", "/v1/image/thumbnail", "image/jpeg", (25u << 20) + 1});
+  EXPECT_TRUE(too_large.refuse_body);
+  EXPECT_EQ(std::get<reply>(too_large.next).status, 413u);
 }
 
 TEST_F(router_test, password_routes_take_only_post) {
@@ -238,7 +260,13 @@ TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
   EXPECT_EQ(doc.at("memory_budget_bytes"), 64ULL << 20);
   std::map<std::string, nlohmann::json> kinds;
   for (const auto& k : doc.at("kinds")) kinds[k.at("name")] = k;
-  ASSERT_EQ(kinds.size(), 2u);
+  ASSERT_EQ(kinds.size(), 3u);
+  const auto& thumbnail = kinds["image"].at("routes").at(0);
+  EXPECT_EQ(thumbnail.at("path"), "/v1/image/thumbnail");
+  EXPECT_EQ(thumbnail.at("content_types"), (nlohmann::json{"image/jpeg", "image/png", "image/webp", "image/gif"}));
+  EXPECT_EQ(thumbnail.at("max_body_bytes"), 25 << 20);
+  EXPECT_EQ(thumbnail.at("parameters").at(2).at("enum"), (nlohmann::json{"inside", "cover", "fill"}));
+  EXPECT_EQ(thumbnail.at("parameters").at(0).at("required"), false);
   EXPECT_EQ(kinds["fib"].at("cost").at("ns_per_unit"), 0.9);
   EXPECT_TRUE(kinds["password"].at("cost").at("ns_per_unit").is_null());
   const auto& fib_route = kinds["fib"].at("routes").at(0);

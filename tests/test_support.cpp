@@ -196,7 +196,7 @@ int job_probe::stopped() {
 namespace {
 
 job_function spinner(std::shared_ptr<job_probe> probe, int ms) {
-  return [probe, ms](std::stop_token stop) -> std::optional<nlohmann::json> {
+  return [probe, ms](std::stop_token stop) -> std::optional<job_output> {
     probe->note_started();
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
     volatile std::uint64_t sink = 0;
@@ -207,7 +207,7 @@ job_function spinner(std::shared_ptr<job_probe> probe, int ms) {
         return std::nullopt;
       }
     }
-    return nlohmann::json{{"spun_ms", ms}};
+    return job_output::json({{"spun_ms", ms}});
   };
 }
 
@@ -221,7 +221,7 @@ job_kind test_kind(std::string name, std::function<std::variant<prepared_job, in
   route.method = "GET";
   route.path = "/" + name + "/{ms}";
   route.parameters = {{"ms", parameter_source::path, parameter_type::integer, 0, 1'000'000, std::nullopt, "ms"}};
-  route.prepare = [make = std::move(make)](const job_arguments& args) { return make(args.integer("ms")); };
+  route.prepare = [make = std::move(make)](const job_arguments& args, job_input&) { return make(args.integer("ms")); };
   job_kind kind;
   kind.name = std::move(name);
   kind.calibrate = std::move(calibrate);
@@ -250,9 +250,9 @@ job_kind throw_job() {
   route.method = "GET";
   route.path = "/throw/{message}";
   route.parameters = {{"message", parameter_source::path, parameter_type::string, 1, 100, std::nullopt, "what()"}};
-  route.prepare = [](const job_arguments& args) -> std::variant<prepared_job, invalid_argument> {
+  route.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     return prepared_job{[message = std::string(args.string("message").view())](
-                            std::stop_token) -> std::optional<nlohmann::json> { throw std::runtime_error(message); },
+                            std::stop_token) -> std::optional<job_output> { throw std::runtime_error(message); },
                         0, 0};
   };
   job_kind kind;

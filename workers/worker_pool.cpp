@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <utility>
 
 #include <pthread.h>
 #include <sched.h>
@@ -80,6 +81,44 @@ void lower_priority(worker_priority priority) {
 
 }  // namespace
 
+struct memory_lease::shared_state {
+  std::atomic<std::uint64_t> in_use{0};  // running jobs' memory and leases'
+  std::mutex link;                       // guards pool
+  worker_pool* pool = nullptr;           // null once the pool is gone
+};
+
+memory_lease::memory_lease(memory_lease&& other) noexcept
+    : shared_(std::move(other.shared_)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+memory_lease& memory_lease::operator=(memory_lease&& other) noexcept {
+  if (this != &other) {
+    release();
+    shared_ = std::move(other.shared_);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void memory_lease::shrink_to(std::uint64_t bytes) noexcept {
+  if (!shared_ || bytes >= bytes_) return;
+  give_back(bytes_ - bytes);
+  bytes_ = bytes;
+}
+
+void memory_lease::release() noexcept {
+  if (!shared_) return;
+  give_back(bytes_);
+  bytes_ = 0;
+  shared_.reset();
+}
+
+void memory_lease::give_back(std::uint64_t bytes) noexcept {
+  if (bytes == 0) return;
+  shared_->in_use.fetch_sub(bytes, std::memory_order_acq_rel);
+  std::lock_guard lock(shared_->link);
+  if (shared_->pool) shared_->pool->memory_freed();
+}
+
 const sys::error_category& pool_category() noexcept {
   static const pool_category_impl category;
   return category;
@@ -96,7 +135,9 @@ worker_pool::worker_pool(worker_pool_options options)
     : queue_limit_(options.queue_limit),
       priority_(options.priority),
       memory_budget_(options.memory_budget),
-      running_(options.workers, nullptr) {
+      running_(options.workers, nullptr),
+      memory_(std::make_shared<memory_lease::shared_state>()) {
+  memory_->pool = this;
   if (options.workers == 0) throw std::invalid_argument("worker_pool needs at least one worker");
   threads_.reserve(options.workers);
   for (std::size_t i = 0; i < options.workers; ++i) {
@@ -107,6 +148,8 @@ worker_pool::worker_pool(worker_pool_options options)
 worker_pool::~worker_pool() {
   shutdown();
   for (auto& t : threads_) t.join();
+  std::lock_guard lock(memory_->link);
+  memory_->pool = nullptr;
 }
 
 void worker_pool::shutdown() {
@@ -134,14 +177,35 @@ std::size_t worker_pool::busy() const {
   return busy_;
 }
 
-std::uint64_t worker_pool::memory_in_use() const {
-  std::lock_guard lock(mutex_);
-  return memory_in_use_;
+std::uint64_t worker_pool::memory_in_use() const { return memory_->in_use.load(std::memory_order_acquire); }
+
+bool worker_pool::head_waits_for_memory() const {
+  if (queue_.empty() || memory_budget_ == 0) return false;
+  const auto in_use = memory_->in_use.load(std::memory_order_acquire);
+  return queue_.front()->memory_ > memory_budget_ - std::min(in_use, memory_budget_);
 }
 
-bool worker_pool::head_can_start() const {
-  if (queue_.empty()) return false;
-  return memory_budget_ == 0 || queue_.front()->memory_ <= memory_budget_ - memory_in_use_;
+std::deque<std::unique_ptr<worker_pool::task>>::iterator worker_pool::next_startable() {
+  if (!head_waits_for_memory()) return queue_.begin();
+  return std::find_if(queue_.begin(), queue_.end(), [](const auto& t) { return t->memory_ == 0; });
+}
+
+memory_lease worker_pool::try_lease(std::uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  if (memory_budget_ != 0) {
+    if (head_waits_for_memory()) return {};
+    // Only this function and the workers add to in_use, under mutex_; leases only take away.
+    if (bytes > memory_budget_ - std::min(memory_->in_use.load(std::memory_order_acquire), memory_budget_)) return {};
+  }
+  memory_->in_use.fetch_add(bytes, std::memory_order_acq_rel);
+  return memory_lease(memory_, bytes);
+}
+
+void worker_pool::memory_freed() {
+  // Taking the mutex orders this after a worker that saw too little memory has gone to wait, so
+  // that the notification cannot be lost.
+  { std::lock_guard lock(mutex_); }
+  ready_.notify_all();
 }
 
 void worker_pool::enqueue(std::unique_ptr<task> t) {
@@ -197,13 +261,17 @@ void worker_pool::worker_main(std::size_t index) {
     std::unique_ptr<task> t;
     {
       std::unique_lock lock(mutex_);
-      ready_.wait(lock, [this] { return stopping_ || head_can_start(); });
-      if (!head_can_start()) return;  // stopping, and nothing left to do
-      t = std::move(queue_.front());
-      queue_.pop_front();
+      auto next = queue_.end();
+      ready_.wait(lock, [&] {
+        next = next_startable();
+        return stopping_ || next != queue_.end();
+      });
+      if (next == queue_.end()) return;  // stopping, and nothing left to do
+      t = std::move(*next);
+      queue_.erase(next);
       running_[index] = t.get();
       ++busy_;
-      memory_in_use_ += t->memory_;
+      memory_->in_use.fetch_add(t->memory_, std::memory_order_acq_rel);
     }
     const std::uint64_t memory = t->memory_;
     t->run(t->stop_.get_token());
@@ -211,7 +279,7 @@ void worker_pool::worker_main(std::size_t index) {
       std::lock_guard lock(mutex_);
       running_[index] = nullptr;
       --busy_;
-      memory_in_use_ -= memory;
+      memory_->in_use.fetch_sub(memory, std::memory_order_acq_rel);
     }
     // Freed memory may let the head of the queue start on another worker.
     if (memory != 0) ready_.notify_all();

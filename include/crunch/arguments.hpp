@@ -30,9 +30,11 @@ struct parameter {
   std::uint64_t maximum = 0;                     ///< integer: largest value; string: most bytes
   std::optional<std::uint64_t> default_value;    ///< integers only: when set, the argument may be left out
   std::string description;                       ///< one line, for /v1/kinds
+  std::vector<std::string> one_of = {};          ///< strings only: the values allowed, when not any
+  bool optional = false;                         ///< may be left out with no default: the kind decides
 
   /// Whether a request must give it.
-  bool required() const noexcept { return !default_value.has_value(); }
+  bool required() const noexcept { return !default_value.has_value() && !optional; }
 };
 
 /// "n must be an integer in 0..92", "password must be a string of 1..1024 bytes".
@@ -40,7 +42,8 @@ std::string bounds_message(const parameter& p);
 
 /// Why a request's arguments were refused: becomes a 400 with code "invalid_argument".
 struct invalid_argument {
-  std::string message;  ///< e.g. "n must be an integer in 0..92"
+  std::string message;                 ///< e.g. "n must be an integer in 0..92"
+  std::string code = "invalid_argument";  ///< the error's code, for a kind with finer ones ("invalid_image")
 };
 
 /// A request's arguments, each checked against its parameter. Names are views of the

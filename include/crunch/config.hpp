@@ -45,6 +45,8 @@ struct config {
   std::size_t password_t_cost = 2;                        ///< Argon2id passes of a new hash (OWASP: 2)
   std::size_t password_max_m_cost = 262'144;              ///< most memory a hash to make or verify may take, KiB
   std::size_t password_max_t_cost = 6;                    ///< most passes a hash to make or verify may take
+  std::size_t max_image_pixels = 40'000'000;              ///< width × height an image may declare
+  std::uint64_t max_image_bytes = 25 * 1024 * 1024;       ///< an image upload, at most
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit

@@ -51,6 +51,10 @@ class job_pipeline {
   net::awaitable<answer> run(job_request request, std::chrono::steady_clock::time_point received,
                              net::awaitable<void> client_gone);
 
+  /// Takes `bytes` of the memory budget for a request body about to be read, or — when they are
+  /// not free — an empty lease (counted as a job refused for memory): the request gets a 503.
+  memory_lease lease_body(std::uint64_t bytes);
+
   /// For the drain: plays the FIFO queue forward over the workers with the cost estimates and
   /// answers 503 now each queued job that would not finish within `drain_timeout`. The oldest
   /// `workers` jobs are taken to be running; they keep the whole timeout. Returns how many.

@@ -5,6 +5,7 @@
 /// docs/job-kinds.md walks through adding one.
 
 #include <crunch/arguments.hpp>
+#include <crunch/memory_lease.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -20,9 +21,26 @@
 
 namespace crunch {
 
-/// A job ready to run on a worker: its inputs are captured by value. Returns the response body,
-/// or nullopt when it stopped because its token asked it to.
-using job_function = std::function<std::optional<nlohmann::json>(std::stop_token)>;
+/// What a job answers: a body and its media type.
+struct job_output {
+  std::string body;                                     ///< the response body
+  std::string_view content_type = "application/json";  ///< a literal
+  unsigned status = 200;                                ///< 400 when the input turned out to be bad
+
+  /// A JSON answer, serialised on the worker rather than on the I/O thread.
+  static job_output json(const nlohmann::json& value) { return {value.dump(), "application/json"}; }
+};
+
+/// A job ready to run on a worker: its inputs are captured by value. Returns its answer, or
+/// nullopt when it stopped because its token asked it to.
+using job_function = std::function<std::optional<job_output>(std::stop_token)>;
+
+/// What a route whose body is a file (not JSON) hands its kind besides the arguments.
+struct job_input {
+  std::string body;               ///< the body, for the job to keep: moved, never copied
+  std::string_view content_type;  ///< as the request sent it (one of the route's media_types)
+  memory_lease body_memory;       ///< the body's share of the memory budget: it goes with the body
+};
 
 /// A job with what admission needs to know of it.
 struct prepared_job {
@@ -39,10 +57,15 @@ struct job_route {
   std::string summary;              ///< one line, for /v1/kinds
   std::vector<parameter> parameters;  ///< path, query and body parameters
   bool json_body = false;           ///< body parameters come as a JSON object (Content-Type: application/json)
+  /// The body is a file of one of these types (415 for any other); the kind gets it in job_input.
+  std::vector<std::string> media_types;
   std::size_t max_body_bytes = 0;   ///< body limit; 0: the server's --max-body-bytes
   bool sensitive = false;           ///< the body holds a secret: its buffers are wiped once it is read
-  /// Turns checked arguments into a job, or says why they cannot make one.
-  std::function<std::variant<prepared_job, invalid_argument>(const job_arguments&)> prepare;
+  /// Turns checked arguments (and a file body) into a job, or says why they cannot make one.
+  std::function<std::variant<prepared_job, invalid_argument>(const job_arguments&, job_input&)> prepare;
+
+  /// Whether the body is a file rather than JSON.
+  bool file_body() const noexcept { return !media_types.empty(); }
 };
 
 /// A kind of CPU work, with one cost model shared by its routes.

@@ -14,6 +14,10 @@ job_kind fib_kind();
 /// password settings; its cost is m_cost_kib × (t_cost + 1).
 job_kind password_kind(const config& cfg);
 
+/// POST /v1/image/thumbnail: libvips thumbnails of JPEG, PNG, WebP and GIF bodies, within
+/// `cfg`'s image limits; its cost is in pixel-equivalents, from the image's header.
+job_kind image_kind(const config& cfg);
+
 /// Every kind above, configured by `cfg`.
 job_registry default_jobs(const config& cfg);
 

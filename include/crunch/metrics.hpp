@@ -25,10 +25,11 @@ enum class job_outcome {
   cancelled_client_gone,         ///< the client closed its connection: stopped, nothing sent
   failed,                        ///< the job threw: 500
   drained,                       ///< shutdown could not wait for it: 503
+  rejected_memory,               ///< its body or its memory did not fit the memory budget: 503 at once
 };
 
 /// Number of job_outcome values.
-inline constexpr std::size_t job_outcome_count = 7;
+inline constexpr std::size_t job_outcome_count = 8;
 
 /// The label value of an outcome, e.g. "rejected_queue_full".
 const char* to_string(job_outcome outcome) noexcept;

@@ -39,6 +39,9 @@ struct job_request {
   double cost_units = 0;              ///< expected cost in the kind's units (0: no cost model)
   std::uint64_t memory_bytes = 0;     ///< memory the job will hold while it runs
   std::chrono::milliseconds timeout;  ///< deadline, from the request's arrival
+  /// The request body's share of the memory budget, when the job keeps its body: then the job's
+  /// own memory is taken at once too, never waited for, since a job that waits must hold nothing.
+  memory_lease body_memory;
 };
 
 /// What the router reads of a request's head.
@@ -63,6 +66,7 @@ struct head_route {
   std::size_t body_limit = 0;             ///< the most body bytes to read for it
   bool refuse_body = false;               ///< answer `next` at once, without reading the body, and close
   bool sensitive = false;                 ///< sent to a route whose bodies hold secrets: wipe it once read
+  bool file_body = false;                 ///< the body is a file for the job to keep (job_input), not JSON
 };
 
 /// What the cheap routes read of the running server.
@@ -83,11 +87,14 @@ class router {
   head_route route(const request_head& head) const;
 
   /// For a matched route, once the body is read: its arguments checked, the job prepared — or the
-  /// 400 that says why not.
-  std::variant<reply, job_request> prepare(const route_match& match, std::string_view body) const;
+  /// 400 that says why not. A JSON route's body is `body`; a file route's comes in `input`.
+  std::variant<reply, job_request> prepare(const route_match& match, std::string_view body, job_input input = {}) const;
 
   /// The largest body any route takes: a parser's limit before the route is known.
   std::size_t largest_body_limit() const noexcept { return largest_body_limit_; }
+  /// The largest body a route takes that is not a file: what a connection's buffer must hold at
+  /// once (a file body goes straight from the socket into its string).
+  std::size_t largest_buffered_body() const noexcept { return largest_buffered_body_; }
 
   /// Every route's name: the cheap ones and the kinds', for the metrics to know from the start.
   std::vector<std::string> route_names() const;
@@ -105,6 +112,7 @@ class router {
   std::size_t max_body_bytes_;
   std::uint64_t memory_budget_;
   std::size_t largest_body_limit_ = 0;
+  std::size_t largest_buffered_body_ = 0;
 };
 
 }  // namespace crunch

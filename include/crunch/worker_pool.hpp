@@ -9,6 +9,7 @@
 /// wait for a job that cannot stop midway (an Argon2 hash): it finishes on its worker, which stays
 /// busy — and its memory charged — until then, and its result is dropped.
 
+#include <crunch/memory_lease.hpp>
 #include <crunch/net.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -91,9 +92,10 @@ struct worker_pool_options {
 };
 
 /// N worker threads behind one bounded FIFO queue. A job may declare the memory it will use; the
-/// jobs running at once never declare more than the memory budget together, so a job whose
-/// memory is not free waits at the head of the queue — and the jobs behind it with it — as it
-/// would wait for a worker.
+/// jobs running at once and the leases never hold more than the memory budget together. A job
+/// whose memory is not free waits at the head of the queue as it would wait for a worker; jobs
+/// behind it that need no memory go past it, and no lease is granted while it waits — so the
+/// memory it waits for can only come back to it.
 class worker_pool {
  public:
   /// Starts the worker threads.
@@ -131,10 +133,16 @@ class worker_pool {
   std::size_t busy() const;
   /// The memory budget in bytes (0: no limit).
   std::uint64_t memory_budget() const noexcept { return memory_budget_; }
-  /// Bytes declared by the jobs running now.
+  /// Bytes declared by the jobs running now, and held by leases.
   std::uint64_t memory_in_use() const;
 
+  /// Takes `bytes` from the memory budget now, for as long as the lease lives — or, when they
+  /// are not free or a queued job waits for memory, an empty lease.
+  memory_lease try_lease(std::uint64_t bytes);
+
  private:
+  friend class memory_lease;  // wakes the workers when it gives memory back
+
   /// A queued job with its handler, type-erased so that the queue is one container.
   class task {
    public:
@@ -170,8 +178,13 @@ class worker_pool {
   /// completes it now. A task that has finished is left alone.
   void cancel(std::uint64_t id);
   void worker_main(std::size_t index);
-  /// True when the job at the head of the queue may start now. Called with mutex_ held.
-  bool head_can_start() const;
+  /// The first queued job that may start now: the head if its memory is free, else the first
+  /// that needs none. end() if none. Called with mutex_ held.
+  std::deque<std::unique_ptr<task>>::iterator next_startable();
+  /// Whether the head of the queue waits for memory. Called with mutex_ held.
+  bool head_waits_for_memory() const;
+  /// Wakes the workers after memory came back from a lease.
+  void memory_freed();
 
   const std::size_t queue_limit_;
   const worker_priority priority_;
@@ -181,7 +194,7 @@ class worker_pool {
   std::deque<std::unique_ptr<task>> queue_;      // guarded by mutex_
   std::vector<task*> running_;                   // per worker, null when idle; guarded by mutex_
   std::size_t busy_ = 0;                         // guarded by mutex_
-  std::uint64_t memory_in_use_ = 0;              // guarded by mutex_
+  std::shared_ptr<memory_lease::shared_state> memory_;  // in use: changed under mutex_ but by leases
   std::uint64_t next_id_ = 1;                    // guarded by mutex_
   bool stopping_ = false;                        // guarded by mutex_
   std::vector<std::thread> threads_;

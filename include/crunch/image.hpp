@@ -1,0 +1,102 @@
+#pragma once
+/// Image thumbnails with libvips: what an image declares in its first bytes (read without a
+/// decoder, so that a pixel bomb costs nothing), what a thumbnail of it will cost, and the
+/// thumbnail itself. Plain functions: the image kind (server/image_kind.cpp) runs them on workers.
+
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace crunch {
+
+/// The formats crunch reads. Everything else is refused before any decoder sees it.
+enum class image_format { jpeg, png, webp, gif };
+
+/// "jpeg", "png", "webp", "gif".
+std::string_view format_name(image_format format) noexcept;
+/// "image/jpeg", ...
+std::string_view media_type(image_format format) noexcept;
+/// The format a Content-Type names (parameters and case ignored), or nullopt.
+std::optional<image_format> format_of_media_type(std::string_view content_type) noexcept;
+
+/// What an image says of itself before it is decoded.
+struct image_header {
+  image_format format = image_format::jpeg;
+  std::uint32_t width = 0;   ///< as stored, before any EXIF orientation
+  std::uint32_t height = 0;
+  std::uint32_t bands = 3;   ///< colour channels (+ alpha) the decoder produces
+  bool whole_frame = false;  ///< the decoder holds the whole frame at once: progressive JPEG,
+                             ///< interlaced PNG, GIF and WebP, rather than a few rows at a time
+
+  std::uint64_t pixels() const noexcept { return std::uint64_t{width} * height; }
+};
+
+/// Reads the format and the declared dimensions from the first bytes of `bytes` (a JPEG's
+/// markers up to its frame header, a PNG's IHDR, a GIF's screen descriptor, a WebP's first
+/// chunk). Cheap and bounded: it never decodes. Returns why not when the bytes are none of the
+/// four formats, or are cut short or malformed before the dimensions.
+std::variant<image_header, std::string> sniff_image(std::string_view bytes);
+
+/// How the thumbnail fits the box `width` × `height`.
+enum class image_fit {
+  inside,  ///< keep the aspect ratio, as large as fits in the box
+  cover,   ///< keep the aspect ratio, fill the box, crop the centre
+  fill,    ///< stretch to the box exactly
+};
+
+/// What to make of an image.
+struct thumbnail_spec {
+  std::uint32_t width = 0;   ///< 0: follows from height and the aspect ratio
+  std::uint32_t height = 0;  ///< 0: follows from width; at least one is set
+  image_fit fit = image_fit::inside;
+  image_format format = image_format::jpeg;  ///< output: jpeg, webp or png
+  std::uint32_t quality = 80;                ///< 1..100, for jpeg and webp
+};
+
+/// What a thumbnail will cost, known from the header before anything is decoded.
+struct thumbnail_plan {
+  std::uint32_t shrink_on_load = 1;  ///< the decoder's own downscale: JPEG 1, 2, 4 or 8; WebP any
+  std::uint64_t loaded_pixels = 0;   ///< pixels the decoder produces
+  std::uint64_t output_pixels = 0;   ///< the thumbnail's, at most (either orientation)
+  double cost_units = 0;             ///< the image kind's cost unit: "pixel-equivalents"
+  std::uint64_t memory_bytes = 0;    ///< working memory while it runs, the body not included
+};
+
+/// The plan for `spec` on an image with `header`.
+thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& spec) noexcept;
+
+/// An image a decoder refused (corrupt, truncated, not what its header said): a 400, not a 500.
+class image_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Sets libvips up once for crunch: one thread per operation (the worker pool decides
+/// parallelism), no operation cache (memory comes back after each job), untrusted loaders and
+/// every loader but the four formats' blocked. Throws std::runtime_error if libvips cannot start.
+void init_vips();
+
+/// The libvips version, "8.14.1".
+std::string libvips_version();
+
+/// Makes the thumbnail of `bytes` — whose header `expected` describes, as sniff_image read it —
+/// with EXIF orientation applied, converted to sRGB, metadata stripped. Returns the encoded
+/// image, or nullopt when `stop` asked it to stop (checked while libvips evaluates). Throws
+/// image_error when the image cannot be decoded, is cut short, or differs from `expected`.
+std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
+                                          const thumbnail_spec& spec, std::stop_token stop);
+
+/// A photo-like image (smooth colour gradients under fine noise) of `width` × `height` encoded as
+/// `format`: for calibration, tests and benchmarks. `orientation` (1..8) is written as an EXIF
+/// tag, for a JPEG only.
+std::string synthetic_image(std::uint32_t width, std::uint32_t height, image_format format, int quality = 85,
+                            int orientation = 1);
+
+/// Frees what libvips keeps per thread: called by a worker after each image job.
+void release_vips_thread_buffers();
+
+}  // namespace crunch

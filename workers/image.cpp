@@ -1,0 +1,448 @@
+#include <crunch/image.hpp>
+
+#include <vips/vips.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <memory>
+#include <mutex>
+
+namespace crunch {
+
+namespace {
+
+std::uint32_t be16(std::string_view b, std::size_t at) {
+  return (std::uint32_t{static_cast<unsigned char>(b[at])} << 8) | static_cast<unsigned char>(b[at + 1]);
+}
+std::uint32_t le16(std::string_view b, std::size_t at) {
+  return (std::uint32_t{static_cast<unsigned char>(b[at + 1])} << 8) | static_cast<unsigned char>(b[at]);
+}
+std::uint32_t le24(std::string_view b, std::size_t at) {
+  return le16(b, at) | (std::uint32_t{static_cast<unsigned char>(b[at + 2])} << 16);
+}
+std::uint32_t be32(std::string_view b, std::size_t at) { return (be16(b, at) << 16) | be16(b, at + 2); }
+std::uint32_t le32(std::string_view b, std::size_t at) { return le16(b, at) | (le16(b, at + 2) << 16); }
+
+using sniffed = std::variant<image_header, std::string>;
+
+// Markers up to the frame header: each segment is skipped by its length, so a file of any size
+// costs at most this many steps.
+constexpr int max_jpeg_segments = 1000;
+
+sniffed sniff_jpeg(std::string_view b) {
+  std::size_t at = 2;  // after FF D8
+  for (int segments = 0; segments < max_jpeg_segments; ++segments) {
+    // Fill bytes: any number of FF before a marker.
+    while (at < b.size() && static_cast<unsigned char>(b[at]) == 0xFF && at + 1 < b.size() &&
+           static_cast<unsigned char>(b[at + 1]) == 0xFF) {
+      ++at;
+    }
+    if (at + 4 > b.size()) return "JPEG ends before its frame header";
+    if (static_cast<unsigned char>(b[at]) != 0xFF) return "malformed JPEG: expected a marker";
+    const auto marker = static_cast<unsigned char>(b[at + 1]);
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // no length
+      at += 2;
+      continue;
+    }
+    if (marker == 0xD9 || marker == 0xDA) return "malformed JPEG: no frame header before the image data";
+    const auto length = be16(b, at + 2);
+    if (length < 2) return "malformed JPEG: segment shorter than its length field";
+    const bool frame = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (frame) {
+      if (length < 8 || at + 10 > b.size()) return "JPEG ends inside its frame header";
+      image_header h;
+      h.format = image_format::jpeg;
+      h.height = be16(b, at + 5);
+      h.width = be16(b, at + 7);
+      const auto components = static_cast<unsigned char>(b[at + 9]);
+      h.bands = components == 1 ? 1 : (components == 4 ? 4 : 3);
+      // Baseline and extended sequential decode a few rows at a time; progressive (C2, C6, CA,
+      // CE), lossless and arithmetic-coded files are held whole as coefficients.
+      h.whole_frame = !(marker == 0xC0 || marker == 0xC1);
+      if (h.height == 0) return "JPEG declares no height (DNL is not supported)";
+      return h;
+    }
+    at += 2 + length;
+  }
+  return "malformed JPEG: too many segments before the frame header";
+}
+
+sniffed sniff_png(std::string_view b) {
+  // Signature, then IHDR: length, "IHDR", width, height, depth, colour type, ..., interlace.
+  if (b.size() < 33) return "PNG ends before its header";
+  if (b.substr(12, 4) != "IHDR") return "malformed PNG: the first chunk is not IHDR";
+  image_header h;
+  h.format = image_format::png;
+  h.width = be32(b, 16);
+  h.height = be32(b, 20);
+  const auto depth = static_cast<unsigned char>(b[24]);
+  const auto colour = static_cast<unsigned char>(b[25]);
+  const std::array<std::uint32_t, 7> bands_of{1, 0, 3, 3, 2, 0, 4};  // grey, -, RGB, palette, grey+alpha, -, RGBA
+  if (colour >= bands_of.size() || bands_of[colour] == 0) return "malformed PNG: unknown colour type";
+  h.bands = bands_of[colour] * (depth == 16 ? 2u : 1u);  // 16-bit samples take two bytes
+  h.whole_frame = b[28] != 0;                             // Adam7 interlacing
+  return h;
+}
+
+sniffed sniff_gif(std::string_view b) {
+  if (b.size() < 10) return "GIF ends before its screen descriptor";
+  image_header h;
+  h.format = image_format::gif;
+  h.width = le16(b, 6);
+  h.height = le16(b, 8);
+  h.bands = 4;  // decoded to RGBA, a whole frame at a time
+  h.whole_frame = true;
+  return h;
+}
+
+sniffed sniff_webp(std::string_view b) {
+  if (b.size() < 30) return "WebP ends before its header";
+  const auto chunk = b.substr(12, 4);
+  image_header h;
+  h.format = image_format::webp;
+  h.whole_frame = true;  // libwebp decodes the whole (scaled) frame at once
+  h.bands = 4;
+  if (chunk == "VP8 ") {
+    if (b.substr(23, 3) != "\x9d\x01\x2a") return "malformed WebP: no VP8 start code";
+    h.width = le16(b, 26) & 0x3FFF;
+    h.height = le16(b, 28) & 0x3FFF;
+  } else if (chunk == "VP8L") {
+    if (static_cast<unsigned char>(b[20]) != 0x2F) return "malformed WebP: no VP8L signature";
+    const auto bits = le32(b, 21);
+    h.width = (bits & 0x3FFF) + 1;
+    h.height = ((bits >> 14) & 0x3FFF) + 1;
+  } else if (chunk == "VP8X") {
+    h.width = le24(b, 24) + 1;
+    h.height = le24(b, 27) + 1;
+  } else {
+    return "malformed WebP: unknown first chunk";
+  }
+  return h;
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// An owning handle for a GObject.
+struct unref {
+  void operator()(void* object) const { g_object_unref(object); }
+};
+using image_ptr = std::unique_ptr<VipsImage, unref>;
+
+std::string vips_failure() {
+  // Copied and cleared in one step: the buffer is libvips's, shared by every thread.
+  char* copy = vips_error_buffer_copy();
+  std::string message = copy != nullptr ? copy : "";
+  g_free(copy);
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  // libvips's messages name the operation and what went wrong; keep the first line.
+  if (const auto newline = message.find('\n'); newline != std::string::npos) message.resize(newline);
+  return message.empty() ? std::string("the image could not be decoded") : message;
+}
+
+// Called by libvips while it evaluates, on whichever thread runs the pipeline.
+void on_eval(VipsImage* image, VipsProgress*, void* stop) {
+  if (static_cast<std::stop_token*>(stop)->stop_requested()) vips_image_set_kill(image, TRUE);
+}
+
+}  // namespace
+
+std::string_view format_name(image_format format) noexcept {
+  switch (format) {
+    case image_format::jpeg: return "jpeg";
+    case image_format::png: return "png";
+    case image_format::webp: return "webp";
+    case image_format::gif: return "gif";
+  }
+  return "?";
+}
+
+std::string_view media_type(image_format format) noexcept {
+  switch (format) {
+    case image_format::jpeg: return "image/jpeg";
+    case image_format::png: return "image/png";
+    case image_format::webp: return "image/webp";
+    case image_format::gif: return "image/gif";
+  }
+  return "application/octet-stream";
+}
+
+std::optional<image_format> format_of_media_type(std::string_view content_type) noexcept {
+  auto media = content_type.substr(0, content_type.find(';'));
+  while (!media.empty() && (media.front() == ' ' || media.front() == '\t')) media.remove_prefix(1);
+  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
+  for (const auto f : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
+    if (iequal(media, media_type(f))) return f;
+  }
+  return std::nullopt;
+}
+
+std::variant<image_header, std::string> sniff_image(std::string_view b) {
+  if (b.size() >= 3 && b.substr(0, 3) == "\xFF\xD8\xFF") return sniff_jpeg(b);
+  if (b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n") return sniff_png(b);
+  if (b.size() >= 6 && (b.substr(0, 6) == "GIF87a" || b.substr(0, 6) == "GIF89a")) return sniff_gif(b);
+  if (b.size() >= 12 && b.substr(0, 4) == "RIFF" && b.substr(8, 4) == "WEBP") return sniff_webp(b);
+  return std::string("not a JPEG, PNG, WebP or GIF image");
+}
+
+thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& spec) noexcept {
+  thumbnail_plan plan;
+  const double w = header.width;
+  const double h = header.height;
+  // The scale in either orientation (EXIF may swap the axes), the larger: estimates, not promises.
+  auto scale_for = [&](double iw, double ih) {
+    const double sx = spec.width != 0 ? spec.width / iw : 0;
+    const double sy = spec.height != 0 ? spec.height / ih : 0;
+    if (spec.width == 0) return std::pair{sy, sy};
+    if (spec.height == 0) return std::pair{sx, sx};
+    switch (spec.fit) {
+      case image_fit::inside: return std::pair{std::min(sx, sy), std::min(sx, sy)};
+      case image_fit::cover: return std::pair{std::max(sx, sy), std::max(sx, sy)};
+      case image_fit::fill: return std::pair{sx, sy};
+    }
+    return std::pair{sx, sy};
+  };
+  double out = 0;
+  double smallest_scale = 1e9;
+  for (const auto& [iw, ih] : {std::pair{w, h}, std::pair{h, w}}) {
+    const auto [sx, sy] = scale_for(iw, ih);
+    double ow = std::max(1.0, std::round(iw * sx));
+    double oh = std::max(1.0, std::round(ih * sy));
+    if (spec.fit == image_fit::cover && spec.width != 0 && spec.height != 0) {
+      ow = std::min<double>(ow, spec.width);
+      oh = std::min<double>(oh, spec.height);
+    }
+    out = std::max(out, ow * oh);
+    smallest_scale = std::min({smallest_scale, sx, sy});
+  }
+  plan.output_pixels = static_cast<std::uint64_t>(out);
+
+  // The decoder's own shrink, as libvips picks it: JPEG by 2, 4 or 8 while the result stays
+  // above the target; WebP by any factor.
+  std::uint32_t shrink = 1;
+  if (smallest_scale < 1) {
+    const double wanted = 1.0 / smallest_scale;
+    if (header.format == image_format::jpeg) {
+      for (const std::uint32_t s : {8u, 4u, 2u}) {
+        if (wanted >= s) {
+          shrink = s;
+          break;
+        }
+      }
+    } else if (header.format == image_format::webp) {
+      shrink = static_cast<std::uint32_t>(std::max(1.0, std::floor(wanted)));
+    }
+  }
+  plan.shrink_on_load = shrink;
+  const double loaded_w = std::ceil(w / shrink);
+  const double loaded_h = std::ceil(h / shrink);
+  plan.loaded_pixels = static_cast<std::uint64_t>(loaded_w * loaded_h);
+
+  // Cost: what the decoder reads (every input pixel, at a fraction of a decoded one's cost when
+  // it shrinks on load), what it produces, and what is resized and encoded.
+  const double input = static_cast<double>(header.pixels());
+  plan.cost_units = input / 4 + static_cast<double>(plan.loaded_pixels) + 8 * out;
+
+  // Memory: a decoder that holds the whole frame holds it (JPEG's coefficients at 2 bytes a
+  // sample, the others' pixels); one that streams holds a band of rows. Then the resize's row
+  // buffers, and the thumbnail a few times over (orientation, crop, colour conversion, encoder).
+  const double bands = header.bands;
+  double decoder = 0;
+  if (header.whole_frame) {
+    decoder = header.format == image_format::jpeg ? input * bands * 2
+              : header.format == image_format::webp ? loaded_w * loaded_h * 4
+                                                     : input * bands;
+  } else {
+    decoder = w * bands * 64;
+  }
+  const double resize_rows = loaded_w * 4 * 64;
+  const double thumbnail = out * 4 * 4;
+  constexpr double fixed = 4.0 * 1024 * 1024;  // libvips's and the codecs' own state
+  plan.memory_bytes = static_cast<std::uint64_t>(fixed + decoder + resize_rows + thumbnail);
+  return plan;
+}
+
+void init_vips() {
+  static std::once_flag once;
+  static bool started = false;
+  std::call_once(once, [] {
+    if (VIPS_INIT("crunchd") != 0) return;
+    vips_concurrency_set(1);
+    vips_cache_set_max(0);
+    vips_cache_set_max_mem(0);
+    vips_cache_set_max_files(0);
+    vips_block_untrusted_set(TRUE);
+    // Every loader blocked, then the four formats' loaders let back in.
+    vips_operation_block_set("VipsForeignLoad", TRUE);
+    for (const char* loader : {"VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp",
+                               "VipsForeignLoadNsgif"}) {
+      vips_operation_block_set(loader, FALSE);
+    }
+    started = true;
+  });
+  if (!started) throw std::runtime_error("libvips failed to start: " + vips_failure());
+}
+
+std::string libvips_version() {
+  return std::to_string(::vips_version(0)) + "." + std::to_string(::vips_version(1)) + "." + std::to_string(::vips_version(2));
+}
+
+void release_vips_thread_buffers() { vips_thread_shutdown(); }
+
+std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
+                                          const thumbnail_spec& spec, std::stop_token stop) {
+  init_vips();
+  // The decoder's own header first: what it would decode must be what the sniffer read (and
+  // admission priced).
+  {
+    image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                                "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
+    if (!header) throw image_error(vips_failure());
+    if (static_cast<std::uint32_t>(header->Xsize) != expected.width ||
+        static_cast<std::uint32_t>(header->Ysize) != expected.height) {
+      throw image_error("the image's dimensions differ from its header's");
+    }
+  }
+  if (stop.stop_requested()) return std::nullopt;
+
+  // Only width: any height; only height: any width. VIPS_MAX_COORD is libvips's "unbounded".
+  const int width = spec.width != 0 ? static_cast<int>(spec.width) : VIPS_MAX_COORD;
+  const int height = spec.height != 0 ? static_cast<int>(spec.height) : VIPS_MAX_COORD;
+  const bool box = spec.width != 0 && spec.height != 0;
+  VipsImage* raw = nullptr;
+  if (vips_thumbnail_buffer(const_cast<char*>(bytes.data()), bytes.size(), &raw, width, "height", height, "size",
+                            box && spec.fit == image_fit::fill ? VIPS_SIZE_FORCE : VIPS_SIZE_BOTH, "crop",
+                            box && spec.fit == image_fit::cover ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE,
+                            // libvips 8.14 forgets to pass fail_on to a buffer's loader, so it
+                            // goes in the loader's own options as well.
+                            "fail_on", VIPS_FAIL_ON_ERROR, "option_string", "fail_on=error", nullptr) != 0) {
+    throw image_error(vips_failure());
+  }
+  image_ptr image(raw);
+
+  // sRGB out, whatever came in (grey, CMYK, 16-bit); JPEG has no alpha: flatten onto white.
+  if (vips_image_guess_interpretation(image.get()) != VIPS_INTERPRETATION_sRGB) {
+    VipsImage* converted = nullptr;
+    if (vips_colourspace(image.get(), &converted, VIPS_INTERPRETATION_sRGB, nullptr) != 0) {
+      throw image_error(vips_failure());
+    }
+    image.reset(converted);
+  }
+  if (spec.format == image_format::jpeg && vips_image_hasalpha(image.get())) {
+    VipsArrayDouble* white = vips_array_double_newv(1, 255.0);
+    VipsImage* flat = nullptr;
+    const int failed = vips_flatten(image.get(), &flat, "background", white, nullptr);
+    vips_area_unref(VIPS_AREA(white));
+    if (failed != 0) throw image_error(vips_failure());
+    image.reset(flat);
+  }
+
+  // Stop between strips when the token fires: libvips checks the kill flag as it evaluates.
+  vips_image_set_progress(image.get(), TRUE);
+  g_signal_connect(image.get(), "eval", G_CALLBACK(on_eval), &stop);
+
+  void* out = nullptr;
+  std::size_t length = 0;
+  const int quality = static_cast<int>(spec.quality);
+  int failed = 0;
+  switch (spec.format) {
+    case image_format::jpeg:
+      failed = vips_jpegsave_buffer(image.get(), &out, &length, "Q", quality, "strip", TRUE, nullptr);
+      break;
+    case image_format::webp:
+      failed = vips_webpsave_buffer(image.get(), &out, &length, "Q", quality, "strip", TRUE, nullptr);
+      break;
+    case image_format::png:
+      failed = vips_pngsave_buffer(image.get(), &out, &length, "strip", TRUE, nullptr);
+      break;
+    case image_format::gif:
+      throw std::logic_error("gif is not an output format");
+  }
+  if (failed != 0) {
+    if (stop.stop_requested()) {
+      g_free(vips_error_buffer_copy());
+      return std::nullopt;
+    }
+    throw image_error(vips_failure());
+  }
+  std::string encoded(static_cast<const char*>(out), length);
+  g_free(out);
+  return encoded;
+}
+
+}  // namespace crunch
+
+namespace crunch {
+
+std::string synthetic_image(std::uint32_t width, std::uint32_t height, image_format format, int quality,
+                            int orientation) {
+  init_vips();
+  const int w = static_cast<int>(width);
+  const int h = static_cast<int>(height);
+  auto check = [](int failed) {
+    if (failed != 0) throw std::runtime_error("synthetic_image: " + vips_failure());
+  };
+  // Red grows to the right, green downwards, blue along the diagonal; noise on top, blurred a
+  // little so that it compresses like a photo rather than like static.
+  VipsImage* xy = nullptr;
+  check(vips_xyz(&xy, w, h, nullptr));
+  image_ptr coords(xy);
+  VipsImage* parts[2] = {};
+  check(vips_extract_band(coords.get(), &parts[0], 0, nullptr));
+  check(vips_extract_band(coords.get(), &parts[1], 1, nullptr));
+  image_ptr x(parts[0]), y(parts[1]);
+  VipsImage *r = nullptr, *g = nullptr, *b = nullptr, *sum = nullptr;
+  check(vips_linear1(x.get(), &r, 255.0 / std::max(1, w - 1), 0.0, nullptr));
+  check(vips_linear1(y.get(), &g, 255.0 / std::max(1, h - 1), 0.0, nullptr));
+  check(vips_add(x.get(), y.get(), &sum, nullptr));
+  image_ptr red(r), green(g), total(sum);
+  check(vips_linear1(total.get(), &b, 255.0 / std::max(1, w + h - 2), 0.0, nullptr));
+  image_ptr blue(b);
+  VipsImage* bands[3] = {red.get(), green.get(), blue.get()};
+  VipsImage* joined = nullptr;
+  check(vips_bandjoin(bands, &joined, 3, nullptr));
+  image_ptr rgb(joined);
+  VipsImage* noise = nullptr;
+  check(vips_gaussnoise(&noise, w, h, "sigma", 24.0, "mean", 0.0, "seed", 42, nullptr));
+  image_ptr grain(noise);
+  VipsImage* noisy = nullptr;
+  check(vips_add(rgb.get(), grain.get(), &noisy, nullptr));
+  image_ptr mixed(noisy);
+  VipsImage* soft = nullptr;
+  check(vips_gaussblur(mixed.get(), &soft, 0.8, "precision", VIPS_PRECISION_INTEGER, nullptr));
+  image_ptr blurred(soft);
+  VipsImage* bytes8 = nullptr;
+  check(vips_cast(blurred.get(), &bytes8, VIPS_FORMAT_UCHAR, nullptr));
+  image_ptr out(bytes8);
+  VipsImage* srgb = nullptr;
+  check(vips_copy(out.get(), &srgb, "interpretation", VIPS_INTERPRETATION_sRGB, nullptr));
+  out.reset(srgb);
+  if (orientation != 1) vips_image_set_int(out.get(), VIPS_META_ORIENTATION, orientation);
+
+  void* buffer = nullptr;
+  std::size_t length = 0;
+  switch (format) {
+    case image_format::jpeg:
+      check(vips_jpegsave_buffer(out.get(), &buffer, &length, "Q", quality, nullptr));
+      break;
+    case image_format::png:
+      check(vips_pngsave_buffer(out.get(), &buffer, &length, "compression", 1, nullptr));
+      break;
+    case image_format::webp:
+      check(vips_webpsave_buffer(out.get(), &buffer, &length, "Q", quality, nullptr));
+      break;
+    case image_format::gif:
+      check(vips_gifsave_buffer(out.get(), &buffer, &length, nullptr));
+      break;
+  }
+  std::string encoded(static_cast<const char*>(buffer), length);
+  g_free(buffer);
+  return encoded;
+}
+
+}  // namespace crunch
