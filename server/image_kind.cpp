@@ -110,11 +110,12 @@ job_kind image_kind(const config& cfg) {
   kind.cost_unit = "pixel-equivalents";
   kind.cost_model = "input_pixels/4 + decoded_pixels + 8*output_pixels";
   kind.calibrate = [] {
-    // The fastest of three thumbnails of a generated 1600x1200 JPEG to a 320 px wide WebP (~10 ms).
-    const auto jpeg = synthetic_image(1600, 1200, image_format::jpeg);
+    // The fastest of three thumbnails of a generated 800x600 JPEG to a 200 px wide WebP (~3 ms
+    // each): enough to find the machine's speed; completed jobs refine it.
+    static const auto jpeg = synthetic_image(800, 600, image_format::jpeg);
     const auto header = std::get<image_header>(sniff_image(jpeg));
     thumbnail_spec spec;
-    spec.width = 320;
+    spec.width = 200;
     spec.format = image_format::webp;
     double best = 0;
     for (int i = 0; i < 3; ++i) {

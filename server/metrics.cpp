@@ -208,9 +208,9 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.sample("crunch_workers", "", static_cast<double>(gauges.workers));
   out.header("crunch_workers_busy", "gauge", "Worker threads running a job now.");
   out.sample("crunch_workers_busy", "", static_cast<double>(gauges.workers_busy));
-  out.header("crunch_memory_budget_bytes", "gauge", "Memory that running jobs may declare together.");
+  out.header("crunch_memory_budget_bytes", "gauge", "Memory that running jobs and request bodies in flight may hold together.");
   out.sample("crunch_memory_budget_bytes", "", static_cast<double>(gauges.memory_budget));
-  out.header("crunch_job_memory_bytes", "gauge", "Memory declared by the jobs running now.");
+  out.header("crunch_job_memory_bytes", "gauge", "Memory held now: what running jobs declared, and the uploads and queued jobs that keep a body.");
   out.sample("crunch_job_memory_bytes", "", static_cast<double>(gauges.memory_in_use));
   out.header("crunch_connections_total", "counter", "TCP connections accepted.");
   out.sample("crunch_connections_total", "", static_cast<double>(connections_));

@@ -145,6 +145,27 @@ std::string vips_failure() {
   return message.empty() ? std::string("the image could not be decoded") : message;
 }
 
+// Removes the EXIF, XMP and ICC chunks of a WebP file and clears their flags. libvips 8.14.1's
+// webpsave ignores `strip` and always writes an EXIF chunk (rebuilt from the image's fields; the
+// fields are gone by then, so it holds only a default orientation and resolution — but a chunk
+// nonetheless). Chunks are a four-byte tag, a little-endian length and the data, padded to even.
+void strip_webp_chunks(std::string& webp) {
+  if (webp.size() < 30 || webp.compare(12, 4, "VP8X") != 0) return;  // simple format: no metadata
+  std::string out = webp.substr(0, 12);
+  for (std::size_t at = 12; at + 8 <= webp.size();) {
+    const auto tag = std::string_view(webp).substr(at, 4);
+    const std::size_t length = le32(webp, at + 4);
+    const std::size_t whole = 8 + length + (length & 1);
+    if (at + whole > webp.size()) return;  // not what libvips writes: leave it alone
+    if (tag != "EXIF" && tag != "XMP " && tag != "ICCP") out.append(webp, at, whole);
+    at += whole;
+  }
+  out[20] = static_cast<char>(static_cast<unsigned char>(out[20]) & ~0x2Cu);  // VP8X flags: ICC, EXIF, XMP
+  const auto riff = static_cast<std::uint32_t>(out.size() - 8);
+  for (std::size_t i = 0; i < 4; ++i) out[4 + i] = static_cast<char>(riff >> (8 * i));
+  webp = std::move(out);
+}
+
 // Called by libvips while it evaluates, on whichever thread runs the pipeline.
 void on_eval(VipsImage* image, VipsProgress*, void* stop) {
   if (static_cast<std::stop_token*>(stop)->stop_requested()) vips_image_set_kill(image, TRUE);
@@ -342,6 +363,17 @@ std::optional<std::string> make_thumbnail(std::string_view bytes, const image_he
     image.reset(flat);
   }
 
+  // Every metadata block removed here, not only by the savers' strip flag: libvips 8.14.1's
+  // webpsave ignores that flag and would write the input's EXIF — GPS position included.
+  {
+    VipsImage* copy = nullptr;
+    if (vips_copy(image.get(), &copy, nullptr) != 0) throw image_error(vips_failure());
+    image.reset(copy);
+    gchar** fields = vips_image_get_fields(image.get());
+    for (gchar** field = fields; *field != nullptr; ++field) vips_image_remove(image.get(), *field);
+    g_strfreev(fields);
+  }
+
   // Stop between strips when the token fires: libvips checks the kill flag as it evaluates.
   vips_image_set_progress(image.get(), TRUE);
   g_signal_connect(image.get(), "eval", G_CALLBACK(on_eval), &stop);
@@ -372,6 +404,7 @@ std::optional<std::string> make_thumbnail(std::string_view bytes, const image_he
   }
   std::string encoded(static_cast<const char*>(out), length);
   g_free(out);
+  if (spec.format == image_format::webp) strip_webp_chunks(encoded);
   return encoded;
 }
 

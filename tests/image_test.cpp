@@ -1,0 +1,262 @@
+// The image functions without a server: the header sniffer, the plan, and thumbnails made with
+// libvips from images the tests generate.
+#include <crunch/image.hpp>
+
+#include <gtest/gtest.h>
+#include <vips/vips.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+namespace crunch {
+namespace {
+
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+// What libvips reads back from an encoded image.
+struct decoded {
+  int width = 0;
+  int height = 0;
+  int bands = 0;
+  VipsInterpretation interpretation = VIPS_INTERPRETATION_ERROR;
+  std::string loader;
+  bool exif = false;
+  bool icc = false;
+  int orientation = 1;
+};
+
+decoded decode(const std::string& bytes) {
+  init_vips();
+  VipsImage* image = vips_image_new_from_buffer(bytes.data(), bytes.size(), "", nullptr);
+  if (image == nullptr) throw std::runtime_error(vips_error_buffer());
+  std::unique_ptr<VipsImage, void (*)(void*)> owned(image, g_object_unref);
+  decoded d;
+  d.width = image->Xsize;
+  d.height = image->Ysize;
+  d.bands = image->Bands;
+  d.interpretation = vips_image_guess_interpretation(image);
+  const char* loader = nullptr;
+  if (vips_image_get_string(image, VIPS_META_LOADER, &loader) == 0) d.loader = loader;
+  d.exif = vips_image_get_typeof(image, VIPS_META_EXIF_NAME) != 0;
+  d.icc = vips_image_get_typeof(image, VIPS_META_ICC_NAME) != 0;
+  if (vips_image_get_typeof(image, VIPS_META_ORIENTATION) != 0) vips_image_get_int(image, VIPS_META_ORIENTATION, &d.orientation);
+  return d;
+}
+
+image_header header_of(const std::string& bytes) {
+  auto sniffed = sniff_image(bytes);
+  if (auto* why = std::get_if<std::string>(&sniffed)) throw std::runtime_error(*why);
+  return std::get<image_header>(sniffed);
+}
+
+std::string thumbnail(const std::string& bytes, thumbnail_spec spec) {
+  auto out = make_thumbnail(bytes, header_of(bytes), spec, {});
+  if (!out) throw std::runtime_error("stopped");
+  return *out;
+}
+
+thumbnail_spec box(std::uint32_t w, std::uint32_t h, image_fit fit = image_fit::inside,
+                   image_format format = image_format::png) {
+  thumbnail_spec spec;
+  spec.width = w;
+  spec.height = h;
+  spec.fit = fit;
+  spec.format = format;
+  return spec;
+}
+
+// A PNG that declares width × height: the signature, a real IHDR (with its CRC), one tiny IDAT
+// and IEND — about 60 bytes, whatever it claims.
+std::string png_declaring(std::uint32_t width, std::uint32_t height) {
+  auto be32 = [](std::uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  auto crc = [](const std::string& data) {
+    std::uint32_t c = 0xFFFFFFFFu;
+    for (const char ch : data) {
+      const auto byte = static_cast<unsigned char>(ch);
+      c ^= byte;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+  };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    return be32(static_cast<std::uint32_t>(data.size())) + type + data + be32(crc(type + data));
+  };
+  std::string ihdr = be32(width) + be32(height) + std::string("\x08\x02\x00\x00\x00", 5);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) +
+         chunk("IDAT", std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8)) + chunk("IEND", "");
+}
+
+TEST(sniff_image, reads_each_format_and_its_dimensions) {
+  for (const auto format : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
+    SCOPED_TRACE(format_name(format));
+    const auto bytes = synthetic_image(123, 45, format);
+    const auto h = header_of(bytes);
+    EXPECT_EQ(h.format, format);
+    EXPECT_EQ(h.width, 123u);
+    EXPECT_EQ(h.height, 45u);
+  }
+  EXPECT_EQ(header_of(synthetic_image(16, 16, image_format::jpeg)).whole_frame, false);  // baseline
+  EXPECT_EQ(header_of(synthetic_image(16, 16, image_format::gif)).whole_frame, true);
+}
+
+TEST(sniff_image, reads_a_bomb_s_claim_without_decoding_it) {
+  const auto bomb = png_declaring(100'000, 100'000);
+  EXPECT_LT(bomb.size(), 100u);
+  const auto h = header_of(bomb);
+  EXPECT_EQ(h.width, 100'000u);
+  EXPECT_EQ(h.pixels(), 10'000'000'000ull);
+}
+
+TEST(sniff_image, refuses_junk_and_headers_cut_short) {
+  for (const std::string& junk : {std::string(), std::string("hello"), std::string("<svg xmlns='...'/>"),
+                                 std::string("II*\0", 4), std::string("BM") + std::string(60, '\0'),
+                                 std::string("\xFF\xD8\xFF", 3), std::string("\x89PNG\r\n\x1a\n", 8),
+                                 std::string("GIF89a\x01", 7), std::string("RIFF\0\0\0\0WEBPVP8 ", 16)}) {
+    EXPECT_TRUE(std::holds_alternative<std::string>(sniff_image(junk))) << junk;
+  }
+  // Every prefix of a real JPEG shorter than its frame header is refused, never read past its end.
+  const auto jpeg = synthetic_image(40, 30, image_format::jpeg);
+  std::size_t first_good = 0;
+  for (std::size_t n = 0; n <= jpeg.size() && first_good == 0; ++n) {
+    if (std::holds_alternative<image_header>(sniff_image(std::string_view(jpeg).substr(0, n)))) first_good = n;
+  }
+  EXPECT_GT(first_good, 10u);
+  // A JPEG that is all markers and no frame: bounded, refused.
+  std::string markers("\xFF\xD8", 2);
+  for (int i = 0; i < 5000; ++i) markers += std::string("\xFF\xE1\x00\x02", 4);
+  EXPECT_TRUE(std::holds_alternative<std::string>(sniff_image(markers)));
+}
+
+TEST(format_of_media_type, ignores_case_and_parameters_and_nothing_else) {
+  EXPECT_EQ(format_of_media_type("image/jpeg"), image_format::jpeg);
+  EXPECT_EQ(format_of_media_type(" Image/PNG ; x=1"), image_format::png);
+  EXPECT_EQ(format_of_media_type("image/webp"), image_format::webp);
+  EXPECT_EQ(format_of_media_type("image/gif"), image_format::gif);
+  EXPECT_EQ(format_of_media_type("image/jpg"), std::nullopt);
+  EXPECT_EQ(format_of_media_type("image/svg+xml"), std::nullopt);
+  EXPECT_EQ(format_of_media_type(""), std::nullopt);
+}
+
+TEST(make_thumbnail, every_format_in_every_format_out) {
+  for (const auto in : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
+    const auto source = synthetic_image(200, 100, in);
+    for (const auto out : {image_format::jpeg, image_format::webp, image_format::png}) {
+      SCOPED_TRACE(std::string(format_name(in)) + " -> " + std::string(format_name(out)));
+      const auto d = decode(thumbnail(source, box(50, 0, image_fit::inside, out)));
+      EXPECT_EQ(d.width, 50);
+      EXPECT_EQ(d.height, 25);
+      EXPECT_EQ(d.interpretation, VIPS_INTERPRETATION_sRGB);
+      EXPECT_EQ(d.loader, std::string(format_name(out)) + "load_buffer");
+    }
+  }
+}
+
+TEST(make_thumbnail, geometry_of_inside_cover_and_fill_is_exact) {
+  const auto source = synthetic_image(400, 300, image_format::jpeg);
+  auto size = [&](thumbnail_spec spec) {
+    const auto d = decode(thumbnail(source, spec));
+    return std::pair{d.width, d.height};
+  };
+  EXPECT_EQ(size(box(100, 100)), (std::pair{100, 75}));
+  EXPECT_EQ(size(box(100, 0)), (std::pair{100, 75}));
+  EXPECT_EQ(size(box(0, 150)), (std::pair{200, 150}));
+  EXPECT_EQ(size(box(100, 100, image_fit::cover)), (std::pair{100, 100}));
+  EXPECT_EQ(size(box(30, 90, image_fit::cover)), (std::pair{30, 90}));
+  EXPECT_EQ(size(box(50, 100, image_fit::fill)), (std::pair{50, 100}));
+  // With one side only, cover and fill are inside: there is no box to fill.
+  EXPECT_EQ(size(box(100, 0, image_fit::cover)), (std::pair{100, 75}));
+  // Enlarging is allowed, as sharp does by default.
+  EXPECT_EQ(size(box(800, 0)), (std::pair{800, 600}));
+}
+
+TEST(make_thumbnail, applies_the_exif_orientation_and_strips_every_metadata_block) {
+  // Orientation 6: stored 80x40, shown rotated 90° clockwise, 40x80.
+  const auto rotated = synthetic_image(80, 40, image_format::jpeg, 85, 6);
+  const auto before = decode(rotated);
+  ASSERT_TRUE(before.exif);
+  ASSERT_EQ(before.orientation, 6);
+  for (const auto out : {image_format::jpeg, image_format::webp, image_format::png}) {
+    SCOPED_TRACE(format_name(out));
+    const auto bytes = thumbnail(rotated, box(20, 0, image_fit::inside, out));
+    const auto d = decode(bytes);
+    EXPECT_EQ(d.width, 20);
+    EXPECT_EQ(d.height, 40);
+    EXPECT_FALSE(d.exif);
+    EXPECT_FALSE(d.icc);
+    EXPECT_EQ(bytes.find("Exif"), std::string::npos);
+    EXPECT_EQ(bytes.find("EXIF"), std::string::npos);
+    EXPECT_EQ(bytes.find("http://ns.adobe.com/xap"), std::string::npos);  // no XMP either
+  }
+}
+
+TEST(make_thumbnail, a_truncated_or_corrupt_image_is_an_image_error) {
+  const auto jpeg = synthetic_image(300, 200, image_format::jpeg);
+  const auto cut = jpeg.substr(0, jpeg.size() / 2);
+  EXPECT_THROW(thumbnail(cut, box(50, 0)), image_error);
+  auto corrupt = jpeg;
+  for (std::size_t i = corrupt.size() / 3; i < corrupt.size() / 3 + 200; ++i) corrupt[i] = '\x55';
+  // libjpeg may decode damaged scans with a warning, or fail: it must not crash, and a result
+  // that comes back is still an image of the right size.
+  try {
+    EXPECT_EQ(decode(thumbnail(corrupt, box(50, 0))).width, 50);
+  } catch (const image_error&) {
+  }
+  const auto png = synthetic_image(300, 200, image_format::png);
+  EXPECT_THROW(thumbnail(png.substr(0, png.size() - 100), box(50, 0)), image_error);
+  // A header that lies about the size: what the decoder reads must be what was priced.
+  auto header = header_of(jpeg);
+  header.width += 1;
+  EXPECT_THROW(make_thumbnail(jpeg, header, box(50, 0), {}), image_error);
+}
+
+TEST(make_thumbnail, stops_midway_when_its_token_fires) {
+  // Large enough to take a while: a 3000x3000 PNG (no shrink-on-load) to a 2000 px PNG.
+  const auto big = synthetic_image(3000, 3000, image_format::png);
+  const auto spec = box(2000, 0);
+  const auto header = header_of(big);
+  const auto t0 = clock::now();
+  ASSERT_TRUE(make_thumbnail(big, header, spec, {}));
+  const auto whole = clock::now() - t0;
+
+  // Asked to stop a tenth of the way in (a point in time to stop at; what is measured is how
+  // long the job takes from the moment it was asked).
+  std::stop_source stop;
+  std::atomic<clock::rep> asked_at{0};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(whole / 10);
+    asked_at = clock::now().time_since_epoch().count();
+    stop.request_stop();
+  });
+  const auto out = make_thumbnail(big, header, spec, stop.get_token());
+  const auto ended = clock::now();
+  stopper.join();
+  EXPECT_FALSE(out);
+  const auto latency = ended - clock::time_point(clock::duration(asked_at.load()));
+  EXPECT_LT(latency, whole / 4) << std::chrono::duration<double, std::milli>(latency).count() << " ms to stop, "
+                                << std::chrono::duration<double, std::milli>(whole).count() << " ms whole";
+}
+
+TEST(plan_thumbnail, prices_from_the_header_and_shrinks_on_load_like_libvips) {
+  image_header photo{image_format::jpeg, 4000, 3000, 3, false};
+  thumbnail_spec spec = box(400, 0, image_fit::inside, image_format::webp);
+  const auto plan = plan_thumbnail(photo, spec);
+  EXPECT_EQ(plan.shrink_on_load, 8u);
+  EXPECT_EQ(plan.loaded_pixels, 500u * 375u);
+  EXPECT_EQ(plan.output_pixels, 400u * 533u);  // either orientation: 400x300 or 400x533
+  EXPECT_GT(plan.cost_units, 0);
+  // A streaming JPEG decode needs a few MiB; the same image progressive holds its coefficients.
+  EXPECT_LT(plan.memory_bytes, 16u << 20);
+  photo.whole_frame = true;
+  EXPECT_GT(plan_thumbnail(photo, spec).memory_bytes, 60u << 20);
+  // A PNG has no shrink-on-load.
+  EXPECT_EQ(plan_thumbnail({image_format::png, 4000, 3000, 3, false}, spec).shrink_on_load, 1u);
+}
+
+}  // namespace
+}  // namespace crunch
