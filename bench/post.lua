@@ -1,9 +1,19 @@
--- wrk script for POST scenarios: sends BODY (JSON) to the URL, counts answers by status and prints
--- one JSON line with the rate of 200s, the other statuses and the latency percentiles (µs).
+-- wrk script for POST scenarios: sends BODY (JSON), or the bytes of BODY_FILE as CONTENT_TYPE, to
+-- the URL, counts answers by status and prints one JSON line with the rate of 200s, the other
+-- statuses and the latency percentiles (µs).
 --   BODY='{"password":"x"}' wrk -s bench/post.lua ... http://127.0.0.1:PORT/v1/password/hash
+--   BODY_FILE=photo.jpg CONTENT_TYPE=image/jpeg wrk -s bench/post.lua ... '.../v1/image/thumbnail?width=400'
 wrk.method = "POST"
-wrk.body = os.getenv("BODY") or '{"password":"bench-password"}'
-wrk.headers["Content-Type"] = "application/json"
+local file = os.getenv("BODY_FILE")
+if file then
+  local f = assert(io.open(file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE") or "application/octet-stream"
+else
+  wrk.body = os.getenv("BODY") or '{"password":"bench-password"}'
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 local threads = {}
 

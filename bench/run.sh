@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # crunch benchmark driver: one command, loopback only, every load bounded in time.
-#   ./bench/run.sh              all scenarios, about 4 minutes on 2 cores
+#   ./bench/run.sh              all scenarios, about 5 minutes on 2 cores
 #   DURATION=4 ./bench/run.sh   shorter loads
 #   ONLY="password json_body" ./bench/run.sh   those scenarios alone (the report shows the rest as not run)
 # Prints each figure as it comes, then writes bench/results/latest.json and, from it,
@@ -11,7 +11,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/prepare.sh"
-bench_build crunchd fib_single latency_probe argon2_single json_body
+bench_build crunchd fib_single latency_probe argon2_single json_body thumbnail_single make_image
 
 duration="${DURATION:-10}"
 half="$(( duration / 2 > 1 ? duration / 2 : 1 ))"
@@ -255,6 +255,60 @@ s_password_flood() {
   echo "    /healthz open-loop meanwhile: p50 $(json_get "$probe" latency_us.p50)us p99 $(json_get "$probe" latency_us.p99)us max $(json_get "$probe" latency_us.max)us"
 }
 
+# 10. Thumbnails: a 12-megapixel photo-like JPEG (4000x3000, ~3.5 MiB) to a 400 px wide WebP, from
+#    4 connections per worker, against the physical limit — the same libvips call outside crunch
+#    on one thread, times the workers (the faster of before and after) — and against the call on
+#    as many threads at once. /healthz is probed open-loop meanwhile. Then 64 connections
+#    uploading at once under a 48 MiB memory budget (what a 64 MiB container gets): peak RSS.
+s_thumbnail() {
+  local photo="$out/photo-4000x3000.jpg" single_before single_after side_before side_after bg probe load cpu workers rss
+  local flood flood_rss idle_rss target="/v1/image/thumbnail?width=400&format=webp"
+  workers="$cores"
+  [[ -s "$photo" ]] || "$build/make_image" 4000 3000 jpeg 88 "$photo" >/dev/null
+  single_before="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half")"
+  side_before="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half" "$workers")"
+  start_server --workers "$workers" --log-level warn
+  cpu_begin
+  BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c"$((4 * workers))" -d"$((duration + 2))s" --timeout 10s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" >"$out/thumbnail.txt" 2>&1 &
+  bg=$!
+  sleep 1
+  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+  wait "$bg"
+  cpu="$(cpu_end)"
+  load="$(tail -1 "$out/thumbnail.txt")"
+  [[ "$load" == "{"* ]] || { echo "thumbnail: wrk printed no result" >&2; return 1; }
+  rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  stop_server
+  start_server --workers "$workers" --log-level warn --memory-budget 48MiB
+  idle_rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
+  flood="$(BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c64 -d"${half}s" --timeout 10s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" | tail -1)"
+  flood_rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  stop_server
+  single_after="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half")"
+  side_after="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half" "$workers")"
+  echo "{\"photo_bytes\":$(stat -c %s "$photo"),\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"peak_rss_kib\":$rss,\"cpu\":$cpu,\"flood_64\":{\"budget_kib\":49152,\"idle_rss_kib\":$idle_rss,\"peak_rss_kib\":$flood_rss,\"wrk\":$flood}}" >"$parts/thumbnail.json"
+  python3 - "$parts/thumbnail.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+single = max(s["single_before"]["per_s"], s["single_after"]["per_s"])
+side = max(s["side_by_side_before"]["per_s"], s["side_by_side_after"]["per_s"])
+limit = s["workers"] * single
+rps = s["wrk"]["rps"]
+print(f"/v1/image/thumbnail 4000x3000 JPEG ({s['photo_bytes'] / 1048576:.1f} MiB) -> 400 px WebP, wrk -t2 -c{4 * s['workers']}: "
+      f"{rps:.1f} thumbnails/s = {rps / limit:.3f} of the limit ({s['workers']} x {single:.1f}/s on one thread, "
+      f"{1000 / single:.0f} ms each) and {rps / side:.3f} of {side:.1f}/s, libvips on {s['workers']} threads at once; "
+      f"503 {s['wrk']['status_503']}, other {s['wrk']['other']}")
+p = s["healthz_open_loop"]["latency_us"]
+print(f"    /healthz open-loop meanwhile: p50 {p['p50']}us p99 {p['p99']}us max {p['max']}us; peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB")
+f = s["flood_64"]
+print(f"    64 connections uploading at once, --memory-budget 48MiB: peak RSS {f['peak_rss_kib'] / 1024:.1f} MiB "
+      f"(idle {f['idle_rss_kib'] / 1024:.1f}); {f['wrk']['ok']} thumbnails, {f['wrk']['status_503']} refused (503), "
+      f"{f['wrk']['other']} other")
+PY
+}
+
 # 9. Loop time spent reading JSON bodies: the worst bodies the password routes' 4 KiB limit admits,
 #    and the 64 KiB other routes take.
 s_json_body() {
@@ -298,6 +352,7 @@ scenario scaling s_scaling
 scenario password s_password
 scenario password_flood s_password_flood
 scenario json_body s_json_body
+scenario thumbnail s_thumbnail
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'

@@ -3,7 +3,9 @@
 #   ./scripts/container_check.sh
 # No registry is reachable, so the base images are made here: debootstrap a minimal bookworm from
 # the mirror apt already uses, and import it as debian:bookworm and debian:bookworm-slim.
-# Then: /healthz and /fib/30 answer through a loopback port, crunchd runs as non-root, the worker
+# Then: /healthz and /fib/30 answer through a loopback port, a password is hashed and an image
+# thumbnailed (the image's size and library list are printed and bounded), crunchd runs as
+# non-root, two floods under --memory 64m end without an OOM kill, the worker
 # pool follows --cpus, and SIGTERM during a job drains it and exits 0 within the drain timeout.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,6 +81,21 @@ verified="$(python3 -c 'import json,sys; print(json.dumps({"password": "correct 
 echo "verify -> $verified"
 [[ "$verified" == '{"match":true,"needs_rehash":false}' ]] || { echo "unexpected verify answer" >&2; exit 1; }
 
+echo "== an image thumbnailed through the image (libvips, built lean in the Dockerfile)"
+[[ -x "$root/build/make_image" ]] || cmake --build "$root/build" --target make_image >/dev/null
+"$root/build/make_image" 4000 3000 jpeg 88 "$work/photo.jpg"
+code="$(curl -s -o "$work/thumb.webp" -w '%{http_code} %{content_type}' -H 'Content-Type: image/jpeg' \
+  --data-binary @"$work/photo.jpg" "http://127.0.0.1:$port/v1/image/thumbnail?width=400&format=webp")"
+echo "4000x3000 JPEG -> $code, $(stat -c %s "$work/thumb.webp") bytes"
+[[ "$code" == "200 image/webp" && "$(head -c 4 "$work/thumb.webp")" == RIFF ]] || { echo "no WebP thumbnail" >&2; exit 1; }
+podman cp "$name:/opt/vips/libraries.txt" "$work/libraries.txt"
+size="$(podman image inspect "$image" --format '{{.Size}}')"
+echo "image: $((size / 1048576)) MiB, $(wc -l <"$work/libraries.txt") shared libraries:" $(xargs -n1 basename <"$work/libraries.txt")
+(( size < 40 * 1048576 )) || { echo "the image is over 40 MiB" >&2; exit 1; }
+if grep -Eq 'libX11|libcurl|libkrb5|libldap|libicu|libpoppler|libOpenEXR|libMagick' "$work/libraries.txt"; then
+  echo "the image carries libraries a thumbnailer does not need" >&2; exit 1
+fi
+
 echo "== --memory 64m, as compose and the manifests give a replica: a flood of the largest hashes, no OOM"
 port_mem="$(free_port)"
 podman run -d --health-interval disable --name "$name-mem" --memory 64m --memory-swap 64m \
@@ -105,6 +122,28 @@ echo "container running, OOM-killed: $state; the cgroup's peak memory: $((peak /
 [[ "$state" == "true false" ]] || { echo "the container did not survive the flood" >&2; exit 1; }
 curl -sf "http://127.0.0.1:$port_mem/healthz" >/dev/null || { echo "/healthz does not answer after the flood" >&2; exit 1; }
 [[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$flood")" != 0 ]] || { echo "nothing was hashed" >&2; exit 1; }
+podman rm -f -i -t 0 "$name-mem" >/dev/null
+
+echo "== --memory 64m: 64 connections uploading a 4000x3000 JPEG (3.5 MiB) at once, no OOM"
+podman run -d --health-interval disable --name "$name-mem" --memory 64m --memory-swap 64m \
+  -p "127.0.0.1:$port_mem:8080" -e CRUNCH_LOG_LEVEL=warn "$image" >/dev/null
+wait_ready "$port_mem"
+BODY_FILE="$work/photo.jpg" CONTENT_TYPE=image/jpeg wrk -t2 -c64 -d10s --timeout 20s -s "$root/bench/post.lua" \
+  "http://127.0.0.1:$port_mem/v1/image/thumbnail?width=400&format=webp" >"$work/images.txt"
+flood="$(tail -1 "$work/images.txt")"
+host_pid_mem="$(podman inspect --format '{{.State.Pid}}' "$name-mem")"
+cgroup_v1="$(awk -F: '$2 == "memory" { print $3 }' "/proc/$host_pid_mem/cgroup")"
+cgroup_v2="$(awk -F: '$1 == "0" { print $3 }' "/proc/$host_pid_mem/cgroup")"
+if [[ -n "$cgroup_v1" && -r "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes" ]]; then
+  peak="$(cat "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes")"
+else
+  peak="$(cat "/sys/fs/cgroup$cgroup_v2/memory.peak")"
+fi
+state="$(podman inspect --format '{{.State.Running}} {{.State.OOMKilled}}' "$name-mem")"
+echo "thumbnails from 64 connections for 10 s: $flood"
+echo "container running, OOM-killed: $state; the cgroup's peak memory: $((peak / 1048576)) MiB of 64"
+[[ "$state" == "true false" ]] || { echo "the container did not survive the uploads" >&2; exit 1; }
+[[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$flood")" != 0 ]] || { echo "nothing was thumbnailed" >&2; exit 1; }
 podman rm -f -i -t 0 "$name-mem" >/dev/null
 
 echo "== --cpus 1: the worker pool follows the CPU quota"

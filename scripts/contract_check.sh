@@ -15,4 +15,9 @@ crunch_install_deps
 cd "$root/scripts/contract"
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 npx --no-install redocly lint --config redocly.yaml "$root/api/openapi.json" --format=summary
-node contract.mjs "$build/crunchd" "$root/api/openapi.json"
+# A photo-like JPEG for the image route, made by the build's own tool.
+[[ -x "$build/make_image" ]] || cmake --build "$build" --target make_image >/dev/null
+image="$(mktemp --suffix=.jpg)"
+trap 'rm -f "$image"' EXIT
+"$build/make_image" 1600 1200 jpeg 85 "$image" >/dev/null
+CONTRACT_IMAGE="$image" node contract.mjs "$build/crunchd" "$root/api/openapi.json"

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 #include <unistd.h>
 
 namespace crunch::testing {
@@ -18,6 +19,12 @@ using clock = std::chrono::steady_clock;
 std::pair<std::uint32_t, std::uint32_t> size_of(const std::string& bytes) {
   const auto h = std::get<image_header>(sniff_image(bytes));
   return {h.width, h.height};
+}
+
+// A committed GIF (tests/data/README.md says why): 100x50.
+std::string test_gif() {
+  std::ifstream in(CRUNCH_TEST_DATA "/gradient-100x50.gif", std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::string metrics_of(http_connection& c) { return c.get("/metrics")->body; }
@@ -45,8 +52,7 @@ TEST(image_kind, thumbnails_over_http_with_the_format_asked_for) {
   ASSERT_EQ(same->status, 200u);
   EXPECT_EQ(same->header("content-type"), "image/jpeg");
   EXPECT_EQ(size_of(same->body), (std::pair{80u, 60u}));
-  const auto gif = c.post("/v1/image/thumbnail?width=64&height=64&fit=cover", "image/gif",
-                          synthetic_image(100, 50, image_format::gif));
+  const auto gif = c.post("/v1/image/thumbnail?width=64&height=64&fit=cover", "image/gif", test_gif());
   ASSERT_EQ(gif->status, 200u) << gif->body;
   EXPECT_EQ(gif->header("content-type"), "image/png");
   EXPECT_EQ(size_of(gif->body), (std::pair{64u, 64u}));

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 
@@ -44,6 +46,18 @@ decoded decode(const std::string& bytes) {
   d.icc = vips_image_get_typeof(image, VIPS_META_ICC_NAME) != 0;
   if (vips_image_get_typeof(image, VIPS_META_ORIENTATION) != 0) vips_image_get_int(image, VIPS_META_ORIENTATION, &d.orientation);
   return d;
+}
+
+// A committed GIF (tests/data/README.md says why): 100x50.
+std::string test_gif() {
+  std::ifstream in(CRUNCH_TEST_DATA "/gradient-100x50.gif", std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The tests' image of `format`: generated, but for a GIF, which is read from tests/data.
+std::string test_image(std::uint32_t width, std::uint32_t height, image_format format) {
+  if (format == image_format::gif) return test_gif();
+  return synthetic_image(width, height, format);
 }
 
 image_header header_of(const std::string& bytes) {
@@ -95,14 +109,14 @@ std::string png_declaring(std::uint32_t width, std::uint32_t height) {
 TEST(sniff_image, reads_each_format_and_its_dimensions) {
   for (const auto format : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
     SCOPED_TRACE(format_name(format));
-    const auto bytes = synthetic_image(123, 45, format);
+    const auto bytes = test_image(100, 50, format);
     const auto h = header_of(bytes);
     EXPECT_EQ(h.format, format);
-    EXPECT_EQ(h.width, 123u);
-    EXPECT_EQ(h.height, 45u);
+    EXPECT_EQ(h.width, 100u);
+    EXPECT_EQ(h.height, 50u);
   }
   EXPECT_EQ(header_of(synthetic_image(16, 16, image_format::jpeg)).whole_frame, false);  // baseline
-  EXPECT_EQ(header_of(synthetic_image(16, 16, image_format::gif)).whole_frame, true);
+  EXPECT_EQ(header_of(test_gif()).whole_frame, true);
 }
 
 TEST(sniff_image, reads_a_bomb_s_claim_without_decoding_it) {
@@ -145,12 +159,12 @@ TEST(format_of_media_type, ignores_case_and_parameters_and_nothing_else) {
 
 TEST(make_thumbnail, every_format_in_every_format_out) {
   for (const auto in : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
-    const auto source = synthetic_image(200, 100, in);
+    const auto source = test_image(200, 100, in);
     for (const auto out : {image_format::jpeg, image_format::webp, image_format::png}) {
       SCOPED_TRACE(std::string(format_name(in)) + " -> " + std::string(format_name(out)));
       const auto d = decode(thumbnail(source, box(50, 0, image_fit::inside, out)));
       EXPECT_EQ(d.width, 50);
-      EXPECT_EQ(d.height, 25);
+      EXPECT_EQ(d.height, 25);  // 200x100 and the GIF's 100x50 alike
       EXPECT_EQ(d.interpretation, VIPS_INTERPRETATION_sRGB);
       EXPECT_EQ(d.loader, std::string(format_name(out)) + "load_buffer");
     }

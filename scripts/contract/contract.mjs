@@ -182,6 +182,11 @@ for (const [path, item] of Object.entries(doc.paths)) {
   }
 }
 const jsonOps = new Set(["/v1/password/hash", "/v1/password/verify"]);
+const imageOp = "/v1/image/thumbnail";
+// A 1600x1200 JPEG made by build/make_image (scripts/contract_check.sh passes its path).
+const image = fs.readFileSync(process.env.CONTRACT_IMAGE);
+const postImage = (target, type, body) =>
+  Buffer.concat([Buffer.from(`POST ${target} HTTP/1.1\r\n${host}Content-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`), body]);
 // A body each operation accepts (the password ones need one).
 const goodBody = {
   "/v1/password/hash": JSON.stringify({ password: "correct horse battery staple" }),
@@ -190,8 +195,8 @@ const goodBody = {
 // What every operation can get before its route is even looked at, or from its head alone.
 function transportErrors(op) {
   const m = op.method;
-  const limit = jsonOps.has(op.path) ? 4097 : 70000;
-  const type = jsonOps.has(op.path) ? "Content-Type: application/json\r\n" : "";
+  const limit = jsonOps.has(op.path) ? 4097 : op.path === imageOp ? 25 * 1024 * 1024 + 1 : 70000;
+  const type = jsonOps.has(op.path) ? "Content-Type: application/json\r\n" : op.path === imageOp ? "Content-Type: image/jpeg\r\n" : "";
   return [
     ["malformed head", 400, `${m} ${op.target} HTTP/1.1\r\n${host}Bad Header Line\r\n\r\n`],
     ["body over the limit", 413, `${m} ${op.target} HTTP/1.1\r\n${host}${type}Content-Length: ${limit}\r\n\r\n`],
@@ -231,6 +236,18 @@ async function main() {
     await call(`${path} unknown field`, port, path, "POST", post(path, "application/json", '{"password":"x","y":1}'), 400);
     await call(`${path} text/plain`, port, path, "POST", post(path, "text/plain", goodBody[path]), 415);
   }
+  const thumb = await call("thumbnail", port, imageOp, "POST",
+    postImage(`${imageOp}?width=200&format=webp`, "image/jpeg", image), 200);
+  if (thumb && thumb.headers["content-type"] !== "image/webp") problems.push("thumbnail: not a WebP");
+  await call("thumbnail png", port, imageOp, "POST", postImage(`${imageOp}?width=64&height=64&fit=cover&format=png`, "image/jpeg", image), 200);
+  await call("thumbnail jpeg", port, imageOp, "POST", postImage(`${imageOp}?height=50`, "image/jpeg", image), 200);
+  await call("thumbnail no size", port, imageOp, "POST", postImage(imageOp, "image/jpeg", image), 400);
+  await call("thumbnail not an image", port, imageOp, "POST", postImage(`${imageOp}?width=10`, "image/png", Buffer.from("hello")), 400);
+  await call("thumbnail mislabelled", port, imageOp, "POST", postImage(`${imageOp}?width=10`, "image/png", image), 400);
+  await call("thumbnail truncated", port, imageOp, "POST",
+    postImage(`${imageOp}?width=10`, "image/jpeg", image.subarray(0, image.length >> 1)), 400);
+  await call("thumbnail text/plain", port, imageOp, "POST", postImage(`${imageOp}?width=10`, "text/plain", image), 415);
+  await call("thumbnail deadline", port, imageOp, "POST", postImage(`${imageOp}?width=1000&timeout_ms=1`, "image/jpeg", image), 504);
   await call("verify malformed hash", port, "/v1/password/verify", "POST",
     post("/v1/password/verify", "application/json", '{"password":"x","hash":"$argon2id$v=19$x"}'), 400);
 

@@ -1,6 +1,7 @@
 // libFuzzer target: arbitrary bytes sent as one client connection to an in-process crunchd, over
 // the real path — Beast's parser with crunch's limits, the head checks, routing, parameter
-// validation, admission and the response writer. Then the client half-closes and reads to the end.
+// validation, admission and the response writer; image bodies (seeds in corpus/image_*) reach
+// the image header reader and libvips's decoders. Then the client half-closes and reads to the end.
 //
 // It fails (aborts) when crunchd crashes or trips a sanitizer, does not end the connection within
 // 5 s of the client's EOF, or writes anything that is not a sequence of well-formed HTTP/1.x
@@ -65,6 +66,9 @@ class fuzzed_server {
     c.password_t_cost = 1;
     c.password_max_m_cost = 1024;
     c.password_max_t_cost = 2;
+    // Small images: a fuzzed header may declare the most pixels the limit allows.
+    c.max_image_pixels = 1 << 20;
+    c.max_image_bytes = 64 * 1024;
     return c;
   }
   crunch::server server_;
