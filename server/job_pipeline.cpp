@@ -72,9 +72,11 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
                                          net::awaitable<void> client_gone) {
   // Whatever its deadline or the load, a job that can never get its memory is the request's
   // fault, not a moment's: it is refused outright rather than asked to retry.
-  if (pool_.memory_budget() != 0 && request.memory_bytes > pool_.memory_budget()) {
+  // A job that keeps its body needs the body's memory too.
+  const auto needed = request.memory_bytes + request.body_memory.bytes();
+  if (pool_.memory_budget() != 0 && needed > pool_.memory_budget()) {
     co_return answer{error_reply(400, "invalid_argument",
-                                 "this job needs " + mib(request.memory_bytes) + " of memory, more than the server's budget of " +
+                                 "this job needs " + mib(needed) + " of memory, more than the server's budget of " +
                                      mib(pool_.memory_budget())),
                      std::nullopt};
   }

@@ -13,6 +13,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+
+#include <thread>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -66,10 +68,19 @@ struct server::state {
         lag_timer(io) {}
 
   // Measures each kind's cost rate on this machine before the first request, and gives each
-  // kind and route its metrics.
+  // kind and route its metrics. The measurements run on a thread with the workers' priority, as
+  // the jobs will: a library that starts threads of its own on first use (libvips) starts them
+  // with that priority too, instead of the I/O thread's.
   job_registry calibrated(job_registry jobs, admission& rates) {
     for (const auto& [name, kind] : jobs.kinds()) {
-      if (kind.calibrate) rates.set_rate(name, kind.calibrate());
+      if (kind.calibrate) {
+        double rate = 0;
+        std::thread([&] {
+          apply_worker_priority(cfg.priority);
+          rate = kind.calibrate();
+        }).join();
+        rates.set_rate(name, rate);
+      }
       stats.add_kind(name);
     }
     return jobs;

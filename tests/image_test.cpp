@@ -116,6 +116,7 @@ TEST(sniff_image, reads_each_format_and_its_dimensions) {
     EXPECT_EQ(h.height, 50u);
   }
   EXPECT_EQ(header_of(synthetic_image(16, 16, image_format::jpeg)).whole_frame, false);  // baseline
+  EXPECT_EQ(header_of(synthetic_image(64, 32, image_format::jpeg)).samples, 64u * 32u * 3u / 2u);  // 4:2:0
   EXPECT_EQ(header_of(test_gif()).whole_frame, true);
 }
 
@@ -257,19 +258,25 @@ TEST(make_thumbnail, stops_midway_when_its_token_fires) {
 }
 
 TEST(plan_thumbnail, prices_from_the_header_and_shrinks_on_load_like_libvips) {
-  image_header photo{image_format::jpeg, 4000, 3000, 3, false};
-  thumbnail_spec spec = box(400, 0, image_fit::inside, image_format::webp);
+  image_header photo{image_format::jpeg, 4000, 3000, 3, false, 18'000'000};  // 4:2:0
+  // Width only: shown rotated (EXIF), the photo would be 3000 wide, and 1/8 would be too small;
+  // the header reader does not know the orientation, so the estimate takes 1/4.
+  const auto by_width = plan_thumbnail(photo, box(400, 0, image_fit::inside, image_format::webp));
+  EXPECT_EQ(by_width.shrink_on_load, 4u);
+  EXPECT_EQ(by_width.loaded_pixels, 1000u * 750u);
+  EXPECT_EQ(by_width.output_pixels, 400u * 533u);  // either orientation: 400x300 or 400x533
+  // A 400x400 box is 1/10 either way: 1/8 on load.
+  thumbnail_spec spec = box(400, 400, image_fit::inside, image_format::webp);
   const auto plan = plan_thumbnail(photo, spec);
   EXPECT_EQ(plan.shrink_on_load, 8u);
   EXPECT_EQ(plan.loaded_pixels, 500u * 375u);
-  EXPECT_EQ(plan.output_pixels, 400u * 533u);  // either orientation: 400x300 or 400x533
   EXPECT_GT(plan.cost_units, 0);
   // A streaming JPEG decode needs a few MiB; the same image progressive holds its coefficients.
   EXPECT_LT(plan.memory_bytes, 16u << 20);
   photo.whole_frame = true;
-  EXPECT_GT(plan_thumbnail(photo, spec).memory_bytes, 60u << 20);
+  EXPECT_GT(plan_thumbnail(photo, spec).memory_bytes, 36u << 20);  // 18 M coefficients of 2 bytes
   // A PNG has no shrink-on-load.
-  EXPECT_EQ(plan_thumbnail({image_format::png, 4000, 3000, 3, false}, spec).shrink_on_load, 1u);
+  EXPECT_EQ(plan_thumbnail({image_format::png, 4000, 3000, 3, false, 36'000'000}, spec).shrink_on_load, 1u);
 }
 
 }  // namespace

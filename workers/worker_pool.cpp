@@ -3,10 +3,15 @@
 #include <boost/asio/error.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
 #include <cstdint>
 #include <stdexcept>
 #include <utility>
 
+#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -55,31 +60,59 @@ struct sched_attr_v0 {
 // slice, 0.75 ms × (1 + log2 CPUs) by default: the I/O thread, woken by a request, could wait that
 // long behind a worker. sched_runtime asks for a shorter slice (0.1 ms, the kernel's floor), so a
 // worker yields to a woken thread within 0.1 ms. Older kernels ignore the field for SCHED_BATCH.
-void shorten_slice() {
+void shorten_slice(pid_t tid) {
   sched_attr_v0 attr{};
   attr.size = sizeof attr;
   attr.sched_policy = SCHED_BATCH;
   attr.sched_nice = batch_nice;
   attr.sched_runtime = 100'000;  // ns
-  syscall(SYS_sched_setattr, 0, &attr, 0U);
+  syscall(SYS_sched_setattr, tid, &attr, 0U);
 }
 
-// Best effort: an unprivileged process may always lower its own priority, so failure here
-// means an unusual kernel or seccomp policy, and the pool still works at normal priority.
-void lower_priority(worker_priority priority) {
+// The priority for the thread `tid` of this process (0: the calling thread).
+void apply_priority_to(pid_t tid, worker_priority priority) {
   if (priority == worker_priority::normal) return;
-  const int policy = priority == worker_priority::batch ? SCHED_BATCH : SCHED_IDLE;
   sched_param param{};
   param.sched_priority = 0;
-  pthread_setschedparam(pthread_self(), policy, &param);
+  sched_setscheduler(tid, priority == worker_priority::batch ? SCHED_BATCH : SCHED_IDLE, &param);
   if (priority == worker_priority::batch) {
     // On Linux the nice value is per thread, addressed by its tid.
-    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), batch_nice);
-    shorten_slice();
+    setpriority(PRIO_PROCESS, static_cast<id_t>(tid != 0 ? tid : gettid()), batch_nice);
+    shorten_slice(tid);
   }
 }
 
 }  // namespace
+
+// Best effort: an unprivileged process may always lower its own priority, so failure here
+// means an unusual kernel or seccomp policy, and the pool still works at normal priority.
+void apply_worker_priority(worker_priority priority) { apply_priority_to(0, priority); }
+
+void apply_worker_priority_to_threads(std::string_view name, worker_priority priority) {
+  if (priority == worker_priority::normal) return;
+  static std::mutex mutex;
+  static std::set<pid_t> done;  // tids are reused only once a thread is gone; then it is redone
+  std::lock_guard lock(mutex);
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return;
+  std::set<pid_t> seen;
+  while (const dirent* entry = readdir(tasks)) {
+    const auto tid = static_cast<pid_t>(std::strtol(entry->d_name, nullptr, 10));
+    if (tid <= 0) continue;
+    seen.insert(tid);
+    if (done.count(tid) != 0) continue;
+    std::ifstream comm(std::string("/proc/self/task/") + entry->d_name + "/comm");
+    std::string thread_name;
+    std::getline(comm, thread_name);
+    if (thread_name == name) {
+      apply_priority_to(tid, priority);
+      done.insert(tid);
+    }
+  }
+  closedir(tasks);
+  std::erase_if(done, [&](pid_t tid) { return seen.count(tid) == 0; });
+}
+
 
 struct memory_lease::shared_state {
   std::atomic<std::uint64_t> in_use{0};  // running jobs' memory and leases'
@@ -256,7 +289,7 @@ void worker_pool::cancel(std::uint64_t id) {
 }
 
 void worker_pool::worker_main(std::size_t index) {
-  lower_priority(priority_);
+  apply_worker_priority(priority_);
   for (;;) {
     std::unique_ptr<task> t;
     {

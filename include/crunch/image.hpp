@@ -31,6 +31,8 @@ struct image_header {
   std::uint32_t bands = 3;   ///< colour channels (+ alpha) the decoder produces
   bool whole_frame = false;  ///< the decoder holds the whole frame at once: progressive JPEG,
                              ///< interlaced PNG, GIF and WebP, rather than a few rows at a time
+  std::uint64_t samples = 0; ///< samples in a frame: a JPEG's per its components' subsampling,
+                             ///< else width × height × bands
 
   std::uint64_t pixels() const noexcept { return std::uint64_t{width} * height; }
 };

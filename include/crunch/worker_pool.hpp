@@ -32,6 +32,7 @@
 #include <mutex>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -45,6 +46,15 @@ enum class worker_priority {
   batch,   ///< SCHED_BATCH and nice +19
   idle,    ///< SCHED_IDLE: runs only when nothing else wants the CPU
 };
+
+/// Gives the calling thread the workers' scheduling class. Threads it starts inherit it (but for
+/// the shortened time slice, which the kernel resets in a new thread).
+void apply_worker_priority(worker_priority priority);
+
+/// Gives the workers' scheduling class, time slice included, to every thread of this process
+/// called `name` that does not have it yet: for the threads a library starts of its own (libvips
+/// evaluates on "libvips worker" threads), which must yield to the I/O thread as the workers do.
+void apply_worker_priority_to_threads(std::string_view name, worker_priority priority);
 
 /// Why a submitted job produced no value (besides net::error::operation_aborted for cancellation).
 enum class pool_errc {
