@@ -108,8 +108,9 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
   // taken now with the body's, or it is refused like a full queue.
   std::uint64_t pool_memory = request.memory_bytes;
   if (request.body_memory) {
-    auto memory = pool_.try_lease(request.memory_bytes);
-    if (!memory) {
+    memory_lease memory;
+    if (request.memory_bytes > 0) memory = pool_.try_lease(request.memory_bytes);
+    if (request.memory_bytes > 0 && !memory) {
       stats_.count_job(job_outcome::rejected_memory);
       co_return answer{overloaded("the memory budget is taken by the jobs and uploads in flight; retry later",
                                   std::chrono::seconds(1)),

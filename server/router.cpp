@@ -197,6 +197,7 @@ head_route router::route(const request_head& head) const {
       }
       routed.sensitive = r.sensitive;
       routed.file_body = r.file_body();
+      routed.working_memory = r.working_memory_hint;
       return routed;
     }
   }
@@ -220,13 +221,23 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
   if (auto* invalid = std::get_if<invalid_argument>(&args)) {
     return on_route(r.name, error_reply(400, invalid->code, invalid->message));
   }
+  const std::uint64_t body_bytes = input.body.size();
   auto prepared = r.prepare(std::get<job_arguments>(args), input);
   if (auto* invalid = std::get_if<invalid_argument>(&prepared)) {
     return on_route(r.name, error_reply(400, invalid->code, invalid->message));
   }
   auto& job = std::get<prepared_job>(prepared);
-  return job_request{match.kind->name, r.name,          std::move(job.run), job.cost_units, job.memory_bytes,
-                     timeout,          std::move(input.body_memory)};
+  // A kept body's lease holds the body and the route's working-memory hint: what the job needs
+  // of it is kept, the rest given back; what it needs beyond it is taken when it is admitted.
+  std::uint64_t memory = job.memory_bytes;
+  if (input.body_memory) {
+    const auto total = body_bytes + job.memory_bytes;
+    const auto held = input.body_memory.bytes();
+    if (held >= total) input.body_memory.shrink_to(total);
+    memory = held >= total ? 0 : total - held;
+  }
+  return job_request{match.kind->name, r.name, std::move(job.run), job.cost_units, memory, timeout,
+                     std::move(input.body_memory)};
 }
 
 std::vector<std::string> router::route_names() const {

@@ -328,11 +328,19 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       }
       if (routed.file_body && !parser.is_done()) {
         // A file body is charged to the memory budget before it is read, for as long as it is
-        // kept: 256 uploads of 25 MiB must not become 6 GiB. A chunked one is charged its limit.
-        body_memory = ctx->jobs.lease_body(parser.chunked() || !head.has_content_length()
-                                               ? routed.body_limit
-                                               : head_of(parser).content_length.value_or(routed.body_limit));
+        // kept — with room for its job's working memory: 256 uploads of 25 MiB must not become
+        // 6 GiB, nor fill the budget with bodies that can never run. A chunked one is charged
+        // its limit until it has been read.
+        body_memory = ctx->jobs.lease_body(routed.working_memory +
+                                           (parser.chunked() || !head.has_content_length()
+                                                ? routed.body_limit
+                                                : head_of(parser).content_length.value_or(routed.body_limit)));
         if (!body_memory) {
+          // Answered after the same pause as a job refused for load, for the same reason: a
+          // client that reconnects and re-sends at once must not turn the loop into a 503
+          // machine that starves the workers. The body is not read meanwhile.
+          net::steady_timer later(co_await net::this_coro::executor, overload_pause);
+          co_await later.async_wait(use_tuple);
           auto r = error_reply(503, "overloaded",
                                "the memory budget is taken by the jobs and uploads in flight; retry later");
           r.headers.emplace_back("Retry-After", "1");
@@ -347,7 +355,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       if (file_parser) {
         file_parser->body_limit(routed.body_limit);
         std::tie(read_ec, read_n) = co_await read_body(stream, buffer, *file_parser);
-        if (!read_ec) body_memory.shrink_to(file_parser->get().body().capacity());
+        if (!read_ec) body_memory.shrink_to(file_parser->get().body().capacity() + routed.working_memory);
       } else {
         parser.body_limit(routed.body_limit);
         std::tie(read_ec, read_n) = co_await read_body(stream, buffer, parser);

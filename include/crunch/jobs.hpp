@@ -59,6 +59,10 @@ struct job_route {
   bool json_body = false;           ///< body parameters come as a JSON object (Content-Type: application/json)
   /// The body is a file of one of these types (415 for any other); the kind gets it in job_input.
   std::vector<std::string> media_types;
+  /// For a file body: the memory a typical job of this route needs beyond its body, taken from
+  /// the budget with the body at its head — else uploads could fill the budget with bodies that
+  /// can never become jobs.
+  std::uint64_t working_memory_hint = 0;
   std::size_t max_body_bytes = 0;   ///< body limit; 0: the server's --max-body-bytes
   bool sensitive = false;           ///< the body holds a secret: its buffers are wiped once it is read
   /// Turns checked arguments (and a file body) into a job, or says why they cannot make one.

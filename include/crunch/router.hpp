@@ -67,6 +67,7 @@ struct head_route {
   bool refuse_body = false;               ///< answer `next` at once, without reading the body, and close
   bool sensitive = false;                 ///< sent to a route whose bodies hold secrets: wipe it once read
   bool file_body = false;                 ///< the body is a file for the job to keep (job_input), not JSON
+  std::uint64_t working_memory = 0;       ///< a file route's job_route::working_memory_hint
 };
 
 /// What the cheap routes read of the running server.
