@@ -74,12 +74,23 @@ struct server::state {
   job_registry calibrated(job_registry jobs, admission& rates) {
     for (const auto& [name, kind] : jobs.kinds()) {
       if (kind.calibrate) {
+        // A calibration that fails (libvips could not start a thread under a tight address-space
+        // limit) leaves the kind without a rate until its first jobs complete: the server starts.
         double rate = 0;
+        std::string failure;
         std::thread([&] {
           apply_worker_priority(cfg.priority);
-          rate = kind.calibrate();
+          try {
+            rate = kind.calibrate();
+          } catch (const std::exception& e) {
+            failure = e.what();
+          }
         }).join();
-        rates.set_rate(name, rate);
+        if (failure.empty()) {
+          rates.set_rate(name, rate);
+        } else {
+          log_event(log_level::warn, "calibration_failed", {{"kind", name}, {"error", failure}});
+        }
       }
       stats.add_kind(name);
     }

@@ -253,6 +253,7 @@ TEST(make_thumbnail, stops_midway_when_its_token_fires) {
   stopper.join();
   EXPECT_FALSE(out);
   const auto latency = ended - clock::time_point(clock::duration(asked_at.load()));
+  RecordProperty("stop_latency_us", static_cast<int>(std::chrono::duration<double, std::micro>(latency).count()));
   EXPECT_LT(latency, whole / 4) << std::chrono::duration<double, std::milli>(latency).count() << " ms to stop, "
                                 << std::chrono::duration<double, std::milli>(whole).count() << " ms whole";
 }
