@@ -17,8 +17,8 @@ RUN if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
  && apt-get install -y --no-install-recommends \
       dpkg-dev meson ninja-build pkg-config gcc g++ \
       libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
-      liborc-0.4-dev zlib1g-dev \
- && rm -rf /var/lib/apt/lists/*
+      liborc-0.4-dev zlib1g-dev
+# (The package lists stay in this throwaway stage: apt-get source needs the source index.)
 WORKDIR /vips
 RUN apt-get source --only-source vips \
  && cd vips-* \
@@ -68,7 +68,8 @@ RUN mkdir -p /rootfs/opt/vips/lib \
 # `crunchd --probe` asks /readyz. /opt/vips/libraries.txt lists what is in here.
 FROM scratch
 COPY --from=build /rootfs/ /
-ENV LD_LIBRARY_PATH=/opt/vips/lib \
+# No ld.so.cache in here: the loader is told where the libraries are.
+ENV LD_LIBRARY_PATH=/opt/vips/lib:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu \
     CRUNCH_ADDRESS=0.0.0.0 \
     CRUNCH_PORT=8080
 # A numeric user (there is no /etc/passwd), so Kubernetes' runAsNonRoot can check it.
