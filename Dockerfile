@@ -28,7 +28,7 @@ RUN apt-get source --only-source vips \
       -Dcplusplus=false -Dintrospection=false -Dexamples=false \
  && meson compile -C build \
  && meson install -C build --strip \
- && /opt/vips/bin/vips --vips-config > /opt/vips/config.txt
+ && LD_LIBRARY_PATH=/opt/vips/lib /opt/vips/bin/vips --vips-config > /opt/vips/config.txt
 
 # --- build: crunchd, Release, warnings as errors, and the whole test suite run on it -------------
 FROM debian:bookworm AS build
