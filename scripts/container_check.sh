@@ -124,7 +124,7 @@ curl -sf "http://127.0.0.1:$port_mem/healthz" >/dev/null || { echo "/healthz doe
 [[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$flood")" != 0 ]] || { echo "nothing was hashed" >&2; exit 1; }
 podman rm -f -i -t 0 "$name-mem" >/dev/null
 
-echo "== --memory 64m: 64 connections uploading a 4000x3000 JPEG (3.5 MiB) at once, no OOM"
+echo "== --memory 64m: 64 connections uploading the 4000x3000 JPEG ($(( $(stat -c %s "$work/photo.jpg") / 1024 )) KiB) at once, no OOM"
 podman run -d --health-interval disable --name "$name-mem" --memory 64m --memory-swap 64m \
   -p "127.0.0.1:$port_mem:8080" -e CRUNCH_LOG_LEVEL=warn "$image" >/dev/null
 wait_ready "$port_mem"
