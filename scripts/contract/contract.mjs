@@ -309,8 +309,13 @@ async function main() {
   }
   held.forEach((s) => s.destroy());
 
-  // A hash whose memory cannot be had (the budget says yes, the address space no): 500.
-  const starved = await start(["--workers", "1", "--password-m-cost", "1024"], { addressSpaceKiB: 200 * 1024 });
+  // A hash whose memory cannot be had (the budget says yes, the address space no): 500. The
+  // limit is what a started crunchd maps at its peak (libraries, thread stacks, the image kind's
+  // calibration) plus 128 MiB: room for everything but a 256 MiB hash.
+  const sizing = await start(["--workers", "1", "--password-m-cost", "1024"]);
+  const peakKiB = Number(/VmPeak:\s+(\d+)/.exec(fs.readFileSync(`/proc/${sizing.process.pid}/status`, "utf8"))[1]);
+  sizing.process.kill("SIGKILL");
+  const starved = await start(["--workers", "1", "--password-m-cost", "1024"], { addressSpaceKiB: peakKiB + 128 * 1024 });
   await call("hash without memory", starved.port, "/v1/password/hash", "POST",
     post("/v1/password/hash", "application/json", JSON.stringify({ password: "x", m_cost_kib: 262144 })), 500);
 
