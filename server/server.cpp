@@ -78,10 +78,11 @@ struct server::state {
         // limit) leaves the kind without a rate until its first jobs complete: the server starts.
         double rate = 0;
         std::string failure;
+        const auto& calibrate = kind.calibrate;  // clang 14 cannot capture a structured binding
         std::thread([&] {
           apply_worker_priority(cfg.priority);
           try {
-            rate = kind.calibrate();
+            rate = calibrate();
           } catch (const std::exception& e) {
             failure = e.what();
           }
