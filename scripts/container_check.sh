@@ -29,6 +29,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The peak memory of a running container's cgroup, in bytes (v1 or v2).
+cgroup_peak() {  # container
+  local pid v1 v2
+  pid="$(podman inspect --format '{{.State.Pid}}' "$1")"
+  v1="$(awk -F: '$2 == "memory" { print $3 }' "/proc/$pid/cgroup")"
+  v2="$(awk -F: '$1 == "0" { print $3 }' "/proc/$pid/cgroup")"
+  if [[ -n "$v1" && -r "/sys/fs/cgroup/memory$v1/memory.max_usage_in_bytes" ]]; then
+    cat "/sys/fs/cgroup/memory$v1/memory.max_usage_in_bytes"
+  else
+    cat "/sys/fs/cgroup$v2/memory.peak"
+  fi
+}
+
 wait_ready() {  # port
   wait_healthz "$1" || { podman logs "$name" >&2 || true; return 1; }
 }
@@ -108,14 +121,7 @@ m_cost=$(( budget / 1024 - 64 ))  # the largest hash the budget holds: its block
 BODY="{\"password\":\"x\",\"m_cost_kib\":$m_cost,\"t_cost\":6}" wrk -t2 -c256 -d10s --timeout 20s \
   -s "$root/bench/post.lua" "http://127.0.0.1:$port_mem/v1/password/hash" >"$work/flood.txt"
 flood="$(tail -1 "$work/flood.txt")"
-host_pid_mem="$(podman inspect --format '{{.State.Pid}}' "$name-mem")"
-cgroup_v1="$(awk -F: '$2 == "memory" { print $3 }' "/proc/$host_pid_mem/cgroup")"
-cgroup_v2="$(awk -F: '$1 == "0" { print $3 }' "/proc/$host_pid_mem/cgroup")"
-if [[ -n "$cgroup_v1" && -r "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes" ]]; then
-  peak="$(cat "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes")"
-else
-  peak="$(cat "/sys/fs/cgroup$cgroup_v2/memory.peak")"
-fi
+peak="$(cgroup_peak "$name-mem")"
 state="$(podman inspect --format '{{.State.Running}} {{.State.OOMKilled}}' "$name-mem")"
 echo "flood of m_cost_kib=$m_cost t_cost=6 from 256 connections for 10 s: $flood"
 echo "container running, OOM-killed: $state; the cgroup's peak memory: $((peak / 1048576)) MiB of 64"
@@ -131,14 +137,7 @@ wait_ready "$port_mem"
 BODY_FILE="$work/photo.jpg" CONTENT_TYPE=image/jpeg wrk -t2 -c64 -d10s --timeout 20s -s "$root/bench/post.lua" \
   "http://127.0.0.1:$port_mem/v1/image/thumbnail?width=400&format=webp" >"$work/images.txt"
 flood="$(tail -1 "$work/images.txt")"
-host_pid_mem="$(podman inspect --format '{{.State.Pid}}' "$name-mem")"
-cgroup_v1="$(awk -F: '$2 == "memory" { print $3 }' "/proc/$host_pid_mem/cgroup")"
-cgroup_v2="$(awk -F: '$1 == "0" { print $3 }' "/proc/$host_pid_mem/cgroup")"
-if [[ -n "$cgroup_v1" && -r "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes" ]]; then
-  peak="$(cat "/sys/fs/cgroup/memory$cgroup_v1/memory.max_usage_in_bytes")"
-else
-  peak="$(cat "/sys/fs/cgroup$cgroup_v2/memory.peak")"
-fi
+peak="$(cgroup_peak "$name-mem")"
 state="$(podman inspect --format '{{.State.Running}} {{.State.OOMKilled}}' "$name-mem")"
 echo "thumbnails from 64 connections for 10 s: $flood"
 echo "container running, OOM-killed: $state; the cgroup's peak memory: $((peak / 1048576)) MiB of 64"
