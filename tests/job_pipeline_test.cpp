@@ -145,8 +145,13 @@ TEST_F(job_pipeline_test, a_full_queue_refuses_at_once_with_retry_after) {
   EXPECT_EQ(stats.jobs(job_outcome::rejected_queue_full), 1u);
   pipeline.cut_all();  // let the others end
   io.run();
+  io.restart();
   EXPECT_EQ(running->r.status, 503u);
   EXPECT_EQ(queued->r.status, 503u);
+  // The running job was answered at once; its worker lets go when the job sees its stop token,
+  // and before this test's `stopped` goes away.
+  EXPECT_EQ(run(request(returns(1))).r.status, 200u);
+  EXPECT_TRUE(stopped);
 }
 
 TEST_F(job_pipeline_test, work_queued_ahead_that_would_make_it_late_refuses_with_the_wait) {
