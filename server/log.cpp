@@ -1,10 +1,19 @@
 #include <crunch/log.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <climits>
+#include <csignal>
 #include <chrono>
 #include <iterator>
 #include <ctime>
 #include <vector>
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 namespace crunch {
 
@@ -86,16 +95,42 @@ bool needs_quotes(std::string_view value) {
 
 }  // namespace
 
-logger::logger(log_format format, log_level level, std::FILE* out, std::size_t max_queued)
-    : format_(format), level_(level), out_(out), max_queued_(max_queued), writer_([this] { run(); }) {}
+logger::logger(log_format format, log_level level, std::FILE* out, std::size_t max_queued,
+               std::chrono::milliseconds flush_timeout)
+    : format_(format),
+      level_(level),
+      out_((std::fflush(out), out)),
+      fd_(fileno(out)),
+      max_queued_(max_queued),
+      flush_timeout_(flush_timeout),
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      writer_([this] { run(); }) {}
 
 logger::~logger() {
+  close();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void logger::close() {
   {
     std::lock_guard lock(mutex_);
+    if (stopping_) return;
     stopping_ = true;
   }
   ready_.notify_one();
+  if (wake_fd_ >= 0) (void)eventfd_write(wake_fd_, 1);  // a writer waiting for its output
   writer_.join();
+  if (const auto lost = dropped(); lost > 0) {
+    // Best effort and never blocking: stderr may be as stuck as stdout.
+    char text[128];
+    const int n = std::snprintf(text, sizeof text,
+                                "crunchd: %llu log lines dropped: the log output did not keep up or was gone\n",
+                                static_cast<unsigned long long>(lost));
+    pollfd err{STDERR_FILENO, POLLOUT, 0};
+    if (n > 0 && poll(&err, 1, 0) == 1 && (err.revents & POLLOUT) != 0) {
+      (void)::write(STDERR_FILENO, text, static_cast<std::size_t>(n));
+    }
+  }
 }
 
 std::string logger::format_line(log_level level, std::string_view event, const nlohmann::json& fields) const {
@@ -195,7 +230,7 @@ void logger::enqueue(std::string line) {
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (queue_.size() >= max_queued_) {
+    if (stopping_ || queue_.size() >= max_queued_) {
       dropped_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
@@ -205,26 +240,92 @@ void logger::enqueue(std::string line) {
   if (wake) ready_.notify_one();
 }
 
+// A write(2) on a pipe, a terminal or a socket blocks while its reader does not read, and a
+// blocked writer could not be joined. So the writer waits in poll(), which the destructor can end
+// (wake_fd_), and then writes at most PIPE_BUF bytes: a pipe that polls writable has a free page
+// and takes them without blocking, and a terminal, socket or file takes that much at once too.
+logger::output logger::write_out(std::string_view& bytes,
+                                 std::optional<std::chrono::steady_clock::time_point> deadline) {
+  while (!bytes.empty()) {
+    int timeout = -1;
+    if (deadline) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return output::timed_out;
+      timeout = static_cast<int>(left.count());
+    }
+    // Until stopped, the wake-up may end the wait; after, the deadline does.
+    pollfd fds[2] = {{fd_, POLLOUT, 0}, {wake_fd_, POLLIN, 0}};
+    const int ready = poll(fds, !deadline && wake_fd_ >= 0 ? 2 : 1, timeout);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return output::broken;
+    if (ready == 0) return output::timed_out;
+    if ((fds[0].revents & (POLLERR | POLLNVAL)) != 0) return output::broken;
+    if ((fds[0].revents & POLLOUT) == 0) return output::timed_out;  // woken to stop
+    const auto n = ::write(fd_, bytes.data(), std::min<std::size_t>(bytes.size(), PIPE_BUF));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return output::broken;  // EPIPE (SIGPIPE is blocked on this thread), EBADF, ENOSPC...
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return output::written;
+}
+
 void logger::run() {
-  std::vector<std::string> batch;
-  std::string chunk;
+  // A write to a pipe whose reader is gone raises SIGPIPE on the writing thread; blocked here, it
+  // stays pending and the write fails with EPIPE instead of ending the process.
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+
+  std::string chunk;  // lines taken from the queue; what is left of it is not written yet
+  std::string_view unwritten;
+  bool broken = false;
+  std::optional<std::chrono::steady_clock::time_point> deadline;  // once stopping
+  const auto drop = [this](std::string_view lines) {
+    dropped_.fetch_add(static_cast<std::uint64_t>(std::count(lines.begin(), lines.end(), '\n')),
+                       std::memory_order_relaxed);
+  };
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      ready_.wait_for(lock, flush_interval, [this] { return stopping_ || queue_.size() >= wake_batch; });
-      if (queue_.empty()) {
-        if (stopping_) return;  // everything written
-        continue;
+      if (unwritten.empty()) {
+        ready_.wait_for(lock, flush_interval, [this] { return stopping_ || queue_.size() >= wake_batch; });
       }
-      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-      queue_.clear();
+      if (stopping_ && !deadline) deadline = std::chrono::steady_clock::now() + flush_timeout_;
+      if (unwritten.empty()) {
+        if (queue_.empty() && stopping_) return;  // everything written or counted
+        // One write for the batch, not one per line.
+        chunk.clear();
+        for (const auto& line : queue_) chunk += line;
+        queue_.clear();
+        unwritten = chunk;
+      }
     }
-    // One write for the batch, not one stdio call per line.
-    chunk.clear();
-    for (const auto& line : batch) chunk += line;
-    std::fwrite(chunk.data(), 1, chunk.size(), out_);
-    std::fflush(out_);
-    batch.clear();
+    if (unwritten.empty()) continue;
+    if (broken) {
+      drop(unwritten);
+      unwritten = {};
+      continue;
+    }
+    switch (write_out(unwritten, deadline)) {
+      case output::written: break;
+      case output::broken:
+        broken = true;
+        drop(unwritten);
+        unwritten = {};
+        break;
+      case output::timed_out:
+        if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+          // Out of time: what is left is dropped, the queue with it.
+          drop(unwritten);
+          unwritten = {};
+          std::lock_guard lock(mutex_);
+          dropped_.fetch_add(queue_.size(), std::memory_order_relaxed);
+          queue_.clear();
+          return;
+        }
+        break;  // woken to stop: the loop sets the deadline
+    }
   }
 }
 

@@ -6,12 +6,16 @@
 
 #include <boost/system/system_error.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
+  // A peer or a log reader that is gone is an error to handle (EPIPE), never the end of the
+  // process: sockets already send with MSG_NOSIGNAL; this covers stdout and stderr too.
+  std::signal(SIGPIPE, SIG_IGN);
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = crunch::parse_config(args, crunch::process_env());
   if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,7 +67,7 @@ class crunchd_process {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
-    close(out_);
+    if (out_ >= 0) close(out_);
     close(err_);
   }
 
@@ -93,8 +94,29 @@ class crunchd_process {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
+  /// Reaps the process without reading its stdout: its exit code, or -1 if it has not exited
+  /// within `timeout` (then it is still there, for the destructor to kill).
+  int wait_exit_unread(std::chrono::milliseconds timeout) {
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd < 0) return -1;
+    pollfd p{pidfd, POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(timeout.count()));
+    ::close(pidfd);
+    if (ready != 1) return -1;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
   void signal(int signo) { kill(pid_, signo); }
   pid_t pid() const { return pid_; }
+  int stdout_fd() const { return out_; }
+  /// Closes this end of the stdout pipe: the process's next write there fails with EPIPE.
+  void close_stdout() {
+    ::close(out_);
+    out_ = -1;
+  }
 
  private:
   static std::string line(int fd, std::string& buffer, std::chrono::milliseconds timeout) {
@@ -278,6 +300,48 @@ TEST(crunchd, access_log_line_carries_the_request_id) {
   }
   EXPECT_TRUE(found);
   EXPECT_EQ(p.wait_exit(), 0);
+}
+
+// A log collector that stops reading (a stuck logging driver, a full `docker logs` pipe): crunchd
+// goes on serving, and SIGTERM still ends it within the drain timeout and the log's short flush
+// (1 s), exit 0, every thread joined, saying on stderr how many lines it could not write.
+TEST(crunchd, a_stdout_nobody_reads_does_not_hold_up_shutdown) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "1s"});
+  const auto port = started_port(p);
+  ASSERT_GT(fcntl(p.stdout_fd(), F_SETPIPE_SZ, 4096), 0);  // the smallest pipe: full in a few lines
+  {
+    http_connection c(port);
+    for (int i = 0; i < 300; ++i) ASSERT_EQ(c.get("/fib/1")->status, 200u);  // ~75 KB of access lines
+  }
+  const auto start = std::chrono::steady_clock::now();
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit_unread(20s), 0) << "still not gone 20 s after SIGTERM";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 6s);  // 1 s drain + 1 s flush, and room
+  EXPECT_NE(p.all_stderr().find("log lines dropped"), std::string::npos);
+}
+
+// The reader of stdout is gone (EPIPE): crunchd is not killed by SIGPIPE, goes on serving, and
+// exits 0 on SIGTERM, counting the lines it could not write.
+TEST(crunchd, a_stdout_whose_reader_is_gone_costs_log_lines_only) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
+  const auto port = started_port(p);
+  p.close_stdout();
+  {
+    http_connection c(port);
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(c.get("/fib/1")->status, 200u);
+    // Lines are dropped once the writer has met the broken pipe (within its 20 ms flush interval).
+    std::optional<http_reply> metrics;
+    for (int i = 0; i < 1000; ++i) {
+      metrics = c.get("/metrics");
+      ASSERT_TRUE(metrics);
+      if (metrics->body.find("crunch_log_lines_dropped_total 0\n") == std::string::npos) break;
+      ASSERT_EQ(c.get("/fib/1")->status, 200u);
+    }
+    EXPECT_EQ(metrics->body.find("crunch_log_lines_dropped_total 0\n"), std::string::npos);
+  }
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit_unread(20s), 0);
+  EXPECT_NE(p.all_stderr().find("log lines dropped"), std::string::npos);
 }
 
 // Whether `needle` is anywhere in the readable and writable mappings of process `pid`, read

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -10,6 +12,8 @@
 
 namespace crunch {
 namespace {
+
+using namespace std::chrono_literals;
 
 // Everything a logger wrote to a temporary file, read after the logger is gone.
 template <typename Body>
@@ -80,6 +84,54 @@ TEST(logger, a_blocked_output_drops_and_counts_instead_of_blocking_the_caller) {
   reader.join();
   ::close(fds[0]);
   EXPECT_EQ(received + dropped, static_cast<std::size_t>(lines));  // every line written or counted
+}
+
+// Lines in a pipe: what a reader gets once the writer's end is closed.
+std::size_t lines_in_pipe(int read_end) {
+  std::size_t lines = 0;
+  char chunk[4096];
+  for (ssize_t n; (n = ::read(read_end, chunk, sizeof chunk)) > 0;) lines += static_cast<std::size_t>(std::count(chunk, chunk + n, '\n'));
+  return lines;
+}
+
+// A log collector that stopped reading: the pipe is full and stays full. close() still returns
+// within its flush timeout, and every line is either in the pipe or counted as dropped.
+TEST(logger, a_reader_that_never_reads_holds_close_no_longer_than_the_flush_timeout) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::FILE* out = fdopen(fds[1], "w");
+  constexpr int lines = 3000;  // 300 KB, more than the pipe's 64 KiB
+  logger log(log_format::text, log_level::info, out, 100000, 200ms);
+  for (int i = 0; i < lines; ++i) log.write(log_level::info, "x", {{"pad", std::string(80, 'p')}});
+  const auto start = std::chrono::steady_clock::now();
+  log.close();
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 150ms);  // it did wait for the reader, about as long as it was told
+  EXPECT_LT(took, 5s);
+  EXPECT_GT(log.dropped(), 0u);
+  log.write(log_level::info, "after close");  // counted, not queued for nobody
+  std::fclose(out);
+  const auto received = lines_in_pipe(fds[0]);
+  ::close(fds[0]);
+  EXPECT_GT(received, 0u);
+  EXPECT_EQ(received + log.dropped(), static_cast<std::size_t>(lines) + 1);
+}
+
+// The reader went away (EPIPE): no SIGPIPE ends this process, lines are counted, close() is quick.
+TEST(logger, a_reader_that_is_gone_costs_lines_not_the_process) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  ::close(fds[0]);
+  std::FILE* out = fdopen(fds[1], "w");
+  {
+    logger log(log_format::json, log_level::info, out, 100000, 10s);
+    for (int i = 0; i < 500; ++i) log.write(log_level::info, "x");
+    const auto start = std::chrono::steady_clock::now();
+    log.close();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);  // not the 10 s flush timeout
+    EXPECT_EQ(log.dropped(), 500u);
+  }
+  std::fclose(out);
 }
 
 TEST(log_line, json_is_valid_and_escapes_hostile_bytes) {

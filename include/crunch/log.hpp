@@ -3,11 +3,15 @@
 ///
 /// A line is formatted by the thread that logs it and written by a thread of the logger's own
 /// through a bounded queue, so a slow or blocked stdout never stalls the I/O thread: when the
-/// queue is full the line is dropped and counted instead.
+/// queue is full the line is dropped and counted instead. Nor does it stall shutdown: the writer
+/// never sits in a write(2) that may block, and what it cannot write within the flush timeout
+/// once stopped is dropped and counted too. A broken output (EPIPE: the reader is gone) drops and
+/// counts every line from then on; it never raises SIGPIPE.
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -53,9 +57,11 @@ class log_line {
 /// The asynchronous, bounded log writer.
 class logger {
  public:
-  /// Starts the writer thread; `max_queued` lines may wait for it.
-  logger(log_format format, log_level level, std::FILE* out = stdout, std::size_t max_queued = 16384);
-  /// Writes what is queued, then joins the writer thread.
+  /// Starts the writer thread; `max_queued` lines may wait for it. Writes go straight to
+  /// `out`'s descriptor (what stdio buffered before is flushed first).
+  logger(log_format format, log_level level, std::FILE* out = stdout, std::size_t max_queued = 16384,
+         std::chrono::milliseconds flush_timeout = std::chrono::seconds(1));
+  /// close(), if not done yet.
   ~logger();
 
   logger(const logger&) = delete;
@@ -67,20 +73,29 @@ class logger {
   void write(log_level level, std::string_view event, const nlohmann::json& fields = nlohmann::json::object());
   /// Queues a line built with log_line (check enabled() before building it). Thread-safe.
   void write(log_line&& line);
+  /// Writes what is queued, for at most the flush timeout; drops and counts what is left, says
+  /// so on stderr when anything was dropped, and joins the writer thread. Lines written after
+  /// are dropped and counted. Not concurrent with itself.
+  void close();
   /// The format lines should be built in.
   log_format format() const noexcept { return format_; }
-  /// Lines dropped because the queue was full.
+  /// Lines dropped: the queue was full, the output broken, or still blocked at the end.
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
 
  private:
   std::string format_line(log_level level, std::string_view event, const nlohmann::json& fields) const;
   void enqueue(std::string line);
   void run();
+  enum class output { written, broken, timed_out };
+  output write_out(std::string_view& bytes, std::optional<std::chrono::steady_clock::time_point> deadline);
 
   const log_format format_;
   const log_level level_;
   std::FILE* const out_;
+  const int fd_;
   const std::size_t max_queued_;
+  const std::chrono::milliseconds flush_timeout_;
+  int wake_fd_ = -1;  // an eventfd: ends a writer waiting for its output, at shutdown
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::string> queue_;  // guarded by mutex_
