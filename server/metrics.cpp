@@ -222,6 +222,17 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.sample("crunch_draining", "", gauges.draining ? 1 : 0);
   out.header("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.");
   out.sample("crunch_log_lines_dropped_total", "", static_cast<double>(gauges.log_lines_dropped));
+  // The CFS bandwidth controller stops every thread of a cgroup that used its quota, the I/O
+  // thread too, until the next period: shown next to the loop lag, it says why the loop was late.
+  out.header("crunch_cpu_quota_periods_total", "counter",
+             "CFS periods in which the cgroup that sets crunchd's CPU quota had work to run (0 without a quota).");
+  out.sample("crunch_cpu_quota_periods_total", "", static_cast<double>(gauges.cpu_quota.periods));
+  out.header("crunch_cpu_quota_throttled_periods_total", "counter",
+             "Of those, periods that ran out of quota: every thread of the cgroup, the I/O thread too, stopped until the next.");
+  out.sample("crunch_cpu_quota_throttled_periods_total", "", static_cast<double>(gauges.cpu_quota.throttled_periods));
+  out.header("crunch_cpu_quota_throttled_seconds_total", "counter",
+             "Time the cgroup's threads spent stopped by the CPU quota.");
+  out.sample("crunch_cpu_quota_throttled_seconds_total", "", static_cast<double>(gauges.cpu_quota.throttled_ns) / 1e9);
   out.header("crunch_build_info", "gauge", "Build information; the value is always 1.");
   out.sample("crunch_build_info", label("version", version()), 1);
 

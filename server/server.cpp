@@ -65,7 +65,8 @@ struct server::state {
         ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
         acceptor(io),
         drain_timer(io),
-        lag_timer(io) {}
+        lag_timer(io),
+        cpu_stat_file(cgroup_cpu_stat_file()) {}
 
   // Measures each kind's cost rate on this machine before the first request, and gives each
   // kind and route its metrics. The measurements run on a thread with the workers' priority, as
@@ -99,8 +100,10 @@ struct server::state {
   }
 
   std::string metrics_text() const {
+    cpu_throttling quota;
+    if (cpu_stat_file) quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
     return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), pool.memory_budget(),
-                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped()},
+                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped(), quota},
                         read_process_stats());
   }
 
@@ -280,6 +283,7 @@ struct server::state {
   std::chrono::steady_clock::time_point last_refusal_log{};
   net::steady_timer drain_timer;
   net::steady_timer lag_timer;
+  const std::optional<std::filesystem::path> cpu_stat_file;  // the CPU quota's account, read per scrape
   bool lag_stopped = false;
   std::optional<net::signal_set> signals;
   std::uint16_t port = 0;

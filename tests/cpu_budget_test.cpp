@@ -96,6 +96,42 @@ TEST_F(fake_cgroup, container_namespace_root) {
   EXPECT_EQ(cgroup_cpu_quota(root_ / "sys", root_ / "proc_cgroup"), 1u);
 }
 
+TEST(parse_cpu_stat, reads_v2_and_v1_bandwidth_lines) {
+  const auto v2 = parse_cpu_stat(
+      "usage_usec 1200\nuser_usec 1000\nsystem_usec 200\nnr_periods 131\nnr_throttled 119\n"
+      "throttled_usec 4500000\nnr_bursts 0\nburst_usec 0\n");
+  ASSERT_TRUE(v2);
+  EXPECT_EQ(v2->periods, 131u);
+  EXPECT_EQ(v2->throttled_periods, 119u);
+  EXPECT_EQ(v2->throttled_ns, 4'500'000'000u);
+  const auto v1 = parse_cpu_stat("nr_periods 10\nnr_throttled 3\nthrottled_time 2000000\n");
+  ASSERT_TRUE(v1);
+  EXPECT_EQ(v1->throttled_periods, 3u);
+  EXPECT_EQ(v1->throttled_ns, 2'000'000u);
+  // A cgroup without the bandwidth controller's lines (no cpu controller enabled there).
+  EXPECT_EQ(parse_cpu_stat("usage_usec 1200\nuser_usec 1000\nsystem_usec 200\n"), std::nullopt);
+  EXPECT_EQ(parse_cpu_stat(""), std::nullopt);
+}
+
+// The account that matters is the one of the cgroup whose quota binds: here the pod's, above the
+// container's own unlimited cgroup.
+TEST_F(fake_cgroup, the_cpu_stat_read_is_the_binding_quotas) {
+  fs::create_directories(root_ / "sys" / "kubepods" / "pod1" / "c1");
+  write("proc_cgroup", "0::/kubepods/pod1/c1\n");
+  EXPECT_EQ(cgroup_cpu_stat_file(root_ / "sys", root_ / "proc_cgroup"), std::nullopt);  // no quota anywhere
+  write("sys/kubepods/pod1/c1/cpu.max", "max 100000\n");
+  write("sys/kubepods/pod1/cpu.max", "100000 100000\n");
+  write("sys/kubepods/cpu.max", "400000 100000\n");
+  write("sys/kubepods/pod1/cpu.stat", "nr_periods 5\nnr_throttled 2\nthrottled_usec 30\n");
+  const auto file = cgroup_cpu_stat_file(root_ / "sys", root_ / "proc_cgroup");
+  ASSERT_TRUE(file);
+  EXPECT_EQ(*file, root_ / "sys" / "kubepods" / "pod1" / "cpu.stat");
+  const auto stat = read_cpu_stat(*file);
+  ASSERT_TRUE(stat);
+  EXPECT_EQ(stat->throttled_periods, 2u);
+  EXPECT_EQ(stat->throttled_ns, 30'000u);
+}
+
 TEST(usable_cpus, is_at_least_one_and_at_most_the_affinity_mask) {
   EXPECT_GE(usable_cpus(), 1u);
   EXPECT_LE(usable_cpus(), affinity_cpus());

@@ -43,16 +43,23 @@ membership read_membership(const std::filesystem::path& proc_self_cgroup, std::s
   return found;
 }
 
-void keep_smaller(std::optional<std::uint64_t>& smallest, std::optional<std::uint64_t> limit) {
-  if (limit && (!smallest || *limit < *smallest)) smallest = limit;
+struct found_limit {
+  std::uint64_t value;
+  std::filesystem::path dir;
+};
+
+void keep_smaller(std::optional<found_limit>& smallest, std::optional<found_limit> limit) {
+  if (limit && (!smallest || limit->value < smallest->value)) smallest = std::move(limit);
 }
 
-std::optional<std::uint64_t> smallest_up_the_tree(const std::filesystem::path& hierarchy, std::string_view cgroup_path,
-                                                  const cgroup_limit_reader& read_limit) {
-  std::optional<std::uint64_t> smallest;
+// From the process's own cgroup up to the root: on a tie the deepest directory is kept.
+std::optional<found_limit> smallest_up_the_tree(const std::filesystem::path& hierarchy, std::string_view cgroup_path,
+                                                const cgroup_limit_reader& read_limit) {
+  std::optional<found_limit> smallest;
   std::filesystem::path dir = std::filesystem::path(cgroup_path).relative_path();
   for (;;) {
-    keep_smaller(smallest, read_limit(hierarchy / dir));
+    const auto here = hierarchy / dir;
+    if (const auto limit = read_limit(here)) keep_smaller(smallest, found_limit{*limit, here});
     if (dir.empty()) break;
     dir = dir.parent_path();
   }
@@ -74,12 +81,15 @@ std::optional<std::uint64_t> parse_u64(std::string_view text) {
 
 std::optional<std::uint64_t> cgroup_limit(const std::filesystem::path& cgroup_root,
                                           const std::filesystem::path& proc_self_cgroup, std::string_view v1_controller,
-                                          const cgroup_limit_reader& read_v2, const cgroup_limit_reader& read_v1) {
+                                          const cgroup_limit_reader& read_v2, const cgroup_limit_reader& read_v1,
+                                          std::filesystem::path* where) {
   const auto member = read_membership(proc_self_cgroup, v1_controller);
-  std::optional<std::uint64_t> smallest;
+  std::optional<found_limit> smallest;
   if (member.unified) keep_smaller(smallest, smallest_up_the_tree(cgroup_root, *member.unified, read_v2));
   if (member.v1) keep_smaller(smallest, smallest_up_the_tree(cgroup_root / v1_controller, *member.v1, read_v1));
-  return smallest;
+  if (!smallest) return std::nullopt;
+  if (where != nullptr) *where = smallest->dir;
+  return smallest->value;
 }
 
 }  // namespace crunch

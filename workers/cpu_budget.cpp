@@ -3,6 +3,9 @@
 #include <crunch/cgroup.hpp>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include <sched.h>
 
@@ -34,9 +37,11 @@ std::optional<std::size_t> parse_cfs_quota(std::string_view quota_us, std::strin
   return std::max<std::size_t>(1, static_cast<std::size_t>(*quota / *period));
 }
 
-std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_root,
-                                            const std::filesystem::path& proc_self_cgroup) {
-  const auto quota = cgroup_limit(
+namespace {
+
+std::optional<std::uint64_t> cpu_quota_in(const std::filesystem::path& cgroup_root,
+                                          const std::filesystem::path& proc_self_cgroup, std::filesystem::path* where) {
+  return cgroup_limit(
       cgroup_root, proc_self_cgroup, "cpu",
       [](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
         const auto text = read_first_line(dir / "cpu.max");
@@ -46,9 +51,58 @@ std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_
         const auto quota_us = read_first_line(dir / "cpu.cfs_quota_us");
         const auto period_us = read_first_line(dir / "cpu.cfs_period_us");
         return quota_us && period_us ? parse_cfs_quota(*quota_us, *period_us) : std::nullopt;
-      });
+      },
+      where);
+}
+
+}  // namespace
+
+std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_root,
+                                            const std::filesystem::path& proc_self_cgroup) {
+  const auto quota = cpu_quota_in(cgroup_root, proc_self_cgroup, nullptr);
   if (!quota) return std::nullopt;
   return static_cast<std::size_t>(*quota);
+}
+
+std::optional<cpu_throttling> parse_cpu_stat(std::string_view text) {
+  cpu_throttling t;
+  bool periods = false;
+  while (!text.empty()) {
+    const auto end = text.find('\n');
+    const auto line = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+    const auto space = line.find(' ');
+    if (space == std::string_view::npos) continue;
+    const auto key = line.substr(0, space);
+    const auto value = parse_u64(line.substr(space + 1));
+    if (!value) continue;
+    if (key == "nr_periods") {
+      t.periods = *value;
+      periods = true;
+    } else if (key == "nr_throttled") {
+      t.throttled_periods = *value;
+    } else if (key == "throttled_usec") {
+      t.throttled_ns = *value * 1000;  // v2
+    } else if (key == "throttled_time") {
+      t.throttled_ns = *value;  // v1
+    }
+  }
+  if (!periods) return std::nullopt;
+  return t;
+}
+
+std::optional<std::filesystem::path> cgroup_cpu_stat_file(const std::filesystem::path& cgroup_root,
+                                                          const std::filesystem::path& proc_self_cgroup) {
+  std::filesystem::path dir;
+  if (!cpu_quota_in(cgroup_root, proc_self_cgroup, &dir)) return std::nullopt;
+  return dir / "cpu.stat";
+}
+
+std::optional<cpu_throttling> read_cpu_stat(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return std::nullopt;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_cpu_stat(text);
 }
 
 std::size_t usable_cpus() {

@@ -19,10 +19,12 @@ using cgroup_limit_reader = std::function<std::optional<std::uint64_t>(const std
 /// `cgroup_root`/`v1_controller` — both listed in `proc_self_cgroup` (normally /proc/self/cgroup).
 /// A limit anywhere up a tree applies, and a hybrid machine has both trees. Directories that do
 /// not exist are skipped: inside a cgroup v1 container /proc/self/cgroup shows the host's path
-/// while the container's own cgroup is mounted at the hierarchy's root.
+/// while the container's own cgroup is mounted at the hierarchy's root. `where`, when given, is
+/// set to the directory that sets the limit returned.
 std::optional<std::uint64_t> cgroup_limit(const std::filesystem::path& cgroup_root,
                                           const std::filesystem::path& proc_self_cgroup, std::string_view v1_controller,
-                                          const cgroup_limit_reader& read_v2, const cgroup_limit_reader& read_v1);
+                                          const cgroup_limit_reader& read_v2, const cgroup_limit_reader& read_v1,
+                                          std::filesystem::path* where = nullptr);
 
 /// The first line of a file, without its newline; nullopt when it cannot be read.
 std::optional<std::string> read_first_line(const std::filesystem::path& path);

@@ -5,6 +5,8 @@
 /// there — so counters and histograms are plain integers: no atomics, and no contention with the
 /// workers, whose hot path touches no metric at all.
 
+#include <crunch/cpu_budget.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -94,6 +96,7 @@ struct metrics_gauges {
   std::size_t connections_open = 0;
   bool draining = false;
   std::uint64_t log_lines_dropped = 0;
+  cpu_throttling cpu_quota;  ///< the binding cgroup's cpu.stat; zeros without a quota
 };
 
 /// The process, read from /proc at scrape time.
