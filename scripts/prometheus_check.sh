@@ -21,9 +21,12 @@ trap cleanup EXIT
 "$build/crunchd" --address 127.0.0.1 --port 0 >"$work/crunchd.log" 2>&1 &
 crunchd_pid=$!
 port=""
-for _ in $(seq 100); do
+# Up to 30 s: the start calibrates each job kind at the workers' low priority, which takes
+# seconds on a machine whose CPUs are busy with anything else.
+for _ in $(seq 600); do
   port="$(grep -o '"port":[0-9]*' "$work/crunchd.log" | head -1 | cut -d: -f2 || true)"
   [[ -n "$port" ]] && break
+  kill -0 "$crunchd_pid" 2>/dev/null || break
   sleep 0.05
 done
 [[ -n "$port" ]] || { echo "crunchd did not start" >&2; cat "$work/crunchd.log" >&2; exit 1; }
