@@ -233,6 +233,9 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.header("crunch_cpu_quota_throttled_seconds_total", "counter",
              "Time the cgroup's threads spent stopped by the CPU quota.");
   out.sample("crunch_cpu_quota_throttled_seconds_total", "", static_cast<double>(gauges.cpu_quota.throttled_ns) / 1e9);
+  out.header("crunch_workers_paced_seconds_total", "counter",
+             "Time the workers were held back to leave the I/O thread its share of the CPU quota (--cpu-reserve).");
+  out.sample("crunch_workers_paced_seconds_total", "", gauges.workers_paced_seconds);
   out.header("crunch_build_info", "gauge", "Build information; the value is always 1.");
   out.sample("crunch_build_info", label("version", version()), 1);
 

@@ -1,5 +1,6 @@
 #include <crunch/server.hpp>
 
+#include <crunch/cpu_pacer.hpp>
 #include <crunch/job_pipeline.hpp>
 #include <crunch/kinds.hpp>
 #include <crunch/log.hpp>
@@ -103,7 +104,8 @@ struct server::state {
     cpu_throttling quota;
     if (cpu_stat_file) quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
     return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), pool.memory_budget(),
-                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped(), quota},
+                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped(), quota,
+                         pacer ? pacer->paused_seconds() : 0},
                         read_process_stats());
   }
 
@@ -284,6 +286,12 @@ struct server::state {
   net::steady_timer drain_timer;
   net::steady_timer lag_timer;
   const std::optional<std::filesystem::path> cpu_stat_file;  // the CPU quota's account, read per scrape
+  const std::optional<double> cpu_quota = cgroup_cpu_limit();  // CPUs
+  const double paced_cpus = cpu_quota ? *cpu_quota * (100.0 - static_cast<double>(cfg.cpu_reserve_percent)) / 100 : 0;
+  // Under a quota, the workers are held to it less the reserve (cpu_pacer.hpp).
+  std::optional<cpu_pacer> pacer = cpu_quota && cfg.cpu_reserve_percent > 0 && cfg.mode == run_mode::offload
+                                       ? std::make_optional<cpu_pacer>(paced_cpus)
+                                       : std::nullopt;
   bool lag_stopped = false;
   std::optional<net::signal_set> signals;
   std::uint16_t port = 0;
@@ -318,6 +326,8 @@ void server::run() {
              {"memory_budget_bytes", s.pool.memory_budget()},
              {"max_connections", s.cfg.max_connections},
              {"mode", s.cfg.mode == run_mode::offload ? "offload" : "inline"},
+             {"cpu_quota", s.cpu_quota ? nlohmann::json(*s.cpu_quota) : nlohmann::json(nullptr)},
+             {"paced_cpus", s.pacer ? nlohmann::json(s.paced_cpus) : nlohmann::json(nullptr)},
              {"version", version()}});
   net::co_spawn(s.io, s.accept_loop(), [&s](std::exception_ptr e) {
     if (e) s.log_event(log_level::error, "accept_loop_failed", {{"error", state::describe(e)}});

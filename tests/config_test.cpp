@@ -40,6 +40,9 @@ TEST(config, defaults) {
   EXPECT_EQ(c.port, 8080);
   EXPECT_EQ(c.mode, run_mode::offload);
   EXPECT_EQ(c.priority, worker_priority::batch);
+  EXPECT_EQ(c.cpu_reserve_percent, 8u);
+  EXPECT_EQ(parsed({"--cpu-reserve", "0"}).cpu_reserve_percent, 0u);
+  EXPECT_EQ(parsed({"--cpu-reserve", "15"}).cpu_reserve_percent, 15u);
   const auto resolved = resolve_defaults(c);
   EXPECT_GE(resolved.workers, 1u);
   EXPECT_EQ(resolved.queue_limit, 8 * resolved.workers);
@@ -122,7 +125,8 @@ TEST_P(config_rejects, with_exit_2_and_one_line_naming_the_flag) {
 
 INSTANTIATE_TEST_SUITE_P(
     values, config_rejects,
-    ::testing::Values(bad_case{{"--workers", "0"}, "--workers"}, bad_case{{"--workers", "-1"}, "--workers"},
+    ::testing::Values(bad_case{{"--workers", "0"}, "--workers"}, bad_case{{"--cpu-reserve", "51"}, "--cpu-reserve"},
+                      bad_case{{"--cpu-reserve", "5%"}, "--cpu-reserve"}, bad_case{{"--workers", "-1"}, "--workers"},
                       bad_case{{"--workers", "two"}, "--workers"}, bad_case{{"--port", "70000"}, "--port"},
                       bad_case{{"--port", "abc"}, "--port"}, bad_case{{"--port", "-1"}, "--port"},
                       bad_case{{"--port", ""}, "--port"}, bad_case{{"--port", "80 80"}, "--port"},

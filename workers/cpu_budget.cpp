@@ -64,6 +64,32 @@ std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_
   return static_cast<std::size_t>(*quota);
 }
 
+std::optional<double> cgroup_cpu_limit(const std::filesystem::path& cgroup_root,
+                                       const std::filesystem::path& proc_self_cgroup) {
+  // Thousandths of a CPU, so that the walk up the tree compares whole numbers.
+  const auto millis = [](std::optional<std::uint64_t> quota, std::optional<std::uint64_t> period) {
+    return quota && period && *period != 0 ? std::optional<std::uint64_t>(*quota * 1000 / *period) : std::nullopt;
+  };
+  const auto limit = cgroup_limit(
+      cgroup_root, proc_self_cgroup, "cpu",
+      [&](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
+        const auto text = read_first_line(dir / "cpu.max");
+        if (!text) return std::nullopt;
+        const auto space = text->find(' ');
+        if (space == std::string::npos || text->compare(0, space, "max") == 0) return std::nullopt;
+        return millis(parse_u64(std::string_view(*text).substr(0, space)),
+                      parse_u64(std::string_view(*text).substr(space + 1)));
+      },
+      [&](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
+        const auto quota_us = read_first_line(dir / "cpu.cfs_quota_us");
+        const auto period_us = read_first_line(dir / "cpu.cfs_period_us");
+        if (!quota_us || !period_us || *quota_us == "-1") return std::nullopt;
+        return millis(parse_u64(*quota_us), parse_u64(*period_us));
+      });
+  if (!limit || *limit == 0) return std::nullopt;
+  return static_cast<double>(*limit) / 1000;
+}
+
 std::optional<cpu_throttling> parse_cpu_stat(std::string_view text) {
   cpu_throttling t;
   bool periods = false;

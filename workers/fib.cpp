@@ -1,5 +1,7 @@
 #include <crunch/fib.hpp>
 
+#include <crunch/cpu_pacer.hpp>
+
 #include <limits>
 
 namespace crunch {
@@ -17,7 +19,7 @@ std::uint64_t fib_plain(unsigned n) {
 
 std::uint64_t fib_polling(unsigned n, const std::stop_token& stop, bool& stopped) {
   if (n < poll_threshold) return fib_plain(n);
-  if (stopped || stop.stop_requested()) {
+  if (stopped || job_checkpoint(stop)) {
     stopped = true;
     return 0;
   }

@@ -1,5 +1,7 @@
 #include <crunch/image.hpp>
 
+#include <crunch/cpu_pacer.hpp>
+
 #include <vips/vips.h>
 
 #include <algorithm>
@@ -188,7 +190,7 @@ void strip_webp_chunks(std::string& webp) {
 
 // Called by libvips while it evaluates, on whichever thread runs the pipeline.
 void on_eval(VipsImage* image, VipsProgress*, void* stop) {
-  if (static_cast<std::stop_token*>(stop)->stop_requested()) vips_image_set_kill(image, TRUE);
+  if (job_checkpoint(*static_cast<std::stop_token*>(stop))) vips_image_set_kill(image, TRUE);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include <crunch/worker_pool.hpp>
 
+#include <crunch/cpu_pacer.hpp>
+
 #include <boost/asio/error.hpp>
 
 #include <algorithm>
@@ -291,6 +293,7 @@ void worker_pool::cancel(std::uint64_t id) {
 void worker_pool::worker_main(std::size_t index) {
   apply_worker_priority(priority_);
   for (;;) {
+    job_checkpoint({});  // a job that cannot pause (an Argon2 hash) paces its worker between jobs
     std::unique_ptr<task> t;
     {
       std::unique_lock lock(mutex_);

@@ -29,6 +29,7 @@ struct config {
   std::size_t workers = 0;                                ///< worker threads; 0 = usable CPUs
   std::size_t queue_limit = 0;                            ///< queued jobs at most; 0 = 8 × workers
   worker_priority priority = worker_priority::batch;      ///< OS priority of the workers
+  std::size_t cpu_reserve_percent = 8;                    ///< of a CPU quota, kept from the workers for the I/O thread; 0 = off
   run_mode mode = run_mode::offload;                      ///< offload or inline
   std::chrono::milliseconds default_timeout{10'000};      ///< deadline of a job when the client names none
   std::chrono::milliseconds max_timeout{60'000};          ///< longest deadline a client may ask for

@@ -28,6 +28,11 @@ std::optional<std::size_t> parse_cfs_quota(std::string_view quota_us, std::strin
 std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_root = "/sys/fs/cgroup",
                                             const std::filesystem::path& proc_self_cgroup = "/proc/self/cgroup");
 
+/// The same quota to the thousandth of a CPU ("150000 100000" → 1.5): what the process may
+/// really spend per second, for the cpu_pacer. nullopt when unlimited.
+std::optional<double> cgroup_cpu_limit(const std::filesystem::path& cgroup_root = "/sys/fs/cgroup",
+                                       const std::filesystem::path& proc_self_cgroup = "/proc/self/cgroup");
+
 /// The CFS bandwidth controller's account of a quota, from the cgroup's `cpu.stat`.
 struct cpu_throttling {
   std::uint64_t periods = 0;            ///< enforcement periods in which the cgroup had work

@@ -97,6 +97,7 @@ struct metrics_gauges {
   bool draining = false;
   std::uint64_t log_lines_dropped = 0;
   cpu_throttling cpu_quota;  ///< the binding cgroup's cpu.stat; zeros without a quota
+  double workers_paced_seconds = 0;  ///< time the cpu_pacer held the workers back
 };
 
 /// The process, read from /proc at scrape time.
