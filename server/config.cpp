@@ -313,7 +313,16 @@ std::size_t open_files_for_connections() {
 config resolve_defaults(config c) {
   if (c.workers == 0) c.workers = usable_cpus();
   if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
-  if (c.memory_budget == 0) c.memory_budget = default_memory_budget();
+  if (c.memory_budget == 0) {
+    c.memory_budget = default_memory_budget();
+  } else if (const auto usable = usable_memory(); usable != 0 && c.memory_budget >= usable) {
+    // The budget is what jobs may hold besides crunchd itself: one as large as everything the
+    // process may use would let the kernel's OOM killer, not a 503, say no.
+    throw config_error("crunchd: --memory-budget of " + std::to_string(c.memory_budget >> 20) +
+                       " MiB is not less than the " + std::to_string(usable >> 20) +
+                       " MiB this process may use (its cgroup memory limit, or physical memory): jobs would be "
+                       "OOM-killed before the budget refused them");
+  }
   if (password_job_memory(c.password_m_cost) > c.memory_budget) {
     throw config_error("crunchd: --memory-budget of " + std::to_string(c.memory_budget >> 20) +
                        " MiB cannot hold one password hash at --password-m-cost " + std::to_string(c.password_m_cost) +

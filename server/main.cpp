@@ -6,16 +6,24 @@
 
 #include <boost/system/system_error.hpp>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+
 int main(int argc, char** argv) {
   // A peer or a log reader that is gone is an error to handle (EPIPE), never the end of the
   // process: sockets already send with MSG_NOSIGNAL; this covers stdout and stderr too.
   std::signal(SIGPIPE, SIG_IGN);
+  // Started with stdin, stdout or stderr closed, the first socket or file crunchd opens would take
+  // that number, and a log line or an error meant for the terminal would go into it.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) (void)open("/dev/null", O_RDWR);
+  }
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = crunch::parse_config(args, crunch::process_env());
   if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {

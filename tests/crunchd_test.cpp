@@ -181,7 +181,11 @@ INSTANTIATE_TEST_SUITE_P(flags, crunchd_refuses,
                          ::testing::Values(refusal{{"--workers", "0"}, "--workers"},
                                            refusal{{"--port", "70000"}, "--port"},
                                            refusal{{"--port", "abc"}, "--port"},
-                                           refusal{{"--mode", "turbo"}, "--mode"}));
+                                           refusal{{"--mode", "turbo"}, "--mode"},
+                                           // More than all the memory the process may use: the
+                                           // OOM killer, not a 503, would answer.
+                                           refusal{{"--memory-budget", "100000GiB"}, "MiB this process may use"},
+                                           refusal{{"--memory-budget", "8MiB"}, "cannot hold one password hash"}));
 
 TEST(crunchd, help_and_version) {
   {

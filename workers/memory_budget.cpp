@@ -56,10 +56,12 @@ std::uint64_t memory_budget_for(std::uint64_t limit) {
   return limit - reserve;
 }
 
-std::uint64_t default_memory_budget() {
+std::uint64_t usable_memory() {
   std::uint64_t limit = physical_memory();
   if (const auto cgroup = cgroup_memory_limit(); cgroup && (limit == 0 || *cgroup < limit)) limit = *cgroup;
-  return memory_budget_for(limit);
+  return limit;
 }
+
+std::uint64_t default_memory_budget() { return memory_budget_for(usable_memory()); }
 
 }  // namespace crunch

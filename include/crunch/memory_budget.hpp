@@ -29,7 +29,11 @@ std::uint64_t physical_memory();
 /// max(16 MiB, limit / 4), the reserve never more than half the limit.
 std::uint64_t memory_budget_for(std::uint64_t limit);
 
-/// memory_budget_for() the cgroup limit, or physical memory when that is smaller or there is none.
+/// What this process may use in all: the cgroup memory limit, or physical memory when that is
+/// smaller or there is none.
+std::uint64_t usable_memory();
+
+/// memory_budget_for(usable_memory()).
 std::uint64_t default_memory_budget();
 
 }  // namespace crunch
