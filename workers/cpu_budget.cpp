@@ -18,76 +18,69 @@ std::size_t affinity_cpus() {
   return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
 }
 
-std::optional<std::size_t> parse_cpu_max(std::string_view cpu_max) {
-  const auto space = cpu_max.find(' ');
-  if (space == std::string_view::npos) return std::nullopt;
-  const auto quota_text = cpu_max.substr(0, space);
-  if (quota_text == "max") return std::nullopt;
-  const auto quota = parse_u64(quota_text);
-  const auto period = parse_u64(cpu_max.substr(space + 1));
-  if (!quota || !period || *period == 0) return std::nullopt;
-  return std::max<std::size_t>(1, static_cast<std::size_t>(*quota / *period));
-}
-
-std::optional<std::size_t> parse_cfs_quota(std::string_view quota_us, std::string_view period_us) {
-  if (quota_us == "-1") return std::nullopt;  // unlimited
-  const auto quota = parse_u64(quota_us);
-  const auto period = parse_u64(period_us);
-  if (!quota || !period || *period == 0) return std::nullopt;
-  return std::max<std::size_t>(1, static_cast<std::size_t>(*quota / *period));
-}
-
 namespace {
 
+// A quota in thousandths of a CPU ("150000 100000" → 1500), so that a walk up the cgroup tree
+// compares whole numbers and the pacer gets the fraction.
+std::optional<std::uint64_t> millicpus(std::string_view quota_text, std::string_view period_text) {
+  const auto quota = parse_u64(quota_text);
+  const auto period = parse_u64(period_text);
+  if (!quota || !period || *period == 0) return std::nullopt;
+  return *quota * 1000 / *period;
+}
+
+std::optional<std::uint64_t> cpu_max_millicpus(std::string_view cpu_max) {
+  const auto space = cpu_max.find(' ');
+  if (space == std::string_view::npos || cpu_max.substr(0, space) == "max") return std::nullopt;
+  return millicpus(cpu_max.substr(0, space), cpu_max.substr(space + 1));
+}
+
+std::optional<std::uint64_t> cfs_quota_millicpus(std::string_view quota_us, std::string_view period_us) {
+  if (quota_us == "-1") return std::nullopt;  // unlimited
+  return millicpus(quota_us, period_us);
+}
+
+// Whole CPUs, rounded down, at least 1.
+std::optional<std::size_t> whole_cpus(std::optional<std::uint64_t> millis) {
+  if (!millis) return std::nullopt;
+  return std::max<std::size_t>(1, static_cast<std::size_t>(*millis / 1000));
+}
+
+// The smallest quota up the cgroup trees, in thousandths of a CPU; `where` gets its directory.
 std::optional<std::uint64_t> cpu_quota_in(const std::filesystem::path& cgroup_root,
                                           const std::filesystem::path& proc_self_cgroup, std::filesystem::path* where) {
   return cgroup_limit(
       cgroup_root, proc_self_cgroup, "cpu",
       [](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
         const auto text = read_first_line(dir / "cpu.max");
-        return text ? parse_cpu_max(*text) : std::nullopt;
+        return text ? cpu_max_millicpus(*text) : std::nullopt;
       },
       [](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
         const auto quota_us = read_first_line(dir / "cpu.cfs_quota_us");
         const auto period_us = read_first_line(dir / "cpu.cfs_period_us");
-        return quota_us && period_us ? parse_cfs_quota(*quota_us, *period_us) : std::nullopt;
+        return quota_us && period_us ? cfs_quota_millicpus(*quota_us, *period_us) : std::nullopt;
       },
       where);
 }
 
 }  // namespace
 
+std::optional<std::size_t> parse_cpu_max(std::string_view cpu_max) { return whole_cpus(cpu_max_millicpus(cpu_max)); }
+
+std::optional<std::size_t> parse_cfs_quota(std::string_view quota_us, std::string_view period_us) {
+  return whole_cpus(cfs_quota_millicpus(quota_us, period_us));
+}
+
 std::optional<std::size_t> cgroup_cpu_quota(const std::filesystem::path& cgroup_root,
                                             const std::filesystem::path& proc_self_cgroup) {
-  const auto quota = cpu_quota_in(cgroup_root, proc_self_cgroup, nullptr);
-  if (!quota) return std::nullopt;
-  return static_cast<std::size_t>(*quota);
+  return whole_cpus(cpu_quota_in(cgroup_root, proc_self_cgroup, nullptr));
 }
 
 std::optional<double> cgroup_cpu_limit(const std::filesystem::path& cgroup_root,
                                        const std::filesystem::path& proc_self_cgroup) {
-  // Thousandths of a CPU, so that the walk up the tree compares whole numbers.
-  const auto millis = [](std::optional<std::uint64_t> quota, std::optional<std::uint64_t> period) {
-    return quota && period && *period != 0 ? std::optional<std::uint64_t>(*quota * 1000 / *period) : std::nullopt;
-  };
-  const auto limit = cgroup_limit(
-      cgroup_root, proc_self_cgroup, "cpu",
-      [&](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
-        const auto text = read_first_line(dir / "cpu.max");
-        if (!text) return std::nullopt;
-        const auto space = text->find(' ');
-        if (space == std::string::npos || text->compare(0, space, "max") == 0) return std::nullopt;
-        return millis(parse_u64(std::string_view(*text).substr(0, space)),
-                      parse_u64(std::string_view(*text).substr(space + 1)));
-      },
-      [&](const std::filesystem::path& dir) -> std::optional<std::uint64_t> {
-        const auto quota_us = read_first_line(dir / "cpu.cfs_quota_us");
-        const auto period_us = read_first_line(dir / "cpu.cfs_period_us");
-        if (!quota_us || !period_us || *quota_us == "-1") return std::nullopt;
-        return millis(parse_u64(*quota_us), parse_u64(*period_us));
-      });
-  if (!limit || *limit == 0) return std::nullopt;
-  return static_cast<double>(*limit) / 1000;
+  const auto millis = cpu_quota_in(cgroup_root, proc_self_cgroup, nullptr);
+  if (!millis || *millis == 0) return std::nullopt;
+  return static_cast<double>(*millis) / 1000;
 }
 
 std::optional<cpu_throttling> parse_cpu_stat(std::string_view text) {
