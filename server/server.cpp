@@ -56,7 +56,8 @@ struct server::state {
   explicit state(config c, job_registry kinds)
       : cfg(resolve_defaults(std::move(c))),
         log(cfg.log_format_, cfg.log_level_),
-        pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget}),
+        completions(io),
+        pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget, &completions}),
         admit(cfg.workers),
         routes(calibrated(std::move(kinds), admit),
                server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); },
@@ -258,6 +259,8 @@ struct server::state {
     lag_stopped = true;
     lag_timer.cancel();
     if (signals) signals->cancel();
+    // No session is left to wait for a job: whatever a worker still finishes is dropped.
+    completions.close();
   }
 
   void wait_for_signal() {
@@ -275,6 +278,7 @@ struct server::state {
   logger log;  // first built, last destroyed: everything else may log
   net::io_context io{1};
   metrics stats;
+  completion_queue completions;  // the workers' way back to the I/O thread
   worker_pool pool;
   admission admit;
   router routes;
@@ -333,6 +337,7 @@ void server::run() {
     if (e) s.log_event(log_level::error, "accept_loop_failed", {{"error", state::describe(e)}});
   });
   net::co_spawn(s.io, s.watch_loop_lag(), net::detached);
+  s.completions.open();
   s.io.run();
   s.pool.shutdown();
   s.log_event(log_level::info, "stopped");

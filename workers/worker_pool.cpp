@@ -169,6 +169,7 @@ void worker_pool::cancel_handler::operator()(net::cancellation_type type) const 
 worker_pool::worker_pool(worker_pool_options options)
     : queue_limit_(options.queue_limit),
       priority_(options.priority),
+      completions_(options.completions),
       memory_budget_(options.memory_budget),
       running_(options.workers, nullptr),
       memory_(std::make_shared<memory_lease::shared_state>()) {
@@ -319,6 +320,7 @@ void worker_pool::worker_main(std::size_t index) {
     }
     // Freed memory may let the head of the queue start on another worker.
     if (memory != 0) ready_.notify_all();
+    t->finish();
   }
 }
 

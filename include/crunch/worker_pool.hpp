@@ -9,6 +9,7 @@
 /// wait for a job that cannot stop midway (an Argon2 hash): it finishes on its worker, which stays
 /// busy — and its memory charged — until then, and its result is dropped.
 
+#include <crunch/completion_queue.hpp>
 #include <crunch/memory_lease.hpp>
 #include <crunch/net.hpp>
 
@@ -16,7 +17,9 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/execution/context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/system_executor.hpp>
 #include <boost/system/error_code.hpp>
@@ -30,6 +33,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -99,6 +103,9 @@ struct worker_pool_options {
   std::size_t queue_limit = 64;                       ///< jobs waiting for a worker, at most
   worker_priority priority = worker_priority::normal; ///< OS priority of the workers
   std::uint64_t memory_budget = 0;                    ///< bytes that running jobs may declare together; 0: no limit
+  /// Where completions for handlers on its io_context go (completion_queue.hpp); others, and all
+  /// when null, are posted to the handler's executor.
+  completion_queue* completions = nullptr;
 };
 
 /// N worker threads behind one bounded FIFO queue. A job may declare the memory it will use; the
@@ -157,8 +164,12 @@ class worker_pool {
   class task {
    public:
     virtual ~task() = default;
-    /// Runs the job on the calling worker thread, then posts the completion.
+    /// Runs the job on the calling worker thread and keeps its result; the job and what it
+    /// holds (a request body, its memory lease) are gone when it returns.
     virtual void run(std::stop_token stop) = 0;
+    /// Sends the kept result: called once the worker has given back its slot and memory, so a
+    /// client that has its answer finds the pool already free of its job.
+    virtual void finish() = 0;
     /// Posts a completion with `ec` and no value, unless one was posted already. Without running
     /// the job, or — when cancelled — while it still runs.
     virtual void abandon(sys::error_code ec) = 0;
@@ -171,6 +182,8 @@ class worker_pool {
 
   template <typename Job, typename Handler>
   class task_for;
+  template <typename Handler, typename Value, typename Executor>
+  class delivery;
 
   /// What a cancellation slot holds: it names the task by id, never by pointer.
   struct cancel_handler {
@@ -198,6 +211,7 @@ class worker_pool {
 
   const std::size_t queue_limit_;
   const worker_priority priority_;
+  completion_queue* const completions_;
   const std::uint64_t memory_budget_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
@@ -210,36 +224,50 @@ class worker_pool {
   std::vector<std::thread> threads_;
 };
 
+namespace detail {
+
+/// Runs a completion handler on its own thread. The cancellation slot belongs to that thread, so
+/// it is cleared there, just before the handler runs.
+template <typename Handler, typename Value>
+void call_handler(Handler handler, sys::error_code ec, job_result<Value> result) {
+  auto slot = net::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) slot.clear();
+  std::move(handler)(ec, std::move(result));
+}
+
+}  // namespace detail
+
 template <typename Job, typename Handler>
 class worker_pool::task_for final : public worker_pool::task {
  public:
   using value_type = std::invoke_result_t<Job&, std::stop_token>;
   using executor_type = net::associated_executor_t<Handler, net::system_executor>;
 
-  task_for(Job job, Handler handler)
-      : job_(std::move(job)),
+  task_for(Job job, Handler handler, completion_queue* completions)
+      : job_(std::in_place, std::move(job)),
         handler_(std::move(handler)),
-        work_(net::get_associated_executor(handler_, net::system_executor())) {}
+        work_(net::get_associated_executor(handler_, net::system_executor())),
+        completions_(completions) {}
 
   Handler& handler() noexcept { return handler_; }
 
   void run(std::stop_token stop) override {
-    job_result<value_type> result;
-    sys::error_code ec;
     const auto started = std::chrono::steady_clock::now();
-    result.timing.queued = started - enqueued_;
+    result_.timing.queued = started - enqueued_;
     try {
-      result.value = job_(std::move(stop));
+      result_.value = (*job_)(std::move(stop));
     } catch (const std::exception& e) {
-      ec = pool_errc::job_failed;
-      result.failure = e.what();
+      ec_ = pool_errc::job_failed;
+      result_.failure = e.what();
     } catch (...) {
-      ec = pool_errc::job_failed;
-      result.failure = "unknown exception";
+      ec_ = pool_errc::job_failed;
+      result_.failure = "unknown exception";
     }
-    result.timing.computing = std::chrono::steady_clock::now() - started;
-    complete(ec, std::move(result));
+    result_.timing.computing = std::chrono::steady_clock::now() - started;
+    job_.reset();
   }
+
+  void finish() override { complete(ec_, std::move(result_)); }
 
   void abandon(sys::error_code ec) override {
     job_result<value_type> result;
@@ -250,24 +278,57 @@ class worker_pool::task_for final : public worker_pool::task {
  private:
   // Runs on a worker, on the submitting thread for an immediate rejection, or on the cancelling
   // thread for a running job: post, never invoke, so the handler runs on its own executor. The
-  // first call wins; a job that ends after its operation was cancelled has nowhere to go. The
-  // cancellation slot belongs to the handler's executor's thread, so it is cleared there, just
-  // before the handler runs.
+  // first call wins; a job that ends after its operation was cancelled has nowhere to go.
   void complete(sys::error_code ec, job_result<value_type> result) {
     if (completed_.exchange(true, std::memory_order_acq_rel)) return;
     auto executor = work_.get_executor();
+    if (completions_ != nullptr && on_context(executor, completions_->context())) {
+      // The work guard goes with it: the io_context has work until the handler has run.
+      completions_->push(std::make_unique<delivery<Handler, value_type, executor_type>>(
+          std::move(handler_), ec, std::move(result), std::move(work_)));
+      return;
+    }
     net::post(executor, [handler = std::move(handler_), ec, result = std::move(result)]() mutable {
-      auto slot = net::get_associated_cancellation_slot(handler);
-      if (slot.is_connected()) slot.clear();
-      std::move(handler)(ec, std::move(result));
+      detail::call_handler(std::move(handler), ec, std::move(result));
     });
     work_.reset();
   }
 
-  Job job_;
+  template <typename Executor>
+  static bool on_context(const Executor& executor, const net::io_context& io) {
+    if constexpr (std::is_same_v<Executor, net::system_executor>) {
+      return false;
+    } else {
+      return &net::query(executor, net::execution::context) == &io;
+    }
+  }
+
+  std::optional<Job> job_;  // reset once run
+  job_result<value_type> result_;
+  sys::error_code ec_;
   Handler handler_;
   net::executor_work_guard<executor_type> work_;
+  completion_queue* const completions_;
   std::atomic<bool> completed_{false};
+};
+
+/// A completion on its way through the completion queue.
+template <typename Handler, typename Value, typename Executor>
+class worker_pool::delivery final : public completion_queue::item {
+ public:
+  delivery(Handler handler, sys::error_code ec, job_result<Value> result, net::executor_work_guard<Executor> work)
+      : handler_(std::move(handler)), ec_(ec), result_(std::move(result)), work_(std::move(work)) {}
+
+  void deliver() override {
+    detail::call_handler(std::move(handler_), ec_, std::move(result_));
+    work_.reset();
+  }
+
+ private:
+  Handler handler_;
+  sys::error_code ec_;
+  job_result<Value> result_;
+  net::executor_work_guard<Executor> work_;
 };
 
 template <typename Job, typename CompletionToken>
@@ -277,7 +338,7 @@ auto worker_pool::async_submit(Job job, std::uint64_t memory, CompletionToken&& 
   return net::async_initiate<CompletionToken, signature>(
       [this, memory](auto handler, Job queued_job) {
         using handler_type = decltype(handler);
-        auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler));
+        auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler), completions_);
         t->memory_ = memory;
         {
           std::lock_guard lock(mutex_);
