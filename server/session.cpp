@@ -39,6 +39,9 @@ using request_buffer = beast::basic_flat_buffer<wiping_allocator<char>>;
 // A file body (an image) holds no secret: a plain string, moved into its job.
 using file_parser_type = http::request_parser<http::string_body>;
 constexpr std::size_t read_chunk = 4096;
+// A file body is read in pieces of up to this size: few system calls, and no single step holds
+// the loop longer than a copy of 256 KiB (~30 µs).
+constexpr std::size_t file_read_chunk = 256 * 1024;
 constexpr auto linger_time = std::chrono::seconds(1);
 constexpr std::size_t linger_bytes = 64 * 1024;
 // After refusing a job for overload, the connection's next request is read only this much later:
@@ -255,18 +258,46 @@ void forget_body(request_body::value_type& body, request_buffer& buffer) {
   wipe(read.data(), read.size());
 }
 
+/// Tells a client that sent "Expect: 100-continue" to go on, once its head has been accepted.
+net::awaitable<sys::error_code> continue_if_expected(beast::tcp_stream& stream, const http::request_header<>& head) {
+  if (head.version() < 11 || !beast::iequals(head[http::field::expect], "100-continue")) co_return sys::error_code{};
+  static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+  auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
+  co_return ec;
+}
+
 /// Reads the rest of a request whose head has been read and accepted; tells a client that sent
 /// "Expect: 100-continue" to go on first.
 template <typename Parser>
 net::awaitable<std::tuple<sys::error_code, std::size_t>> read_body(beast::tcp_stream& stream, request_buffer& buffer,
                                                                    Parser& parser) {
   if (parser.is_done()) co_return std::tuple{sys::error_code{}, std::size_t{0}};
-  if (parser.get().version() >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-    static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-    auto [ec, n] = co_await net::async_write(stream, net::buffer(go_on), use_tuple);
-    if (ec) co_return std::tuple{ec, std::size_t{0}};
-  }
+  if (auto ec = co_await continue_if_expected(stream, parser.get())) co_return std::tuple{ec, std::size_t{0}};
   co_return co_await http::async_read(stream, buffer, parser, use_tuple);
+}
+
+/// Reads a file body of a known `length` (at most the route's limit) straight into the string its
+/// job keeps: first what the connection buffer already holds, then the rest from the socket in
+/// reads of up to file_read_chunk. Beast's parser would copy every byte twice (socket → buffer →
+/// body) through a buffer of a few KiB, and grow the body a chunk at a time: for a 2.8 MiB photo,
+/// ~700 reads and 4 ms of the I/O thread.
+net::awaitable<sys::error_code> read_file_body(beast::tcp_stream& stream, request_buffer& buffer,
+                                               const http::request_header<>& head, std::string& body,
+                                               std::size_t length) {
+  if (auto ec = co_await continue_if_expected(stream, head)) co_return ec;
+  body.resize(length);
+  std::size_t got = std::min(buffer.size(), length);
+  net::buffer_copy(net::buffer(body.data(), got), buffer.data());
+  buffer.consume(got);
+  while (got < length) {
+    auto [ec, n] = co_await stream.async_read_some(
+        net::buffer(body.data() + got, std::min(length - got, file_read_chunk)), use_tuple);
+    // The peer closing before the end is what Beast reports as a partial message.
+    if (ec == net::error::eof) co_return http::error::partial_message;
+    if (ec) co_return ec;
+    got += n;
+  }
+  co_return sys::error_code{};
 }
 
 /// The route's view of a request head.
@@ -304,7 +335,9 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     }
 
     request_parser parser;
-    std::optional<file_parser_type> file_parser;  // takes over from `parser` for a file body
+    std::optional<std::uint64_t> file_body_length;  // a file body of known length: read into file_body
+    std::string file_body;
+    std::optional<file_parser_type> file_parser;  // takes over from `parser` for a chunked file body
     memory_lease body_memory;                     // a file body's share of the memory budget
     parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
     parser.body_limit(ctx->routes.largest_body_limit());  // until the route says how much it takes
@@ -349,10 +382,18 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
                                     head.method_string(), head.target(), head.version(), received);
           co_return;
         }
-        // Read into a plain string the job keeps, rather than the wiping one a password needs.
-        file_parser.emplace(std::move(parser));
+        // Read into a plain string the job keeps, rather than the wiping one a password needs:
+        // straight from the socket when its length is known, else (chunked) through Beast.
+        file_body_length = head_of(parser).content_length;
+        if (!file_body_length) file_parser.emplace(std::move(parser));
       }
-      if (file_parser) {
+      if (file_body_length) {
+        read_ec = *file_body_length > routed.body_limit
+                      ? http::error::body_limit  // the router refuses it from the head; checked again here
+                      : co_await read_file_body(stream, buffer, parser.get().base(), file_body,
+                                                static_cast<std::size_t>(*file_body_length));
+        if (!read_ec) body_memory.shrink_to(file_body.capacity() + routed.working_memory);
+      } else if (file_parser) {
         file_parser->body_limit(routed.body_limit);
         std::tie(read_ec, read_n) = co_await read_body(stream, buffer, *file_parser);
         if (!read_ec) body_memory.shrink_to(file_parser->get().body().capacity() + routed.working_memory);
@@ -379,10 +420,14 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       if (routed.sensitive) forget_body(parser.get().body(), buffer);
     } else {
       const auto& match = std::get<route_match>(routed.next);
-      auto prepared = file_parser ? ctx->routes.prepare(match, {},
-                                                        job_input{std::move(file_parser->get().body()),
-                                                                  req[http::field::content_type], std::move(body_memory)})
-                                  : ctx->routes.prepare(match, parser.get().body());
+      auto prepared =
+          file_body_length ? ctx->routes.prepare(match, {},
+                                                 job_input{std::move(file_body), req[http::field::content_type],
+                                                           std::move(body_memory)})
+          : file_parser    ? ctx->routes.prepare(match, {},
+                                                 job_input{std::move(file_parser->get().body()),
+                                                           req[http::field::content_type], std::move(body_memory)})
+                           : ctx->routes.prepare(match, parser.get().body());
       if (routed.sensitive) forget_body(parser.get().body(), buffer);
       if (auto* refused = std::get_if<reply>(&prepared)) {
         a.r = std::move(*refused);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <unistd.h>
@@ -189,6 +190,87 @@ TEST(image_kind, bodies_in_flight_count_against_the_memory_budget) {
   EXPECT_EQ(sample(metrics_of(observer), R"(crunch_jobs_total{outcome="rejected_memory"})"), 1);
   uploads.clear();  // the clients leave mid-upload
   EXPECT_TRUE(wait_for_metric(observer, "\ncrunch_job_memory_bytes 0\n"));
+}
+
+// A body of known length is read straight from the socket into the job's string: in pieces, after
+// 100 Continue, with the next request right behind it, or cut short by a client that leaves.
+std::string upload_head(std::size_t length, const std::string& extra = {}) {
+  return "POST /v1/image/thumbnail?width=40&format=png HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+         "Content-Length: " + std::to_string(length) + "\r\n" + extra + "\r\n";
+}
+
+TEST(image_kind, a_body_sent_in_pieces_after_100_continue_is_read_whole) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto jpeg = synthetic_image(640, 480, image_format::jpeg);
+  c.send(upload_head(jpeg.size(), "Expect: 100-continue\r\n"));
+  ASSERT_EQ(c.read_interim(), 100u);
+  for (std::size_t at = 0; at < jpeg.size(); at += 997) c.send(jpeg.substr(at, 997));
+  const auto r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200u) << r->body;
+  EXPECT_EQ(size_of(r->body), (std::pair{40u, 30u}));
+}
+
+TEST(image_kind, requests_behind_a_body_in_the_same_write_are_answered_in_turn) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto jpeg = synthetic_image(320, 240, image_format::jpeg);
+  // Two uploads and a GET in one write: each body must end exactly where its length says.
+  c.send(upload_head(jpeg.size()) + jpeg + upload_head(jpeg.size()) + jpeg +
+         "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  for (int i = 0; i < 2; ++i) {
+    const auto r = c.read();
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->status, 200u) << r->body;
+    EXPECT_EQ(size_of(r->body), (std::pair{40u, 30u}));
+  }
+  const auto health = c.read();
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200u);
+  EXPECT_EQ(health->body.substr(0, 1), "{");
+}
+
+TEST(image_kind, a_client_that_leaves_mid_body_gets_nothing_and_frees_its_share) {
+  running_server s(test_config());
+  http_connection observer(s.port());
+  const auto jpeg = synthetic_image(640, 480, image_format::jpeg);
+  {
+    http_connection c(s.port());
+    c.send(upload_head(jpeg.size()) + jpeg.substr(0, jpeg.size() / 2));
+    // Its share is taken before the body is read: the body and the route's 12 MiB working memory.
+    ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_memory_bytes " + std::to_string(jpeg.size() + (12u << 20)) + "\n"));
+  }  // gone with half its body sent
+  EXPECT_TRUE(wait_for_metric(observer, "\ncrunch_job_memory_bytes 0\n"));
+  // Nothing was answered: neither a thumbnail nor a 400 for a body it never had whole.
+  const auto m = metrics_of(observer);
+  EXPECT_EQ(sample(m, R"(crunch_http_requests_total{route="image_thumbnail",code="200"})"), 0);
+  EXPECT_EQ(sample(m, R"(crunch_http_requests_total{route="image_thumbnail",code="400"})"), 0);
+  // The server goes on serving uploads.
+  http_connection again(s.port());
+  const auto r = again.post("/v1/image/thumbnail?width=40&format=png", "image/jpeg", jpeg);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+}
+
+TEST(image_kind, a_chunked_body_still_works) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto jpeg = synthetic_image(320, 240, image_format::jpeg);
+  std::string chunked;
+  for (std::size_t at = 0; at < jpeg.size(); at += 4096) {
+    const auto piece = jpeg.substr(at, 4096);
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+    chunked += size + piece + "\r\n";
+  }
+  chunked += "0\r\n\r\n";
+  c.send("POST /v1/image/thumbnail?width=40&format=png HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n" + chunked);
+  const auto r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200u) << r->body;
+  EXPECT_EQ(size_of(r->body), (std::pair{40u, 30u}));
 }
 
 TEST(image_kind, a_client_that_leaves_stops_its_job_within_milliseconds) {
