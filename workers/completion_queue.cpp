@@ -87,11 +87,12 @@ void completion_queue::drain() {
   [[maybe_unused]] const auto n = ::read(event_fd_, &count, sizeof count);
   item* oldest = reversed(head_.exchange(nullptr, std::memory_order_acquire));  // in the order pushed
   if (oldest == nullptr) return;
-  wakeups_.fetch_add(1, std::memory_order_relaxed);
+  // Only this thread writes the counters: a plain increment, no locked read-modify-write per item.
+  wakeups_.store(wakeups_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   while (oldest != nullptr) {
     std::unique_ptr<item> owned(oldest);
     oldest = oldest->next_;
-    delivered_.fetch_add(1, std::memory_order_relaxed);
+    delivered_.store(delivered_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     owned->deliver();
   }
 }

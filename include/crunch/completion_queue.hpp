@@ -54,7 +54,8 @@ class completion_queue {
   /// I/O thread: stops watching; items already pushed and any pushed later go through net::post.
   void close();
 
-  /// Wake-ups of the I/O thread so far, and items delivered through them (for tests and metrics).
+  /// Wake-ups of the I/O thread so far, and items delivered through them (written by the I/O
+  /// thread only; readable from any).
   std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }
   std::uint64_t delivered() const noexcept { return delivered_.load(std::memory_order_relaxed); }
 
