@@ -118,6 +118,19 @@ setter one_of(T config::*member, std::vector<std::pair<std::string, T>> choices)
   };
 }
 
+setter boolean(bool config::*member) {
+  return [=](config& c, const std::string& text) -> std::optional<std::string> {
+    if (text == "true" || text == "1" || text == "on") {
+      c.*member = true;
+    } else if (text == "false" || text == "0" || text == "off") {
+      c.*member = false;
+    } else {
+      return "must be true or false";
+    }
+    return std::nullopt;
+  };
+}
+
 // Argon2 allows 2^32 − 1 of each; these are already hours of work per hash.
 constexpr std::uint64_t max_password_m_cost = 4ULL << 20;  // 4 GiB, in KiB
 constexpr std::uint64_t max_password_t_cost = 1000;
@@ -202,6 +215,14 @@ const std::vector<option>& options() {
        count(&config::max_image_pixels, 1, 1ULL << 32)},
       {"max-image-bytes", "CRUNCH_MAX_IMAGE_BYTES", "SIZE", "an image upload, at most; beyond: 413 (default 25MiB)",
        size(&config::max_image_bytes, 1024)},
+      {"ui", "CRUNCH_UI", "true|false",
+       "the live view: the page at /, its stream /v1/events and /v1/stats; false answers them 404 (default true)",
+       boolean(&config::ui)},
+      {"max-event-streams", "CRUNCH_MAX_EVENT_STREAMS", "N",
+       "open /v1/events streams, at most; beyond: 503 (default 32)", count(&config::max_event_streams, 1, 10'000)},
+      {"event-interval", "CRUNCH_EVENT_INTERVAL", "DURATION",
+       "how often the live view takes a snapshot and sends it to every stream (default 250ms)",
+       duration(&config::event_interval, std::chrono::milliseconds(10))},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
@@ -283,6 +304,10 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
       value = args[++i];
     }
     if (auto why = o->set(c, *value)) return bad_value(*o, *value, *why, false);
+  }
+  // Each snapshot is also the stream's heartbeat: proxies drop connections idle for 60 s (nginx).
+  if (c.event_interval > std::chrono::seconds(10)) {
+    return config_exit{2, "crunchd: invalid --event-interval: at most 10s, since each snapshot is also the heartbeat"};
   }
   if (c.default_timeout > c.max_timeout) {
     return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};

@@ -171,6 +171,19 @@ void metrics::observe_job(std::string_view kind, std::chrono::steady_clock::dura
   it->second.computing.observe(computing);
 }
 
+std::vector<std::pair<std::string_view, std::uint64_t>> metrics::jobs_run_by_kind() const {
+  std::vector<std::pair<std::string_view, std::uint64_t>> run;
+  run.reserve(kinds_.size());
+  for (const auto& [kind, m] : kinds_) run.emplace_back(kind, m.computing.count());
+  return run;
+}
+
+std::uint64_t metrics::requests() const {
+  std::uint64_t n = 0;
+  for (const auto& [route, m] : routes_) n += m.duration.count();
+  return n;
+}
+
 std::string metrics::render(const metrics_gauges& gauges, const process_stats& process) const {
   std::ostringstream text;
   exposition out(text);
@@ -218,6 +231,11 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.sample("crunch_connections_refused_total", "", static_cast<double>(refused_connections_));
   out.header("crunch_connections_open", "gauge", "TCP connections open now.");
   out.sample("crunch_connections_open", "", static_cast<double>(gauges.connections_open));
+  out.header("crunch_event_streams_open", "gauge", "Live-view streams (/v1/events) open now.");
+  out.sample("crunch_event_streams_open", "", static_cast<double>(gauges.event_streams_open));
+  out.header("crunch_event_streams_slow_total", "counter",
+             "Live-view streams closed because their reader fell behind.");
+  out.sample("crunch_event_streams_slow_total", "", static_cast<double>(slow_streams_));
   out.header("crunch_draining", "gauge", "1 while the server is shutting down.");
   out.sample("crunch_draining", "", gauges.draining ? 1 : 0);
   out.header("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.");

@@ -72,6 +72,32 @@ const char* source_name(parameter_source in) {
   return "?";
 }
 
+// The live view's page and files, built into the binary. The page may load only what crunch
+// serves and talk only to crunch: nothing leaves for a CDN, and an injected script could not
+// either.
+struct ui_file {
+  std::string_view path;
+  const std::string_view* bytes;
+  std::string_view content_type;
+};
+const ui_file ui_files[] = {
+    {"/", &live_page, "text/html; charset=utf-8"},
+    {"/ui/live.js", &live_script, "text/javascript; charset=utf-8"},
+    {"/ui/live.css", &live_style, "text/css; charset=utf-8"},
+    {"/ui/uPlot.iife.min.js", &uplot_script, "text/javascript; charset=utf-8"},
+    {"/ui/uPlot.min.css", &uplot_style, "text/css; charset=utf-8"},
+};
+
+reply ui_reply(const ui_file& f) {
+  reply r{200, std::string(*f.bytes), f.content_type, {}, "ui"};
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
+                         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  return r;
+}
+
 nlohmann::json describe(const parameter& p) {
   nlohmann::json d = {{"name", p.name},
                       {"in", source_name(p.in)},
@@ -104,7 +130,8 @@ router::router(job_registry jobs, server_view view, const config& cfg)
       default_timeout_(cfg.default_timeout),
       max_timeout_(cfg.max_timeout),
       max_body_bytes_(cfg.max_body_bytes),
-      memory_budget_(cfg.memory_budget) {
+      memory_budget_(cfg.memory_budget),
+      ui_(cfg.ui) {
   largest_body_limit_ = max_body_bytes_;
   largest_buffered_body_ = max_body_bytes_;
   for (const auto& [name, kind] : jobs_.kinds()) {
@@ -171,6 +198,26 @@ head_route router::route(const request_head& head) const {
   if (path == "/v1/kinds") {
     if (!cheap_method) return answer(on_route("kinds", method_not_allowed(cheap_methods)));
     return answer(reply{200, kinds_document(), "application/json", {}, "kinds"});
+  }
+
+  if (ui_) {
+    for (const auto& f : ui_files) {
+      if (path != f.path) continue;
+      if (!cheap_method) return answer(on_route("ui", method_not_allowed(cheap_methods)));
+      return answer(ui_reply(f));
+    }
+    if (path == "/v1/stats") {
+      if (!cheap_method) return answer(on_route("stats", method_not_allowed(cheap_methods)));
+      auto r = reply{200, view_.live_snapshot(), "application/json", {}, "stats"};
+      r.headers.emplace_back("Cache-Control", "no-store");
+      return answer(std::move(r));
+    }
+    if (path == "/v1/events") {
+      if (head.method != "GET") return answer(on_route("events", method_not_allowed("GET")));
+      auto routed = answer(reply{200, {}, "text/event-stream", {}, "events"});
+      routed.event_stream = !routed.refuse_body;
+      return routed;
+    }
   }
 
   std::string allowed;                   // methods of the routes whose path matches
@@ -242,6 +289,7 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
 
 std::vector<std::string> router::route_names() const {
   std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "openapi", "unmatched"};
+  if (ui_) names.insert(names.end(), {"ui", "stats", "events"});
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) names.push_back(r.name);
   }

@@ -3,6 +3,7 @@
 #include <crunch/cpu_pacer.hpp>
 #include <crunch/job_pipeline.hpp>
 #include <crunch/kinds.hpp>
+#include <crunch/live_view.hpp>
 #include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/router.hpp>
@@ -61,14 +62,23 @@ struct server::state {
         admit(cfg.workers),
         routes(calibrated(std::move(kinds), admit),
                server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); },
-                           [this](std::string_view kind) { return admit.rate(kind); }},
+                           [this](std::string_view kind) { return admit.rate(kind); },
+                           [this] { return live ? live->latest() : std::string("{}"); }},
                cfg),
         pipeline(cfg, pool, admit, stats),
         ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
         acceptor(io),
         drain_timer(io),
         lag_timer(io),
-        cpu_stat_file(cgroup_cpu_stat_file()) {}
+        cpu_stat_file(cgroup_cpu_stat_file()) {
+    if (cfg.ui) {
+      live.emplace(io.get_executor(), stats, [this] {
+        return live_gauges{pool.workers(),       pool.busy(),         pool.queued(),         pool.queue_limit(),
+                           pool.memory_budget(), pool.memory_in_use(), ctx.connections.size(), ctx.draining};
+      });
+      ctx.live = &*live;
+    }
+  }
 
   // Measures each kind's cost rate on this machine before the first request, and gives each
   // kind and route its metrics. The measurements run on a thread with the workers' priority, as
@@ -106,7 +116,7 @@ struct server::state {
     if (cpu_stat_file) quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
     return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), pool.memory_budget(),
                          pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped(), quota,
-                         pacer ? pacer->paused_seconds() : 0},
+                         pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0},
                         read_process_stats());
   }
 
@@ -124,7 +134,9 @@ struct server::state {
       auto [ec] = co_await lag_timer.async_wait(net::as_tuple(net::use_awaitable));
       // The flag, not only the error: a timer that had already fired cannot be cancelled.
       if (ec || lag_stopped) co_return;
-      stats.observe_loop_lag(std::chrono::steady_clock::now() - due);
+      const auto lateness = std::chrono::steady_clock::now() - due;
+      stats.observe_loop_lag(lateness);
+      if (live) live->observe_lag(lateness);
     }
   }
 
@@ -222,7 +234,7 @@ struct server::state {
     acceptor.close(ignored);
     accept_gate.cancel();
     for (auto& c : ctx.connections) {
-      if (c.idle) c.cancel.emit(net::cancellation_type::terminal);
+      if (c.idle || c.streaming) c.cancel.emit(net::cancellation_type::terminal);
     }
     cut_jobs_that_cannot_finish();
     drain_timer.expires_after(cfg.drain_timeout);
@@ -258,6 +270,7 @@ struct server::state {
     drain_timer.cancel();
     lag_stopped = true;
     lag_timer.cancel();
+    if (live) live->stop();
     if (signals) signals->cancel();
     // No session is left to wait for a job: whatever a worker still finishes is dropped.
     completions.close();
@@ -297,6 +310,7 @@ struct server::state {
                                        ? std::make_optional<cpu_pacer>(paced_cpus)
                                        : std::nullopt;
   bool lag_stopped = false;
+  std::optional<live_view> live;  // the live view's snapshots, unless --ui=false
   std::optional<net::signal_set> signals;
   std::uint16_t port = 0;
 };
@@ -337,6 +351,7 @@ void server::run() {
     if (e) s.log_event(log_level::error, "accept_loop_failed", {{"error", state::describe(e)}});
   });
   net::co_spawn(s.io, s.watch_loop_lag(), net::detached);
+  if (s.live) net::co_spawn(s.io, s.live->run(s.cfg.event_interval), net::detached);
   s.completions.open();
   s.io.run();
   s.pool.shutdown();

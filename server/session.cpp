@@ -5,6 +5,7 @@
 #include <crunch/wiping.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -48,6 +49,10 @@ constexpr std::size_t linger_bytes = 64 * 1024;
 // a client that retries at once, ignoring Retry-After, cannot turn the loop into a 503 machine
 // that starves the workers and delays everyone else's requests. The 503 itself goes out at once.
 constexpr auto overload_pause = std::chrono::milliseconds(100);
+// A /v1/events reader that has not taken a snapshot within this long is dropped: what it has not
+// read stays in a small socket buffer (stream_buffer_bytes), never in crunch's memory.
+constexpr auto slow_reader_timeout = std::chrono::seconds(2);
+constexpr int stream_buffer_bytes = 16 * 1024;
 
 double ms(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -304,6 +309,62 @@ net::awaitable<sys::error_code> read_file_body(beast::tcp_stream& stream, reques
   co_return sys::error_code{};
 }
 
+/// GET /v1/events: the live view's snapshots as Server-Sent Events, one per interval (each is also
+/// the heartbeat that keeps proxies from closing the stream), until the client leaves, the drain
+/// begins, or the client falls behind. Only the latest snapshot is ever sent: a reader that misses
+/// some skips them, and one that stops reading is dropped after slow_reader_timeout.
+net::awaitable<void> stream_events(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                   connection& conn, const std::string& remote, std::string_view request_id,
+                                   const http::request_header<>& req, clock::time_point received) {
+  using namespace net::experimental::awaitable_operators;  // NOLINT: for `||` here only
+  auto& live = *ctx.live;
+  if (ctx.draining || !live.open_stream(ctx.cfg.max_event_streams)) {
+    auto r = ctx.draining ? error_reply(503, "draining", "server is shutting down")
+                          : error_reply(503, "too_many_streams",
+                                        "as many /v1/events streams are open as --max-event-streams allows; retry later");
+    r.headers.emplace_back("Retry-After", ctx.draining ? "1" : "10");
+    r.route = "events";
+    co_await reject_and_close(stream, ctx, remote, std::move(r), request_id, req.method_string(), req.target(),
+                              req.version(), received);
+    co_return;
+  }
+  sys::error_code ignored;
+  stream.socket().set_option(net::socket_base::send_buffer_size(stream_buffer_bytes), ignored);
+  static const std::string server_name = std::string("crunch/") + version();
+  // No length: the stream ends when the connection does.
+  std::string wire = req.version() == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
+  append_header(wire, "Server", server_name);
+  append_header(wire, "Content-Type", "text/event-stream");
+  append_header(wire, "Cache-Control", "no-store");
+  append_header(wire, "X-Accel-Buffering", "no");  // nginx: pass each event on as it comes
+  append_header(wire, "X-Request-Id", request_id);
+  append_header(wire, "Connection", "close");
+  wire += "\r\n";
+  conn.streaming = true;
+  sys::error_code ec;
+  for (std::uint64_t seen = 0;;) {
+    seen = live.sequence();
+    wire += "data: ";
+    wire += live.latest();
+    wire += "\n\n";
+    stream.expires_after(slow_reader_timeout);
+    std::tie(ec, std::ignore) = co_await net::async_write(stream, net::buffer(wire), use_tuple);
+    if (ec) break;
+    stream.expires_never();
+    wire.clear();
+    // A client that closes is let go at once, not at the next write, which may succeed anyway.
+    const auto woke = co_await (live.next_snapshot(seen) || peer_closed(stream, buffer));
+    if (woke.index() == 1 || !std::get<0>(woke)) break;
+  }
+  conn.streaming = false;
+  live.close_stream();
+  if (ec == beast::error::timeout) ctx.stats.count_slow_stream();
+  const auto took = clock::now() - received;
+  answer a{reply{200, {}, "text/event-stream", {}, "events"}, std::nullopt};
+  ctx.stats.count_request("events", 200, took);
+  log_access(ctx, remote, request_id, req.method_string(), req.target(), a, 0, took);
+}
+
 /// The route's view of a request head.
 request_head head_of(const request_parser& parser) {
   const auto& req = parser.get();
@@ -416,6 +477,10 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const http::request_header<>& req = file_parser ? file_parser->get().base() : parser.get().base();
     const bool wants_keep_alive = file_parser ? file_parser->get().keep_alive() : parser.get().keep_alive();
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
+    if (routed.event_stream) {
+      co_await stream_events(stream, buffer, *ctx, *conn, remote, request_id, req, received);
+      co_return;
+    }
     answer a;
     std::optional<job_request> job;
     if (auto* r = std::get_if<reply>(&routed.next)) {

@@ -68,7 +68,9 @@ std::vector<hostile_case> cases() {
       {"dot_segments", get("/fib/../healthz"), 404, false},
       {"percent_encoded_path", get("/%66ib/5"), 404, false},
       {"double_slash", get("//fib/5"), 404, false},
-      {"root", get("/"), 404, false},
+      {"root", get("/"), 200, false},  // the live view
+      {"root_with_a_dot_segment", get("/ui/../"), 404, false},
+      {"events_with_a_dot_segment", get("/v1/events/.."), 404, false},
       {"long_query", get("/fib/5?" + std::string(6000, 'q')), 200, false},
       {"request_line_over_the_limit", get("/fib/5?" + std::string(9000, 'q')), 431, true},
       {"header_over_the_limit", get("/healthz", "Host: x\r\nX-Big: " + std::string(9000, 'h') + "\r\n"), 431, true},

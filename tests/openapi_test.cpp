@@ -17,7 +17,7 @@ namespace {
 struct openapi_test : ::testing::Test {
   config cfg;
   job_registry jobs = default_jobs(cfg);
-  router routes{jobs, server_view{[] { return false; }, [] { return std::string(); }, {}}, cfg};
+  router routes{jobs, server_view{[] { return false; }, [] { return std::string(); }, {}, [] { return std::string("{}"); }}, cfg};
   nlohmann::json doc = nlohmann::json::parse(openapi_document);
 
   // Follows a local $ref ("#/components/...").

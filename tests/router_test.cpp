@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 namespace crunch {
@@ -19,7 +20,8 @@ struct router_test : ::testing::Test {
   }();
   router routes{default_jobs(cfg),
                 server_view{[this] { return draining; }, [] { return std::string("m 1\n"); },
-                            [](std::string_view kind) { return kind == "fib" ? std::optional<double>(0.9) : std::nullopt; }},
+                            [](std::string_view kind) { return kind == "fib" ? std::optional<double>(0.9) : std::nullopt; },
+                            [] { return std::string(R"({"snapshot":7})"); }},
                 cfg};
 
   // Both steps, as a session takes them: the head, then the body.
@@ -106,10 +108,63 @@ TEST_F(router_test, bounds_of_n_are_accepted) {
 }
 
 TEST_F(router_test, unknown_routes_are_404) {
-  for (const char* target : {"/", "/fib", "/fib/1/2", "/nope", "/nope/1", "/healthz/x", "/FIB/1"}) {
+  for (const char* target : {"/index.html", "/ui/", "/ui/nope.js", "/v1/event", "/fib", "/fib/1/2", "/nope", "/nope/1", "/healthz/x", "/FIB/1"}) {
     const auto r = answer("GET", target);
     EXPECT_EQ(r.status, 404u) << target;
     EXPECT_EQ(error_of(r).at("code"), "not_found") << target;
+  }
+}
+
+TEST_F(router_test, the_live_view_is_served_from_the_binary_and_may_load_nothing_from_elsewhere) {
+  for (const char* target : {"/", "/ui/live.js", "/ui/live.css", "/ui/uPlot.iife.min.js", "/ui/uPlot.min.css"}) {
+    SCOPED_TRACE(target);
+    const auto r = answer("GET", target);
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_EQ(r.route, "ui");
+    EXPECT_GT(r.body.size(), 500u);
+    const auto csp = std::find_if(r.headers.begin(), r.headers.end(),
+                                  [](const auto& h) { return h.first == "Content-Security-Policy"; });
+    ASSERT_NE(csp, r.headers.end());
+    EXPECT_EQ(csp->second.rfind("default-src 'self';", 0), 0u);
+    EXPECT_EQ(answer("HEAD", target).status, 200u);
+    EXPECT_EQ(answer("POST", target).status, 405u);
+  }
+  EXPECT_EQ(answer("GET", "/").content_type, "text/html; charset=utf-8");
+  EXPECT_NE(answer("GET", "/").body.find("/v1/events"), std::string::npos);
+  EXPECT_EQ(answer("GET", "/ui/live.js").content_type, "text/javascript; charset=utf-8");
+}
+
+TEST_F(router_test, stats_is_the_live_views_last_snapshot) {
+  const auto r = answer("GET", "/v1/stats");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, R"({"snapshot":7})");
+  EXPECT_EQ(r.route, "stats");
+}
+
+TEST_F(router_test, events_is_handed_to_the_session_as_a_stream) {
+  const auto head = routes.route({"GET", "/v1/events", {}, std::nullopt});
+  EXPECT_TRUE(head.event_stream);
+  ASSERT_TRUE(std::holds_alternative<reply>(head.next));
+  EXPECT_EQ(std::get<reply>(head.next).route, "events");
+  EXPECT_FALSE(routes.route({"GET", "/healthz", {}, std::nullopt}).event_stream);
+  const auto head_method = answer("HEAD", "/v1/events");
+  EXPECT_EQ(head_method.status, 405u);
+  EXPECT_EQ(head_method.headers[0].second, "GET");
+  // A body over the limit is refused on the head, not streamed to.
+  const auto big = routes.route({"GET", "/v1/events", {}, std::uint64_t{1} << 30});
+  EXPECT_FALSE(big.event_stream);
+  EXPECT_TRUE(big.refuse_body);
+}
+
+TEST_F(router_test, without_the_ui_its_routes_do_not_exist) {
+  config off = cfg;
+  off.ui = false;
+  const router plain{default_jobs(off), server_view{[] { return false; }, [] { return std::string(); }, {}, {}}, off};
+  for (const char* target : {"/", "/ui/live.js", "/v1/stats", "/v1/events"}) {
+    const auto head = plain.route({"GET", target, {}, std::nullopt});
+    ASSERT_TRUE(std::holds_alternative<reply>(head.next)) << target;
+    EXPECT_EQ(std::get<reply>(head.next).status, 404u) << target;
+    EXPECT_FALSE(head.event_stream);
   }
 }
 
@@ -129,7 +184,8 @@ TEST_F(router_test, absolute_form_routes_on_its_path) {
   EXPECT_EQ(answer("GET", "http://example.com/healthz").status, 200u);
   EXPECT_EQ(answer("GET", "https://example.com:8443/readyz").status, 200u);
   EXPECT_EQ(job("GET", "http://x/fib/5?timeout_ms=9").timeout, 9ms);
-  EXPECT_EQ(answer("GET", "http://example.com").status, 404u);  // the path "/" has no route
+  EXPECT_EQ(answer("GET", "http://example.com").route, "ui");  // the path "/": the live view
+  EXPECT_EQ(answer("GET", "http://example.com/nope").status, 404u);
   EXPECT_EQ(answer("GET", "http://example.com?x").status, 400u);
 }
 

@@ -152,6 +152,43 @@ bool http_connection::closed_by_peer() {
   return ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset;
 }
 
+std::optional<std::string> http_connection::read_until(const std::string& needle) {
+  for (;;) {
+    const std::string_view held(static_cast<const char*>(impl_->buffer.data().data()), impl_->buffer.size());
+    if (const auto at = held.find(needle); at != std::string_view::npos) {
+      std::string got(held.substr(0, at + needle.size()));
+      impl_->buffer.consume(got.size());
+      return got;
+    }
+    boost::system::error_code ec;
+    const auto n = impl_->socket.read_some(impl_->buffer.prepare(4096), ec);
+    if (ec) return std::nullopt;
+    impl_->buffer.commit(n);
+  }
+}
+
+bool http_connection::drain_until_closed() {
+  impl_->buffer.consume(impl_->buffer.size());
+  char chunk[4096];
+  for (;;) {
+    boost::system::error_code ec;
+    impl_->socket.read_some(boost::asio::buffer(chunk), ec);
+    if (ec) return ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset;
+  }
+}
+
+void http_connection::shrink_receive_buffer() {
+  impl_->socket.set_option(boost::asio::socket_base::receive_buffer_size(1024));
+}
+
+std::optional<nlohmann::json> next_event(http_connection& stream) {
+  const auto event = stream.read_until("\n\n");
+  if (!event) return std::nullopt;
+  const auto data = event->find("data: ");
+  if (data == std::string::npos) return nlohmann::json();  // a comment or a field without data
+  return nlohmann::json::parse(event->substr(data + 6));
+}
+
 bool wait_for_metric(http_connection& observer, const std::string& line, int attempts) {
   for (int attempt = 0; attempt < attempts; ++attempt) {
     const auto scrape = observer.get("/metrics");

@@ -89,6 +89,13 @@ class http_connection {
   std::optional<http_reply> get(const std::string& target, const std::string& extra_headers = {});
   /// True when the peer has closed: a read returns end of file within the timeout.
   bool closed_by_peer();
+  /// Reads until `needle` has arrived; returns what came up to and including it, and keeps the
+  /// rest for the next read. nullopt if the connection closed (or timed out) first.
+  std::optional<std::string> read_until(const std::string& needle);
+  /// Reads and drops whatever comes until the peer closes; false if it did not within the timeout.
+  bool drain_until_closed();
+  /// Shrinks the socket's receive buffer: a reader that stops reading is noticed sooner.
+  void shrink_receive_buffer();
 
  private:
   struct impl;
@@ -98,6 +105,9 @@ class http_connection {
 /// Scrapes /metrics on `observer` until `line` (e.g. "\ncrunch_job_queue_depth 1\n") appears:
 /// a condition wait on the server's own state, bounded by `attempts`. False if it never did.
 bool wait_for_metric(http_connection& observer, const std::string& line, int attempts = 5000);
+
+/// One Server-Sent Event's data from a /v1/events stream, as JSON; nullopt if the stream ended.
+std::optional<nlohmann::json> next_event(http_connection& stream);
 
 /// What the test job kinds report, for tests to wait on instead of sleeping.
 class job_probe {

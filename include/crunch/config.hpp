@@ -48,6 +48,9 @@ struct config {
   std::size_t password_max_t_cost = 6;                    ///< most passes a hash to make or verify may take
   std::size_t max_image_pixels = 40'000'000;              ///< width × height an image may declare
   std::uint64_t max_image_bytes = 25 * 1024 * 1024;       ///< an image upload, at most
+  bool ui = true;                                         ///< the live view: GET /, /v1/events, /v1/stats
+  std::size_t max_event_streams = 32;                     ///< open /v1/events streams, at most; beyond: 503
+  std::chrono::milliseconds event_interval{250};          ///< how often the live view takes a snapshot
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit

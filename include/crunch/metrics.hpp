@@ -98,6 +98,7 @@ struct metrics_gauges {
   std::uint64_t log_lines_dropped = 0;
   cpu_throttling cpu_quota;  ///< the binding cgroup's cpu.stat; zeros without a quota
   double workers_paced_seconds = 0;  ///< time the cpu_pacer held the workers back
+  std::size_t event_streams_open = 0;  ///< live-view streams (/v1/events)
 };
 
 /// The process, read from /proc at scrape time.
@@ -132,6 +133,8 @@ class metrics {
   void count_connection() { ++connections_; }
   /// A connection refused because max_connections were open.
   void count_refused_connection() { ++refused_connections_; }
+  /// A live-view stream dropped because its reader fell behind.
+  void count_slow_stream() { ++slow_streams_; }
   /// Records how late the loop-lag timer fired.
   void observe_loop_lag(std::chrono::steady_clock::duration lateness) { loop_lag_.observe(lateness); }
 
@@ -139,6 +142,10 @@ class metrics {
   std::uint64_t jobs(job_outcome outcome) const { return jobs_[static_cast<std::size_t>(outcome)]; }
   /// The event-loop lag histogram.
   const histogram& loop_lag() const { return loop_lag_; }
+  /// Jobs that ran on a worker, by kind.
+  std::vector<std::pair<std::string_view, std::uint64_t>> jobs_run_by_kind() const;
+  /// Requests answered, every route and status.
+  std::uint64_t requests() const;
 
   /// The whole exposition: these metrics, `gauges`, `process` and build info.
   std::string render(const metrics_gauges& gauges, const process_stats& process) const;
@@ -157,6 +164,7 @@ class metrics {
   std::array<std::uint64_t, job_outcome_count> jobs_{};
   std::uint64_t connections_ = 0;
   std::uint64_t refused_connections_ = 0;
+  std::uint64_t slow_streams_ = 0;
   histogram loop_lag_{lag_buckets()};
 };
 

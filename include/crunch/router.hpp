@@ -68,6 +68,7 @@ struct head_route {
   bool sensitive = false;                 ///< sent to a route whose bodies hold secrets: wipe it once read
   bool file_body = false;                 ///< the body is a file for the job to keep (job_input), not JSON
   std::uint64_t working_memory = 0;       ///< a file route's job_route::working_memory_hint
+  bool event_stream = false;              ///< GET /v1/events: `next` is the stream's 200, the session streams
 };
 
 /// What the cheap routes read of the running server.
@@ -75,10 +76,11 @@ struct server_view {
   std::function<bool()> draining;                                   ///< true once shutdown began
   std::function<std::string()> metrics_text;                        ///< Prometheus exposition
   std::function<std::optional<double>(std::string_view kind)> rate; ///< a kind's ns per cost unit now
+  std::function<std::string()> live_snapshot;                       ///< the live view's last snapshot (JSON)
 };
 
-/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, /openapi.json, and every route of
-/// every job kind.
+/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, /openapi.json, the live view (/, its
+/// files under /ui/, /v1/stats, /v1/events) unless cfg.ui is false, and every route of every job kind.
 class router {
  public:
   /// Takes the deadlines, body limit and memory budget from `cfg`.
@@ -112,6 +114,7 @@ class router {
   std::chrono::milliseconds max_timeout_;
   std::size_t max_body_bytes_;
   std::uint64_t memory_budget_;
+  bool ui_;
   std::size_t largest_body_limit_ = 0;
   std::size_t largest_buffered_body_ = 0;
 };

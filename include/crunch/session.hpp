@@ -4,6 +4,7 @@
 
 #include <crunch/config.hpp>
 #include <crunch/job_pipeline.hpp>
+#include <crunch/live_view.hpp>
 #include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/net.hpp>
@@ -27,6 +28,7 @@ struct connection {
   net::cancellation_signal cancel;  ///< emitting terminal ends the session's current wait
   bool idle = false;                ///< waiting for the first byte of a next request
   bool in_job = false;              ///< waiting for a job: a drain ends that wait through the pipeline
+  bool streaming = false;           ///< sending /v1/events: a drain ends it at once
 };
 
 /// What all sessions share. Owned by the server; touched only on the I/O thread.
@@ -42,6 +44,7 @@ struct session_context {
   std::string request_id_prefix;      ///< random per process, for generated X-Request-Id
   std::uint64_t request_count = 0;    ///< for generated X-Request-Id
   std::size_t refusing = 0;           ///< connections being refused (over max_connections) now
+  live_view* live = nullptr;          ///< snapshots for /v1/events; null when the live view is off
 };
 
 /// Answers a connection over --max-connections with 503 `too_many_connections` and closes it

@@ -219,6 +219,18 @@ async function main() {
   for (const path of ["/healthz", "/readyz", "/metrics", "/v1/kinds", "/openapi.json"]) {
     await call(`${path} head`, port, path, "HEAD", get("HEAD", path), 200);
   }
+  // The live view: its page and files, one snapshot, and the stream (whose events must be snapshots).
+  for (const path of ["/", "/ui/live.js", "/ui/live.css", "/ui/uPlot.iife.min.js", "/ui/uPlot.min.css", "/v1/stats"]) {
+    await call(`live ${path}`, port, path, "GET", get("GET", path), 200);
+    await call(`live ${path} head`, port, path, "HEAD", get("HEAD", path), 200);
+  }
+  const events = await call("events", port, "/v1/events", "GET", get("GET", "/v1/events"), 200);
+  if (events && events.headers["content-length"] !== undefined) problems.push("events: a stream has a Content-Length");
+  const stream = await openStream(port);
+  const why = matches({ $ref: "#/components/schemas/LiveSnapshot" }, JSON.parse(stream.data));
+  if (why) problems.push(`events: an event is not a LiveSnapshot: ${why}: ${stream.data.slice(0, 200)}`);
+  stream.socket.destroy();
+
   await call("fib", port, "/fib/{n}", "GET", get("GET", "/fib/30"), 200);
   const hashed = await call("hash", port, "/v1/password/hash", "POST",
     post("/v1/password/hash", "application/json", goodBody["/v1/password/hash"]), 200);
@@ -309,6 +321,12 @@ async function main() {
   }
   held.forEach((s) => s.destroy());
 
+  // Streams over --max-event-streams: 503.
+  const oneStream = await start(["--workers", "1", "--max-event-streams", "1"]);
+  const held_stream = await openStream(oneStream.port);
+  await call("events over the limit", oneStream.port, "/v1/events", "GET", get("GET", "/v1/events"), 503);
+  held_stream.socket.destroy();
+
   // A hash whose memory cannot be had (the budget says yes, the address space no): 500. The
   // limit is what a started crunchd maps at its peak (libraries, thread stacks, the image kind's
   // calibration) plus 128 MiB: room for everything but a 256 MiB hash.
@@ -341,6 +359,29 @@ async function main() {
       }
     }
   }
+}
+
+// Opens a /v1/events stream; resolves with its socket, still open, and the data of its first event.
+function openStream(port) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let data = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("no event within 10 s on /v1/events"));
+    }, 10000);
+    socket.on("connect", () => socket.write(get("GET", "/v1/events")));
+    socket.on("error", () => {});
+    socket.on("data", (chunk) => {
+      data += chunk.toString("utf8");
+      const head = data.indexOf("\r\n\r\n");
+      const end = head < 0 ? -1 : data.indexOf("\n\n", head + 4);
+      if (end < 0) return;
+      clearTimeout(timer);
+      const event = data.slice(head + 4, end);
+      resolve({ socket, data: event.slice(event.indexOf("data: ") + 6) });
+    });
+  });
 }
 
 // Scrapes /metrics until `line` appears (at most ~10 s).

@@ -1,0 +1,86 @@
+#pragma once
+/// The live view's data. Every interval, on the I/O thread, one snapshot of what the server
+/// already counts — the loop's lag over the interval, workers and queue against their limits,
+/// jobs per second by outcome and by kind — as one JSON object, which GET /v1/stats answers and
+/// every /v1/events stream is sent. It adds nothing to the workers' path: the counters it reads
+/// are the metrics the I/O thread keeps, the gauges those a /metrics scrape reads.
+
+#include <crunch/metrics.hpp>
+#include <crunch/net.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace crunch {
+
+/// The server's state now, read at each snapshot from the parts that own it.
+struct live_gauges {
+  std::size_t workers = 0;
+  std::size_t workers_busy = 0;
+  std::size_t queue_depth = 0;
+  std::size_t queue_limit = 0;
+  std::uint64_t memory_budget = 0;  ///< bytes
+  std::uint64_t memory_in_use = 0;  ///< bytes
+  std::size_t connections = 0;
+  bool draining = false;
+};
+
+/// Snapshots, and the streams that wait for them. Used on the I/O thread only.
+class live_view {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// Takes a first snapshot at once, so that latest() always has one.
+  live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges);
+
+  /// Takes a snapshot every `interval` and wakes the streams, until stop().
+  net::awaitable<void> run(std::chrono::milliseconds interval);
+  /// Ends run() and every wait in next_snapshot().
+  void stop();
+
+  /// One loop-lag sample (the loop-lag monitor's), for the interval's quantiles.
+  void observe_lag(clock::duration lateness);
+  /// Takes the snapshot of the interval that ends at `now`: rates are the counts since the last
+  /// snapshot over the time between them.
+  void take_snapshot(clock::time_point now);
+
+  /// The last snapshot, as JSON.
+  const std::string& latest() const noexcept { return latest_; }
+  /// How many snapshots have been taken.
+  std::uint64_t sequence() const noexcept { return sequence_; }
+  /// Waits until a snapshot newer than number `seen` exists. False once stop() was called, or
+  /// when the waiting coroutine was cancelled (a drain).
+  net::awaitable<bool> next_snapshot(std::uint64_t seen);
+
+  /// Counts a stream in, unless `max` are open already.
+  bool open_stream(std::size_t max) noexcept;
+  /// Counts a stream out.
+  void close_stream() noexcept { --streams_; }
+  /// Streams open now.
+  std::size_t streams() const noexcept { return streams_; }
+
+ private:
+  const metrics& stats_;
+  std::function<live_gauges()> gauges_;
+  net::steady_timer ticker_;
+  net::steady_timer snapshot_taken_;  // never expires: its waits end when a snapshot cancels them
+  bool stopped_ = false;
+  std::vector<clock::duration> lags_;  // this interval's loop-lag samples
+  clock::time_point last_time_;
+  std::array<std::uint64_t, job_outcome_count> last_jobs_{};
+  std::vector<std::pair<std::string_view, std::uint64_t>> last_run_;
+  std::uint64_t last_requests_ = 0;
+  std::string latest_;
+  std::uint64_t sequence_ = 0;
+  std::size_t streams_ = 0;
+};
+
+}  // namespace crunch

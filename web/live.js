@@ -1,0 +1,209 @@
+// The live view: charts of /v1/events snapshots (one per interval) and of /healthz as timed from
+// this page, plus a form that runs one job of each kind. No framework and no build step; uPlot
+// draws the charts. `window.crunchLive` exposes what the page has seen, for the browser check.
+"use strict";
+(() => {
+  const windowSeconds = 60;
+  const healthzEveryMs = 250;
+  const css = getComputedStyle(document.documentElement);
+  const color = (name) => css.getPropertyValue(name).trim();
+  const $ = (id) => document.getElementById(id);
+
+  const seen = { snapshots: 0, last: null, healthzMs: [], errors: [] };
+  window.crunchLive = seen;
+
+  // --- charts ----------------------------------------------------------------------------------
+
+  const charts = [];
+  function chart(id, series, { digits = 2, min = 0 } = {}) {
+    const el = $(id);
+    const data = [[], ...series.map(() => [])];
+    const fmt = (u, v) => (v == null ? "–" : v.toFixed(digits));
+    const plot = new uPlot(
+      {
+        width: Math.max(200, el.clientWidth),
+        height: 200,
+        cursor: { drag: { x: false, y: false } },
+        scales: { x: { time: true }, y: { range: (u, lo, hi) => [min, Math.max(hi * 1.1, min + 1e-3)] } },
+        axes: [
+          { stroke: color("--muted"), grid: { stroke: color("--grid") }, ticks: { stroke: color("--grid") } },
+          { stroke: color("--muted"), grid: { stroke: color("--grid") }, ticks: { stroke: color("--grid") }, size: 56 },
+        ],
+        series: [{}, ...series.map((s) => ({ label: s.label, stroke: color(s.color), width: 1.5, dash: s.dash, value: fmt, spanGaps: true }))],
+      },
+      data,
+      el,
+    );
+    const c = { plot, data, el, dirty: false };
+    charts.push(c);
+    return c;
+  }
+  function push(c, t, values) {
+    c.data[0].push(t);
+    values.forEach((v, i) => c.data[i + 1].push(v));
+    const cutoff = t - windowSeconds;
+    let drop = 0;
+    while (drop < c.data[0].length && c.data[0][drop] < cutoff) ++drop;
+    if (drop) c.data.forEach((a) => a.splice(0, drop));
+    c.dirty = true;
+  }
+  function redraw() {
+    for (const c of charts) {
+      if (c.dirty) c.plot.setData(c.data);
+      c.dirty = false;
+    }
+    requestAnimationFrame(redraw);
+  }
+  requestAnimationFrame(redraw);
+  new ResizeObserver(() => charts.forEach((c) => c.plot.setSize({ width: Math.max(200, c.el.clientWidth), height: 200 }))).observe(document.body);
+
+  const lag = chart("c-lag", [
+    { label: "p50", color: "--s1" },
+    { label: "p99", color: "--s2" },
+    { label: "max", color: "--s3", dash: [4, 3] },
+  ], { digits: 3 });
+  const healthz = chart("c-healthz", [{ label: "round trip", color: "--s4" }], { digits: 2 });
+  const workers = chart("c-workers", [
+    { label: "busy", color: "--s3" },
+    { label: "workers", color: "--s6", dash: [4, 3] },
+    { label: "queued", color: "--s1" },
+    { label: "queue limit", color: "--s5", dash: [4, 3] },
+  ], { digits: 0 });
+  const outcomes = chart("c-outcomes", [
+    { label: "completed", color: "--s4" },
+    { label: "refused", color: "--s2" },
+    { label: "deadline exceeded", color: "--s3" },
+    { label: "cancelled", color: "--s6" },
+    { label: "failed", color: "--s5" },
+  ], { digits: 1 });
+  let kinds = null; // made on the first snapshot, which names the kinds
+  let kindNames = [];
+
+  // --- the stream --------------------------------------------------------------------------------
+
+  const ms = (v) => (v == null ? "–" : v < 1 ? `${(v * 1000).toFixed(0)} µs` : `${v.toFixed(2)} ms`);
+  function show(s) {
+    const j = s.jobs_per_s;
+    const refused = j.rejected_queue_full + j.rejected_would_miss_deadline + j.rejected_memory + j.drained;
+    const t = s.time_ms / 1000;
+    push(lag, t, [s.loop_lag_ms.p50, s.loop_lag_ms.p99, s.loop_lag_ms.max]);
+    push(workers, t, [s.workers.busy, s.workers.total, s.queue.depth, s.queue.limit]);
+    push(outcomes, t, [j.completed, refused, j.deadline_exceeded, j.cancelled_client_gone, j.failed]);
+    if (!kinds) {
+      kindNames = Object.keys(s.jobs_run_per_s);
+      kinds = chart("c-kinds", kindNames.map((k, i) => ({ label: k, color: `--s${(i % 6) + 1}` })), { digits: 1 });
+    }
+    push(kinds, t, kindNames.map((k) => s.jobs_run_per_s[k] ?? null));
+
+    $("f-lag").textContent = ms(s.loop_lag_ms.p99);
+    $("f-workers").textContent = `${s.workers.busy} / ${s.workers.total}`;
+    $("f-queue").textContent = `${s.queue.depth} / ${s.queue.limit}`;
+    $("f-completed").textContent = j.completed.toFixed(1);
+    $("f-refused").textContent = refused.toFixed(1);
+    $("f-requests").textContent = s.requests_per_s.toFixed(0);
+    $("f-memory").textContent = `${(s.memory.in_use_bytes / 1048576).toFixed(0)} / ${(s.memory.budget_bytes / 1048576).toFixed(0)} MiB`;
+    seen.snapshots += 1;
+    seen.last = s;
+  }
+
+  const status = $("status");
+  const events = new EventSource("/v1/events");
+  events.onopen = () => {
+    status.textContent = "live";
+    status.className = "status live";
+  };
+  events.onmessage = (e) => {
+    try {
+      show(JSON.parse(e.data));
+    } catch (err) {
+      seen.errors.push(String(err));
+    }
+  };
+  events.onerror = () => {
+    // EventSource reconnects by itself; say so meanwhile.
+    status.textContent = "reconnecting…";
+    status.className = "status down";
+  };
+  window.addEventListener("pagehide", () => events.close());
+
+  // --- /healthz, timed from here -----------------------------------------------------------------
+
+  // The round trip as the browser's network stack saw it (Resource Timing): from the fetch's start
+  // to the last byte of the answer, without the time the page's own thread took to notice.
+  async function probe() {
+    const url = `/healthz?probe=${++probes}`;
+    try {
+      const r = await fetch(url, { cache: "no-store" });
+      await r.arrayBuffer();
+      const entry = performance.getEntriesByName(new URL(url, location.href).href).pop();
+      performance.clearResourceTimings();
+      const took = entry ? entry.responseEnd - entry.startTime : NaN;
+      push(healthz, Date.now() / 1000, [took]);
+      seen.healthzMs.push(took);
+      if (seen.healthzMs.length > 1000) seen.healthzMs.shift();
+      $("f-healthz").textContent = ms(took);
+    } catch {
+      push(healthz, Date.now() / 1000, [null]);
+    }
+    setTimeout(probe, healthzEveryMs);
+  }
+  let probes = 0;
+  probe();
+
+  // --- run one job -------------------------------------------------------------------------------
+
+  const result = $("result");
+  function say(title, response, bodyNode) {
+    result.replaceChildren();
+    const head = document.createElement("p");
+    head.textContent = `${title} → ${response.status} ${response.statusText}`;
+    const timing = document.createElement("p");
+    timing.className = "timing";
+    timing.textContent = `Server-Timing: ${response.headers.get("Server-Timing") ?? "–"}`;
+    result.append(head, bodyNode, timing);
+    result.dataset.status = String(response.status);
+  }
+  function text(t) {
+    const pre = document.createElement("pre");
+    pre.textContent = t;
+    return pre;
+  }
+  async function run(title, request) {
+    result.textContent = `${title}…`;
+    try {
+      const response = await request();
+      const type = response.headers.get("Content-Type") ?? "";
+      if (type.startsWith("image/")) {
+        const img = document.createElement("img");
+        const blob = await response.blob();
+        img.src = URL.createObjectURL(blob);
+        img.alt = `thumbnail, ${blob.size} bytes`;
+        say(title, response, img);
+      } else {
+        say(title, response, text(await response.text()));
+      }
+    } catch (err) {
+      result.textContent = `${title}: ${err}`;
+    }
+  }
+  $("run-fib").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const n = e.target.n.value;
+    run(`GET /fib/${n}`, () => fetch(`/fib/${encodeURIComponent(n)}`));
+  });
+  $("run-hash").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const password = e.target.password.value;
+    run("POST /v1/password/hash", () =>
+      fetch("/v1/password/hash", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ password }) }));
+  });
+  $("run-thumb").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const file = f.file.files[0];
+    if (!file) return;
+    const query = new URLSearchParams({ width: f.width.value, format: f.format.value });
+    run(`POST /v1/image/thumbnail?${query}`, () =>
+      fetch(`/v1/image/thumbnail?${query}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file }));
+  });
+})();
