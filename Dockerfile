@@ -44,6 +44,7 @@ ENV PKG_CONFIG_PATH=/opt/vips/lib/pkgconfig \
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY api api
+COPY web web
 COPY cmake cmake
 COPY include include
 COPY workers workers
