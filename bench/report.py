@@ -223,6 +223,15 @@ def json_body(s):
             f"({worst4[3:]}); at 64 KiB: {s[worst64]:.0f} µs ({worst64[4:]}); 64 KiB of `[`: {s['64k_brackets']:.1f} µs")
 
 
+def event_streams(s):
+    def of(n):
+        runs = [x for x in s["runs"] if x["streams"] == n]
+        rps = ", ".join(f"{x['healthz_alone']['rps']:.0f}" for x in runs)
+        p99 = ", ".join(us(x["open_loop_under_load"]["latency_us"]["p99"]) for x in runs)
+        return f"{rps} req/s, p99 {p99}"
+    return f"no streams: {of(0)}; **50 streams**: {of(50)}"
+
+
 limit_line = (f"- physical limit: fib_single 30 median {limit_s['fib30_single']['median_s'] * 1000:.3f} ms before the run"
               + (f", {after['fib30_single']['median_s'] * 1000:.3f} ms after" if after else ", after: " + failure("limit_after"))
               + f" → {r['cores']} cores ÷ the faster = **{limit:.0f} req/s**") if limit_s else "- physical limit: " + failure("limit")
@@ -262,6 +271,8 @@ lines += [
     row("json_body", "reading a JSON body on the I/O thread", json_body, "a few tens of µs at the route's limit"),
     row("thumbnail", "thumbnails: 4000×3000 JPEG → 400 px WebP, `wrk -t2 -c8`", thumbnail,
         "≥ 0.85; /healthz p99 ≤ 1 ms; RSS within the budget"),
+    row("event_streams", "live-view streams: /healthz alone and its open-loop p99 under /fib/32, 0 vs 50 streams",
+        event_streams, "within noise"),
     "",
 ]
 if headline:

@@ -318,6 +318,41 @@ s_json_body() {
   echo "reading a JSON body on the I/O thread (µs, fastest of many): $costs"
 }
 
+# 12. What the live view's streams cost the loop: with 0 and with 50 /v1/events streams open
+#     (curl readers at nice 19: on a real deployment the readers are browsers elsewhere, and here they
+#     must not take the loop's CPU themselves), alternating (STREAM_ROUNDS times, default 2), /healthz throughput alone and its open-loop p99 while
+#     /fib/32 keeps every worker busy.
+s_event_streams() {
+  local rows=() readers=() n round alone bg probe got
+  start_server --max-event-streams 64
+  for round in $(seq "${STREAM_ROUNDS:-2}"); do
+    for n in 0 50; do
+      readers=()
+      for _ in $(seq "$n"); do
+        nice -n 19 curl -sN --max-time "$((4 * half + 20))" "http://127.0.0.1:$port/v1/events" >/dev/null 2>&1 &
+        readers+=($!)
+      done
+      for _ in $(seq 200); do  # up to 10 s for every stream to be open
+        got="$(json_get "$(curl -sf "http://127.0.0.1:$port/v1/stats")" event_streams)"
+        (( got == n )) && break
+        sleep 0.05
+      done
+      (( got == n )) || { echo "only $got of $n streams opened" >&2; return 1; }
+      alone="$(load 2 64 "$half" /healthz)"
+      wrk -t1 -c"$((2 * cores))" -d"$((half + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
+      bg=$!
+      sleep 1
+      probe="$("$build/latency_probe" "$port" /healthz "$half" 2000)"
+      wait "$bg" || true
+      ((${#readers[@]})) && kill "${readers[@]}" 2>/dev/null && wait "${readers[@]}" 2>/dev/null || true
+      rows+=("{\"streams\":$n,\"round\":$round,\"healthz_alone\":$alone,\"open_loop_under_load\":$probe}")
+      echo "    $n streams (round $round): /healthz alone $(json_get "$alone" rps) req/s; open-loop p99 under /fib/32 $(json_get "$probe" latency_us.p99)us"
+    done
+  done
+  stop_server
+  (IFS=,; echo "{\"runs\":[${rows[*]}]}") >"$parts/event_streams.json"
+}
+
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
 # loads are stopped too), is printed with the tail of its errors, and is written into the results.
 failed=()
@@ -353,6 +388,7 @@ scenario password s_password
 scenario password_flood s_password_flood
 scenario json_body s_json_body
 scenario thumbnail s_thumbnail
+scenario event_streams s_event_streams
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'

@@ -22,9 +22,11 @@ double rounded(double value) { return std::round(value * 1000) / 1000; }
 
 }  // namespace
 
-live_view::live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges)
+live_view::live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges,
+                     std::chrono::milliseconds interval)
     : stats_(stats),
       gauges_(std::move(gauges)),
+      interval_(interval),
       ticker_(executor),
       snapshot_taken_(executor, net::steady_timer::time_point::max()),
       last_time_(clock::now()) {
@@ -32,7 +34,8 @@ live_view::live_view(net::any_io_executor executor, const metrics& stats, std::f
   take_snapshot(last_time_);
 }
 
-net::awaitable<void> live_view::run(std::chrono::milliseconds interval) {
+net::awaitable<void> live_view::run() {
+  const auto interval = interval_;
   auto due = clock::now();
   while (!stopped_) {
     // On a schedule, not `interval` after the last one: a late tick does not shift the rest.
@@ -132,10 +135,12 @@ net::awaitable<bool> live_view::next_snapshot(std::uint64_t seen) {
   co_return !stopped_;
 }
 
-bool live_view::open_stream(std::size_t max) noexcept {
-  if (streams_ >= max) return false;
+std::optional<std::chrono::nanoseconds> live_view::open_stream(std::size_t max) noexcept {
+  // Slots a few ms apart: 16 over the default 250 ms.
+  constexpr std::uint64_t slots = 16;
+  if (streams_ >= max) return std::nullopt;
   ++streams_;
-  return true;
+  return std::chrono::nanoseconds(interval_) * static_cast<std::int64_t>(opened_++ % slots) / slots;
 }
 
 }  // namespace crunch

@@ -75,7 +75,7 @@ struct server::state {
       live.emplace(io.get_executor(), stats, [this] {
         return live_gauges{pool.workers(),       pool.busy(),         pool.queued(),         pool.queue_limit(),
                            pool.memory_budget(), pool.memory_in_use(), ctx.connections.size(), ctx.draining};
-      });
+      }, cfg.event_interval);
       ctx.live = &*live;
     }
   }
@@ -351,7 +351,7 @@ void server::run() {
     if (e) s.log_event(log_level::error, "accept_loop_failed", {{"error", state::describe(e)}});
   });
   net::co_spawn(s.io, s.watch_loop_lag(), net::detached);
-  if (s.live) net::co_spawn(s.io, s.live->run(s.cfg.event_interval), net::detached);
+  if (s.live) net::co_spawn(s.io, s.live->run(), net::detached);
   s.completions.open();
   s.io.run();
   s.pool.shutdown();

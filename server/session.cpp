@@ -309,16 +309,56 @@ net::awaitable<sys::error_code> read_file_body(beast::tcp_stream& stream, reques
   co_return sys::error_code{};
 }
 
+/// Sends `wire` (the stream's head), then each snapshot as it is taken, until a write fails (its
+/// error in `failed`: set even when the race has already been decided) or the live view stops
+/// waiting (stop, drain).
+net::awaitable<void> send_snapshots(beast::tcp_stream& stream, live_view& live, std::string& wire,
+                                    std::chrono::nanoseconds offset, sys::error_code& failed) {
+  const auto state = co_await net::this_coro::cancellation_state;
+  net::steady_timer stagger(stream.get_executor());
+  for (;;) {
+    const auto seen = live.sequence();
+    wire += "data: ";
+    wire += live.latest();
+    wire += "\n\n";
+    stream.expires_after(slow_reader_timeout);
+    auto [ec, n] = co_await net::async_write(stream, net::buffer(wire), use_tuple);
+    if (ec) {
+      failed = ec;
+      co_return;
+    }
+    stream.expires_never();
+    wire.clear();
+    if (!co_await live.next_snapshot(seen)) co_return;
+    if (offset.count() > 0) {
+      stagger.expires_after(offset);
+      co_await stagger.async_wait(use_tuple);
+      if (state.cancelled() != net::cancellation_type::none) co_return;
+    }
+  }
+}
+
+/// Completes when the client closes its end. An event-stream client has nothing more to say:
+/// whatever it sends is read and dropped. On the socket, not the stream: no write timeout applies.
+net::awaitable<void> client_left(net::ip::tcp::socket& socket) {
+  char sink[512];
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(net::buffer(sink), use_tuple);
+    if (ec) co_return;
+  }
+}
+
 /// GET /v1/events: the live view's snapshots as Server-Sent Events, one per interval (each is also
 /// the heartbeat that keeps proxies from closing the stream), until the client leaves, the drain
 /// begins, or the client falls behind. Only the latest snapshot is ever sent: a reader that misses
 /// some skips them, and one that stops reading is dropped after slow_reader_timeout.
-net::awaitable<void> stream_events(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+net::awaitable<void> stream_events(beast::tcp_stream& stream, session_context& ctx,
                                    connection& conn, const std::string& remote, std::string_view request_id,
                                    const http::request_header<>& req, clock::time_point received) {
   using namespace net::experimental::awaitable_operators;  // NOLINT: for `||` here only
   auto& live = *ctx.live;
-  if (ctx.draining || !live.open_stream(ctx.cfg.max_event_streams)) {
+  const auto offset = ctx.draining ? std::nullopt : live.open_stream(ctx.cfg.max_event_streams);
+  if (!offset) {
     auto r = ctx.draining ? error_reply(503, "draining", "server is shutting down")
                           : error_reply(503, "too_many_streams",
                                         "as many /v1/events streams are open as --max-event-streams allows; retry later");
@@ -341,21 +381,11 @@ net::awaitable<void> stream_events(beast::tcp_stream& stream, request_buffer& bu
   append_header(wire, "Connection", "close");
   wire += "\r\n";
   conn.streaming = true;
+  // One race for the stream's whole life: the snapshots against the client leaving. A client that
+  // closes is let go at once, not at the next write, which may succeed anyway.
+  // A write that times out closes the socket, which ends client_left too: either may win the race.
   sys::error_code ec;
-  for (std::uint64_t seen = 0;;) {
-    seen = live.sequence();
-    wire += "data: ";
-    wire += live.latest();
-    wire += "\n\n";
-    stream.expires_after(slow_reader_timeout);
-    std::tie(ec, std::ignore) = co_await net::async_write(stream, net::buffer(wire), use_tuple);
-    if (ec) break;
-    stream.expires_never();
-    wire.clear();
-    // A client that closes is let go at once, not at the next write, which may succeed anyway.
-    const auto woke = co_await (live.next_snapshot(seen) || peer_closed(stream, buffer));
-    if (woke.index() == 1 || !std::get<0>(woke)) break;
-  }
+  co_await (send_snapshots(stream, live, wire, *offset, ec) || client_left(stream.socket()));
   conn.streaming = false;
   live.close_stream();
   if (ec == beast::error::timeout) ctx.stats.count_slow_stream();
@@ -478,7 +508,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const bool wants_keep_alive = file_parser ? file_parser->get().keep_alive() : parser.get().keep_alive();
     const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
     if (routed.event_stream) {
-      co_await stream_events(stream, buffer, *ctx, *conn, remote, request_id, req, received);
+      co_await stream_events(stream, *ctx, *conn, remote, request_id, req, received);
       co_return;
     }
     answer a;

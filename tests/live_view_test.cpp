@@ -27,7 +27,7 @@ struct live_view_unit : ::testing::Test {
   net::io_context io;
   metrics stats;
   live_gauges gauges{2, 1, 3, 16, 64 << 20, 5 << 20, 7, false};
-  live_view live{io.get_executor(), stats, [this] { return gauges; }};
+  live_view live{io.get_executor(), stats, [this] { return gauges; }, 160ms};
 
   nlohmann::json latest() { return nlohmann::json::parse(live.latest()); }
 };
@@ -100,13 +100,19 @@ TEST_F(live_view_unit, streams_wait_for_the_next_snapshot_and_end_when_it_stops)
   EXPECT_FALSE(*second);
 }
 
-TEST_F(live_view_unit, streams_are_counted_up_to_the_limit) {
-  EXPECT_TRUE(live.open_stream(2));
-  EXPECT_TRUE(live.open_stream(2));
+TEST_F(live_view_unit, streams_are_counted_up_to_the_limit_and_spread_over_the_interval) {
+  EXPECT_EQ(live.open_stream(2), 0ms);
+  EXPECT_EQ(live.open_stream(2), 10ms);  // 160 ms in 16 slots
   EXPECT_FALSE(live.open_stream(2));
   EXPECT_EQ(live.streams(), 2u);
   live.close_stream();
-  EXPECT_TRUE(live.open_stream(2));
+  EXPECT_EQ(live.open_stream(2), 20ms);
+  for (int i = 0; i < 13; ++i) {
+    live.close_stream();
+    EXPECT_TRUE(live.open_stream(2));
+  }
+  live.close_stream();
+  EXPECT_EQ(live.open_stream(2), 0ms);  // the slots wrap around
 }
 
 // --- over HTTP ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,10 +40,11 @@ class live_view {
   using clock = std::chrono::steady_clock;
 
   /// Takes a first snapshot at once, so that latest() always has one.
-  live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges);
+  live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges,
+            std::chrono::milliseconds interval);
 
-  /// Takes a snapshot every `interval` and wakes the streams, until stop().
-  net::awaitable<void> run(std::chrono::milliseconds interval);
+  /// Takes a snapshot every interval and wakes the streams, until stop().
+  net::awaitable<void> run();
   /// Ends run() and every wait in next_snapshot().
   void stop();
 
@@ -60,8 +62,10 @@ class live_view {
   /// when the waiting coroutine was cancelled (a drain).
   net::awaitable<bool> next_snapshot(std::uint64_t seen);
 
-  /// Counts a stream in, unless `max` are open already.
-  bool open_stream(std::size_t max) noexcept;
+  /// Counts a stream in, unless `max` are open already; gives how long after each snapshot the
+  /// stream is to send it. Streams are spread over the interval rather than all written at once:
+  /// a burst of writes, and of their readers waking, would hold the loop for every stream at once.
+  std::optional<std::chrono::nanoseconds> open_stream(std::size_t max) noexcept;
   /// Counts a stream out.
   void close_stream() noexcept { --streams_; }
   /// Streams open now.
@@ -70,6 +74,8 @@ class live_view {
  private:
   const metrics& stats_;
   std::function<live_gauges()> gauges_;
+  std::chrono::milliseconds interval_;
+  std::uint64_t opened_ = 0;  // streams ever opened: each takes the next stagger slot
   net::steady_timer ticker_;
   net::steady_timer snapshot_taken_;  // never expires: its waits end when a snapshot cancels them
   bool stopped_ = false;
