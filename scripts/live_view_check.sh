@@ -4,12 +4,14 @@
 # Also writes the README's screenshot, taken while wrk saturates the workers:
 #   ./scripts/live_view_check.sh [BUILD_DIR] [SCREENSHOT.png]      (default build/, no screenshot)
 #   ./scripts/live_view_check.sh build docs/live_view.png          (regenerates the README's image)
+# CRUNCHD_ARGS adds flags to the crunchd it starts (e.g. "--worker-priority idle").
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(cd "${1:-$root/build}" && pwd)"
 screenshot="${2:-}"
 [[ -n "$screenshot" ]] && screenshot="$(realpath -m "$screenshot")"
 source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
 crunch_packages=(chromium wrk fonts-dejavu-core)
 command -v node >/dev/null && command -v npm >/dev/null || crunch_packages+=(nodejs npm)
 crunch_install_deps
@@ -25,16 +27,10 @@ trap cleanup EXIT
 [[ -x "$build/make_image" ]] || cmake --build "$build" --target make_image >/dev/null
 "$build/make_image" 1600 1200 jpeg 85 "$work/photo.jpg" >/dev/null
 
-"$build/crunchd" --address 127.0.0.1 --port 0 ${CRUNCHD_ARGS:-} >"$work/crunchd.log" 2>&1 &
+port="$(free_port)"
+"$build/crunchd" --address 127.0.0.1 --port "$port" ${CRUNCHD_ARGS:-} >"$work/crunchd.log" 2>&1 &
 crunchd_pid=$!
-port=""
-for _ in $(seq 600); do  # up to 30 s: the start calibrates each kind at the workers' priority
-  port="$(grep -o '"port":[0-9]*' "$work/crunchd.log" | head -1 | cut -d: -f2 || true)"
-  [[ -n "$port" ]] && break
-  kill -0 "$crunchd_pid" 2>/dev/null || break
-  sleep 0.05
-done
-[[ -n "$port" ]] || { echo "crunchd did not start" >&2; cat "$work/crunchd.log" >&2; exit 1; }
+wait_healthz "$port" || { cat "$work/crunchd.log" >&2; exit 1; }
 
 args=(--port "$port" --chromium "$(command -v chromium)" --wrk "$(command -v wrk)" --image "$work/photo.jpg")
 [[ -n "$screenshot" ]] && args+=(--screenshot "$screenshot")

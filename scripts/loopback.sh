@@ -4,7 +4,7 @@
 # A TCP port that was free on 127.0.0.1 a moment ago.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Waits until http://127.0.0.1:PORT/healthz answers 200, for at most 10 s; 1 if it never does.
+# Waits until http://127.0.0.1:PORT/healthz answers 200, for at most 30 s; 1 if it never does.
 wait_healthz() {  # PORT
   # Up to 30 s: a crunchd calibrates its job kinds at the workers' low priority before it
   # listens, which takes seconds on a machine whose CPUs are busy with anything else.
