@@ -125,6 +125,7 @@ void live_view::take_snapshot(clock::time_point now) {
 }
 
 net::awaitable<bool> live_view::next_snapshot(std::uint64_t seen) {
+  co_await net::this_coro::throw_if_cancelled(false);  // a cancelled wait returns false
   const auto state = co_await net::this_coro::cancellation_state;
   while (sequence_ <= seen) {
     if (stopped_) co_return false;

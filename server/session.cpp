@@ -324,6 +324,9 @@ net::awaitable<sys::error_code> read_file_body(beast::tcp_stream& stream, reques
 /// waiting (stop, drain).
 net::awaitable<void> send_snapshots(beast::tcp_stream& stream, live_view& live, std::string& wire,
                                     std::chrono::nanoseconds offset, sys::error_code& failed) {
+  // A cancellation (the race lost, a drain) ends the loop through the checks below, not by an
+  // exception thrown from whichever wait comes next.
+  co_await net::this_coro::throw_if_cancelled(false);
   const auto state = co_await net::this_coro::cancellation_state;
   net::steady_timer stagger(stream.get_executor());
   for (;;) {
@@ -351,6 +354,7 @@ net::awaitable<void> send_snapshots(beast::tcp_stream& stream, live_view& live, 
 /// Completes when the client closes its end. An event-stream client has nothing more to say:
 /// whatever it sends is read and dropped. On the socket, not the stream: no write timeout applies.
 net::awaitable<void> client_left(net::ip::tcp::socket& socket) {
+  co_await net::this_coro::throw_if_cancelled(false);
   char sink[512];
   for (;;) {
     auto [ec, n] = co_await socket.async_read_some(net::buffer(sink), use_tuple);
@@ -388,16 +392,26 @@ net::awaitable<void> stream_events(beast::tcp_stream& stream, session_context& c
   append_header(wire, "Cache-Control", "no-store");
   append_header(wire, "X-Accel-Buffering", "no");  // nginx: pass each event on as it comes
   append_header(wire, "X-Request-Id", request_id);
+  wire += "Server-Timing: ";
+  append_server_timing(wire, answer{}, clock::now() - received);
+  wire += "\r\n";
   append_header(wire, "Connection", "close");
   wire += "\r\n";
+  // Counted out however the stream ends.
+  struct stream_slot {
+    live_view& live;
+    connection& conn;
+    ~stream_slot() {
+      conn.streaming = false;
+      live.close_stream();
+    }
+  } slot{live, conn};
   conn.streaming = true;
   // One race for the stream's whole life: the snapshots against the client leaving. A client that
   // closes is let go at once, not at the next write, which may succeed anyway.
   // A write that times out closes the socket, which ends client_left too: either may win the race.
   sys::error_code ec;
   co_await (send_snapshots(stream, live, wire, *offset, ec) || client_left(stream.socket()));
-  conn.streaming = false;
-  live.close_stream();
   if (ec == beast::error::timeout) ctx.stats.count_slow_stream();
   const auto took = clock::now() - received;
   answer a{reply{200, {}, "text/event-stream", {}, "events"}, std::nullopt};

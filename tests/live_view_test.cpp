@@ -131,6 +131,7 @@ void open_stream(http_connection& c) {
   EXPECT_EQ(head->rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << *head;
   EXPECT_NE(head->find("Content-Type: text/event-stream\r\n"), std::string::npos);
   EXPECT_NE(head->find("Cache-Control: no-store\r\n"), std::string::npos);
+  EXPECT_NE(head->find("Server-Timing: total;dur="), std::string::npos);
   EXPECT_NE(head->find("Connection: close\r\n"), std::string::npos);
   EXPECT_EQ(head->find("Content-Length"), std::string::npos);
 }
