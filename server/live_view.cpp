@@ -22,7 +22,7 @@ double rounded(double value) { return std::round(value * 1000) / 1000; }
 
 }  // namespace
 
-live_view::live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges,
+live_view::live_view(net::any_io_executor executor, const metrics& stats, std::function<metrics_gauges()> gauges,
                      std::chrono::milliseconds interval)
     : stats_(stats),
       gauges_(std::move(gauges)),
@@ -108,7 +108,7 @@ void live_view::take_snapshot(clock::time_point now) {
       {"workers", {{"busy", g.workers_busy}, {"total", g.workers}}},
       {"queue", {{"depth", g.queue_depth}, {"limit", g.queue_limit}}},
       {"memory", {{"in_use_bytes", g.memory_in_use}, {"budget_bytes", g.memory_budget}}},
-      {"connections", g.connections},
+      {"connections", g.connections_open},
       {"event_streams", streams_},
       {"draining", g.draining},
       {"requests_per_s", per_second(requests, last_requests_)},

@@ -72,10 +72,7 @@ struct server::state {
         lag_timer(io),
         cpu_stat_file(cgroup_cpu_stat_file()) {
     if (cfg.ui) {
-      live.emplace(io.get_executor(), stats, [this] {
-        return live_gauges{pool.workers(),       pool.busy(),         pool.queued(),         pool.queue_limit(),
-                           pool.memory_budget(), pool.memory_in_use(), ctx.connections.size(), ctx.draining};
-      }, cfg.event_interval);
+      live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
     }
   }
@@ -111,13 +108,21 @@ struct server::state {
     return jobs;
   }
 
+  // The server's state now, from the parts that own it; all but the CPU quota's account, which
+  // is a file to read: a scrape adds it, a live-view snapshot four times a second does not need it.
+  metrics_gauges gauges() const {
+    return {pool.workers(),        pool.busy(),
+            pool.queued(),         pool.queue_limit(),
+            pool.memory_budget(),  pool.memory_in_use(),
+            ctx.connections.size(), ctx.draining,
+            log.dropped(),         {},
+            pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0};
+  }
+
   std::string metrics_text() const {
-    cpu_throttling quota;
-    if (cpu_stat_file) quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
-    return stats.render({pool.workers(), pool.busy(), pool.queued(), pool.queue_limit(), pool.memory_budget(),
-                         pool.memory_in_use(), ctx.connections.size(), ctx.draining, log.dropped(), quota,
-                         pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0},
-                        read_process_stats());
+    auto g = gauges();
+    if (cpu_stat_file) g.cpu_quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
+    return stats.render(g, read_process_stats());
   }
 
   void log_event(log_level level, std::string_view event, const nlohmann::json& fields = nlohmann::json::object()) {

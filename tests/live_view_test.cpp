@@ -26,7 +26,7 @@ net::awaitable<void> wait_for_snapshot(live_view* live, std::uint64_t seen, std:
 struct live_view_unit : ::testing::Test {
   net::io_context io;
   metrics stats;
-  live_gauges gauges{2, 1, 3, 16, 64 << 20, 5 << 20, 7, false};
+  metrics_gauges gauges{2, 1, 3, 16, 64 << 20, 5 << 20, 7, false, 0, {}, 0, 0};
   live_view live{io.get_executor(), stats, [this] { return gauges; }, 160ms};
 
   nlohmann::json latest() { return nlohmann::json::parse(live.latest()); }

@@ -22,25 +22,14 @@
 
 namespace crunch {
 
-/// The server's state now, read at each snapshot from the parts that own it.
-struct live_gauges {
-  std::size_t workers = 0;
-  std::size_t workers_busy = 0;
-  std::size_t queue_depth = 0;
-  std::size_t queue_limit = 0;
-  std::uint64_t memory_budget = 0;  ///< bytes
-  std::uint64_t memory_in_use = 0;  ///< bytes
-  std::size_t connections = 0;
-  bool draining = false;
-};
-
 /// Snapshots, and the streams that wait for them. Used on the I/O thread only.
 class live_view {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// Takes a first snapshot at once, so that latest() always has one.
-  live_view(net::any_io_executor executor, const metrics& stats, std::function<live_gauges()> gauges,
+  /// Takes a first snapshot at once, so that latest() always has one. `gauges` reads the server's
+  /// state now, as a /metrics scrape does (the fields a snapshot shows; the rest may stay 0).
+  live_view(net::any_io_executor executor, const metrics& stats, std::function<metrics_gauges()> gauges,
             std::chrono::milliseconds interval);
 
   /// Takes a snapshot every interval and wakes the streams, until stop().
@@ -73,7 +62,7 @@ class live_view {
 
  private:
   const metrics& stats_;
-  std::function<live_gauges()> gauges_;
+  std::function<metrics_gauges()> gauges_;
   std::chrono::milliseconds interval_;
   std::uint64_t opened_ = 0;  // streams ever opened: each takes the next stagger slot
   net::steady_timer ticker_;
