@@ -20,8 +20,6 @@ admission::duration clamp_ns(double ns) {
 
 }  // namespace
 
-admission::admission(std::size_t workers) : workers_(std::max<std::size_t>(1, workers)) {}
-
 void admission::set_rate(const std::string& kind, double ns_per_unit) { ns_per_unit_[kind] = ns_per_unit; }
 
 std::optional<double> admission::rate(std::string_view kind) const {
@@ -36,9 +34,9 @@ std::optional<admission::duration> admission::estimate(std::string_view kind, do
   return clamp_ns(*r * units);
 }
 
-admission::decision admission::decide(std::optional<duration> cost, duration time_left) const {
+admission::decision admission::decide(std::optional<duration> cost, duration time_left, duration expected_wait) const {
   decision d;
-  d.expected_wait = backlog_ / static_cast<duration::rep>(workers_);
+  d.expected_wait = expected_wait;
   const duration own = cost.value_or(duration{0});
   const bool fits_alone = own <= time_left;
   if (d.expected_wait < time_left && (!fits_alone || d.expected_wait + own <= time_left)) return d;
@@ -50,15 +48,6 @@ admission::decision admission::decide(std::optional<duration> cost, duration tim
   d.retry_after = std::chrono::seconds(std::max<long long>(1, static_cast<long long>(seconds)));
   return d;
 }
-
-admission::duration admission::book(std::optional<duration> cost, duration time_left) {
-  // A job is stopped at its deadline, so it can never hold a worker for longer than that.
-  const duration booked = std::min(cost.value_or(duration{0}), time_left);
-  backlog_ += booked;
-  return booked;
-}
-
-void admission::release(duration booked) { backlog_ = std::max(duration{0}, backlog_ - booked); }
 
 void admission::learn(std::string_view kind, double units, duration computing) {
   if (units <= 0 || computing < min_learning_run) return;

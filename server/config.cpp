@@ -223,6 +223,43 @@ const std::vector<option>& options() {
       {"event-interval", "CRUNCH_EVENT_INTERVAL", "DURATION",
        "how often the live view takes a snapshot and sends it to every stream (default 250ms)",
        duration(&config::event_interval, std::chrono::milliseconds(10))},
+      {"api-keys", "CRUNCH_API_KEYS", "FILE",
+       "API keys, one name:key a line, reread on SIGHUP; with keys, job routes need 'Authorization: Bearer KEY' "
+       "(default: none, jobs open to all)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text.empty()) return "must name a file";
+         c.api_keys = text;
+         return std::nullopt;
+       }},
+      {"protect-metrics", "CRUNCH_PROTECT_METRICS", "true|false",
+       "with --api-keys, /metrics, /v1/stats and /v1/events need a key too (default false: open for scrapers)",
+       boolean(&config::protect_metrics)},
+      {"fair-key", "CRUNCH_FAIR_KEY", "remote|key|header:NAME|none",
+       "what names a client's flow for fair shares of the workers: its address, its API key's name, a header "
+       "(e.g. header:X-Client-Id behind a proxy), or none for one FIFO (default remote)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text == "remote") {
+           c.fair_key_ = fair_key::remote;
+         } else if (text == "key") {
+           c.fair_key_ = fair_key::key;
+         } else if (text == "none") {
+           c.fair_key_ = fair_key::none;
+         } else if (text.starts_with("header:") && text.size() > 7 && text.size() <= 7 + 64 &&
+                    std::all_of(text.begin() + 7, text.end(), [](unsigned char ch) {
+                      return std::isalnum(ch) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(ch)) !=
+                                                     std::string_view::npos;
+                    })) {
+           c.fair_key_ = fair_key::header;
+           c.fair_header = text.substr(7);
+         } else {
+           return "must be remote, key, none or header:NAME (a header name of at most 64 characters)";
+         }
+         return std::nullopt;
+       }},
+      {"max-flows", "CRUNCH_MAX_FLOWS", "N",
+       "clients (flows) tracked for fair shares, at most; idle ones are forgotten first, then new ones share one "
+       "(default 1024)",
+       count(&config::max_flows, 1, 1'000'000)},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",
@@ -308,6 +345,12 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
   // Each snapshot is also the stream's heartbeat: proxies drop connections idle for 60 s (nginx).
   if (c.event_interval > std::chrono::seconds(10)) {
     return config_exit{2, "crunchd: invalid --event-interval: at most 10s, since each snapshot is also the heartbeat"};
+  }
+  if (c.fair_key_ == fair_key::key && c.api_keys.empty()) {
+    return config_exit{2, "crunchd: invalid --fair-key 'key': needs --api-keys"};
+  }
+  if (c.protect_metrics && c.api_keys.empty()) {
+    return config_exit{2, "crunchd: invalid --protect-metrics: needs --api-keys"};
   }
   if (c.default_timeout > c.max_timeout) {
     return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};

@@ -51,8 +51,8 @@ answer completed(std::optional<job_output> value, job_timing timing, metrics& st
 
 }  // namespace
 
-job_pipeline::job_pipeline(const config& cfg, worker_pool& pool, admission& admit, metrics& stats)
-    : cfg_(cfg), pool_(pool), admit_(admit), stats_(stats) {}
+job_pipeline::job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats)
+    : cfg_(cfg), pool_(pool), admit_(admit), flows_(flows), stats_(stats) {}
 
 answer job_pipeline::run_inline(job_request request) {
   job_timing timing;
@@ -88,16 +88,20 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.count_job(job_outcome::deadline_exceeded);
     co_return answer{deadline_exceeded(request.timeout), std::nullopt};
   }
-  const auto decision = admit_.decide(cost, time_left);
+  auto& flow = flows_.find(request.flow);
+  const auto decision = admit_.decide(cost, time_left, flows_.expected_wait(flow));
   // Only this thread adds to the queue, so a check here is exact, and refusing costs no more
-  // than answering /healthz: no timer, no race, no trip through the pool.
-  if (pool_.queued() >= pool_.queue_limit()) {
+  // than answering /healthz: no timer, no race, no trip through the pool. A full queue still
+  // takes a job that fair queuing puts ahead of its last one (which then gives up its place).
+  if (!pool_.has_room(flows_.next_tag(flow, pool_.virtual_time()))) {
     stats_.count_job(job_outcome::rejected_queue_full);
+    flows_.count_refused(flow);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
     co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
   }
   if (!decision.admit) {
     stats_.count_job(job_outcome::rejected_would_miss_deadline);
+    flows_.count_refused(flow);
     co_return answer{overloaded("the work queued ahead would make this job miss its deadline; retry later",
                                 decision.retry_after),
                      std::nullopt, false, true};
@@ -112,6 +116,7 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     if (request.memory_bytes > 0) memory = pool_.try_lease(request.memory_bytes);
     if (request.memory_bytes > 0 && !memory) {
       stats_.count_job(job_outcome::rejected_memory);
+      flows_.count_refused(flow);
       co_return answer{overloaded("the memory budget is taken by the jobs and uploads in flight; retry later",
                                   std::chrono::seconds(1)),
                        std::nullopt, false, true};
@@ -124,30 +129,31 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     pool_memory = 0;
   }
 
-  const auto booked = admit_.book(cost, time_left);
+  const auto booking = flows_.book(flow, cost, time_left, pool_.virtual_time());
   net::steady_timer deadline(co_await net::this_coro::executor);
   deadline.expires_at(received + request.timeout);
   pending_job pending;
   pending.cost = cost;
   pending.submitted = clock::now();
+  pending.tag = booking.tag;
   pending.deadline = &deadline;
   pending_.push_back(pending);
   // Cleanup is explicit, not RAII: a forced stop destroys suspended frames after the server state.
-  auto settle = [&] {
+  auto settle = [&](clock::duration computed) {
     pending_.erase(pending_.iterator_to(pending));
-    admit_.release(booked);
+    flows_.release(flow, booking, std::chrono::duration_cast<flow_table::duration>(computed));
   };
   std::variant<std::tuple<sys::error_code, job_result<std::optional<job_output>>>, std::tuple<sys::error_code>,
                std::monostate>
       raced;
   try {
-    raced = co_await (pool_.async_submit(std::move(request.job), pool_memory, use_tuple) ||
+    raced = co_await (pool_.async_submit(std::move(request.job), job_ticket{pool_memory, booking.tag}, use_tuple) ||
                       deadline.async_wait(use_tuple) || std::move(client_gone));
   } catch (...) {
-    settle();
+    settle(clock::duration::zero());
     throw;
   }
-  settle();
+  settle(raced.index() == 0 ? std::get<1>(std::get<0>(raced)).timing.computing : clock::duration::zero());
 
   if (raced.index() == 2) {
     stats_.count_job(job_outcome::cancelled_client_gone);
@@ -170,7 +176,9 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     co_return completed(std::move(result.value), result.timing, stats_);
   }
   if (ec == pool_errc::queue_full) {
+    // A job of a flow over its share gave its place to one of a flow under it.
     stats_.count_job(job_outcome::rejected_queue_full);
+    stats_.count_pushed_out();
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
     co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
   }
@@ -200,23 +208,28 @@ memory_lease job_pipeline::lease_body(std::uint64_t bytes) {
 
 std::size_t job_pipeline::cut_jobs_that_cannot_finish(std::chrono::milliseconds drain_timeout) {
   const auto now = clock::now();
+  // In the queue's order: by tag, and in submission order among equal tags.
+  std::vector<pending_job*> queue;
+  queue.reserve(pending_.size());
+  for (auto& job : pending_) queue.push_back(&job);
+  std::stable_sort(queue.begin(), queue.end(), [](const pending_job* a, const pending_job* b) { return a->tag < b->tag; });
   std::vector<admission::duration> lanes(pool_.workers(), admission::duration::zero());
   std::size_t index = 0;
   std::size_t cut_count = 0;
   // Cutting a job cancels its timer, whose handler — the end of the race, which unlists the job —
   // runs later on this thread: the list does not change under the loop.
-  for (auto& job : pending_) {
+  for (auto* job : queue) {
     auto& lane = *std::min_element(lanes.begin(), lanes.end());
     if (index++ < lanes.size()) {
-      if (job.cost) lane = std::max(admission::duration::zero(), *job.cost - (now - job.submitted));
+      if (job->cost) lane = std::max(admission::duration::zero(), *job->cost - (now - job->submitted));
       continue;
     }
-    if (!job.cost) continue;  // no estimate: it gets until the drain timeout
-    if (lane + *job.cost > drain_timeout) {
-      cut(job);
+    if (!job->cost) continue;  // no estimate: it gets until the drain timeout
+    if (lane + *job->cost > drain_timeout) {
+      cut(*job);
       ++cut_count;
     } else {
-      lane += *job.cost;
+      lane += *job->cost;
     }
   }
   return cut_count;

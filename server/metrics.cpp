@@ -236,6 +236,19 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.header("crunch_event_streams_slow_total", "counter",
              "Live-view streams closed because their reader fell behind.");
   out.sample("crunch_event_streams_slow_total", "", static_cast<double>(slow_streams_));
+  out.header("crunch_flows_active", "gauge", "Flows (clients, by --fair-key) with jobs in flight now.");
+  out.sample("crunch_flows_active", "", static_cast<double>(gauges.flows_active));
+  out.header("crunch_flows_tracked", "gauge", "Flows the fair queue knows now, idle ones included (at most --max-flows).");
+  out.sample("crunch_flows_tracked", "", static_cast<double>(gauges.flows_tracked));
+  out.header("crunch_flows_overflowed_total", "counter",
+             "Jobs of a new flow that found the flow table full of active flows and shared the overflow flow.");
+  out.sample("crunch_flows_overflowed_total", "", static_cast<double>(gauges.flows_overflowed));
+  out.header("crunch_jobs_pushed_out_total", "counter",
+             "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.");
+  out.sample("crunch_jobs_pushed_out_total", "", static_cast<double>(pushed_out_));
+  out.header("crunch_auth_failures_total", "counter", "Requests refused 401, by reason: no API key, or one that is not valid.");
+  out.sample("crunch_auth_failures_total", label("reason", "missing"), static_cast<double>(auth_failures_[0]));
+  out.sample("crunch_auth_failures_total", label("reason", "invalid"), static_cast<double>(auth_failures_[1]));
   out.header("crunch_draining", "gauge", "1 while the server is shutting down.");
   out.sample("crunch_draining", "", gauges.draining ? 1 : 0);
   out.header("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.");

@@ -131,7 +131,8 @@ router::router(job_registry jobs, server_view view, const config& cfg)
       max_timeout_(cfg.max_timeout),
       max_body_bytes_(cfg.max_body_bytes),
       memory_budget_(cfg.memory_budget),
-      ui_(cfg.ui) {
+      ui_(cfg.ui),
+      protect_metrics_(cfg.protect_metrics) {
   largest_body_limit_ = max_body_bytes_;
   largest_buffered_body_ = max_body_bytes_;
   for (const auto& [name, kind] : jobs_.kinds()) {
@@ -166,6 +167,27 @@ head_route router::route(const request_head& head) const {
     }
     return head_route{std::move(r), limit, false};
   };
+  // A route that needs a key, when the server has keys: 401 from the head, before any body is
+  // read or any work is done; with one, the key's name goes with the request.
+  auto guarded = [&](head_route routed) {
+    if (!view_.authenticate) return routed;
+    auto who = view_.authenticate(head.authorization);
+    if (auto* name = std::get_if<std::string>(&who)) {
+      routed.client = std::move(*name);
+      return routed;
+    }
+    const bool missing = std::get<auth_failure>(who) == auth_failure::missing;
+    auto r = error_reply(401, "unauthorized",
+                         missing ? "this route needs an API key: send 'Authorization: Bearer <key>'"
+                                 : "the API key is not valid");
+    r.headers.emplace_back("WWW-Authenticate", missing ? R"(Bearer realm="crunch")"
+                                                       : R"(Bearer realm="crunch", error="invalid_token")");
+    r.route = std::holds_alternative<reply>(routed.next) ? std::get<reply>(routed.next).route
+                                                         : std::string_view(std::get<route_match>(routed.next).route->name);
+    return head_route{std::move(r), routed.body_limit, true};
+  };
+  auto observability = [&](head_route routed) { return protect_metrics_ ? guarded(std::move(routed)) : routed; };
+
   if (target.empty() || target.front() != '/') {
     return answer(error_reply(400, "invalid_target", "request target must be an absolute path"));
   }
@@ -189,11 +211,26 @@ head_route router::route(const request_head& head) const {
   }
   if (path == "/metrics") {
     if (!cheap_method) return answer(on_route("metrics", method_not_allowed(cheap_methods)));
+    // Checked before the text is rendered: a refused scrape costs nothing.
+    if (protect_metrics_ && view_.authenticate) {
+      auto refused = guarded(answer(reply{200, {}, "text/plain", {}, "metrics"}));
+      if (refused.refuse_body) return refused;
+    }
     return answer(reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"});
   }
   if (path == "/openapi.json") {
     if (!cheap_method) return answer(on_route("openapi", method_not_allowed(cheap_methods)));
     return answer(reply{200, std::string(openapi_document), "application/json", {}, "openapi"});
+  }
+  if (path == "/v1/flows") {
+    if (!cheap_method) return answer(on_route("flows", method_not_allowed(cheap_methods)));
+    auto routed = guarded(answer(reply{200, {}, "application/json", {}, "flows"}));
+    if (!routed.refuse_body) {
+      auto& r = std::get<reply>(routed.next);
+      r.body = view_.flows_document ? view_.flows_document() : std::string("{}");
+      r.headers.emplace_back("Cache-Control", "no-store");
+    }
+    return routed;
   }
   if (path == "/v1/kinds") {
     if (!cheap_method) return answer(on_route("kinds", method_not_allowed(cheap_methods)));
@@ -210,11 +247,11 @@ head_route router::route(const request_head& head) const {
       if (!cheap_method) return answer(on_route("stats", method_not_allowed(cheap_methods)));
       auto r = reply{200, view_.live_snapshot(), "application/json", {}, "stats"};
       r.headers.emplace_back("Cache-Control", "no-store");
-      return answer(std::move(r));
+      return observability(answer(std::move(r)));
     }
     if (path == "/v1/events") {
       if (head.method != "GET") return answer(on_route("events", method_not_allowed("GET")));
-      auto routed = answer(reply{200, {}, "text/event-stream", {}, "events"});
+      auto routed = observability(answer(reply{200, {}, "text/event-stream", {}, "events"}));
       routed.event_stream = !routed.refuse_body;
       return routed;
     }
@@ -245,6 +282,10 @@ head_route router::route(const request_head& head) const {
       routed.sensitive = r.sensitive;
       routed.file_body = r.file_body();
       routed.working_memory = r.working_memory_hint;
+      // The key first: a client without one learns nothing of the route's limits.
+      auto checked = guarded(head_route{route_match{&kind, &r, *segment, query}, limit, false});
+      if (checked.refuse_body) return checked;
+      routed.client = std::move(checked.client);
       return routed;
     }
   }
@@ -284,11 +325,11 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
     memory = held >= total ? 0 : total - held;
   }
   return job_request{match.kind->name, r.name, std::move(job.run), job.cost_units, memory, timeout,
-                     std::move(input.body_memory)};
+                     std::move(input.body_memory), {}};
 }
 
 std::vector<std::string> router::route_names() const {
-  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "openapi", "unmatched"};
+  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "flows", "openapi", "unmatched"};
   if (ui_) names.insert(names.end(), {"ui", "stats", "events"});
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) names.push_back(r.name);

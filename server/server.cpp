@@ -1,6 +1,8 @@
 #include <crunch/server.hpp>
 
+#include <crunch/api_keys.hpp>
 #include <crunch/cpu_pacer.hpp>
+#include <crunch/flows.hpp>
 #include <crunch/job_pipeline.hpp>
 #include <crunch/kinds.hpp>
 #include <crunch/live_view.hpp>
@@ -26,6 +28,7 @@
 #include <csignal>
 #include <optional>
 #include <random>
+#include <variant>
 
 #include <sys/prctl.h>
 
@@ -48,6 +51,8 @@ constexpr std::size_t max_refusing = 64;
 constexpr auto accept_backoff = std::chrono::milliseconds(50);
 // After a drain's deadline has cancelled everything, how long the loop may take to unwind.
 constexpr auto unwind_grace = std::chrono::seconds(1);
+// Flows listed by GET /v1/flows.
+constexpr std::size_t top_flows = 20;
 // How often the loop-lag monitor wakes: 100 times a second costs nothing measurable.
 constexpr auto lag_interval = std::chrono::milliseconds(10);
 
@@ -59,13 +64,18 @@ struct server::state {
         log(cfg.log_format_, cfg.log_level_),
         completions(io),
         pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget, &completions}),
-        admit(cfg.workers),
+        flows(cfg.workers, cfg.max_flows),
+        keys(load_keys(cfg)),
         routes(calibrated(std::move(kinds), admit),
                server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); },
                            [this](std::string_view kind) { return admit.rate(kind); },
-                           [this] { return live ? live->latest() : std::string("{}"); }},
+                           [this] { return live ? live->latest() : std::string("{}"); },
+                           keys ? std::function(
+                                      [this](std::string_view authorization) { return authenticate(authorization); })
+                                : nullptr,
+                           [this] { return flows.document(top_flows); }},
                cfg),
-        pipeline(cfg, pool, admit, stats),
+        pipeline(cfg, pool, admit, flows, stats),
         ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
         acceptor(io),
         drain_timer(io),
@@ -75,6 +85,48 @@ struct server::state {
       live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
     }
+  }
+
+  static std::optional<api_keys> load_keys(const config& c) {
+    if (c.api_keys.empty()) return std::nullopt;
+    try {
+      return api_keys::load(c.api_keys);
+    } catch (const api_keys_error& e) {
+      throw config_error(std::string("crunchd: invalid --api-keys: ") + e.what());
+    }
+  }
+
+  std::variant<std::string, auth_failure> authenticate(std::string_view authorization) {
+    const auto token = bearer_token(authorization);
+    const auto name = token ? keys->find(*token) : std::nullopt;
+    if (name) return std::string(*name);
+    const auto why = token ? auth_failure::invalid : auth_failure::missing;
+    stats.count_auth_failure(why);
+    return why;
+  }
+
+  // SIGHUP: reads the key file again. Connections stay; a request is checked against the keys
+  // current when its head arrives. A file that cannot be used keeps the old keys.
+  void reload_keys() {
+    if (!keys) {
+      log_event(log_level::warn, "reload_ignored", {{"reason", "no --api-keys file to reload"}});
+      return;
+    }
+    try {
+      keys = api_keys::load(cfg.api_keys);
+      log_event(log_level::info, "api_keys_reloaded", {{"keys", keys->size()}});
+    } catch (const api_keys_error& e) {
+      log_event(log_level::error, "api_keys_reload_failed", {{"error", e.what()}, {"kept_keys", keys->size()}});
+    }
+  }
+
+  void wait_for_reload() {
+    reload_signals->async_wait([this](sys::error_code ec, int) {
+      if (ec) return;
+      log_event(log_level::info, "signal", {{"signal", "SIGHUP"}});
+      reload_keys();
+      wait_for_reload();
+    });
   }
 
   // Measures each kind's cost rate on this machine before the first request, and gives each
@@ -116,7 +168,9 @@ struct server::state {
             pool.memory_budget(),  pool.memory_in_use(),
             ctx.connections.size(), ctx.draining,
             log.dropped(),         {},
-            pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0};
+            pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0,
+            flows.active(),        flows.tracked(),
+            flows.overflowed()};
   }
 
   std::string metrics_text() const {
@@ -277,6 +331,7 @@ struct server::state {
     lag_timer.cancel();
     if (live) live->stop();
     if (signals) signals->cancel();
+    if (reload_signals) reload_signals->cancel();
     // No session is left to wait for a job: whatever a worker still finishes is dropped.
     completions.close();
   }
@@ -299,6 +354,8 @@ struct server::state {
   completion_queue completions;  // the workers' way back to the I/O thread
   worker_pool pool;
   admission admit;
+  flow_table flows;
+  std::optional<api_keys> keys;  // with --api-keys; replaced on SIGHUP, on this thread
   router routes;
   job_pipeline pipeline;
   session_context ctx;
@@ -317,6 +374,7 @@ struct server::state {
   bool lag_stopped = false;
   std::optional<live_view> live;  // the live view's snapshots, unless --ui=false
   std::optional<net::signal_set> signals;
+  std::optional<net::signal_set> reload_signals;
   std::uint16_t port = 0;
 };
 
@@ -334,6 +392,12 @@ std::uint16_t server::port() const noexcept { return state_->port; }
 void server::stop_on_signals() {
   state_->signals.emplace(state_->io, SIGTERM, SIGINT);
   state_->wait_for_signal();
+  state_->reload_signals.emplace(state_->io, SIGHUP);
+  state_->wait_for_reload();
+}
+
+void server::reload_keys() {
+  net::post(state_->io, [s = state_.get()] { s->reload_keys(); });
 }
 
 void server::run() {

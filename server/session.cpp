@@ -127,14 +127,38 @@ std::string remote_of(beast::tcp_stream& stream) {
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
 
+std::string_view address_of(std::string_view remote) {
+  const auto colon = remote.rfind(':');
+  return colon == std::string_view::npos ? remote : remote.substr(0, colon);
+}
+
+/// The flow a job belongs to (flows.hpp), by --fair-key.
+std::string flow_of(const config& cfg, const head_route& routed, const http::request_header<>& req,
+                    std::string_view address) {
+  switch (cfg.fair_key_) {
+    case fair_key::remote: return std::string(address);
+    case fair_key::key: return routed.client;
+    case fair_key::header: {
+      // Behind a proxy that does not set it, the proxy's address: one flow for its unnamed clients.
+      const auto value = req[cfg.fair_header];
+      return value.empty() ? std::string(address) : "h:" + std::string(value.substr(0, flow_table::max_key_bytes));
+    }
+    case fair_key::none: return {};
+  }
+  return {};
+}
+
 /// One access line: who asked what, what it got, and where the time went.
+/// `client` is the name of its API key, when it had one: never the key.
 void log_access(session_context& ctx, const std::string& remote, std::string_view request_id, std::string_view method,
-                std::string_view target, const answer& a, std::size_t bytes, clock::duration took) {
+                std::string_view target, const answer& a, std::size_t bytes, clock::duration took,
+                std::string_view client = {}) {
   if (!ctx.log.enabled(log_level::info)) return;
   log_line line(ctx.log.format(), log_level::info, "access");
   line.field("request_id", request_id)
-      .field("remote", remote)
-      .field("method", method)
+      .field("remote", remote);
+  if (!client.empty()) line.field("client", client);
+  line.field("method", method)
       .field("target", target)
       .field("route", a.r.route)
       .field("status", std::uint64_t{a.r.status})
@@ -428,7 +452,7 @@ request_head head_of(const request_parser& parser) {
   if (!parser.chunked() && req.has_content_length()) {
     length = parse_decimal(req[http::field::content_length], 0, std::numeric_limits<std::uint64_t>::max());
   }
-  return {req.method_string(), req.target(), req[http::field::content_type], length};
+  return {req.method_string(), req.target(), req[http::field::content_type], length, req[http::field::authorization]};
 }
 
 net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
@@ -551,6 +575,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
         a.r = std::move(*refused);
       } else {
         job = std::move(std::get<job_request>(prepared));
+        job->flow = flow_of(cfg, routed, req, address_of(remote));
       }
     }
     if (job) {
@@ -563,7 +588,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
       if (a.client_gone) {
         const auto took = clock::now() - received;
         ctx->stats.count_request(route, a.r.status, took);
-        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, took);
+        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, took, routed.client);
         co_return;
       }
     }
@@ -577,7 +602,7 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
     const auto write_ec = co_await write(stream, a, f, clock::now() - received, cfg.read_timeout, wire);
     const auto took = clock::now() - received;
     ctx->stats.count_request(a.r.route, a.r.status, took);
-    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(), took);
+    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(), took, routed.client);
     if (write_ec) co_return;
     if (!keep_alive) {
       // Requests still unread (pipelined past the limit): closing on them would reset the

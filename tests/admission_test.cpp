@@ -8,59 +8,47 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(admission, kinds_without_a_rate_have_no_estimate) {
-  admission a(2);
+  admission a;
   EXPECT_EQ(a.estimate("fib", 1000), std::nullopt);
   a.set_rate("fib", 0.5);
   EXPECT_EQ(a.estimate("fib", 1000), 500ns);
 }
 
 TEST(admission, estimates_saturate_instead_of_overflowing) {
-  admission a(1);
+  admission a;
   a.set_rate("fib", 0.3);
   const auto years = a.estimate("fib", 1.8e19);
   ASSERT_TRUE(years);
   EXPECT_GT(*years, std::chrono::hours(24 * 365));
 }
 
-TEST(admission, admits_when_the_backlog_leaves_time) {
-  admission a(2);
-  a.book(2s, 10s);  // shared by two workers: about 1 s of wait
-  const auto d = a.decide(1s, 5s);
+TEST(admission, admits_when_the_wait_leaves_time) {
+  const admission a;
+  const auto d = a.decide(1s, 5s, 1s);
   EXPECT_TRUE(d.admit);
   EXPECT_EQ(d.expected_wait, 1s);
 }
 
 TEST(admission, refuses_a_job_the_backlog_would_make_late_and_says_when_to_retry) {
-  admission a(1);
-  a.book(8s, 10s);
-  const auto d = a.decide(1s, 3s);  // would finish at about 9 s, 6 s late
+  const admission a;
+  const auto d = a.decide(1s, 3s, 8s);  // would finish at about 9 s, 6 s late
   EXPECT_FALSE(d.admit);
   EXPECT_EQ(d.retry_after, 6s);
 }
 
 TEST(admission, refuses_when_the_wait_alone_outlasts_the_deadline_even_without_a_cost) {
-  admission a(1);
-  a.book(5s, 10s);
-  EXPECT_FALSE(a.decide(std::nullopt, 2s).admit);
-  EXPECT_TRUE(a.decide(std::nullopt, 6s).admit);
+  const admission a;
+  EXPECT_FALSE(a.decide(std::nullopt, 2s, 5s).admit);
+  EXPECT_TRUE(a.decide(std::nullopt, 6s, 5s).admit);
 }
 
 TEST(admission, admits_a_job_too_long_even_alone_to_be_stopped_at_its_deadline) {
-  admission a(1);
-  EXPECT_TRUE(a.decide(std::chrono::hours(1), 200ms).admit);
-}
-
-TEST(admission, books_no_more_than_the_deadline_and_releases_it) {
-  admission a(1);
-  const auto booked = a.book(std::chrono::hours(1), 200ms);  // it will be stopped at 200 ms
-  EXPECT_EQ(booked, 200ms);
-  EXPECT_EQ(a.backlog(), 200ms);
-  a.release(booked);
-  EXPECT_EQ(a.backlog(), 0ns);
+  const admission a;
+  EXPECT_TRUE(a.decide(std::chrono::hours(1), 200ms, 0s).admit);
 }
 
 TEST(admission, learns_the_rate_from_completed_jobs) {
-  admission a(1);
+  admission a;
   a.set_rate("fib", 1.0);
   for (int i = 0; i < 50; ++i) a.learn("fib", 1e6, 2ms);  // really 2 ns per unit
   EXPECT_NEAR(*a.rate("fib"), 2.0, 0.01);

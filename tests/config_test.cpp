@@ -48,6 +48,27 @@ TEST(config, defaults) {
   EXPECT_EQ(resolved.queue_limit, 8 * resolved.workers);
 }
 
+TEST(config, clients_flags) {
+  const auto d = parsed({});
+  EXPECT_EQ(d.fair_key_, fair_key::remote);
+  EXPECT_EQ(d.max_flows, 1024u);
+  EXPECT_TRUE(d.api_keys.empty());
+  EXPECT_FALSE(d.protect_metrics);
+  const auto h = parsed({"--fair-key", "header:X-Client-Id", "--max-flows", "64"});
+  EXPECT_EQ(h.fair_key_, fair_key::header);
+  EXPECT_EQ(h.fair_header, "X-Client-Id");
+  EXPECT_EQ(h.max_flows, 64u);
+  EXPECT_EQ(parsed({"--fair-key=none"}).fair_key_, fair_key::none);
+  const auto k = parsed({"--fair-key", "key", "--protect-metrics", "true"}, {{"CRUNCH_API_KEYS", "/etc/crunch/keys"}});
+  EXPECT_EQ(k.fair_key_, fair_key::key);
+  EXPECT_EQ(k.api_keys, "/etc/crunch/keys");
+  EXPECT_TRUE(k.protect_metrics);
+  EXPECT_NE(refused({"--fair-key", "key"}).message.find("needs --api-keys"), std::string::npos);
+  EXPECT_NE(refused({"--fair-key", "header:" + std::string(65, 'x')}).message.find("--fair-key"), std::string::npos);
+  EXPECT_NE(refused({"--fair-key", "client"}).message.find("--fair-key"), std::string::npos);
+  EXPECT_NE(refused({"--api-keys", ""}).message.find("--api-keys"), std::string::npos);
+}
+
 TEST(config, flags_in_both_spellings) {
   const auto c = parsed({"--port", "9000", "--workers=3", "--queue-limit", "7", "--mode", "inline",
                          "--worker-priority", "batch", "--address", "::1", "--drain-timeout", "250ms",

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -185,7 +186,13 @@ INSTANTIATE_TEST_SUITE_P(flags, crunchd_refuses,
                                            // More than all the memory the process may use: the
                                            // OOM killer, not a 503, would answer.
                                            refusal{{"--memory-budget", "100000GiB"}, "MiB this process may use"},
-                                           refusal{{"--memory-budget", "8MiB"}, "cannot hold one password hash"}));
+                                           refusal{{"--memory-budget", "8MiB"}, "cannot hold one password hash"},
+                                           refusal{{"--api-keys", "/nonexistent/crunch-keys"}, "--api-keys"},
+                                           refusal{{"--fair-key", "key"}, "needs --api-keys"},
+                                           refusal{{"--fair-key", "header:"}, "--fair-key"},
+                                           refusal{{"--fair-key", "header:X Client"}, "--fair-key"},
+                                           refusal{{"--protect-metrics", "true"}, "needs --api-keys"},
+                                           refusal{{"--max-flows", "0"}, "--max-flows"}));
 
 TEST(crunchd, help_and_version) {
   {
@@ -424,6 +431,54 @@ TEST(crunchd, a_password_is_never_logged_and_does_not_linger_in_memory) {
   EXPECT_EQ(log.find(password), std::string::npos) << log;
   EXPECT_EQ(log.find(short_password), std::string::npos) << log;
   EXPECT_EQ(p.wait_exit(), 0);
+}
+
+// Reads the log until a line with `needle`, keeping every line in `log`; false if it never came.
+bool read_log_until(crunchd_process& p, const std::string& needle, std::string& log) {
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) {
+    log += line + "\n";
+    if (line.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(crunchd, api_keys_are_reread_on_sighup_without_dropping_connections_and_never_logged) {
+  std::random_device random;
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("crunch-keys-" + std::to_string(getpid()) + "-" + std::to_string(random()));
+  const std::string first = "first-" + std::to_string(random()) + "-" + std::to_string(random());
+  const std::string second = "second-" + std::to_string(random()) + "-" + std::to_string(random());
+  std::ofstream(path) << "alice:" << first << "\n";
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--api-keys", path.string()});
+  const auto port = started_port(p);
+  const auto with = [](const std::string& key) { return "Authorization: Bearer " + key + "\r\n"; };
+  EXPECT_EQ(http_connection(port).get("/fib/10")->status, 401u);
+  EXPECT_EQ(http_connection(port).get("/fib/10", with(second))->status, 401u);
+  http_connection kept(port);
+  EXPECT_EQ(kept.get("/fib/10", with(first))->status, 200u);
+
+  std::ofstream(path) << "# alice's key was rotated\nbob:" << second << "\n";
+  p.signal(SIGHUP);
+  std::string log;
+  ASSERT_TRUE(read_log_until(p, "api_keys_reloaded", log)) << log;
+  EXPECT_EQ(http_connection(port).get("/fib/10", with(first))->status, 401u);
+  EXPECT_EQ(kept.get("/fib/10", with(second))->status, 200u) << "the kept-alive connection was dropped";
+
+  // A file that cannot be used keeps the keys there were.
+  std::ofstream(path) << "carol " << first << "\n";
+  p.signal(SIGHUP);
+  ASSERT_TRUE(read_log_until(p, "api_keys_reload_failed", log)) << log;
+  EXPECT_EQ(kept.get("/fib/10", with(second))->status, 200u);
+
+  p.signal(SIGTERM);
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) log += line + "\n";
+  EXPECT_EQ(p.wait_exit(), 0);
+  std::filesystem::remove(path);
+  EXPECT_NE(log.find("\"client\":\"alice\""), std::string::npos) << log;  // names are logged
+  EXPECT_NE(log.find("\"client\":\"bob\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"status\":401"), std::string::npos) << log;
+  EXPECT_EQ(log.find(first), std::string::npos) << log;  // keys are not
+  EXPECT_EQ(log.find(second), std::string::npos) << log;
 }
 
 TEST(crunchd, sigint_on_an_idle_server_exits_0) {

@@ -39,12 +39,13 @@ struct job_pipeline_test : ::testing::Test {
   net::io_context io{1};
   net::steady_timer never{io, net::steady_timer::time_point::max()};
   worker_pool pool{{1, 1, worker_priority::normal, 1000}};
-  admission admit{1};
+  admission admit;
+  flow_table flows{1, 16};
   metrics stats;
-  job_pipeline pipeline{cfg, pool, admit, stats};
+  job_pipeline pipeline{cfg, pool, admit, flows, stats};
 
   job_request request(job_function job, std::chrono::milliseconds timeout = 10s, std::uint64_t memory = 0) {
-    return job_request{"test", "test", std::move(job), 0, memory, timeout, {}};
+    return job_request{"test", "test", std::move(job), 0, memory, timeout, {}, {}};
   }
 
   // Starts the request; its answer lands in `out` once the io_context has run.
@@ -156,7 +157,7 @@ TEST_F(job_pipeline_test, a_full_queue_refuses_at_once_with_retry_after) {
 
 TEST_F(job_pipeline_test, work_queued_ahead_that_would_make_it_late_refuses_with_the_wait) {
   admit.set_rate("test", 1e6);  // a unit is a millisecond
-  admit.book(5s, 10s);          // five seconds of work ahead, on the one worker
+  flows.book(flows.find(""), 5s, 10s, 0);  // five seconds of this flow's work ahead, on the one worker
   auto r = request(returns(1), 1s);
   r.cost_units = 100;
   const auto a = run(std::move(r));

@@ -208,6 +208,11 @@ std::size_t worker_pool::queued() const {
   return queue_.size();
 }
 
+bool worker_pool::has_room(std::uint64_t tag) const {
+  std::lock_guard lock(mutex_);
+  return queue_.size() < queue_limit_ || (!queue_.empty() && tag < queue_.back()->tag_);
+}
+
 std::size_t worker_pool::busy() const {
   std::lock_guard lock(mutex_);
   return busy_;
@@ -246,22 +251,36 @@ void worker_pool::memory_freed() {
 
 void worker_pool::enqueue(std::unique_ptr<task> t) {
   sys::error_code rejected;
+  std::unique_ptr<task> pushed_out;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) {
       rejected = pool_errc::shut_down;
     } else if (memory_budget_ != 0 && t->memory_ > memory_budget_) {
       rejected = pool_errc::too_large;
-    } else if (queue_.size() >= queue_limit_) {
+    } else if (queue_.size() >= queue_limit_ && (queue_.empty() || t->tag_ >= queue_.back()->tag_)) {
       rejected = pool_errc::queue_full;
     } else {
+      if (queue_.size() >= queue_limit_) {
+        pushed_out = std::move(queue_.back());
+        queue_.pop_back();
+      }
       t->enqueued_ = std::chrono::steady_clock::now();
-      queue_.push_back(std::move(t));
+      // After the last job with the same tag or a lower one: in arrival order among equals.
+      const auto place = std::upper_bound(queue_.begin(), queue_.end(), t->tag_,
+                                          [](std::uint64_t tag, const auto& queued) { return tag < queued->tag_; });
+      queue_.insert(place, std::move(t));
     }
   }
   if (rejected) {
     t->enqueued_ = std::chrono::steady_clock::now();
     t->abandon(rejected);
+    return;
+  }
+  if (pushed_out) {
+    // It may have been the head that waited for memory: the next one may fit.
+    ready_.notify_all();
+    pushed_out->abandon(pool_errc::queue_full);
     return;
   }
   ready_.notify_one();
@@ -306,6 +325,9 @@ void worker_pool::worker_main(std::size_t index) {
       if (next == queue_.end()) return;  // stopping, and nothing left to do
       t = std::move(*next);
       queue_.erase(next);
+      if (t->tag_ > virtual_time_.load(std::memory_order_relaxed)) {
+        virtual_time_.store(t->tag_, std::memory_order_relaxed);
+      }
       running_[index] = t.get();
       ++busy_;
       memory_->in_use.fetch_add(t->memory_, std::memory_order_acq_rel);

@@ -22,6 +22,14 @@ enum class run_mode {
   inline_,  ///< on the I/O thread: the blocking anti-pattern, kept for side-by-side benchmarks
 };
 
+/// What names a job's flow, for fair queuing between clients (flows.hpp).
+enum class fair_key {
+  remote,  ///< the client's IP address
+  key,     ///< the name of its API key (needs --api-keys)
+  header,  ///< a request header's value (config::fair_header), else the client's address
+  none,    ///< one flow for every job: a plain FIFO
+};
+
 /// Everything crunchd can be told at start.
 struct config {
   std::string address = "0.0.0.0";                        ///< listen address
@@ -51,6 +59,11 @@ struct config {
   bool ui = true;                                         ///< the live view: GET /, /v1/events, /v1/stats
   std::size_t max_event_streams = 32;                     ///< open /v1/events streams, at most; beyond: 503
   std::chrono::milliseconds event_interval{250};          ///< how often the live view takes a snapshot
+  std::string api_keys;                                   ///< file of name:key lines; empty: no keys, jobs open to all
+  bool protect_metrics = false;                           ///< with keys, /metrics and the live view's data need one too
+  fair_key fair_key_ = fair_key::remote;                  ///< what names a job's flow
+  std::string fair_header;                                ///< the header, for fair_key::header
+  std::size_t max_flows = 1024;                           ///< flows tracked at most
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit

@@ -7,6 +7,7 @@
 
 #include <crunch/admission.hpp>
 #include <crunch/config.hpp>
+#include <crunch/flows.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/net.hpp>
 #include <crunch/router.hpp>
@@ -35,6 +36,7 @@ struct answer {
 struct pending_job : boost::intrusive::list_base_hook<> {
   std::optional<admission::duration> cost;          ///< estimated run time, when the kind has a model
   std::chrono::steady_clock::time_point submitted;  ///< when it was handed to the pool
+  std::uint64_t tag = 0;                            ///< its place in the pool's queue
   net::steady_timer* deadline = nullptr;            ///< cancelling it ends the wait (the job is dropped)
   bool cut_by_drain = false;                        ///< the drain, not the deadline, ended it: 503, not 504
 };
@@ -43,9 +45,10 @@ struct pending_job : boost::intrusive::list_base_hook<> {
 class job_pipeline {
  public:
   /// `cfg.mode` says where jobs run; the others are the server's.
-  job_pipeline(const config& cfg, worker_pool& pool, admission& admit, metrics& stats);
+  job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats);
 
-  /// Admits `request` (received at `received`) or refuses it at once, runs it, and races it
+  /// Admits `request` (received at `received`) into its flow's fair share or refuses it at once,
+  /// runs it, and races it
   /// against its deadline and `client_gone`; the losers are cancelled, so a job nobody waits for
   /// leaves the queue or sees its stop token.
   net::awaitable<answer> run(job_request request, std::chrono::steady_clock::time_point received,
@@ -55,7 +58,7 @@ class job_pipeline {
   /// not free — an empty lease (counted as a job refused for memory): the request gets a 503.
   memory_lease lease_body(std::uint64_t bytes);
 
-  /// For the drain: plays the FIFO queue forward over the workers with the cost estimates and
+  /// For the drain: plays the queue forward, in its order, over the workers with the cost estimates and
   /// answers 503 now each queued job that would not finish within `drain_timeout`. The oldest
   /// `workers` jobs are taken to be running; they keep the whole timeout. Returns how many.
   std::size_t cut_jobs_that_cannot_finish(std::chrono::milliseconds drain_timeout);
@@ -73,8 +76,9 @@ class job_pipeline {
   const config& cfg_;
   worker_pool& pool_;
   admission& admit_;
+  flow_table& flows_;
   metrics& stats_;
-  boost::intrusive::list<pending_job> pending_;  // in submission order, which is the queue's
+  boost::intrusive::list<pending_job> pending_;  // in submission order
 };
 
 }  // namespace crunch

@@ -5,6 +5,7 @@
 /// there — so counters and histograms are plain integers: no atomics, and no contention with the
 /// workers, whose hot path touches no metric at all.
 
+#include <crunch/api_keys.hpp>
 #include <crunch/cpu_budget.hpp>
 
 #include <array>
@@ -99,7 +100,11 @@ struct metrics_gauges {
   cpu_throttling cpu_quota;  ///< the binding cgroup's cpu.stat; zeros without a quota
   double workers_paced_seconds = 0;  ///< time the cpu_pacer held the workers back
   std::size_t event_streams_open = 0;  ///< live-view streams (/v1/events)
+  std::size_t flows_active = 0;        ///< flows with jobs in flight (flows.hpp)
+  std::size_t flows_tracked = 0;       ///< flows the table knows, idle ones included
+  std::uint64_t flows_overflowed = 0;  ///< jobs whose new flow found the table full
 };
+
 
 /// The process, read from /proc at scrape time.
 struct process_stats {
@@ -135,6 +140,12 @@ class metrics {
   void count_refused_connection() { ++refused_connections_; }
   /// A live-view stream dropped because its reader fell behind.
   void count_slow_stream() { ++slow_streams_; }
+  /// Counts a queued job that gave its place to a job of a flow under its fair share.
+  void count_pushed_out() { ++pushed_out_; }
+  /// Counts a request refused for want of a valid API key.
+  void count_auth_failure(auth_failure why) { ++auth_failures_[static_cast<std::size_t>(why)]; }
+  std::uint64_t auth_failures(auth_failure why) const { return auth_failures_[static_cast<std::size_t>(why)]; }
+  std::uint64_t pushed_out() const { return pushed_out_; }
   /// Records how late the loop-lag timer fired.
   void observe_loop_lag(std::chrono::steady_clock::duration lateness) { loop_lag_.observe(lateness); }
 
@@ -165,6 +176,8 @@ class metrics {
   std::uint64_t connections_ = 0;
   std::uint64_t refused_connections_ = 0;
   std::uint64_t slow_streams_ = 0;
+  std::uint64_t pushed_out_ = 0;
+  std::array<std::uint64_t, 2> auth_failures_{};
   histogram loop_lag_{lag_buckets()};
 };
 

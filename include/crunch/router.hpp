@@ -4,6 +4,7 @@
 /// arguments are checked and the kind prepares the job. Does no I/O and knows no Beast types, so
 /// that it is unit-tested without sockets.
 
+#include <crunch/api_keys.hpp>
 #include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
 
@@ -42,6 +43,8 @@ struct job_request {
   /// The request body's share of the memory budget, when the job keeps its body: then the job's
   /// own memory is taken at once too, never waited for, since a job that waits must hold nothing.
   memory_lease body_memory;
+  /// Whom it is for (flows.hpp): set by the session from --fair-key; empty is one flow like any.
+  std::string flow;
 };
 
 /// What the router reads of a request's head.
@@ -50,6 +53,7 @@ struct request_head {
   std::string_view target;                      ///< the request-target
   std::string_view content_type;                ///< empty when absent
   std::optional<std::uint64_t> content_length;  ///< when the head declares one
+  std::string_view authorization = {};          ///< the Authorization header; empty when absent
 };
 
 /// A job route that a head matched; prepare() turns it into a job once the body is read.
@@ -69,6 +73,7 @@ struct head_route {
   bool file_body = false;                 ///< the body is a file for the job to keep (job_input), not JSON
   std::uint64_t working_memory = 0;       ///< a file route's job_route::working_memory_hint
   bool event_stream = false;              ///< GET /v1/events: `next` is the stream's 200, the session streams
+  std::string client = {};                ///< with API keys: the name of the request's key, once checked
 };
 
 /// What the cheap routes read of the running server.
@@ -77,10 +82,17 @@ struct server_view {
   std::function<std::string()> metrics_text;                        ///< Prometheus exposition
   std::function<std::optional<double>(std::string_view kind)> rate; ///< a kind's ns per cost unit now
   std::function<std::string()> live_snapshot;                       ///< the live view's last snapshot (JSON)
+  /// With API keys: the name of the key in an Authorization header's value, or why not (the
+  /// server counts the failures). Null: no keys, every route is open.
+  std::function<std::variant<std::string, auth_failure>(std::string_view authorization)> authenticate = {};
+  std::function<std::string()> flows_document = {};                 ///< GET /v1/flows: the top flows (JSON)
 };
 
-/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, /openapi.json, the live view (/, its
-/// files under /ui/, /v1/stats, /v1/events) unless cfg.ui is false, and every route of every job kind.
+/// The routing table: /healthz, /readyz, /metrics, /v1/kinds, /v1/flows, /openapi.json, the live
+/// view (/, its files under /ui/, /v1/stats, /v1/events) unless cfg.ui is false, and every route of
+/// every job kind. With API keys (server_view::authenticate), the job routes and /v1/flows need a
+/// key — and /metrics, /v1/stats and /v1/events too with cfg.protect_metrics — checked on the head,
+/// so a request without one is refused 401 before its body is read.
 class router {
  public:
   /// Takes the deadlines, body limit and memory budget from `cfg`.
@@ -115,6 +127,7 @@ class router {
   std::size_t max_body_bytes_;
   std::uint64_t memory_budget_;
   bool ui_;
+  bool protect_metrics_;
   std::size_t largest_body_limit_ = 0;
   std::size_t largest_buffered_body_ = 0;
 };

@@ -27,8 +27,14 @@ class server {
   /// The bound port (the real one when cfg.port was 0).
   std::uint16_t port() const noexcept;
 
-  /// Makes SIGTERM and SIGINT begin the drain; a second signal cuts it short. Call before run().
+  /// Makes SIGTERM and SIGINT begin the drain (a second signal cuts it short), and SIGHUP reread
+  /// the API key file. Call before run().
   void stop_on_signals();
+
+  /// Rereads the API key file, as SIGHUP does: new connections and requests use the new keys, open
+  /// connections stay. A file that cannot be used is logged and the old keys are kept. Safe from
+  /// any thread.
+  void reload_keys();
 
   /// Runs the I/O loop on the calling thread until a drain has finished, then joins the workers.
   void run();

@@ -108,7 +108,18 @@ struct worker_pool_options {
   completion_queue* completions = nullptr;
 };
 
-/// N worker threads behind one bounded FIFO queue. A job may declare the memory it will use; the
+/// Where a submitted job goes in the queue, and what it needs.
+struct job_ticket {
+  std::uint64_t memory = 0;  ///< bytes it declares (see async_submit)
+  /// Its place: the queue is kept in order of tag, and in arrival order among equal tags. The
+  /// fair queuing of flows (flows.hpp) gives each job its start tag; 0 for all is a plain FIFO.
+  std::uint64_t tag = 0;
+};
+
+/// N worker threads behind one bounded queue, in order of the jobs' tags (FIFO when they are
+/// equal). When the queue is full, a job whose tag is lower than the last queued one's takes its
+/// place, and the last one is refused (pool_errc::queue_full): with fair queuing, the last job
+/// is the newest of the flow furthest over its share. A job may declare the memory it will use; the
 /// jobs running at once and the leases never hold more than the memory budget together. A job
 /// whose memory is not free waits at the head of the queue as it would wait for a worker; jobs
 /// behind it that need no memory go past it, and no lease is granted while it waits — so the
@@ -128,13 +139,20 @@ class worker_pool {
   /// queue is full), pool_errc::job_failed, pool_errc::shut_down or net::error::operation_aborted.
   template <typename Job, typename CompletionToken>
   auto async_submit(Job job, CompletionToken&& token) {
-    return async_submit(std::move(job), 0, std::forward<CompletionToken>(token));
+    return async_submit(std::move(job), job_ticket{}, std::forward<CompletionToken>(token));
   }
 
-  /// The same for a job that declares `memory` bytes: it starts only when they are free within
-  /// the budget; more than the whole budget completes with pool_errc::too_large at once.
+  /// The same for a job that declares `memory` bytes.
   template <typename Job, typename CompletionToken>
-  auto async_submit(Job job, std::uint64_t memory, CompletionToken&& token);
+  auto async_submit(Job job, std::uint64_t memory, CompletionToken&& token) {
+    return async_submit(std::move(job), job_ticket{memory, 0}, std::forward<CompletionToken>(token));
+  }
+
+  /// The same with a ticket: the job starts only when its memory is free within the budget (more
+  /// than the whole budget completes with pool_errc::too_large at once), and it is queued by its
+  /// tag.
+  template <typename Job, typename CompletionToken>
+  auto async_submit(Job job, job_ticket ticket, CompletionToken&& token);
 
   /// Stops taking jobs, completes the queued ones with pool_errc::shut_down and asks the running
   /// ones to stop. Idempotent; threads are joined by the destructor.
@@ -146,6 +164,11 @@ class worker_pool {
   std::size_t queue_limit() const noexcept { return queue_limit_; }
   /// Jobs waiting for a worker now.
   std::size_t queued() const;
+  /// Whether a job with `tag` would be queued now: the queue has room, or its last job has a
+  /// higher tag and would give up its place.
+  bool has_room(std::uint64_t tag) const;
+  /// The highest tag of a job that has started: the fair queue's virtual time.
+  std::uint64_t virtual_time() const noexcept { return virtual_time_.load(std::memory_order_relaxed); }
   /// Workers running a job now.
   std::size_t busy() const;
   /// The memory budget in bytes (0: no limit).
@@ -178,6 +201,7 @@ class worker_pool {
     std::stop_source stop_;                             ///< fired by cancellation or shutdown
     std::chrono::steady_clock::time_point enqueued_{};  ///< for job_timing::queued
     std::uint64_t memory_ = 0;                          ///< bytes it declares
+    std::uint64_t tag_ = 0;                             ///< its place in the queue
   };
 
   template <typename Job, typename Handler>
@@ -220,6 +244,7 @@ class worker_pool {
   std::size_t busy_ = 0;                         // guarded by mutex_
   std::shared_ptr<memory_lease::shared_state> memory_;  // in use: changed under mutex_ but by leases
   std::uint64_t next_id_ = 1;                    // guarded by mutex_
+  std::atomic<std::uint64_t> virtual_time_{0};   // written under mutex_
   bool stopping_ = false;                        // guarded by mutex_
   std::vector<std::thread> threads_;
 };
@@ -332,14 +357,15 @@ class worker_pool::delivery final : public completion_queue::item {
 };
 
 template <typename Job, typename CompletionToken>
-auto worker_pool::async_submit(Job job, std::uint64_t memory, CompletionToken&& token) {
+auto worker_pool::async_submit(Job job, job_ticket ticket, CompletionToken&& token) {
   using value_type = std::invoke_result_t<Job&, std::stop_token>;
   using signature = void(sys::error_code, job_result<value_type>);
   return net::async_initiate<CompletionToken, signature>(
-      [this, memory](auto handler, Job queued_job) {
+      [this, ticket](auto handler, Job queued_job) {
         using handler_type = decltype(handler);
         auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler), completions_);
-        t->memory_ = memory;
+        t->memory_ = ticket.memory;
+        t->tag_ = ticket.tag;
         {
           std::lock_guard lock(mutex_);
           t->id_ = next_id_++;
