@@ -20,6 +20,7 @@ image=crunch:check
 name="crunch-check-$$"
 work="$(mktemp -d)"
 project="crunchci$$"
+export CRUNCH_API_KEYS_FILE="$work/api_keys"  # the compose file's secret, written before compose runs
 compose=(podman-compose -p "$project" -f "$root/docker/compose.yaml" -f "$root/docker/compose.ci.yaml")
 cleanup() {
   podman rm -f -i -t 0 "$name" "$name-cpus" "$name-mem" >/dev/null 2>&1 || true
@@ -227,15 +228,26 @@ printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-inst
   | podman build --pull=never -q -t crunch-ci-nginx:latest - >/dev/null
 podman tag "$image" crunch:latest
 lb_port="$(free_port)"
+# The API keys go in as a compose secret file, as the README makes them.
+key="$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
+(umask 022 && printf 'ci:%s\n' "$key" >"$work/api_keys")
 CRUNCH_LB_PORT="$lb_port" "${compose[@]}" up -d --no-build >"$work/compose.log" 2>&1 || { cat "$work/compose.log" >&2; exit 1; }
 wait_ready "$lb_port"
-codes="$(for _ in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$lb_port/fib/25"; done)"
+unauthorized="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$lb_port/fib/25")"
+[[ "$unauthorized" == 401 ]] || { echo "without a key through nginx: $unauthorized, expected 401" >&2; exit 1; }
+codes="$(for _ in $(seq 30); do curl -s -o /dev/null -w '%{http_code} ' -H "Authorization: Bearer $key" "http://127.0.0.1:$lb_port/fib/25"; done)"
 answered=()
 for i in 1 2 3; do answered+=("$(podman logs "${project}_crunch${i}_1" 2>&1 | grep -c '"target":"/fib/25"' || true)"); done
 echo "30 requests through nginx, answers by status: $(tr ' ' '\n' <<<"$codes" | grep . | sort | uniq -c | xargs); answered by the replicas: ${answered[*]}"
 bad="$(awk '{ for (i = 1; i <= NF; i++) if ($i != 200) n++ } END { print n + 0 }' <<<"$codes")"
 (( bad == 0 )) || { echo "not every answer was 200: $codes" >&2; exit 1; }
 for n in "${answered[@]}"; do (( n > 0 )) || { echo "a replica answered nothing" >&2; exit 1; }; done
+for i in 1 2 3; do
+  logs="$(podman logs "${project}_crunch${i}_1" 2>&1)"
+  if grep -qF "$key" <<<"$logs"; then echo "crunch$i logged the API key" >&2; exit 1; fi
+  grep -qF '"client":"ci"' <<<"$logs" || { echo "crunch$i did not log the key's name" >&2; exit 1; }
+done
+echo "keys from a compose secret file: 401 without one; the key's name in the access lines, never the key"
 "${compose[@]}" down -t 12 >/dev/null 2>&1
 
 echo "container check passed"

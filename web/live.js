@@ -106,25 +106,62 @@
     seen.last = s;
   }
 
+  // The API key, when the server has keys: kept for this tab only, sent as a Bearer credential.
+  const keyInput = $("api-key");
+  keyInput.value = sessionStorage.getItem("crunch-api-key") ?? "";
+  const auth = () => (keyInput.value ? { Authorization: `Bearer ${keyInput.value}` } : {});
+
+  // The stream, read with fetch rather than EventSource, which cannot send a key (with
+  // --protect-metrics, /v1/events needs one). Reconnects after a second when it ends.
   const status = $("status");
-  const events = new EventSource("/v1/events");
-  events.onopen = () => {
-    status.textContent = "live";
-    status.className = "status live";
-  };
-  events.onmessage = (e) => {
-    try {
-      show(JSON.parse(e.data));
-    } catch (err) {
-      seen.errors.push(String(err));
+  const leaving = new AbortController();
+  window.addEventListener("pagehide", () => leaving.abort());
+  let keyChanged = () => {};
+  keyInput.addEventListener("change", () => {
+    sessionStorage.setItem("crunch-api-key", keyInput.value);
+    keyChanged();
+  });
+  async function stream() {
+    while (!leaving.signal.aborted) {
+      try {
+        const r = await fetch("/v1/events", { headers: auth(), cache: "no-store", signal: leaving.signal });
+        if (r.status === 401) {
+          status.textContent = "needs an API key";
+          status.className = "status down";
+          await new Promise((resolve) => (keyChanged = resolve));
+          continue;
+        }
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        status.textContent = "live";
+        status.className = "status live";
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let pending = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          pending += value;
+          for (let end = pending.indexOf("\n\n"); end >= 0; end = pending.indexOf("\n\n")) {
+            const event = pending.slice(0, end);
+            pending = pending.slice(end + 2);
+            for (const line of event.split("\n")) {
+              if (!line.startsWith("data: ")) continue;
+              try {
+                show(JSON.parse(line.slice(6)));
+              } catch (err) {
+                seen.errors.push(String(err));
+              }
+            }
+          }
+        }
+      } catch {
+        if (leaving.signal.aborted) return;
+      }
+      status.textContent = "reconnecting…";
+      status.className = "status down";
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
-  };
-  events.onerror = () => {
-    // EventSource reconnects by itself; say so meanwhile.
-    status.textContent = "reconnecting…";
-    status.className = "status down";
-  };
-  window.addEventListener("pagehide", () => events.close());
+  }
+  stream();
 
   // --- /healthz, timed from here -----------------------------------------------------------------
 
@@ -189,13 +226,13 @@
   $("run-fib").addEventListener("submit", (e) => {
     e.preventDefault();
     const n = e.target.n.value;
-    run(`GET /fib/${n}`, () => fetch(`/fib/${encodeURIComponent(n)}`));
+    run(`GET /fib/${n}`, () => fetch(`/fib/${encodeURIComponent(n)}`, { headers: auth() }));
   });
   $("run-hash").addEventListener("submit", (e) => {
     e.preventDefault();
     const password = e.target.password.value;
     run("POST /v1/password/hash", () =>
-      fetch("/v1/password/hash", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ password }) }));
+      fetch("/v1/password/hash", { method: "POST", headers: { "Content-Type": "application/json", ...auth() }, body: JSON.stringify({ password }) }));
   });
   $("run-thumb").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -204,6 +241,6 @@
     if (!file) return;
     const query = new URLSearchParams({ width: f.width.value, format: f.format.value });
     run(`POST /v1/image/thumbnail?${query}`, () =>
-      fetch(`/v1/image/thumbnail?${query}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file }));
+      fetch(`/v1/image/thumbnail?${query}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream", ...auth() }, body: file }));
   });
 })();

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import readline from "node:readline";
 import Ajv2020 from "ajv/dist/2020.js";
 
@@ -320,6 +321,26 @@ async function main() {
     await call(`${op.method} ${op.path} too many connections`, tight.port, op.path, op.method, body, 503);
   }
   held.forEach((s) => s.destroy());
+
+  // API keys: without one, every operation that documents a 401 gets it from its head (a POST's
+  // body is announced and never sent); with one, /v1/flows answers.
+  const keyFile = `${os.tmpdir()}/crunch-contract-keys-${process.pid}`;
+  const key = "contract-0123456789abcdef";
+  fs.writeFileSync(keyFile, `contract:${key}\n`);
+  const keyed = await start(["--workers", "1", "--api-keys", keyFile, "--protect-metrics", "true"]);
+  fs.rmSync(keyFile);
+  for (const op of operations) {
+    if (doc.paths[op.path][op.method.toLowerCase()].responses["401"] === undefined) continue;
+    const type = jsonOps.has(op.path) ? "application/json" : "image/jpeg";
+    const raw = op.method === "POST"
+      ? `POST ${op.target} HTTP/1.1\r\n${host}Content-Type: ${type}\r\nContent-Length: 1000\r\n\r\n`
+      : get(op.method, op.target, "Authorization: Bearer not-the-key-0123456789\r\n");
+    await call(`${op.method} ${op.path} without a key`, keyed.port, op.path, op.method, raw, 401);
+  }
+  const auth = `Authorization: Bearer ${key}\r\n`;
+  await call("fib with a key", keyed.port, "/fib/{n}", "GET", get("GET", "/fib/20", auth), 200);
+  await call("flows", keyed.port, "/v1/flows", "GET", get("GET", "/v1/flows", auth), 200);
+  await call("flows head", keyed.port, "/v1/flows", "HEAD", get("HEAD", "/v1/flows", auth), 200);
 
   // Streams over --max-event-streams: 503.
   const oneStream = await start(["--workers", "1", "--max-event-streams", "1"]);

@@ -79,12 +79,20 @@ for (const d of find("Deployment")) {
   for (const b of find("PodDisruptionBudget")) {
     if (!matches(b.spec.selector.matchLabels, pod.metadata.labels)) problems.push(`PodDisruptionBudget ${b.metadata.name}: selects no crunch pod`);
   }
+  for (const n of find("NetworkPolicy")) {
+    if (!matches(n.spec.podSelector.matchLabels, pod.metadata.labels)) problems.push(`NetworkPolicy ${n.metadata.name}: selects no crunch pod`);
+    if (!(n.spec.policyTypes ?? []).includes("Ingress")) problems.push(`NetworkPolicy ${n.metadata.name}: does not restrict ingress`);
+    const ports = (n.spec.ingress ?? []).flatMap((rule) => rule.ports ?? []);
+    const served = new Set(c.ports.flatMap((p) => [p.name, p.containerPort]));
+    if (ports.length === 0 || !ports.every((p) => served.has(p.port))) problems.push(`NetworkPolicy ${n.metadata.name}: must admit crunchd's port only`);
+    if ((n.spec.ingress ?? []).some((rule) => !rule.from || rule.from.length === 0)) problems.push(`NetworkPolicy ${n.metadata.name}: a rule admits every source`);
+  }
   for (const h of find("HorizontalPodAutoscaler")) {
     if (h.spec.scaleTargetRef.kind !== "Deployment" || h.spec.scaleTargetRef.name !== d.metadata.name) problems.push(`HorizontalPodAutoscaler ${h.metadata.name}: does not scale ${d.metadata.name}`);
     if (h.spec.minReplicas > h.spec.maxReplicas) problems.push(`HorizontalPodAutoscaler ${h.metadata.name}: minReplicas > maxReplicas`);
   }
 }
-for (const kind of ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]) {
+for (const kind of ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"]) {
   if (find(kind).length === 0) problems.push(`no ${kind}`);
 }
 
