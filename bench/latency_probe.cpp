@@ -1,12 +1,16 @@
 // Open-loop latency probe: one GET every interval on a kept-alive connection, each round trip
 // timed. Unlike a closed-loop wrk, it does not itself saturate the CPU it is measuring, so it
 // shows how fast a cheap request is answered while the workers are busy.
-// usage: latency_probe PORT [PATH=/healthz] [SECONDS=5] [INTERVAL_US=2000]   → one JSON line
+// Each request is timed from when it was due, not from when it was sent: a slow answer delays the
+// next request, and that delay counts (no coordinated omission).
+// usage: latency_probe PORT [PATH=/healthz] [SECONDS=5] [INTERVAL_US=2000] [HEADER_LINE]  → one JSON line
+// with the latency of every answer, that of the 200s alone, and the count of answers by status.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,22 +37,23 @@ int connect_loopback(unsigned short port) {
   return fd;
 }
 
-// Reads one response with a Content-Length body; false on error or close.
-bool read_response(int fd, std::string& buffer) {
+// Reads one response with a Content-Length body and gives its status; 0 on error or close.
+int read_response(int fd, std::string& buffer) {
   for (;;) {
     const auto end = buffer.find("\r\n\r\n");
     if (end != std::string::npos) {
+      const int status = buffer.size() > 12 ? std::atoi(buffer.c_str() + 9) : 0;
       std::size_t length = 0;
       const auto cl = buffer.find("Content-Length: ");
       if (cl != std::string::npos && cl < end) length = std::strtoul(buffer.c_str() + cl + 16, nullptr, 10);
       if (buffer.size() >= end + 4 + length) {
         buffer.erase(0, end + 4 + length);
-        return true;
+        return status;
       }
     }
     char chunk[4096];
     const auto n = ::read(fd, chunk, sizeof chunk);
-    if (n <= 0) return false;
+    if (n <= 0) return 0;
     buffer.append(chunk, static_cast<std::size_t>(n));
   }
 }
@@ -57,7 +62,7 @@ bool read_response(int fd, std::string& buffer) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: latency_probe PORT [PATH] [SECONDS] [INTERVAL_US]\n");
+    std::fprintf(stderr, "usage: latency_probe PORT [PATH] [SECONDS] [INTERVAL_US] [HEADER_LINE]\n");
     return 2;
   }
   const auto port = static_cast<unsigned short>(std::atoi(argv[1]));
@@ -69,8 +74,11 @@ int main(int argc, char** argv) {
     std::perror("connect");
     return 1;
   }
-  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  const std::string header = argc > 5 ? std::string(argv[5]) + "\r\n" : std::string();
+  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + "\r\n";
   std::vector<double> micros;
+  std::vector<double> ok_micros;
+  std::map<int, int> statuses;
   std::string buffer;
   const auto stop_at = clock_type::now() + std::chrono::duration_cast<clock_type::duration>(
                                                std::chrono::duration<double>(seconds));
@@ -78,20 +86,35 @@ int main(int argc, char** argv) {
   int errors = 0;
   while (clock_type::now() < stop_at) {
     std::this_thread::sleep_until(next);  // pacing the load, not synchronising anything
+    const auto due = next;
     next += interval;
-    const auto start = clock_type::now();
+    int status = 0;
     if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size()) ||
-        !read_response(fd, buffer)) {
+        (status = read_response(fd, buffer)) == 0) {
       ++errors;
       break;
     }
-    micros.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - start).count());
+    const double took = std::chrono::duration<double, std::micro>(clock_type::now() - due).count();
+    micros.push_back(took);
+    if (status == 200) ok_micros.push_back(took);
+    ++statuses[status];
   }
   ::close(fd);
   if (micros.empty()) return 1;
-  std::sort(micros.begin(), micros.end());
-  auto pct = [&](double p) { return micros[std::min(micros.size() - 1, static_cast<std::size_t>(p * static_cast<double>(micros.size())))]; };
-  std::printf("{\"requests\":%zu,\"errors\":%d,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}}\n",
-              micros.size(), errors, pct(0.50), pct(0.90), pct(0.99), pct(0.999), micros.back());
+  const auto summary = [](std::vector<double> v) {
+    if (v.empty()) return std::string("null");
+    std::sort(v.begin(), v.end());
+    auto pct = [&](double p) { return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))]; };
+    char text[256];
+    std::snprintf(text, sizeof text, "{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}", pct(0.50),
+                  pct(0.90), pct(0.99), pct(0.999), v.back());
+    return std::string(text);
+  };
+  std::string by_status;
+  for (const auto& [status, n] : statuses) {
+    by_status += (by_status.empty() ? "" : ",") + ("\"" + std::to_string(status) + "\":" + std::to_string(n));
+  }
+  std::printf("{\"requests\":%zu,\"errors\":%d,\"latency_us\":%s,\"ok_latency_us\":%s,\"status\":{%s}}\n", micros.size(),
+              errors, summary(micros).c_str(), summary(ok_micros).c_str(), by_status.c_str());
   return errors == 0 ? 0 : 1;
 }

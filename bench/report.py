@@ -232,6 +232,21 @@ def event_streams(s):
     return f"no streams: {of(0)}; **50 streams**: {of(50)}"
 
 
+def noisy_neighbour(s):
+    runs = {x["fair_key"]: x for x in s["runs"]}
+    fair, fifo = runs["header:X-Client-Id"], runs["none"]
+    def b(x):
+        refused = sum(n for code, n in x["b"]["status"].items() if code != "200")
+        ok = x["b"]["ok_latency_us"]
+        return (f"B refused {refused} of {x['b']['requests']}, 200s p50 {us(ok['p50'])} p99 {us(ok['p99'])}"
+                if ok else f"B refused {refused} of {x['b']['requests']}, none answered 200")
+    alone = s["a_alone"]["accepted_rps"]
+    ratio = (fifo["b"]["ok_latency_us"]["p99"] / fair["b"]["ok_latency_us"]["p99"]
+             if fifo["b"]["ok_latency_us"] and fair["b"]["ok_latency_us"] else float("nan"))
+    return (f"**fair**: {b(fair)}, A {fair['a']['accepted_rps']:.1f}/s ({fair['a']['accepted_rps'] / alone:.2f} of alone); "
+            f"**none**: {b(fifo)}, A {fifo['a']['accepted_rps']:.1f}/s; B's p99 {ratio:.1f}× lower with fair queuing")
+
+
 limit_line = (f"- physical limit: fib_single 30 median {limit_s['fib30_single']['median_s'] * 1000:.3f} ms before the run"
               + (f", {after['fib30_single']['median_s'] * 1000:.3f} ms after" if after else ", after: " + failure("limit_after"))
               + f" → {r['cores']} cores ÷ the faster = **{limit:.0f} req/s**") if limit_s else "- physical limit: " + failure("limit")
@@ -273,6 +288,8 @@ lines += [
         "≥ 0.85; /healthz p99 ≤ 1 ms; RSS within the budget"),
     row("event_streams", "live-view streams: /healthz alone and its open-loop p99 under /fib/32, 0 vs 50 streams",
         event_streams, "within noise"),
+    row("noisy_neighbour", "noisy neighbour: A floods `/fib/35` (64 conns), B sends `/fib/30` 2/s open loop",
+        noisy_neighbour, "B never refused; B's p99 ≥ 5× lower than with `none`; A within 5 % of alone"),
     "",
 ]
 if headline:

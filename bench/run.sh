@@ -353,6 +353,35 @@ s_event_streams() {
   (IFS=,; echo "{\"runs\":[${rows[*]}]}") >"$parts/event_streams.json"
 }
 
+# 13. Noisy neighbour: client A floods /fib/35 with 64 connections while client B sends /fib/30
+#     twice a second, open loop; they are told apart by X-Client-Id. B's latency (from when each
+#     request was due) and refusals, and A's throughput, with fair queuing between them
+#     (--fair-key header:X-Client-Id) and with one FIFO (--fair-key none) — and A's throughput alone.
+s_noisy_neighbour() {
+  local rows=() mode a b alone bg
+  start_server --fair-key header:X-Client-Id
+  alone="$(wrk -t1 -c64 -d"$((duration + 2))s" --timeout 30s -s "$root/bench/overload.lua" -H "X-Client-Id: a" \
+             "http://127.0.0.1:$port/fib/35" | tail -1)"
+  stop_server
+  [[ "$alone" == "{"* ]] || { echo "noisy neighbour: wrk printed no result" >&2; return 1; }
+  echo "    A alone: $(json_get "$alone" accepted_rps) fib(35)/s accepted, $(json_get "$alone" rejected_rps)/s refused"
+  for mode in header:X-Client-Id none; do
+    start_server --fair-key "$mode"
+    wrk -t1 -c64 -d"$((duration + 2))s" --timeout 30s -s "$root/bench/overload.lua" -H "X-Client-Id: a" \
+        "http://127.0.0.1:$port/fib/35" >"$out/noisy_a.txt" 2>&1 &
+    bg=$!
+    sleep 1
+    b="$("$build/latency_probe" "$port" /fib/30 "$duration" 500000 "X-Client-Id: b")" || true
+    wait "$bg"
+    a="$(tail -1 "$out/noisy_a.txt")"
+    stop_server
+    [[ "$a" == "{"* && "$b" == "{"* ]] || { echo "noisy neighbour ($mode): no result" >&2; return 1; }
+    rows+=("{\"fair_key\":\"$mode\",\"a\":$a,\"b\":$b}")
+    echo "    --fair-key $mode: B $(json_get "$b" status) (by status); B's 200s p50 $(json_get "$b" ok_latency_us.p50)us p99 $(json_get "$b" ok_latency_us.p99)us; A $(json_get "$a" accepted_rps) fib(35)/s"
+  done
+  (IFS=,; echo "{\"a_alone\":$alone,\"runs\":[${rows[*]}]}") >"$parts/noisy_neighbour.json"
+}
+
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
 # loads are stopped too), is printed with the tail of its errors, and is written into the results.
 failed=()
@@ -389,6 +418,7 @@ scenario password_flood s_password_flood
 scenario json_body s_json_body
 scenario thumbnail s_thumbnail
 scenario event_streams s_event_streams
+scenario noisy_neighbour s_noisy_neighbour
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'

@@ -68,6 +68,7 @@ flow_table::booking flow_table::book(flow& f, std::optional<duration> cost, dura
   b.tag = next_tag(f, virtual_now);
   const auto charged = cost ? std::max(b.booked, min_cost) : std::min(unknown_cost, time_left);
   f.finish_tag = b.tag + static_cast<std::uint64_t>(charged.count());
+  b.finish = f.finish_tag;
   if (f.in_flight++ == 0) {
     idle_.erase(idle_.iterator_to(f));
     active_.push_back(f);
@@ -86,6 +87,10 @@ void flow_table::release(flow& f, const booking& b, duration computed) {
     active_.erase(active_.iterator_to(f));
     idle_.push_back(f);  // most recently active last
   }
+}
+
+void flow_table::refund(flow& f, const booking& b) {
+  if (f.finish_tag == b.finish) f.finish_tag = b.tag;
 }
 
 std::string flow_table::document(std::size_t top) const {

@@ -176,9 +176,12 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     co_return completed(std::move(result.value), result.timing, stats_);
   }
   if (ec == pool_errc::queue_full) {
-    // A job of a flow over its share gave its place to one of a flow under it.
+    // A job of a flow over its share gave its place to one of a flow under it: refused, and its
+    // flow is not charged for it. (The flow is still there: nothing else ran since settle().)
     stats_.count_job(job_outcome::rejected_queue_full);
     stats_.count_pushed_out();
+    flows_.count_refused(flow);
+    flows_.refund(flow, booking);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
     co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
   }

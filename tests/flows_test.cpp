@@ -119,6 +119,18 @@ TEST(flow_table, expected_wait_is_the_flows_fair_share_of_the_backlog) {
   EXPECT_EQ(flows.backlog(), 10s);
 }
 
+TEST(flow_table, a_job_pushed_out_unrun_is_not_charged_to_its_flow) {
+  flow_table flows(1, 4);
+  auto& f = flows.find("a");
+  const auto first = flows.book(f, 10ms, 1s, 0);
+  const auto last = flows.book(f, 10ms, 1s, 0);
+  flows.refund(f, first);  // not its flow's last job: nothing changes
+  EXPECT_EQ(flows.next_tag(f, 0), last.finish);
+  flows.release(f, last, 0ns);
+  flows.refund(f, last);
+  EXPECT_EQ(flows.next_tag(f, 0), last.tag);  // as if it had never been booked
+}
+
 TEST(flow_table, books_no_more_than_the_deadline_and_releases_it) {
   flow_table flows(1, 4);
   auto& f = flows.find("a");

@@ -67,7 +67,8 @@ class flow_table {
   /// A job's place and booked load, from book(); what release() takes back.
   struct booking {
     duration booked{0};     ///< its estimate, capped at its deadline
-    std::uint64_t tag = 0;  ///< its start tag, for worker_pool's queue
+    std::uint64_t tag = 0;     ///< its start tag, for worker_pool's queue
+    std::uint64_t finish = 0;  ///< its flow's finish tag after it
   };
 
   /// `workers` share the backlog; at most `max_flows` flows are tracked (at least 1).
@@ -91,6 +92,9 @@ class flow_table {
   booking book(flow& f, std::optional<duration> cost, duration time_left, std::uint64_t virtual_now);
   /// Takes back a job's booking when it ends, however it ends; `computed` is its worker time.
   void release(flow& f, const booking& b, duration computed);
+  /// For a job that never ran (pushed out of the queue): when it is still its flow's last, its
+  /// flow's finish tag goes back to where it was, so the flow is not charged for work not done.
+  void refund(flow& f, const booking& b);
   /// Counts a refusal of one of `f`'s jobs, for the top consumers.
   void count_refused(flow& f) { ++f.refused; }
 
