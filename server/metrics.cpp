@@ -96,6 +96,11 @@ std::string join(std::string_view a, std::string_view b) {
 
 }  // namespace
 
+void exposition::single(std::string_view name, std::string_view type, std::string_view help, double value) {
+  header(name, type, help);
+  sample(name, "", value);
+}
+
 void exposition::header(std::string_view name, std::string_view type, std::string_view help) {
   out_ << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
 }
@@ -213,54 +218,49 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              "How late a periodic timer on the I/O thread fires: time the loop was kept from its work.");
   out.histogram_samples("crunch_event_loop_lag_seconds", "", loop_lag_);
 
-  out.header("crunch_job_queue_depth", "gauge", "Jobs waiting for a worker.");
-  out.sample("crunch_job_queue_depth", "", static_cast<double>(gauges.queue_depth));
-  out.header("crunch_job_queue_limit", "gauge", "Jobs that may wait for a worker, at most.");
-  out.sample("crunch_job_queue_limit", "", static_cast<double>(gauges.queue_limit));
-  out.header("crunch_workers", "gauge", "Worker threads in the pool.");
-  out.sample("crunch_workers", "", static_cast<double>(gauges.workers));
-  out.header("crunch_workers_busy", "gauge", "Worker threads running a job now.");
-  out.sample("crunch_workers_busy", "", static_cast<double>(gauges.workers_busy));
-  out.header("crunch_memory_budget_bytes", "gauge", "Memory that running jobs and request bodies in flight may hold together.");
-  out.sample("crunch_memory_budget_bytes", "", static_cast<double>(gauges.memory_budget));
-  out.header("crunch_job_memory_bytes", "gauge", "Memory held now: what running jobs declared, and the uploads and queued jobs that keep a body.");
-  out.sample("crunch_job_memory_bytes", "", static_cast<double>(gauges.memory_in_use));
-  out.header("crunch_connections_total", "counter", "TCP connections accepted.");
-  out.sample("crunch_connections_total", "", static_cast<double>(connections_));
-  out.header("crunch_connections_refused_total", "counter", "TCP connections refused: max-connections were open.");
-  out.sample("crunch_connections_refused_total", "", static_cast<double>(refused_connections_));
-  out.header("crunch_connections_open", "gauge", "TCP connections open now.");
-  out.sample("crunch_connections_open", "", static_cast<double>(gauges.connections_open));
-  out.header("crunch_event_streams_open", "gauge", "Live-view streams (/v1/events) open now.");
-  out.sample("crunch_event_streams_open", "", static_cast<double>(gauges.event_streams_open));
-  out.header("crunch_event_streams_slow_total", "counter",
-             "Live-view streams closed because their reader fell behind.");
-  out.sample("crunch_event_streams_slow_total", "", static_cast<double>(slow_streams_));
-  out.header("crunch_flows_active", "gauge", "Flows (clients, by --fair-key) with jobs in flight now.");
-  out.sample("crunch_flows_active", "", static_cast<double>(gauges.flows_active));
-  out.header("crunch_flows_tracked", "gauge", "Flows the fair queue knows now, idle ones included (at most --max-flows).");
-  out.sample("crunch_flows_tracked", "", static_cast<double>(gauges.flows_tracked));
-  out.header("crunch_flows_overflowed_total", "counter",
-             "Jobs of a new flow that found the flow table full of active flows and shared the overflow flow.");
-  out.sample("crunch_flows_overflowed_total", "", static_cast<double>(gauges.flows_overflowed));
-  out.header("crunch_jobs_pushed_out_total", "counter",
-             "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.");
-  out.sample("crunch_jobs_pushed_out_total", "", static_cast<double>(pushed_out_));
+  out.single("crunch_job_queue_depth", "gauge", "Jobs waiting for a worker.",
+             static_cast<double>(gauges.queue_depth));
+  out.single("crunch_job_queue_limit", "gauge", "Jobs that may wait for a worker, at most.",
+             static_cast<double>(gauges.queue_limit));
+  out.single("crunch_workers", "gauge", "Worker threads in the pool.",
+             static_cast<double>(gauges.workers));
+  out.single("crunch_workers_busy", "gauge", "Worker threads running a job now.",
+             static_cast<double>(gauges.workers_busy));
+  out.single("crunch_memory_budget_bytes", "gauge", "Memory that running jobs and request bodies in flight may hold together.",
+             static_cast<double>(gauges.memory_budget));
+  out.single("crunch_job_memory_bytes", "gauge", "Memory held now: what running jobs declared, and the uploads and queued jobs that keep a body.",
+             static_cast<double>(gauges.memory_in_use));
+  out.single("crunch_connections_total", "counter", "TCP connections accepted.",
+             static_cast<double>(connections_));
+  out.single("crunch_connections_refused_total", "counter", "TCP connections refused: max-connections were open.",
+             static_cast<double>(refused_connections_));
+  out.single("crunch_connections_open", "gauge", "TCP connections open now.",
+             static_cast<double>(gauges.connections_open));
+  out.single("crunch_event_streams_open", "gauge", "Live-view streams (/v1/events) open now.",
+             static_cast<double>(gauges.event_streams_open));
+  out.single("crunch_event_streams_slow_total", "counter", "Live-view streams closed because their reader fell behind.",
+             static_cast<double>(slow_streams_));
+  out.single("crunch_flows_active", "gauge", "Flows (clients, by --fair-key) with jobs in flight now.",
+             static_cast<double>(gauges.flows_active));
+  out.single("crunch_flows_tracked", "gauge", "Flows the fair queue knows now, idle ones included (at most --max-flows).",
+             static_cast<double>(gauges.flows_tracked));
+  out.single("crunch_flows_overflowed_total", "counter", "Jobs of a new flow that found the flow table full of active flows and shared the overflow flow.",
+             static_cast<double>(gauges.flows_overflowed));
+  out.single("crunch_jobs_pushed_out_total", "counter", "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.",
+             static_cast<double>(pushed_out_));
   out.header("crunch_auth_failures_total", "counter", "Requests refused 401, by reason: no API key, or one that is not valid.");
   out.sample("crunch_auth_failures_total", label("reason", "missing"), static_cast<double>(auth_failures_[0]));
   out.sample("crunch_auth_failures_total", label("reason", "invalid"), static_cast<double>(auth_failures_[1]));
   out.header("crunch_draining", "gauge", "1 while the server is shutting down.");
   out.sample("crunch_draining", "", gauges.draining ? 1 : 0);
-  out.header("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.");
-  out.sample("crunch_log_lines_dropped_total", "", static_cast<double>(gauges.log_lines_dropped));
+  out.single("crunch_log_lines_dropped_total", "counter", "Log lines dropped because the log writer fell behind.",
+             static_cast<double>(gauges.log_lines_dropped));
   // The CFS bandwidth controller stops every thread of a cgroup that used its quota, the I/O
   // thread too, until the next period: shown next to the loop lag, it says why the loop was late.
-  out.header("crunch_cpu_quota_periods_total", "counter",
-             "CFS periods in which the cgroup that sets crunchd's CPU quota had work to run (0 without a quota).");
-  out.sample("crunch_cpu_quota_periods_total", "", static_cast<double>(gauges.cpu_quota.periods));
-  out.header("crunch_cpu_quota_throttled_periods_total", "counter",
-             "Of those, periods that ran out of quota: every thread of the cgroup, the I/O thread too, stopped until the next.");
-  out.sample("crunch_cpu_quota_throttled_periods_total", "", static_cast<double>(gauges.cpu_quota.throttled_periods));
+  out.single("crunch_cpu_quota_periods_total", "counter", "CFS periods in which the cgroup that sets crunchd's CPU quota had work to run (0 without a quota).",
+             static_cast<double>(gauges.cpu_quota.periods));
+  out.single("crunch_cpu_quota_throttled_periods_total", "counter", "Of those, periods that ran out of quota: every thread of the cgroup, the I/O thread too, stopped until the next.",
+             static_cast<double>(gauges.cpu_quota.throttled_periods));
   out.header("crunch_cpu_quota_throttled_seconds_total", "counter",
              "Time the cgroup's threads spent stopped by the CPU quota.");
   out.sample("crunch_cpu_quota_throttled_seconds_total", "", static_cast<double>(gauges.cpu_quota.throttled_ns) / 1e9);

@@ -74,6 +74,8 @@ class exposition {
   explicit exposition(std::ostream& out) : out_(out) {}
   /// "# HELP name help" and "# TYPE name type".
   void header(std::string_view name, std::string_view type, std::string_view help);
+  /// A metric with one sample and no labels: its header, then its value.
+  void single(std::string_view name, std::string_view type, std::string_view help, double value);
   /// One sample line; `labels` is the pre-rendered label set ("" or `a="b",c="d"`).
   void sample(std::string_view name, std::string_view labels, double value);
   /// The _bucket, _sum and _count lines of one histogram child.
