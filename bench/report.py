@@ -240,7 +240,7 @@ def noisy_neighbour(s):
         ok = x["b"]["ok_latency_us"]
         return (f"B refused {refused} of {x['b']['requests']}, 200s p50 {us(ok['p50'])} p99 {us(ok['p99'])}"
                 if ok else f"B refused {refused} of {x['b']['requests']}, none answered 200")
-    alone = s["a_alone"]["accepted_rps"]
+    alone = sum(x["accepted_rps"] for x in s["a_alone"]) / len(s["a_alone"])
     ratio = (fifo["b"]["ok_latency_us"]["p99"] / fair["b"]["ok_latency_us"]["p99"]
              if fifo["b"]["ok_latency_us"] and fair["b"]["ok_latency_us"] else float("nan"))
     return (f"**fair**: {b(fair)}, A {fair['a']['accepted_rps']:.1f}/s ({fair['a']['accepted_rps'] / alone:.2f} of alone); "

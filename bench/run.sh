@@ -358,13 +358,18 @@ s_event_streams() {
 #     request was due) and refusals, and A's throughput, with fair queuing between them
 #     (--fair-key header:X-Client-Id) and with one FIFO (--fair-key none) — and A's throughput alone.
 s_noisy_neighbour() {
-  local rows=() mode a b alone bg
-  start_server --fair-key header:X-Client-Id
-  alone="$(wrk -t1 -c64 -d"$((duration + 2))s" --timeout 30s -s "$root/bench/overload.lua" -H "X-Client-Id: a" \
-             "http://127.0.0.1:$port/fib/35" | tail -1)"
-  stop_server
-  [[ "$alone" == "{"* ]] || { echo "noisy neighbour: wrk printed no result" >&2; return 1; }
-  echo "    A alone: $(json_get "$alone" accepted_rps) fib(35)/s accepted, $(json_get "$alone" rejected_rps)/s refused"
+  local rows=() mode a b bg alone=()
+  # A alone before and after the two runs with B: the machine's drift shows between them.
+  a_alone() {
+    start_server --fair-key header:X-Client-Id
+    a="$(wrk -t1 -c64 -d"$((duration + 2))s" --timeout 30s -s "$root/bench/overload.lua" -H "X-Client-Id: a" \
+           "http://127.0.0.1:$port/fib/35" | tail -1)"
+    stop_server
+    [[ "$a" == "{"* ]] || { echo "noisy neighbour: wrk printed no result" >&2; return 1; }
+    alone+=("$a")
+    echo "    A alone: $(json_get "$a" accepted_rps) fib(35)/s accepted, $(json_get "$a" rejected_rps)/s refused"
+  }
+  a_alone
   for mode in header:X-Client-Id none; do
     start_server --fair-key "$mode"
     wrk -t1 -c64 -d"$((duration + 2))s" --timeout 30s -s "$root/bench/overload.lua" -H "X-Client-Id: a" \
@@ -379,7 +384,8 @@ s_noisy_neighbour() {
     rows+=("{\"fair_key\":\"$mode\",\"a\":$a,\"b\":$b}")
     echo "    --fair-key $mode: B $(json_get "$b" status) (by status); B's 200s p50 $(json_get "$b" ok_latency_us.p50)us p99 $(json_get "$b" ok_latency_us.p99)us; A $(json_get "$a" accepted_rps) fib(35)/s"
   done
-  (IFS=,; echo "{\"a_alone\":$alone,\"runs\":[${rows[*]}]}") >"$parts/noisy_neighbour.json"
+  a_alone
+  (IFS=,; echo "{\"a_alone\":[${alone[*]}],\"runs\":[${rows[*]}]}") >"$parts/noisy_neighbour.json"
 }
 
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
