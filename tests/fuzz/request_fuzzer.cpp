@@ -69,6 +69,10 @@ class fuzzed_server {
     // Small images: a fuzzed header may declare the most pixels the limit allows.
     c.max_image_pixels = 1 << 20;
     c.max_image_bytes = 64 * 1024;
+    // Flows named by a header the fuzzer writes: any bytes, any length, become flow keys.
+    c.fair_key_ = crunch::fair_key::header;
+    c.fair_header = "X-Client-Id";
+    c.max_flows = 16;
     return c;
   }
   crunch::server server_;

@@ -1,0 +1,3 @@
+module crunch/bench/fibserver
+
+go 1.19
