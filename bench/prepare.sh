@@ -3,7 +3,7 @@
 # $build.
 source "$root/scripts/deps.sh"
 source "$root/scripts/loopback.sh"
-crunch_packages+=(wrk gnuplot-nox python3)
+crunch_packages+=(wrk gnuplot-nox python3 golang-go)
 build="$root/build"
 
 bench_build() {  # TARGET...

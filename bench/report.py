@@ -247,6 +247,15 @@ def noisy_neighbour(s):
             f"**none**: {b(fifo)}, A {fifo['a']['accepted_rps']:.1f}/s; B's p99 {ratio:.1f}× lower with fair queuing")
 
 
+def tiny_jobs(s):
+    runs = s["runs"]
+    med = lambda key: sorted(x[key]["rps"] for x in runs)[len(runs) // 2]
+    cpu = lambda key: sorted(x["crunch_cpu_us_per_request"][key] for x in runs)[len(runs) // 2]
+    return (f"crunchd /fib/1 **{med('crunch_fib1'):.0f}** req/s vs Go **{med('go_fib1'):.0f}** "
+            f"({med('crunch_fib1') / med('go_fib1'):.2f}×); /healthz {med('crunch_healthz'):.0f} vs Go {med('go_healthz'):.0f}; "
+            f"crunchd CPU per request /fib/1 {cpu('fib1'):.1f} µs, /healthz {cpu('healthz'):.1f} µs (medians of {len(runs)})")
+
+
 limit_line = (f"- physical limit: fib_single 30 median {limit_s['fib30_single']['median_s'] * 1000:.3f} ms before the run"
               + (f", {after['fib30_single']['median_s'] * 1000:.3f} ms after" if after else ", after: " + failure("limit_after"))
               + f" → {r['cores']} cores ÷ the faster = **{limit:.0f} req/s**") if limit_s else "- physical limit: " + failure("limit")
@@ -290,6 +299,8 @@ lines += [
         event_streams, "within noise"),
     row("noisy_neighbour", "noisy neighbour: A floods `/fib/35` (64 conns), B sends `/fib/30` 2/s open loop",
         noisy_neighbour, "B never refused; B's p99 ≥ 5× lower than with `none`; A within 5 % of alone"),
+    row("tiny_jobs", "tiny jobs `wrk -t1 -c64`: crunchd against Go's net/http computing in its handler", tiny_jobs,
+        "/fib/1 ≥ Go's; /healthz no worse"),
     "",
 ]
 if headline:

@@ -388,6 +388,39 @@ s_noisy_neighbour() {
   (IFS=,; echo "{\"a_alone\":[${alone[*]}],\"runs\":[${rows[*]}]}") >"$parts/noisy_neighbour.json"
 }
 
+# 14. Tiny jobs: what the trip to a worker and back costs. /healthz and /fib/1 on crunchd, and the
+#     same two on Go's net/http computing fib in its handler (bench/go, built here with Debian's
+#     golang-go), `wrk -t1 -c64`, alternating, TINY_ROUNDS rounds (default 3). crunchd's CPU per
+#     request comes from /proc/PID/stat over each run: /fib/1's less /healthz's is the hop.
+s_tiny_jobs() {
+  local rows=() round gport gpid fib health gfib ghealth t0 t1
+  command -v go >/dev/null || { echo "tiny_jobs needs Go: apt-get install golang-go (Debian's)" >&2; return 1; }
+  (cd "$root/bench/go" && GOFLAGS=-mod=mod GOCACHE="$out/gocache" go build -o "$out/fibserver" .)
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  per_request_us() {  # TICKS_BEFORE TICKS_AFTER WRK_JSON
+    python3 -c 'import json,sys; t0,t1=int(sys.argv[1]),int(sys.argv[2]); r=json.loads(sys.argv[3])
+print(round((t1 - t0) / int(sys.argv[4]) * 1e6 / r["requests"], 2))' "$1" "$2" "$3" "$(getconf CLK_TCK)"
+  }
+  for round in $(seq "${TINY_ROUNDS:-3}"); do
+    start_server --log-level warn
+    t0="$(ticks "$pid")"; health="$(load 1 64 "$half" /healthz)"; t1="$(ticks "$pid")"
+    health_cpu="$(per_request_us "$t0" "$t1" "$health")"
+    t0="$(ticks "$pid")"; fib="$(load 1 64 "$half" /fib/1)"; t1="$(ticks "$pid")"
+    fib_cpu="$(per_request_us "$t0" "$t1" "$fib")"
+    stop_server
+    gport="$(free_port)"
+    "$out/fibserver" "$gport" >"$out/fibserver.log" 2>&1 &
+    gpid=$!
+    wait_healthz "$gport" || { kill "$gpid"; echo "the Go server did not start" >&2; return 1; }
+    ghealth="$(port="$gport" load 1 64 "$half" /healthz)"
+    gfib="$(port="$gport" load 1 64 "$half" /fib/1)"
+    kill "$gpid"; wait "$gpid" 2>/dev/null || true
+    rows+=("{\"round\":$round,\"crunch_healthz\":$health,\"crunch_fib1\":$fib,\"go_healthz\":$ghealth,\"go_fib1\":$gfib,\"crunch_cpu_us_per_request\":{\"healthz\":$health_cpu,\"fib1\":$fib_cpu}}")
+    echo "    round $round: crunchd /healthz $(json_get "$health" rps) req/s ($health_cpu us CPU each), /fib/1 $(json_get "$fib" rps) req/s ($fib_cpu us each); Go /healthz $(json_get "$ghealth" rps), /fib/1 $(json_get "$gfib" rps)"
+  done
+  (IFS=,; echo "{\"runs\":[${rows[*]}]}") >"$parts/tiny_jobs.json"
+}
+
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
 # loads are stopped too), is printed with the tail of its errors, and is written into the results.
 failed=()
@@ -425,6 +458,7 @@ scenario json_body s_json_body
 scenario thumbnail s_thumbnail
 scenario event_streams s_event_streams
 scenario noisy_neighbour s_noisy_neighbour
+scenario tiny_jobs s_tiny_jobs
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'

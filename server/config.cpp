@@ -260,6 +260,15 @@ const std::vector<option>& options() {
        "clients (flows) tracked for fair shares, at most; idle ones are forgotten first, then new ones share one "
        "(default 1024)",
        count(&config::max_flows, 1, 1'000'000)},
+      {"inline-max-us", "CRUNCH_INLINE_MAX_US", "N",
+       "a job its kind's cost model estimates at N microseconds or less runs on the I/O thread, not a worker "
+       "(the trip costs more than the job); 0 = off; kinds without a cost model never do (default 2, at most 20)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         const auto value = parse_unsigned(text);
+         if (!value || *value > 20) return "must be an integer in 0..20 (microseconds)";
+         c.inline_max = std::chrono::microseconds(*value);
+         return std::nullopt;
+       }},
       {"log-format", "CRUNCH_LOG_FORMAT", "json|text", "log lines on stdout as JSON or as text (default json)",
        one_of(&config::log_format_, {{"json", log_format::json}, {"text", log_format::text}})},
       {"log-level", "CRUNCH_LOG_LEVEL", "LEVEL",

@@ -27,6 +27,7 @@ job_kind fib_kind() {
   };
 
   job_kind kind;
+  kind.tiny_jobs_run_inline = true;  // a fib(n) is a few nanoseconds per call and nothing else
   kind.name = "fib";
   kind.cost_unit = "calls";
   kind.cost_model = "2*F(n+1)-1 calls";

@@ -88,6 +88,14 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.count_job(job_outcome::deadline_exceeded);
     co_return answer{deadline_exceeded(request.timeout), std::nullopt};
   }
+  // A job that costs less than the trip to a worker and back (by its kind's cost model), of a kind
+  // that allows it, runs here, now: that takes the loop less time than the trip would, takes no
+  // worker from anyone, and ends long before any deadline, drain or client could want it stopped.
+  if (request.may_run_inline && cost && cfg_.inline_max.count() > 0 && *cost <= cfg_.inline_max &&
+      request.memory_bytes == 0 && !request.body_memory) {
+    stats_.count_inline_job();
+    co_return run_inline(std::move(request));
+  }
   auto& flow = flows_.find(request.flow);
   const auto decision = admit_.decide(cost, time_left, flows_.expected_wait(flow));
   // Only this thread adds to the queue, so a check here is exact, and refusing costs no more

@@ -246,6 +246,9 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              static_cast<double>(gauges.flows_tracked));
   out.single("crunch_flows_overflowed_total", "counter", "Jobs of a new flow that found the flow table full of active flows and shared the overflow flow.",
              static_cast<double>(gauges.flows_overflowed));
+  out.single("crunch_jobs_inline_total", "counter",
+             "Jobs run on the I/O thread: their kind's cost model put them under --inline-max-us, below the cost of the trip to a worker.",
+             static_cast<double>(inline_jobs_));
   out.single("crunch_jobs_pushed_out_total", "counter", "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.",
              static_cast<double>(pushed_out_));
   out.header("crunch_auth_failures_total", "counter", "Requests refused 401, by reason: no API key, or one that is not valid.");

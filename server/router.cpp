@@ -325,7 +325,7 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
     memory = held >= total ? 0 : total - held;
   }
   return job_request{match.kind->name, r.name, std::move(job.run), job.cost_units, memory, timeout,
-                     std::move(input.body_memory), {}};
+                     std::move(input.body_memory), {}, match.kind->tiny_jobs_run_inline};
 }
 
 std::vector<std::string> router::route_names() const {

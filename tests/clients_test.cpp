@@ -65,10 +65,10 @@ TEST(clients, with_api_keys_a_job_needs_a_valid_key_while_probes_stay_open) {
   EXPECT_EQ(basic->status, 401u);
 
   http_connection c(server.port());
-  const auto right = c.get("/fib/10", bearer(alice_key));
+  const auto right = c.get("/fib/25", bearer(alice_key));  // large enough for a worker, and a flow
   ASSERT_TRUE(right);
   EXPECT_EQ(right->status, 200u) << right->body;
-  EXPECT_EQ(c.get("/fib/11", "authorization: bearer " + alice_key + "\r\n")->status, 200u);
+  EXPECT_EQ(c.get("/fib/24", "authorization: bearer " + alice_key + "\r\n")->status, 200u);
 
   // Probes, scrapes and the live view's data are open unless --protect-metrics.
   for (const auto* open : {"/healthz", "/readyz", "/metrics", "/v1/stats", "/v1/kinds", "/openapi.json"}) {

@@ -237,5 +237,58 @@ TEST_F(job_pipeline_test, inline_mode_runs_the_job_on_the_calling_thread) {
   EXPECT_EQ(ran_on, std::this_thread::get_id());
 }
 
+// A job that records the thread it ran on.
+job_function records_thread(std::thread::id& ran_on) {
+  return [&ran_on](std::stop_token) -> std::optional<job_output> {
+    ran_on = std::this_thread::get_id();
+    return job_output::json(nlohmann::json::object());
+  };
+}
+
+TEST_F(job_pipeline_test, a_job_estimated_below_the_inline_ceiling_runs_here_not_on_a_worker) {
+  admit.set_rate("test", 1000);  // a unit is a microsecond
+  std::thread::id ran_on;
+  auto tiny = request(records_thread(ran_on));
+  tiny.cost_units = 2;  // 2 µs: at the default ceiling
+  tiny.may_run_inline = true;
+  const auto a = run(std::move(tiny));
+  EXPECT_EQ(a.r.status, 200u);
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  ASSERT_TRUE(a.timing);
+  EXPECT_EQ(a.timing->queued, clock::duration::zero());
+  EXPECT_EQ(stats.inline_jobs(), 1u);
+  EXPECT_EQ(stats.jobs(job_outcome::completed), 1u);
+
+  // Above the ceiling, or with the ceiling at 0: a worker.
+  auto larger = request(records_thread(ran_on));
+  larger.cost_units = 3;
+  larger.may_run_inline = true;
+  EXPECT_EQ(run(std::move(larger)).r.status, 200u);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  cfg.inline_max = std::chrono::microseconds(0);
+  auto off = request(records_thread(ran_on));
+  off.cost_units = 0;
+  off.may_run_inline = true;
+  EXPECT_EQ(run(std::move(off)).r.status, 200u);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(stats.inline_jobs(), 1u);
+}
+
+TEST_F(job_pipeline_test, a_kind_without_a_cost_model_or_consent_or_a_job_with_memory_never_runs_inline) {
+  std::thread::id ran_on;
+  auto unmodelled = request(records_thread(ran_on));  // "test" has no rate yet
+  unmodelled.may_run_inline = true;
+  EXPECT_EQ(run(std::move(unmodelled)).r.status, 200u);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  admit.set_rate("test", 1000);
+  auto holding = request(records_thread(ran_on), 10s, 100);  // 100 bytes of memory
+  holding.may_run_inline = true;
+  EXPECT_EQ(run(std::move(holding)).r.status, 200u);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(run(request(records_thread(ran_on))).r.status, 200u);  // its kind did not allow it
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(stats.inline_jobs(), 0u);
+}
+
 }  // namespace
 }  // namespace crunch

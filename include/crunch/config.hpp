@@ -64,6 +64,10 @@ struct config {
   fair_key fair_key_ = fair_key::remote;                  ///< what names a job's flow
   std::string fair_header;                                ///< the header, for fair_key::header
   std::size_t max_flows = 1024;                           ///< flows tracked at most
+  /// A job whose kind's cost model estimates it at most this runs on the I/O thread, skipping the
+  /// trip to a worker, which costs more than the job; 0 turns it off. Kinds without a cost model
+  /// never do.
+  std::chrono::microseconds inline_max{2};
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit

@@ -81,6 +81,10 @@ struct job_kind {
   /// has no cost model (then only the queue limit and the deadline bound it).
   std::function<double()> calibrate;
   std::vector<job_route> routes;      ///< at least one
+  /// Its jobs are pure computation — no blocking, no memory to speak of, nothing to stop midway —
+  /// so one its cost model puts under --inline-max-us may run on the I/O thread (fib: yes;
+  /// hashes and images never).
+  bool tiny_jobs_run_inline = false;
 };
 
 /// The job kinds a server offers, by name.

@@ -142,6 +142,9 @@ class metrics {
   void count_refused_connection() { ++refused_connections_; }
   /// A live-view stream dropped because its reader fell behind.
   void count_slow_stream() { ++slow_streams_; }
+  /// Counts a job run on the I/O thread because its estimate was below --inline-max-us.
+  void count_inline_job() { ++inline_jobs_; }
+  std::uint64_t inline_jobs() const { return inline_jobs_; }
   /// Counts a queued job that gave its place to a job of a flow under its fair share.
   void count_pushed_out() { ++pushed_out_; }
   /// Counts a request refused for want of a valid API key.
@@ -179,6 +182,7 @@ class metrics {
   std::uint64_t refused_connections_ = 0;
   std::uint64_t slow_streams_ = 0;
   std::uint64_t pushed_out_ = 0;
+  std::uint64_t inline_jobs_ = 0;
   std::array<std::uint64_t, 2> auth_failures_{};
   histogram loop_lag_{lag_buckets()};
 };

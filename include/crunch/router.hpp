@@ -45,6 +45,8 @@ struct job_request {
   memory_lease body_memory;
   /// Whom it is for (flows.hpp): set by the session from --fair-key; empty is one flow like any.
   std::string flow;
+  /// Its kind allows a job its cost model puts under --inline-max-us to run on the I/O thread.
+  bool may_run_inline = false;
 };
 
 /// What the router reads of a request's head.
