@@ -336,11 +336,18 @@ def key_figures(run):
 
     single = single_time(sc)
     rps = get("throughput", "wrk", "median", "rps")
+
+    # latency_probe times requests from when they were due since the noisy-neighbour change; the
+    # baseline's p99 were timed from when each was sent. Compare like with like: from send.
+    def probe_p99(name, key):
+        sent = get(name, key, "sent_latency_us", "p99")
+        return sent if sent is not None else get(name, key, "latency_us", "p99")
+
     return [
         ("CPU throughput ÷ limit", rps * single / run["cores"] if rps and single else None, "", True, 0.05),
         # Tails under full load move a lot between runs: a p99 over ~1,000 samples sits where the
         # rare wake-up that waits for the scheduler tick (4 ms at HZ=250) begins.
-        ("/healthz p99 under load, open loop", get("responsiveness_batch", "open_loop", "latency_us", "p99"), "µs",
+        ("/healthz p99 under load, open loop (from send)", probe_p99("responsiveness_batch", "open_loop"), "µs",
          False, 1.0),
         ("/healthz p99 under load, wrk paced", get("responsiveness_batch", "wrk_paced", "latency_us", "p99"), "µs",
          False, 1.0),
@@ -351,11 +358,11 @@ def key_figures(run):
         ("overload: peak RSS", get("overload", "peak_rss_kib"), "KiB", False, 0.2),
         ("password hashing ÷ limit", password_ratio(sc["password"])[0] if get("password", "wrk", "rps") else None, "",
          True, 0.05),
-        ("/healthz p99 while hashing", get("password", "healthz_open_loop", "latency_us", "p99"), "µs", False, 1.0),
+        ("/healthz p99 while hashing (from send)", probe_p99("password", "healthz_open_loop"), "µs", False, 1.0),
         ("hash flood: peak RSS", get("password_flood", "peak_rss_kib"), "KiB", False, 0.2),
         ("thumbnails ÷ limit", thumbnail_ratio(sc["thumbnail"])[0] if get("thumbnail", "wrk", "rps") else None, "",
          True, 0.05),
-        ("/healthz p99 while thumbnailing", get("thumbnail", "healthz_open_loop", "latency_us", "p99"), "µs", False, 1.0),
+        ("/healthz p99 while thumbnailing (from send)", probe_p99("thumbnail", "healthz_open_loop"), "µs", False, 1.0),
         ("64 uploads: peak RSS", get("thumbnail", "flood_64", "peak_rss_kib"), "KiB", False, 0.2),
     ]
 

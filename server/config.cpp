@@ -262,7 +262,7 @@ const std::vector<option>& options() {
        count(&config::max_flows, 1, 1'000'000)},
       {"inline-max-us", "CRUNCH_INLINE_MAX_US", "N",
        "a job its kind's cost model estimates at N microseconds or less runs on the I/O thread, not a worker "
-       "(the trip costs more than the job); 0 = off; kinds without a cost model never do (default 2, at most 20)",
+       "(the trip costs more than the job), for kinds of pure computation (fib); 0 = off (default 2, at most 20)",
        [](config& c, const std::string& text) -> std::optional<std::string> {
          const auto value = parse_unsigned(text);
          if (!value || *value > 20) return "must be an integer in 0..20 (microseconds)";

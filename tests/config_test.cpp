@@ -69,6 +69,14 @@ TEST(config, clients_flags) {
   EXPECT_NE(refused({"--api-keys", ""}).message.find("--api-keys"), std::string::npos);
 }
 
+TEST(config, inline_ceiling) {
+  EXPECT_EQ(parsed({}).inline_max, std::chrono::microseconds(2));
+  EXPECT_EQ(parsed({"--inline-max-us", "0"}).inline_max, std::chrono::microseconds(0));
+  EXPECT_EQ(parsed({}, {{"CRUNCH_INLINE_MAX_US", "20"}}).inline_max, std::chrono::microseconds(20));
+  EXPECT_NE(refused({"--inline-max-us", "21"}).message.find("--inline-max-us"), std::string::npos);
+  EXPECT_NE(refused({"--inline-max-us", "2us"}).message.find("--inline-max-us"), std::string::npos);
+}
+
 TEST(config, flags_in_both_spellings) {
   const auto c = parsed({"--port", "9000", "--workers=3", "--queue-limit", "7", "--mode", "inline",
                          "--worker-priority", "batch", "--address", "::1", "--drain-timeout", "250ms",

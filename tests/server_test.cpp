@@ -38,6 +38,27 @@ TEST_F(server_test, fib_answers_value_and_headers) {
   EXPECT_EQ(r->header("server").rfind("crunch/", 0), 0u);
 }
 
+TEST_F(server_test, a_tiny_fib_runs_on_the_io_thread_and_a_larger_one_on_a_worker) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto tiny = c.get("/fib/1");  // ~1 ns by fib's cost model: under --inline-max-us
+  ASSERT_TRUE(tiny);
+  EXPECT_EQ(tiny->status, 200u);
+  EXPECT_EQ(json_of(*tiny).at("result"), 1);
+  EXPECT_EQ(tiny->header("server-timing").rfind("queue;dur=0.000, compute;dur=", 0), 0u) << tiny->header("server-timing");
+  EXPECT_EQ(c.get("/fib/25")->status, 200u);  // ~100 µs: a worker
+  const auto metrics = c.get("/metrics")->body;
+  EXPECT_NE(metrics.find("\ncrunch_jobs_inline_total 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ncrunch_jobs_total{outcome=\"completed\"} 2\n"), std::string::npos) << metrics;
+
+  auto off = test_config();
+  off.inline_max = 0us;
+  running_server without(off);
+  http_connection d(without.port());
+  EXPECT_EQ(d.get("/fib/1")->status, 200u);
+  EXPECT_NE(d.get("/metrics")->body.find("\ncrunch_jobs_inline_total 0\n"), std::string::npos);
+}
+
 TEST_F(server_test, request_id_is_echoed_when_safe_and_generated_otherwise) {
   running_server s(test_config());
   http_connection c(s.port());
