@@ -395,7 +395,7 @@ s_noisy_neighbour() {
 s_tiny_jobs() {
   local rows=() round gport gpid fib health gfib ghealth t0 t1
   command -v go >/dev/null || { echo "tiny_jobs needs Go: apt-get install golang-go (Debian's)" >&2; return 1; }
-  (cd "$root/bench/go" && GOFLAGS=-mod=mod GOCACHE="$out/gocache" go build -o "$out/fibserver" .)
+  (cd "$root/bench/go" && GOFLAGS=-mod=mod GOCACHE="$out/gocache" GOPATH="$out/gopath" go build -o "$out/fibserver" .)
   ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   per_request_us() {  # TICKS_BEFORE TICKS_AFTER WRK_JSON
     python3 -c 'import json,sys; t0,t1=int(sys.argv[1]),int(sys.argv[2]); r=json.loads(sys.argv[3])
