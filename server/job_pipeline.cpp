@@ -97,11 +97,13 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     co_return run_inline(std::move(request));
   }
   auto& flow = flows_.find(request.flow);
+  // Read once: the tag checked for room is the tag the job is booked with.
+  const auto virtual_now = pool_.virtual_time();
   const auto decision = admit_.decide(cost, time_left, flows_.expected_wait(flow));
   // Only this thread adds to the queue, so a check here is exact, and refusing costs no more
   // than answering /healthz: no timer, no race, no trip through the pool. A full queue still
   // takes a job that fair queuing puts ahead of its last one (which then gives up its place).
-  if (!pool_.has_room(flows_.next_tag(flow, pool_.virtual_time()))) {
+  if (!pool_.has_room(flows_.next_tag(flow, virtual_now))) {
     stats_.count_job(job_outcome::rejected_queue_full);
     flows_.count_refused(flow);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
@@ -137,7 +139,7 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     pool_memory = 0;
   }
 
-  const auto booking = flows_.book(flow, cost, time_left, pool_.virtual_time());
+  const auto booking = flows_.book(flow, cost, time_left, virtual_now);
   net::steady_timer deadline(co_await net::this_coro::executor);
   deadline.expires_at(received + request.timeout);
   pending_job pending;
