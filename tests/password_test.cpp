@@ -135,8 +135,10 @@ TEST_F(password_test, weaker_hashes_need_a_rehash) {
                            current));  // 16-byte digest
 }
 
-TEST_F(password_test, the_memory_a_hash_holds_is_its_blocks_and_a_little) {
-  EXPECT_EQ(password_job_memory(19456), 19456u * 1024 + 64 * 1024);
+TEST_F(password_test, the_memory_a_hash_holds_is_its_blocks_in_whole_2_mib_and_a_little) {
+  EXPECT_EQ(password_job_memory(19456), 20u * 1024 * 1024 + 64 * 1024);
+  EXPECT_EQ(password_job_memory(2048), 2u * 1024 * 1024 + 64 * 1024);
+  EXPECT_EQ(password_job_memory(2052), 4u * 1024 * 1024 + 64 * 1024);
 }
 
 }  // namespace

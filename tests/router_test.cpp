@@ -1,4 +1,5 @@
 #include <crunch/kinds.hpp>
+#include <crunch/password.hpp>
 #include <crunch/router.hpp>
 
 #include <gtest/gtest.h>
@@ -199,7 +200,7 @@ TEST_F(router_test, a_password_hash_is_a_job_with_its_cost_and_memory) {
   EXPECT_EQ(j.kind, "password");
   EXPECT_EQ(j.route, "password_hash");
   EXPECT_EQ(j.cost_units, 19456.0 * 3);               // m × (t + 1) at the defaults
-  EXPECT_EQ(j.memory_bytes, 19456u * 1024 + 65536);   // Argon2's blocks and a little
+  EXPECT_EQ(j.memory_bytes, password_job_memory(19456));   // Argon2's blocks and a little
   const auto custom = job("POST", "/v1/password/hash", "application/json; charset=utf-8",
                           R"({"t_cost":3,"password":"hunter2","m_cost_kib":8192})");
   EXPECT_EQ(custom.cost_units, 8192.0 * 4);
@@ -298,7 +299,7 @@ TEST_F(router_test, verify_reads_the_hash_before_any_work) {
   const auto ok = job("POST", "/v1/password/verify", "application/json",
                       R"({"password":"x","hash":"$argon2id$v=19$m=19456,p=1,t=2$YXUXL+k5GqhbV72azzUVhQ$AGdpnWrJcCC4PBttlvHAOOm/cnwARCXeC7tZAxHeDYg"})");
   EXPECT_EQ(ok.route, "password_verify");
-  EXPECT_EQ(ok.memory_bytes, 19456u * 1024 + 65536);
+  EXPECT_EQ(ok.memory_bytes, password_job_memory(19456));
   const auto malformed = answer("POST", "/v1/password/verify", "application/json", R"({"password":"x","hash":"$argon2id$nope"})");
   EXPECT_EQ(malformed.status, 400u);
   EXPECT_EQ(error_of(malformed).at("message").get<std::string>().rfind("hash is not an Argon2 PHC string", 0), 0u);

@@ -1,10 +1,16 @@
 #include <crunch/password.hpp>
 
+#include <crunch/argon2.hpp>
 #include <crunch/decimal.hpp>
+#include <crunch/wiping.hpp>
+#include <crunch/worker_memory.hpp>
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
+#include <new>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -109,18 +115,68 @@ void init_sodium() {
   if (sodium_init() < 0) throw std::runtime_error("libsodium could not be initialised");
 }
 
-std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost) {
-  std::array<char, crypto_pwhash_STRBYTES> out{};
-  if (crypto_pwhash_str_alg(out.data(), password.data(), password.size(), t_cost, std::size_t{m_cost_kib} * 1024,
-                            crypto_pwhash_ALG_ARGON2ID13) != 0) {
-    throw std::runtime_error("Argon2id could not get " + std::to_string(m_cost_kib) + " KiB of memory");
+namespace {
+
+argon2_variant variant_of(argon2_type type) { return type == argon2_type::argon2id ? argon2_variant::id : argon2_variant::i; }
+
+std::string base64(const unsigned char* bytes, std::size_t size) {
+  std::array<char, 2 * phc_max_digest_bytes> text{};
+  sodium_bin2base64(text.data(), text.size(), bytes, size, sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+  return text.data();
+}
+
+// Argon2 in the calling worker's kept memory, wiped again before it returns: the blocks are
+// derived from the password.
+void compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag) {
+  const auto bytes = argon2_memory_bytes(inputs.m_cost_kib, inputs.lanes);
+  std::span<std::byte> memory;
+  try {
+    memory = worker_memory(bytes);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error("Argon2 could not get " + std::to_string(inputs.m_cost_kib) + " KiB of memory");
   }
-  return out.data();
+  struct wipe_on_exit {
+    std::span<std::byte> used;
+    ~wipe_on_exit() { wipe(used.data(), used.size()); }
+  } used{memory.first(bytes)};
+  argon2_compute(inputs, tag, memory);
+}
+
+}  // namespace
+
+std::uint64_t password_job_memory(std::uint64_t m_cost_kib) {
+  const auto blocks = argon2_memory_bytes(static_cast<std::uint32_t>(std::min<std::uint64_t>(m_cost_kib, UINT32_MAX)), 1);
+  return worker_memory_size(blocks) + 64 * 1024;
+}
+
+std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost) {
+  std::array<unsigned char, 16> salt{};
+  randombytes_buf(salt.data(), salt.size());
+  std::array<std::uint8_t, 32> tag{};
+  compute({argon2_variant::id, m_cost_kib, t_cost, 1, password,
+           std::string_view(reinterpret_cast<const char*>(salt.data()), salt.size()), {}, {}},
+          tag);
+  return "$argon2id$v=19$m=" + std::to_string(m_cost_kib) + ",t=" + std::to_string(t_cost) + ",p=1$" +
+         base64(salt.data(), salt.size()) + "$" + base64(tag.data(), tag.size());
 }
 
 bool argon2_verify(const phc_hash& hash, std::string_view password) {
-  const auto canonical = canonical_phc(hash);
-  return crypto_pwhash_str_verify(canonical.c_str(), password.data(), password.size()) == 0;
+  std::array<unsigned char, phc_max_salt_bytes> salt{};
+  std::array<std::uint8_t, phc_max_digest_bytes> stored{}, computed{};
+  std::size_t salt_bytes = 0, digest_bytes = 0;
+  // parse_phc checked both: canonical unpadded base64 of the lengths it recorded.
+  sodium_base642bin(salt.data(), salt.size(), hash.salt.data(), hash.salt.size(), nullptr, &salt_bytes, nullptr,
+                    sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+  sodium_base642bin(stored.data(), stored.size(), hash.digest.data(), hash.digest.size(), nullptr, &digest_bytes,
+                    nullptr, sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+  if (salt_bytes != hash.salt_bytes || digest_bytes != hash.digest_bytes) return false;
+  const std::span<std::uint8_t> tag(computed.data(), digest_bytes);
+  compute({variant_of(hash.type), hash.params.m_cost_kib, hash.params.t_cost, hash.params.parallelism, password,
+           std::string_view(reinterpret_cast<const char*>(salt.data()), salt_bytes), {}, {}},
+          tag);
+  const bool match = sodium_memcmp(computed.data(), stored.data(), digest_bytes) == 0;
+  wipe(computed.data(), computed.size());
+  return match;
 }
 
 bool needs_rehash(const phc_hash& hash, const argon2_params& current) {

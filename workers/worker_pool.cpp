@@ -1,6 +1,7 @@
 #include <crunch/worker_pool.hpp>
 
 #include <crunch/cpu_pacer.hpp>
+#include <crunch/worker_memory.hpp>
 
 #include <boost/asio/error.hpp>
 
@@ -171,7 +172,9 @@ worker_pool::worker_pool(worker_pool_options options)
       priority_(options.priority),
       completions_(options.completions),
       memory_budget_(options.memory_budget),
+      keep_memory_idle_(options.keep_memory_idle),
       running_(options.workers, nullptr),
+      charged_(options.workers, 0),
       memory_(std::make_shared<memory_lease::shared_state>()) {
   memory_->pool = this;
   if (options.workers == 0) throw std::invalid_argument("worker_pool needs at least one worker");
@@ -220,14 +223,32 @@ std::size_t worker_pool::busy() const {
 
 std::uint64_t worker_pool::memory_in_use() const { return memory_->in_use.load(std::memory_order_acquire); }
 
-bool worker_pool::head_waits_for_memory() const {
-  if (queue_.empty() || memory_budget_ == 0) return false;
-  const auto in_use = memory_->in_use.load(std::memory_order_acquire);
-  return queue_.front()->memory_ > memory_budget_ - std::min(in_use, memory_budget_);
+std::uint64_t worker_pool::memory_kept() const {
+  std::lock_guard lock(mutex_);
+  std::uint64_t kept = 0;
+  for (std::size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i] == nullptr) kept += charged_[i];
+  }
+  return kept;
 }
 
-std::deque<std::unique_ptr<worker_pool::task>>::iterator worker_pool::next_startable() {
-  if (!head_waits_for_memory()) return queue_.begin();
+bool worker_pool::fits(std::uint64_t memory, std::uint64_t kept) const {
+  if (memory_budget_ == 0 || memory <= kept) return true;
+  const auto in_use = memory_->in_use.load(std::memory_order_acquire);
+  return memory - kept <= memory_budget_ - std::min(in_use, memory_budget_);
+}
+
+bool worker_pool::head_waits_for_memory() const {
+  if (queue_.empty() || memory_budget_ == 0) return false;
+  std::uint64_t most_kept = 0;
+  for (std::size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i] == nullptr) most_kept = std::max(most_kept, charged_[i]);
+  }
+  return !fits(queue_.front()->memory_, most_kept);
+}
+
+std::deque<std::unique_ptr<worker_pool::task>>::iterator worker_pool::next_startable(std::size_t index) {
+  if (queue_.empty() || fits(queue_.front()->memory_, charged_[index])) return queue_.begin();
   return std::find_if(queue_.begin(), queue_.end(), [](const auto& t) { return t->memory_ == 0; });
 }
 
@@ -315,33 +336,67 @@ void worker_pool::worker_main(std::size_t index) {
   for (;;) {
     job_checkpoint({});  // a job that cannot pause (an Argon2 hash) paces its worker between jobs
     std::unique_ptr<task> t;
+    std::uint64_t charged = 0;
+    bool give_back = false;
     {
       std::unique_lock lock(mutex_);
       auto next = queue_.end();
-      ready_.wait(lock, [&] {
-        next = next_startable();
-        return stopping_ || next != queue_.end();
-      });
-      if (next == queue_.end()) return;  // stopping, and nothing left to do
-      t = std::move(*next);
-      queue_.erase(next);
-      if (t->tag_ > virtual_time_.load(std::memory_order_relaxed)) {
-        virtual_time_.store(t->tag_, std::memory_order_relaxed);
+      // Kept memory goes back when a queued job waits for the room, or after a while idle.
+      auto ready = [&] {
+        next = next_startable(index);
+        give_back = charged_[index] != 0 && next == queue_.end() && head_waits_for_memory();
+        if (next == queue_.end() && !give_back && !queue_.empty()) {
+          // The head fits on another idle worker, which keeps more: make sure that one wakes.
+          ready_.notify_all();
+        }
+        return stopping_ || next != queue_.end() || give_back;
+      };
+      if (charged_[index] == 0) {
+        ready_.wait(lock, ready);
+      } else if (!ready_.wait_for(lock, keep_memory_idle_, ready)) {
+        give_back = true;
       }
-      running_[index] = t.get();
-      ++busy_;
-      memory_->in_use.fetch_add(t->memory_, std::memory_order_acq_rel);
+      if (!give_back) {
+        if (next == queue_.end()) return;  // stopping, and nothing left to do
+        t = std::move(*next);
+        queue_.erase(next);
+        if (t->tag_ > virtual_time_.load(std::memory_order_relaxed)) {
+          virtual_time_.store(t->tag_, std::memory_order_relaxed);
+        }
+        running_[index] = t.get();
+        ++busy_;
+        // The job's memory, less what this worker keeps already and the job will reuse.
+        charged = std::max(charged_[index], t->memory_);
+        memory_->in_use.fetch_add(charged - charged_[index], std::memory_order_acq_rel);
+        charged_[index] = charged;
+      }
     }
-    const std::uint64_t memory = t->memory_;
+    if (give_back) {
+      release_worker_memory();
+      {
+        std::lock_guard lock(mutex_);
+        memory_->in_use.fetch_sub(charged_[index], std::memory_order_acq_rel);
+        charged_[index] = 0;
+      }
+      ready_.notify_all();
+      continue;
+    }
     t->run(t->stop_.get_token());
+    // What the job left in the worker's kept memory stays charged; the rest of its memory is free.
+    const std::uint64_t kept = worker_memory_kept();
     {
       std::lock_guard lock(mutex_);
       running_[index] = nullptr;
       --busy_;
-      memory_->in_use.fetch_sub(memory, std::memory_order_acq_rel);
+      if (kept <= charged) {
+        memory_->in_use.fetch_sub(charged - kept, std::memory_order_acq_rel);
+      } else {
+        memory_->in_use.fetch_add(kept - charged, std::memory_order_acq_rel);  // a job that declared too little
+      }
+      charged_[index] = kept;
     }
     // Freed memory may let the head of the queue start on another worker.
-    if (memory != 0) ready_.notify_all();
+    if (charged != kept) ready_.notify_all();
     t->finish();
   }
 }

@@ -35,8 +35,9 @@ inline constexpr std::size_t phc_max_digest_bytes = 64;
 /// Most lanes a stored hash may use here; libsodium computes them one after another.
 inline constexpr std::uint32_t phc_max_parallelism = 64;
 
-/// Memory one hash holds at `m_cost_kib`: Argon2's blocks, plus its small buffers and strings.
-inline std::uint64_t password_job_memory(std::uint64_t m_cost_kib) { return m_cost_kib * 1024 + 64 * 1024; }
+/// Memory one hash holds at `m_cost_kib`: Argon2's blocks in the worker's kept memory (whole
+/// 2 MiB), plus its small buffers and strings.
+std::uint64_t password_job_memory(std::uint64_t m_cost_kib);
 
 /// Reads "$argon2id$v=19$m=19456,t=2,p=1$<salt>$<digest>" — with m, t and p in any order, as
 /// node-argon2 writes p before t — and is strict about everything else: the variant, version 19,
@@ -51,13 +52,13 @@ std::string canonical_phc(const phc_hash& hash);
 void init_sodium();
 
 /// Hashes `password` with Argon2id at `m_cost_kib` and `t_cost`, parallelism 1, and a fresh
-/// 16-byte salt from the OS (libsodium's randombytes_buf); returns the PHC string. Throws
-/// std::runtime_error when libsodium fails — it cannot get the memory.
+/// 16-byte salt from the OS (libsodium's randombytes_buf); returns the PHC string with a 32-byte
+/// digest. The blocks are the calling thread's kept memory (worker_memory.hpp), wiped before it
+/// returns. Throws std::runtime_error when that memory cannot be had.
 std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost);
 
-/// Whether `password` matches `hash`, by libsodium's verifier (a constant-time comparison).
-/// libsodium cannot tell a failed allocation from a mismatch: the memory budget is what keeps
-/// the allocation from failing.
+/// Whether `password` matches `hash` (the digests compared in constant time). Memory as for
+/// argon2id_hash; throws std::runtime_error when it cannot be had.
 bool argon2_verify(const phc_hash& hash, std::string_view password);
 
 /// Whether `hash` is weaker than hashes made now with `current`: another variant than Argon2id, less

@@ -106,6 +106,8 @@ struct worker_pool_options {
   /// Where completions for handlers on its io_context go (completion_queue.hpp); others, and all
   /// when null, are posted to the handler's executor.
   completion_queue* completions = nullptr;
+  /// How long a worker keeps its working memory (worker_memory.hpp) while it has no job.
+  std::chrono::milliseconds keep_memory_idle{10'000};
 };
 
 /// Where a submitted job goes in the queue, and what it needs.
@@ -173,8 +175,10 @@ class worker_pool {
   std::size_t busy() const;
   /// The memory budget in bytes (0: no limit).
   std::uint64_t memory_budget() const noexcept { return memory_budget_; }
-  /// Bytes declared by the jobs running now, and held by leases.
+  /// Bytes declared by the jobs running now, held by leases, and kept by the workers.
   std::uint64_t memory_in_use() const;
+  /// Bytes of working memory the workers keep between jobs (part of memory_in_use()).
+  std::uint64_t memory_kept() const;
 
   /// Takes `bytes` from the memory budget now, for as long as the lease lives — or, when they
   /// are not free or a queued job waits for memory, an empty lease.
@@ -225,10 +229,14 @@ class worker_pool {
   /// completes it now. A task that has finished is left alone.
   void cancel(std::uint64_t id);
   void worker_main(std::size_t index);
-  /// The first queued job that may start now: the head if its memory is free, else the first
-  /// that needs none. end() if none. Called with mutex_ held.
-  std::deque<std::unique_ptr<task>>::iterator next_startable();
-  /// Whether the head of the queue waits for memory. Called with mutex_ held.
+  /// The first queued job that worker `index` may start now: the head if its memory is free
+  /// (what the worker keeps counts as free for it), else the first that needs none. end() if
+  /// none. Called with mutex_ held.
+  std::deque<std::unique_ptr<task>>::iterator next_startable(std::size_t index);
+  /// Whether a job declaring `memory` fits beside what is in use, on a worker that keeps `kept`.
+  bool fits(std::uint64_t memory, std::uint64_t kept) const;
+  /// Whether the head of the queue waits for memory: no idle worker could start it. Called with
+  /// mutex_ held.
   bool head_waits_for_memory() const;
   /// Wakes the workers after memory came back from a lease.
   void memory_freed();
@@ -237,10 +245,14 @@ class worker_pool {
   const worker_priority priority_;
   completion_queue* const completions_;
   const std::uint64_t memory_budget_;
+  const std::chrono::milliseconds keep_memory_idle_;
   mutable std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::unique_ptr<task>> queue_;      // guarded by mutex_
   std::vector<task*> running_;                   // per worker, null when idle; guarded by mutex_
+  // Per worker: bytes charged for it beyond leases — its kept memory when idle, the larger of
+  // that and its job's memory while it runs. Guarded by mutex_.
+  std::vector<std::uint64_t> charged_;
   std::size_t busy_ = 0;                         // guarded by mutex_
   std::shared_ptr<memory_lease::shared_state> memory_;  // in use: changed under mutex_ but by leases
   std::uint64_t next_id_ = 1;                    // guarded by mutex_

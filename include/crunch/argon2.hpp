@@ -1,0 +1,52 @@
+#pragma once
+/// Argon2 (RFC 9106, version 0x13) over memory its caller provides. libsodium's Argon2 maps fresh
+/// memory for every hash and unmaps it afterwards: 19 MiB of page faults, zeroing and a TLB
+/// shootdown per hash, which cost 3/4 of the machine's hashing rate (issue 24). This core takes
+/// its blocks from the caller — a worker's kept memory (worker_memory.hpp) — and uses libsodium
+/// for BLAKE2b only. The block compression is written for AVX2 and in portable C++; the AVX2 form
+/// is picked at run time where the CPU has it.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace crunch {
+
+/// The Argon2 variants, with the type codes RFC 9106 hashes into H0.
+enum class argon2_variant : std::uint32_t { d = 0, i = 1, id = 2 };
+
+/// What one Argon2 computation takes. Password, salt, secret and associated data are read only.
+struct argon2_inputs {
+  argon2_variant variant = argon2_variant::id;
+  std::uint32_t m_cost_kib = 0;  ///< memory in KiB, at least 8 × lanes
+  std::uint32_t t_cost = 0;      ///< passes, at least 1
+  std::uint32_t lanes = 1;       ///< parallelism (computed one lane after another), 1..2^24-1
+  std::string_view password;
+  std::string_view salt;         ///< at least 8 bytes
+  std::string_view secret;       ///< K, may be empty
+  std::string_view associated;   ///< X, may be empty
+};
+
+/// Smallest and largest tag this core computes (RFC 9106 allows 4..2^32-1; PHC strings here hold 16..64).
+inline constexpr std::size_t argon2_min_tag_bytes = 16;
+inline constexpr std::size_t argon2_max_tag_bytes = 64;
+
+/// Bytes of block memory a computation with these costs uses: m rounded down to a multiple of
+/// 4 × lanes KiB (and at least 8 × lanes KiB).
+std::size_t argon2_memory_bytes(std::uint32_t m_cost_kib, std::uint32_t lanes) noexcept;
+
+/// Computes the tag (argon2_min_tag_bytes..argon2_max_tag_bytes long) into `tag`, using
+/// `memory` — at least argon2_memory_bytes(), aligned to 64 bytes — for its blocks, whatever it
+/// held before: every block is written before it is read. The blocks are left as they are:
+/// whoever owns the memory wipes it. Throws std::invalid_argument for inputs out of bounds.
+void argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
+
+/// The same with the portable compression whatever the CPU has: for the tests that check that
+/// both forms agree.
+void argon2_compute_portable(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
+
+/// Which block compression argon2_compute uses on this CPU: "avx2" or "portable".
+std::string_view argon2_implementation() noexcept;
+
+}  // namespace crunch
