@@ -166,15 +166,20 @@
   // --- /healthz, timed from here -----------------------------------------------------------------
 
   // The round trip as the browser's network stack saw it (Resource Timing): from the fetch's start
-  // to the last byte of the answer, without the time the page's own thread took to notice.
+  // to the last byte of the answer, without the time the page's own thread took to notice. An
+  // entry may be missing (the buffer was full) or unfinished (responseEnd 0 while it is still
+  // being written): then the page's own clock, around the fetch, is the measure.
   async function probe() {
     const url = `/healthz?probe=${++probes}`;
     try {
+      const started = performance.now();
       const r = await fetch(url, { cache: "no-store" });
       await r.arrayBuffer();
+      const ended = performance.now();
       const entry = performance.getEntriesByName(new URL(url, location.href).href).pop();
       performance.clearResourceTimings();
-      const took = entry ? entry.responseEnd - entry.startTime : NaN;
+      const timed = entry && entry.responseEnd > 0 && entry.responseEnd >= entry.startTime;
+      const took = timed ? entry.responseEnd - entry.startTime : ended - started;
       push(healthz, Date.now() / 1000, [took]);
       seen.healthzMs.push(took);
       if (seen.healthzMs.length > 1000) seen.healthzMs.shift();

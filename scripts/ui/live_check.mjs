@@ -69,11 +69,13 @@ try {
   const seen = await page.evaluate(() => ({
     snapshots: window.crunchLive.snapshots,
     healthz: window.crunchLive.healthzMs.length,
+    badHealthz: window.crunchLive.healthzMs.filter((t) => !Number.isFinite(t) || t < 0),
     canvases: document.querySelectorAll(".uplot canvas").length,
     status: document.getElementById("status").textContent,
   }));
   check(seen.snapshots >= 5, `the page received ${seen.snapshots} snapshots from /v1/events`);
   check(seen.healthz >= 3, `the page timed /healthz ${seen.healthz} times`);
+  check(seen.badHealthz.length === 0, `every /healthz time is a number of 0 ms or more (bad: ${seen.badHealthz})`);
   check(seen.canvases >= 5, `${seen.canvases} charts drawn`);
   check(seen.status === "live", `status says "${seen.status}"`);
 
