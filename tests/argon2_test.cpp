@@ -14,7 +14,6 @@
 namespace crunch {
 namespace {
 
-using compute_fn = void (*)(const argon2_inputs&, std::span<std::uint8_t>, std::span<std::byte>);
 
 // Memory for a computation, aligned as argon2_compute asks, and filled with junk: every block
 // must be written before it is read, whatever the memory held.
@@ -32,10 +31,10 @@ struct scratch {
   std::vector<line> storage;
 };
 
-std::vector<std::uint8_t> tag_of(compute_fn compute, const argon2_inputs& in, std::size_t tag_bytes) {
+std::vector<std::uint8_t> tag_of(argon2_core core, const argon2_inputs& in, std::size_t tag_bytes) {
   std::vector<std::uint8_t> tag(tag_bytes);
   scratch memory(argon2_memory_bytes(in.m_cost_kib, in.lanes));
-  compute(in, tag, memory.bytes());
+  argon2_compute_with(core, in, tag, memory.bytes());
   return tag;
 }
 
@@ -45,7 +44,13 @@ std::vector<std::uint8_t> hex(std::string_view text) {
   return bytes;
 }
 
-class argon2_forms : public ::testing::TestWithParam<compute_fn> {};
+// Each form of the compression this CPU has; the others are skipped, and say so.
+class argon2_forms : public ::testing::TestWithParam<argon2_core> {
+ protected:
+  void SetUp() override {
+    if (!argon2_core_available(GetParam())) GTEST_SKIP() << "this CPU has no " << argon2_core_name(GetParam());
+  }
+};
 
 // RFC 9106 §5: m=32 KiB, t=3, p=4, a 32-byte password of 0x01, a 16-byte salt of 0x02, an 8-byte
 // secret of 0x03 and 12 bytes of associated data of 0x04; 32-byte tags.
@@ -86,13 +91,24 @@ TEST_P(argon2_forms, the_same_tags_as_libsodium) {
   }
 }
 
-// More lanes than one, and a last segment whose addresses need a second address block
-// (segments of over 128 blocks): the two forms of the compression agree.
-TEST(argon2, both_forms_agree_on_many_lanes_and_long_segments) {
-  const argon2_inputs in{argon2_variant::id, 4 * 1024 + 100, 2, 3, "password", "somesalt", {}, {}};
-  EXPECT_EQ(tag_of(argon2_compute, in, 32), tag_of(argon2_compute_portable, in, 32));
+// More lanes than one, and segments of over 128 blocks (a second address block): every form of
+// the compression gives the portable one's tags.
+TEST_P(argon2_forms, agree_with_the_portable_form_on_many_lanes_and_long_segments) {
+  const argon2_inputs id{argon2_variant::id, 4 * 1024 + 100, 2, 3, "password", "somesalt", {}, {}};
+  EXPECT_EQ(tag_of(GetParam(), id, 32), tag_of(argon2_core::portable, id, 32));
   const argon2_inputs i{argon2_variant::i, 2048, 1, 2, "password", "somesalt", {}, {}};
-  EXPECT_EQ(tag_of(argon2_compute, i, 64), tag_of(argon2_compute_portable, i, 64));
+  EXPECT_EQ(tag_of(GetParam(), i, 64), tag_of(argon2_core::portable, i, 64));
+}
+
+TEST(argon2, the_fastest_form_the_cpu_has_is_used) {
+  const auto best = argon2_implementation();
+  if (argon2_core_available(argon2_core::avx512)) {
+    EXPECT_EQ(best, "avx512");
+  } else if (argon2_core_available(argon2_core::avx2)) {
+    EXPECT_EQ(best, "avx2");
+  } else {
+    EXPECT_EQ(best, "portable");
+  }
 }
 
 TEST(argon2, inputs_out_of_bounds_are_refused) {
@@ -121,8 +137,9 @@ TEST(argon2, memory_is_whole_segments_of_four_per_lane) {
   EXPECT_EQ(argon2_memory_bytes(1, 2), 16u * 1024);  // at least 8 KiB per lane
 }
 
-INSTANTIATE_TEST_SUITE_P(compression, argon2_forms, ::testing::Values(argon2_compute, argon2_compute_portable),
-                         [](const auto& param) { return std::string(param.index == 0 ? "best" : "portable"); });
+INSTANTIATE_TEST_SUITE_P(compression, argon2_forms,
+                         ::testing::Values(argon2_core::avx512, argon2_core::avx2, argon2_core::portable),
+                         [](const auto& param) { return std::string(argon2_core_name(param.param)); });
 
 }  // namespace
 }  // namespace crunch

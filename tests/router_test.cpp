@@ -199,11 +199,11 @@ TEST_F(router_test, a_password_hash_is_a_job_with_its_cost_and_memory) {
   const auto j = job("POST", "/v1/password/hash", "application/json", R"({"password":"hunter2"})");
   EXPECT_EQ(j.kind, "password");
   EXPECT_EQ(j.route, "password_hash");
-  EXPECT_EQ(j.cost_units, 19456.0 * 3);               // m × (t + 1) at the defaults
+  EXPECT_EQ(j.cost_units, 19456.0 * 2);               // m × t at the defaults
   EXPECT_EQ(j.memory_bytes, password_job_memory(19456));   // Argon2's blocks and a little
   const auto custom = job("POST", "/v1/password/hash", "application/json; charset=utf-8",
                           R"({"t_cost":3,"password":"hunter2","m_cost_kib":8192})");
-  EXPECT_EQ(custom.cost_units, 8192.0 * 4);
+  EXPECT_EQ(custom.cost_units, 8192.0 * 3);
 }
 
 TEST_F(router_test, json_routes_want_application_json) {

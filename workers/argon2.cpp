@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -218,6 +219,108 @@ CRUNCH_AVX2 void compress_avx2(const block& prev, const block& ref, block& next,
   for (std::size_t i = 0; i < block_words / 4; ++i) _mm256_store_si256(nv + i, _mm256_xor_si256(rv[i], keep[i]));
 }
 
+// ---- the compression G: AVX-512 form, two rows (or two columns) to a set of registers ----
+
+#define CRUNCH_AVX512 __attribute__((target("avx512f")))
+
+// GCC 12's _mm512_inserti64x4 passes _mm512_undefined_epi32() as its unused mask source, which
+// -Wuninitialized reports inside the header (GCC bug 105593): not a real read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+CRUNCH_AVX512 inline __m512i blamka_512(__m512i x, __m512i y) {
+  const __m512i product = _mm512_mul_epu32(x, y);
+  return _mm512_add_epi64(_mm512_add_epi64(x, y), _mm512_add_epi64(product, product));
+}
+
+CRUNCH_AVX512 inline void gb_512(__m512i& a, __m512i& b, __m512i& c, __m512i& d) {
+  a = blamka_512(a, b);
+  d = _mm512_ror_epi64(_mm512_xor_si512(d, a), 32);
+  c = blamka_512(c, d);
+  b = _mm512_ror_epi64(_mm512_xor_si512(b, c), 24);
+  a = blamka_512(a, b);
+  d = _mm512_ror_epi64(_mm512_xor_si512(d, a), 16);
+  c = blamka_512(c, d);
+  b = _mm512_ror_epi64(_mm512_xor_si512(b, c), 63);
+}
+
+// The AVX2 round on both 256-bit halves at once: each half is one row's (or column's) 4×4 words.
+CRUNCH_AVX512 inline void round_512(__m512i& a, __m512i& b, __m512i& c, __m512i& d) {
+  gb_512(a, b, c, d);
+  b = _mm512_permutex_epi64(b, _MM_SHUFFLE(0, 3, 2, 1));
+  c = _mm512_permutex_epi64(c, _MM_SHUFFLE(1, 0, 3, 2));
+  d = _mm512_permutex_epi64(d, _MM_SHUFFLE(2, 1, 0, 3));
+  gb_512(a, b, c, d);
+  b = _mm512_permutex_epi64(b, _MM_SHUFFLE(2, 1, 0, 3));
+  c = _mm512_permutex_epi64(c, _MM_SHUFFLE(1, 0, 3, 2));
+  d = _mm512_permutex_epi64(d, _MM_SHUFFLE(0, 3, 2, 1));
+}
+
+// 32 bytes at word `low` and 32 at word `high`, as one register; and back.
+CRUNCH_AVX512 inline __m512i load_halves(const std::uint64_t* v, std::size_t low, std::size_t high) {
+  const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(v + low));
+  const __m256i hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(v + high));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+CRUNCH_AVX512 inline void store_halves(std::uint64_t* v, std::size_t low, std::size_t high, __m512i x) {
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v + low), _mm512_castsi512_si256(x));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v + high), _mm512_extracti64x4_epi64(x, 1));
+}
+
+// Columns c and c+1 (c even) of the 4×4 view: 16-byte pieces at words 2c + 16k. Loaded as the
+// 32 bytes at 2c (c's piece, then c+1's) and at 2c+16, then the middle two 16-byte lanes swapped,
+// so that the low half holds column c and the high half column c+1. The swap is its own inverse.
+CRUNCH_AVX512 inline __m512i load_columns(const std::uint64_t* v, std::size_t at) {
+  const __m512i x = load_halves(v, at, at + 16);
+  return _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0));
+}
+CRUNCH_AVX512 inline void store_columns(std::uint64_t* v, std::size_t at, __m512i x) {
+  store_halves(v, at, at + 16, _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+CRUNCH_AVX512 void compress_avx512(const block& prev, const block& ref, block& next, bool with_xor) {
+  block r;
+  __m512i keep[block_words / 8];
+  auto* rv = reinterpret_cast<__m512i*>(r.v);
+  const auto* pv = reinterpret_cast<const __m512i*>(prev.v);
+  const auto* fv = reinterpret_cast<const __m512i*>(ref.v);
+  auto* nv = reinterpret_cast<__m512i*>(next.v);
+  for (std::size_t i = 0; i < block_words / 8; ++i) {
+    rv[i] = _mm512_xor_si512(_mm512_load_si512(pv + i), _mm512_load_si512(fv + i));
+    keep[i] = with_xor ? _mm512_xor_si512(rv[i], _mm512_load_si512(nv + i)) : rv[i];
+  }
+  // Rows `row` and `row + 1`: the low halves hold the first, the high halves the second.
+  for (std::size_t row = 0; row < 8; row += 2) {
+    const std::size_t w = 16 * row;
+    __m512i a = load_halves(r.v, w, w + 16), b = load_halves(r.v, w + 4, w + 20);
+    __m512i c = load_halves(r.v, w + 8, w + 24), d = load_halves(r.v, w + 12, w + 28);
+    round_512(a, b, c, d);
+    store_halves(r.v, w, w + 16, a);
+    store_halves(r.v, w + 4, w + 20, b);
+    store_halves(r.v, w + 8, w + 24, c);
+    store_halves(r.v, w + 12, w + 28, d);
+  }
+  for (std::size_t col = 0; col < 8; col += 2) {
+    const std::size_t w = 2 * col;
+    __m512i a = load_columns(r.v, w), b = load_columns(r.v, w + 32);
+    __m512i c = load_columns(r.v, w + 64), d = load_columns(r.v, w + 96);
+    round_512(a, b, c, d);
+    store_columns(r.v, w, a);
+    store_columns(r.v, w + 32, b);
+    store_columns(r.v, w + 64, c);
+    store_columns(r.v, w + 96, d);
+  }
+  for (std::size_t i = 0; i < block_words / 8; ++i) _mm512_store_si512(nv + i, _mm512_xor_si512(rv[i], keep[i]));
+}
+
+#pragma GCC diagnostic pop
+
+bool cpu_has_avx512() noexcept {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
+
 bool cpu_has_avx2() noexcept {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2");
@@ -227,14 +330,28 @@ bool cpu_has_avx2() noexcept {
 
 using compress_fn = void (*)(const block&, const block&, block&, bool);
 
-compress_fn pick_compress() noexcept {
+compress_fn compress_of(argon2_core core) noexcept {
+  switch (core) {
 #if defined(__x86_64__)
-  if (cpu_has_avx2()) return compress_avx2;
+    case argon2_core::avx512: return cpu_has_avx512() ? compress_avx512 : nullptr;
+    case argon2_core::avx2: return cpu_has_avx2() ? compress_avx2 : nullptr;
+#else
+    case argon2_core::avx512:
+    case argon2_core::avx2: return nullptr;
 #endif
-  return compress_portable;
+    case argon2_core::portable: return compress_portable;
+  }
+  return nullptr;
 }
 
-const compress_fn best_compress = pick_compress();
+argon2_core pick_core() noexcept {
+  for (const auto core : {argon2_core::avx512, argon2_core::avx2}) {
+    if (compress_of(core) != nullptr) return core;
+  }
+  return argon2_core::portable;
+}
+
+const argon2_core best_core = pick_core();
 
 // ---- filling the memory (RFC 9106 §3.2–3.4) ----
 
@@ -349,12 +466,18 @@ std::size_t argon2_memory_bytes(std::uint32_t m_cost_kib, std::uint32_t lanes) n
   return std::size_t{geometry_of(m_cost_kib, lanes).blocks} * block_bytes;
 }
 
-std::string_view argon2_implementation() noexcept {
-#if defined(__x86_64__)
-  if (best_compress == compress_avx2) return "avx2";
-#endif
-  return "portable";
+std::string_view argon2_implementation() noexcept { return argon2_core_name(best_core); }
+
+std::string_view argon2_core_name(argon2_core core) noexcept {
+  switch (core) {
+    case argon2_core::avx512: return "avx512";
+    case argon2_core::avx2: return "avx2";
+    case argon2_core::portable: return "portable";
+  }
+  return "?";
 }
+
+bool argon2_core_available(argon2_core core) noexcept { return compress_of(core) != nullptr; }
 
 namespace {
 
@@ -409,11 +532,14 @@ void compute_with(const argon2_inputs& in, std::span<std::uint8_t> tag, std::spa
 }  // namespace
 
 void argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory) {
-  compute_with(inputs, tag, memory, best_compress);
+  compute_with(inputs, tag, memory, compress_of(best_core));
 }
 
-void argon2_compute_portable(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory) {
-  compute_with(inputs, tag, memory, compress_portable);
+void argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
+                         std::span<std::byte> memory) {
+  const auto compress = compress_of(core);
+  if (compress == nullptr) throw std::invalid_argument("argon2: this CPU has no " + std::string(argon2_core_name(core)));
+  compute_with(inputs, tag, memory, compress);
 }
 
 }  // namespace crunch

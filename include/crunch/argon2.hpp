@@ -3,8 +3,8 @@
 /// memory for every hash and unmaps it afterwards: 19 MiB of page faults, zeroing and a TLB
 /// shootdown per hash, which cost 3/4 of the machine's hashing rate (issue 24). This core takes
 /// its blocks from the caller — a worker's kept memory (worker_memory.hpp) — and uses libsodium
-/// for BLAKE2b only. The block compression is written for AVX2 and in portable C++; the AVX2 form
-/// is picked at run time where the CPU has it.
+/// for BLAKE2b only. The block compression is written for AVX-512, for AVX2 and in portable C++;
+/// the fastest form the CPU has is picked at run time.
 
 #include <cstddef>
 #include <cstdint>
@@ -42,11 +42,22 @@ std::size_t argon2_memory_bytes(std::uint32_t m_cost_kib, std::uint32_t lanes) n
 /// whoever owns the memory wipes it. Throws std::invalid_argument for inputs out of bounds.
 void argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
 
-/// The same with the portable compression whatever the CPU has: for the tests that check that
-/// both forms agree.
-void argon2_compute_portable(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
+/// The forms of the block compression: AVX-512 (two rows to a register set, rotations in one
+/// instruction), AVX2 (one row), and portable C++.
+enum class argon2_core { avx512, avx2, portable };
 
-/// Which block compression argon2_compute uses on this CPU: "avx2" or "portable".
+/// Whether this CPU can run `core`.
+bool argon2_core_available(argon2_core core) noexcept;
+
+/// argon2_compute with the given form of the compression, whatever the CPU's best: for the tests
+/// that check that every form agrees. Throws std::invalid_argument when the CPU lacks it.
+void argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
+                         std::span<std::byte> memory);
+
+/// "avx512", "avx2" or "portable".
+std::string_view argon2_core_name(argon2_core core) noexcept;
+
+/// The form argon2_compute uses on this CPU: the fastest it has.
 std::string_view argon2_implementation() noexcept;
 
 }  // namespace crunch

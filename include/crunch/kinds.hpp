@@ -11,7 +11,7 @@ namespace crunch {
 job_kind fib_kind();
 
 /// POST /v1/password/hash and /verify: Argon2id through libsodium, within the bounds of `cfg`'s
-/// password settings; its cost is m_cost_kib × (t_cost + 1).
+/// password settings; its cost is m_cost_kib × t_cost.
 job_kind password_kind(const config& cfg);
 
 /// POST /v1/image/thumbnail: libvips thumbnails of JPEG, PNG, WebP and GIF bodies, within
