@@ -225,9 +225,11 @@ CRUNCH_AVX2 void compress_avx2(const block& prev, const block& ref, block& next,
 
 // GCC 12's _mm512_inserti64x4 passes _mm512_undefined_epi32() as its unused mask source, which
 // -Wuninitialized reports inside the header (GCC bug 105593): not a real read.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 CRUNCH_AVX512 inline __m512i blamka_512(__m512i x, __m512i y) {
   const __m512i product = _mm512_mul_epu32(x, y);
@@ -314,7 +316,9 @@ CRUNCH_AVX512 void compress_avx512(const block& prev, const block& ref, block& n
   for (std::size_t i = 0; i < block_words / 8; ++i) _mm512_store_si512(nv + i, _mm512_xor_si512(rv[i], keep[i]));
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 bool cpu_has_avx512() noexcept {
   __builtin_cpu_init();
