@@ -4,6 +4,7 @@
 #include <crunch/image.hpp>
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <cstdio>
 #include <fstream>
@@ -124,6 +125,31 @@ TEST(image_kind, a_pixel_bomb_is_refused_before_any_work) {
   const auto m = metrics_of(c);
   EXPECT_EQ(sample(m, R"(crunch_jobs_total{outcome="completed"})"), 0);
   EXPECT_EQ(sample(m, R"(crunch_job_run_seconds_count{kind="image"})"), 0);
+}
+
+// A PNG with 8 KB of text: more than make_thumbnail lets libpng read (a zTXt of that size could
+// inflate 1000-fold). The kind drops text chunks on the worker first, so the upload still gets
+// its thumbnail, without the text.
+TEST(image_kind, a_png_with_large_text_chunks_gets_its_thumbnail_without_them) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  const auto png = synthetic_image(64, 48, image_format::png);
+  std::string text = "tEXtComment";
+  text.push_back('\0');
+  text.append(8000, 'x');
+  std::string chunk;
+  const auto length = static_cast<std::uint32_t>(text.size() - 4);
+  for (int i = 0; i < 4; ++i) chunk.push_back(static_cast<char>(length >> (24 - 8 * i)));
+  chunk += text;
+  const auto crc = crc32(0, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size()));
+  for (int i = 0; i < 4; ++i) chunk.push_back(static_cast<char>(crc >> (24 - 8 * i)));
+  const auto with_text = png.substr(0, 33) + chunk + png.substr(33);
+  ASSERT_GT(png_text_bytes(with_text), max_png_text_bytes);
+  const auto r = c.post("/v1/image/thumbnail?width=32&format=png", "image/png", with_text);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200u) << r->body;
+  EXPECT_EQ(size_of(r->body), (std::pair{32u, 24u}));
+  EXPECT_EQ(r->body.find("Comment"), std::string::npos);
 }
 
 TEST(image_kind, truncated_and_corrupt_images_are_400_quickly) {

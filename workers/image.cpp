@@ -8,6 +8,7 @@
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -188,6 +189,55 @@ void strip_webp_chunks(std::string& webp) {
   webp = std::move(out);
 }
 
+// ---- what a decoder would do beyond the pixels: walked here, on the worker, before it starts ----
+
+// The scans of a JPEG: its SOS markers, each followed by entropy-coded data that runs to the next
+// marker (FF 00 is a stuffed byte and FF D0..D7 a restart, not markers). One pass, O(size).
+std::size_t count_jpeg_scans(std::string_view b) {
+  std::size_t scans = 0;
+  std::size_t at = 2;
+  while (at + 4 <= b.size()) {
+    if (static_cast<unsigned char>(b[at]) != 0xFF) return scans;  // malformed: the decoder will say so
+    const auto marker = static_cast<unsigned char>(b[at + 1]);
+    if (marker == 0xFF) {
+      ++at;  // fill byte
+      continue;
+    }
+    if (marker == 0xD9) return scans;
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {
+      at += 2;
+      continue;
+    }
+    at += 2 + be16(b, at + 2);
+    if (marker != 0xDA) continue;
+    ++scans;
+    while (at + 1 < b.size() && !(static_cast<unsigned char>(b[at]) == 0xFF && b[at + 1] != 0 &&
+                                  !(static_cast<unsigned char>(b[at + 1]) >= 0xD0 && static_cast<unsigned char>(b[at + 1]) <= 0xD7))) {
+      ++at;
+    }
+  }
+  return scans;
+}
+
+// A PNG's chunks: 4-byte big-endian length, 4-byte type, the data, a 4-byte CRC. Calls
+// `each(type, whole chunk)` for every chunk up to IEND; stops early on a malformed length.
+template <typename Each>
+void for_each_png_chunk(std::string_view b, Each each) {
+  for (std::size_t at = 8; at + 12 <= b.size();) {
+    const std::size_t length = be32(b, at);
+    if (length > b.size() - at - 12) return;
+    const auto type = b.substr(at + 4, 4);
+    each(type, at, 12 + length);
+    if (type == "IEND") return;
+    at += 12 + length;
+  }
+}
+
+// Text chunks: tEXt, and zTXt and iTXt, which libpng inflates as it reads them — 200 KB of zTXt
+// became 200 MB and 1.4 s of CPU on a 64x64 image priced at microseconds. A thumbnail never
+// carries them.
+bool is_png_text(std::string_view type) { return type == "tEXt" || type == "zTXt" || type == "iTXt"; }
+
 // Called by libvips while it evaluates, on whichever thread runs the pipeline.
 void on_eval(VipsImage* image, VipsProgress*, void* stop) {
   if (job_checkpoint(*static_cast<std::stop_token*>(stop))) vips_image_set_kill(image, TRUE);
@@ -224,6 +274,27 @@ std::optional<image_format> format_of_media_type(std::string_view content_type) 
   }
   return std::nullopt;
 }
+
+std::size_t png_text_bytes(std::string_view png) {
+  std::size_t bytes = 0;
+  for_each_png_chunk(png, [&](std::string_view type, std::size_t, std::size_t whole) {
+    if (is_png_text(type)) bytes += whole;
+  });
+  return bytes;
+}
+
+void drop_png_text(std::string& png) {
+  if (png.size() < 8 || png.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || png_text_bytes(png) == 0) return;
+  std::size_t kept = 8;
+  for_each_png_chunk(png, [&](std::string_view type, std::size_t at, std::size_t whole) {
+    if (is_png_text(type)) return;
+    if (kept != at) std::memmove(png.data() + kept, png.data() + at, whole);  // down: the chunks ahead stay put
+    kept += whole;
+  });
+  png.resize(kept);
+}
+
+std::size_t jpeg_scans(std::string_view jpeg) { return count_jpeg_scans(jpeg); }
 
 std::variant<image_header, std::string> sniff_image(std::string_view b) {
   if (b.size() >= 3 && b.substr(0, 3) == "\xFF\xD8\xFF") return sniff_jpeg(b);
@@ -346,6 +417,17 @@ void release_vips_thread_buffers() { vips_thread_shutdown(); }
 std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
                                           const thumbnail_spec& spec, std::stop_token stop) {
   init_vips();
+  // What the decoder would do beyond the pixels that admission priced, refused before it starts.
+  if (expected.format == image_format::png && png_text_bytes(bytes) > max_png_text_bytes) {
+    throw image_error("the PNG carries " + std::to_string(png_text_bytes(bytes)) +
+                      " bytes of text chunks, more than this server reads (" + std::to_string(max_png_text_bytes) + ")");
+  }
+  if (expected.format == image_format::jpeg && expected.whole_frame) {
+    if (const auto scans = count_jpeg_scans(bytes); scans > max_jpeg_scans) {
+      throw image_error("the JPEG has " + std::to_string(scans) + " scans, more than this server decodes (" +
+                        std::to_string(max_jpeg_scans) + ")");
+    }
+  }
   // The decoder's own header first: what it would decode must be what the sniffer read (and
   // admission priced). It also gives the EXIF orientation, which decides the shrink-on-load.
   int orientation = 1;

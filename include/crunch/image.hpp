@@ -3,6 +3,7 @@
 /// decoder, so that a pixel bomb costs nothing), what a thumbnail of it will cost, and the
 /// thumbnail itself. Plain functions: the image kind (server/image_kind.cpp) runs them on workers.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stop_token>
@@ -88,7 +89,9 @@ std::string libvips_version();
 /// Makes the thumbnail of `bytes` — whose header `expected` describes, as sniff_image read it —
 /// with EXIF orientation applied, converted to sRGB, metadata stripped. Returns the encoded
 /// image, or nullopt when `stop` asked it to stop (checked while libvips evaluates). Throws
-/// image_error when the image cannot be decoded, is cut short, or differs from `expected`.
+/// image_error when the image cannot be decoded, is cut short, or differs from `expected`, and
+/// before decoding when it would cost far more than its pixels: a PNG with more than
+/// max_png_text_bytes of text (drop_png_text first), a JPEG of more than max_jpeg_scans scans.
 std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
                                           const thumbnail_spec& spec, std::stop_token stop);
 
@@ -97,6 +100,22 @@ std::optional<std::string> make_thumbnail(std::string_view bytes, const image_he
 /// tag, for a JPEG only.
 std::string synthetic_image(std::uint32_t width, std::uint32_t height, image_format format, int quality = 85,
                             int orientation = 1);
+
+/// Most bytes of PNG text chunks (tEXt, zTXt, iTXt) make_thumbnail lets the decoder read: libpng
+/// inflates zTXt and iTXt as it reads them, 1000-fold at worst.
+inline constexpr std::size_t max_png_text_bytes = 4096;
+/// Most scans of a progressive JPEG make_thumbnail decodes: each scan is a pass over the whole
+/// image's coefficients, so a small file of many scans costs what a huge image would. Encoders
+/// write about ten (libjpeg's default progression) and rarely more than a few tens.
+inline constexpr std::size_t max_jpeg_scans = 128;
+
+/// Bytes of text chunks in a PNG, their headers and CRCs included; 0 for anything else.
+std::size_t png_text_bytes(std::string_view png);
+/// Removes a PNG's text chunks in place — a thumbnail never carries them, and the decoder then
+/// never inflates them. Leaves anything that is not a PNG as it is. Linear in the size.
+void drop_png_text(std::string& png);
+/// The scans (SOS markers) of a JPEG, counted without decoding. Linear in the size.
+std::size_t jpeg_scans(std::string_view jpeg);
 
 /// Frees what libvips keeps per thread: called by a worker after each image job.
 void release_vips_thread_buffers();
