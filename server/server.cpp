@@ -405,6 +405,11 @@ void server::run() {
   // Timers on this thread fire within 1 µs of their time instead of the default 50 µs slack, so
   // the loop-lag monitor measures the loop, not the slack.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+  const bool realtime = s.cfg.io_scheduling != io_priority::normal && make_io_thread_realtime();
+  if (s.cfg.io_scheduling == io_priority::realtime && !realtime) {
+    throw config_error("crunchd: --io-priority realtime: the OS refused SCHED_FIFO (it needs CAP_SYS_NICE, or an "
+                       "RLIMIT_RTPRIO of at least 1: docker run --ulimit rtprio=1)");
+  }
   s.log_event(log_level::info, "listening",
             {{"address", s.cfg.address},
              {"port", port()},
@@ -413,6 +418,7 @@ void server::run() {
              {"memory_budget_bytes", s.pool.memory_budget()},
              {"max_connections", s.cfg.max_connections},
              {"mode", s.cfg.mode == run_mode::offload ? "offload" : "inline"},
+             {"io_thread", realtime ? "realtime" : "normal"},
              {"cpu_quota", s.cpu_quota ? nlohmann::json(*s.cpu_quota) : nlohmann::json(nullptr)},
              {"paced_cpus", s.pacer ? nlohmann::json(s.paced_cpus) : nlohmann::json(nullptr)},
              {"version", version()}});

@@ -40,6 +40,7 @@ TEST(config, defaults) {
   EXPECT_EQ(c.port, 8080);
   EXPECT_EQ(c.mode, run_mode::offload);
   EXPECT_EQ(c.priority, worker_priority::batch);
+  EXPECT_EQ(c.io_scheduling, io_priority::automatic);
   EXPECT_EQ(c.cpu_reserve_percent, 8u);
   EXPECT_EQ(parsed({"--cpu-reserve", "0"}).cpu_reserve_percent, 0u);
   EXPECT_EQ(parsed({"--cpu-reserve", "15"}).cpu_reserve_percent, 15u);
@@ -80,7 +81,7 @@ TEST(config, inline_ceiling) {
 TEST(config, flags_in_both_spellings) {
   const auto c = parsed({"--port", "9000", "--workers=3", "--queue-limit", "7", "--mode", "inline",
                          "--worker-priority", "batch", "--address", "::1", "--drain-timeout", "250ms",
-                         "--default-timeout", "2s", "--max-timeout", "5s"});
+                         "--default-timeout", "2s", "--max-timeout", "5s", "--io-priority", "normal"});
   EXPECT_EQ(c.port, 9000);
   EXPECT_EQ(c.workers, 3u);
   EXPECT_EQ(c.queue_limit, 7u);
@@ -90,6 +91,7 @@ TEST(config, flags_in_both_spellings) {
   EXPECT_EQ(c.drain_timeout, std::chrono::milliseconds(250));
   EXPECT_EQ(c.default_timeout, std::chrono::seconds(2));
   EXPECT_EQ(c.max_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(c.io_scheduling, io_priority::normal);
 }
 
 TEST(config, environment_twins_and_flag_precedence) {

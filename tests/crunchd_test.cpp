@@ -192,7 +192,41 @@ INSTANTIATE_TEST_SUITE_P(flags, crunchd_refuses,
                                            refusal{{"--fair-key", "header:"}, "--fair-key"},
                                            refusal{{"--fair-key", "header:X Client"}, "--fair-key"},
                                            refusal{{"--protect-metrics", "true"}, "needs --api-keys"},
-                                           refusal{{"--max-flows", "0"}, "--max-flows"}));
+                                           refusal{{"--max-flows", "0"}, "--max-flows"},
+                                           refusal{{"--io-priority", "fast"}, "--io-priority"}));
+
+// The I/O thread says how it is scheduled. As asked, or refused at start when real-time is
+// required and the OS will not give it; `auto` takes it where allowed (as root, in CI).
+TEST(crunchd, the_io_thread_is_real_time_where_allowed_and_says_so) {
+  auto io_thread_of = [](std::vector<std::string> args, int& exit_code) {
+    args.insert(args.end(), {"--address", "127.0.0.1", "--port", "0"});
+    crunchd_process p(args);
+    const auto line = p.stdout_line();
+    if (line.empty()) {
+      const auto err = p.all_stderr();
+      exit_code = p.wait_exit();
+      return "refused: " + err;
+    }
+    const auto event = nlohmann::json::parse(line);
+    p.signal(SIGTERM);
+    exit_code = p.wait_exit();
+    return event.at("io_thread").get<std::string>();
+  };
+  int code = -1;
+  EXPECT_EQ(io_thread_of({"--io-priority", "normal"}, code), "normal");
+  EXPECT_EQ(code, 0);
+  const auto automatic = io_thread_of({}, code);
+  EXPECT_TRUE(automatic == "realtime" || automatic == "normal") << automatic;
+  EXPECT_EQ(code, 0);
+  const auto required = io_thread_of({"--io-priority", "realtime"}, code);
+  if (automatic == "realtime") {
+    EXPECT_EQ(required, "realtime");
+    EXPECT_EQ(code, 0);
+  } else {
+    EXPECT_NE(required.find("--io-priority realtime"), std::string::npos) << required;
+    EXPECT_EQ(code, 2);
+  }
+}
 
 TEST(crunchd, help_and_version) {
   {

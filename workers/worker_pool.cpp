@@ -117,6 +117,16 @@ void apply_worker_priority_to_threads(std::string_view name, worker_priority pri
 }
 
 
+bool make_io_thread_realtime() noexcept {
+  constexpr std::uint64_t reset_on_fork = 0x01;  // SCHED_FLAG_RESET_ON_FORK
+  sched_attr_v0 attr{};
+  attr.size = sizeof attr;
+  attr.sched_policy = SCHED_FIFO;
+  attr.sched_flags = reset_on_fork;
+  attr.sched_priority = 1;
+  return syscall(SYS_sched_setattr, 0, &attr, 0U) == 0;
+}
+
 struct memory_lease::shared_state {
   std::atomic<std::uint64_t> in_use{0};  // running jobs' memory and leases'
   std::mutex link;                       // guards pool

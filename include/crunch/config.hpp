@@ -37,6 +37,7 @@ struct config {
   std::size_t workers = 0;                                ///< worker threads; 0 = usable CPUs
   std::size_t queue_limit = 0;                            ///< queued jobs at most; 0 = 8 × workers
   worker_priority priority = worker_priority::batch;      ///< OS priority of the workers
+  io_priority io_scheduling = io_priority::automatic;     ///< OS scheduling of the I/O thread
   std::size_t cpu_reserve_percent = 8;                    ///< of a CPU quota, kept from the workers for the I/O thread; 0 = off
   run_mode mode = run_mode::offload;                      ///< offload or inline
   std::chrono::milliseconds default_timeout{10'000};      ///< deadline of a job when the client names none

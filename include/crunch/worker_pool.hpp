@@ -60,6 +60,21 @@ void apply_worker_priority(worker_priority priority);
 /// evaluates on "libvips worker" threads), which must yield to the I/O thread as the workers do.
 void apply_worker_priority_to_threads(std::string_view name, worker_priority priority);
 
+/// OS scheduling of the I/O thread.
+enum class io_priority {
+  automatic,  ///< real-time (SCHED_FIFO 1) when the OS allows it, else normal
+  realtime,   ///< real-time, or crunchd refuses to start
+  normal,     ///< SCHED_OTHER, nice 0, like any thread
+};
+
+/// Gives the calling thread — the I/O thread — real-time scheduling, SCHED_FIFO at priority 1,
+/// with SCHED_RESET_ON_FORK so that threads it starts get normal scheduling. A woken real-time
+/// thread runs at once, ahead of every worker; under the fair scheduler it could wait for a
+/// worker's whole run (measured: up to 5 ms behind libvips's threads, see README). Needs
+/// CAP_SYS_NICE or an RLIMIT_RTPRIO of at least 1; returns false, changing nothing, when the OS
+/// refuses.
+bool make_io_thread_realtime() noexcept;
+
 /// Why a submitted job produced no value (besides net::error::operation_aborted for cancellation).
 enum class pool_errc {
   queue_full = 1,  ///< the bounded queue had no room: rejected at once
