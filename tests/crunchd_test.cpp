@@ -1,7 +1,11 @@
 // Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
 #include "test_support.hpp"
 
+#include <crunch/argon2.hpp>
+#include <crunch/password.hpp>
+
 #include <gtest/gtest.h>
+#include <sodium.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -423,6 +427,24 @@ bool in_process_memory(pid_t pid, const std::string& needle, std::size_t& scanne
   return found;
 }
 
+// The first 64 bytes of the last Argon2 block a hash of `password` at m KiB and t passes left in
+// its memory, recomputed here from the salt of its PHC string `phc`: what a worker's kept memory
+// would still hold after the hash had it not been wiped.
+std::string last_block_of(const std::string& password, const std::string& phc, std::uint32_t m, std::uint32_t t) {
+  const auto parsed = std::get<phc_hash>(parse_phc(phc));
+  std::string salt(64, '\0');
+  std::size_t salt_bytes = 0;
+  EXPECT_EQ(sodium_base642bin(reinterpret_cast<unsigned char*>(salt.data()), salt.size(), parsed.salt.data(),
+                              parsed.salt.size(), nullptr, &salt_bytes, nullptr, sodium_base64_VARIANT_ORIGINAL_NO_PADDING),
+            0);
+  salt.resize(salt_bytes);
+  const auto bytes = argon2_memory_bytes(m, 1);
+  std::unique_ptr<std::byte, decltype(&std::free)> memory(static_cast<std::byte*>(std::aligned_alloc(64, bytes)), &std::free);
+  std::array<std::uint8_t, 32> tag{};
+  argon2_compute({argon2_variant::id, m, t, 1, password, salt, {}, {}}, tag, {memory.get(), bytes});
+  return std::string(reinterpret_cast<const char*>(memory.get()) + bytes - 1024, 64);
+}
+
 // A password goes through hash, verify and a refused request, at --log-level debug: afterwards it
 // is in no log line, and nowhere in the server's memory — buffers that held it were wiped.
 TEST(crunchd, a_password_is_never_logged_and_does_not_linger_in_memory) {
@@ -435,11 +457,13 @@ TEST(crunchd, a_password_is_never_logged_and_does_not_linger_in_memory) {
   // Connections stay open while memory is read: their buffers are not freed yet, and the last
   // request on each is one that carried the password.
   std::vector<std::unique_ptr<http_connection>> open;
+  std::string last_hash;  // of the short password, hashed last
   for (const auto& pw : {password, short_password}) {
     auto& c = *open.emplace_back(std::make_unique<http_connection>(port));
     const auto hashed = c.post("/v1/password/hash", "application/json", nlohmann::json{{"password", pw}}.dump());
     ASSERT_EQ(hashed->status, 200u) << hashed->body;
     const auto hash = nlohmann::json::parse(hashed->body).at("hash").get<std::string>();
+    last_hash = hash;
     const auto verified = c.post("/v1/password/verify", "application/json",
                                  nlohmann::json{{"password", pw}, {"hash", hash}}.dump());
     EXPECT_EQ(nlohmann::json::parse(verified->body).at("match"), true);
@@ -457,6 +481,10 @@ TEST(crunchd, a_password_is_never_logged_and_does_not_linger_in_memory) {
   EXPECT_FALSE(in_process_memory(p.pid(), password, scanned)) << "the long password is still in memory";
   EXPECT_GT(scanned, 1u << 20);
   EXPECT_FALSE(in_process_memory(p.pid(), short_password, scanned)) << "the short password is still in memory";
+  // The worker keeps its Argon2 memory for the next hash: what the last hash left there was wiped.
+  EXPECT_FALSE(in_process_memory(p.pid(), last_block_of(short_password, last_hash, 1024, 1), scanned))
+      << "the last hash's blocks are still in the worker's kept memory";
+  EXPECT_GT(scanned, 1u << 20);
   open.clear();
   p.signal(SIGTERM);
   std::string log;
