@@ -228,8 +228,10 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              static_cast<double>(gauges.workers_busy));
   out.single("crunch_memory_budget_bytes", "gauge", "Memory that running jobs and request bodies in flight may hold together.",
              static_cast<double>(gauges.memory_budget));
-  out.single("crunch_job_memory_bytes", "gauge", "Memory held now: what running jobs declared, and the uploads and queued jobs that keep a body.",
+  out.single("crunch_job_memory_bytes", "gauge", "Memory held now: what running jobs declared, the uploads and queued jobs that keep a body, and what idle workers keep.",
              static_cast<double>(gauges.memory_in_use));
+  out.single("crunch_job_memory_kept_bytes", "gauge", "Of that, working memory idle workers keep for their next job (given back after 10 s idle).",
+             static_cast<double>(gauges.memory_kept));
   out.single("crunch_connections_total", "counter", "TCP connections accepted.",
              static_cast<double>(connections_));
   out.single("crunch_connections_refused_total", "counter", "TCP connections refused: max-connections were open.",

@@ -170,7 +170,7 @@ struct server::state {
             log.dropped(),         {},
             pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0,
             flows.active(),        flows.tracked(),
-            flows.overflowed()};
+            flows.overflowed(),    pool.memory_kept()};
   }
 
   std::string metrics_text() const {

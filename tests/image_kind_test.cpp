@@ -31,13 +31,6 @@ std::string test_gif() {
 
 std::string metrics_of(http_connection& c) { return c.get("/metrics")->body; }
 
-// The value of one sample line ("name{labels} value"), 0 when absent.
-double sample(const std::string& metrics, const std::string& series) {
-  const auto at = metrics.find("\n" + series + " ");
-  if (at == std::string::npos) return 0;
-  return std::stod(metrics.substr(at + series.size() + 2));
-}
-
 TEST(image_kind, thumbnails_over_http_with_the_format_asked_for) {
   running_server s(test_config());
   http_connection c(s.port());

@@ -65,8 +65,9 @@ TEST(metrics, render_has_every_family_once_with_help_and_type) {
   m.observe_job("fib", 1ms, 100ms);
   m.count_job(job_outcome::completed);
   m.observe_loop_lag(20us);
-  const auto text = m.render({2, 1, 3, 16, 48 << 20, 19 << 20, 5, false, 0, {131, 119, 4'500'000'000}, 0.25},
-                             read_process_stats());
+  metrics_gauges gauges{2, 1, 3, 16, 48 << 20, 19 << 20, 5, false, 0, {131, 119, 4'500'000'000}, 0.25};
+  gauges.memory_kept = 6 << 20;
+  const auto text = m.render(gauges, read_process_stats());
   for (const char* family : {"crunch_http_requests_total", "crunch_http_request_duration_seconds",
                              "crunch_job_queue_wait_seconds", "crunch_job_run_seconds", "crunch_jobs_total",
                              "crunch_event_loop_lag_seconds", "crunch_job_queue_depth", "crunch_workers_busy",
@@ -85,6 +86,7 @@ TEST(metrics, render_has_every_family_once_with_help_and_type) {
   EXPECT_NE(text.find("crunch_job_queue_depth 3\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_memory_budget_bytes 50331648\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_job_memory_bytes 19922944\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_job_memory_kept_bytes 6291456\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_cpu_quota_periods_total 131\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_cpu_quota_throttled_periods_total 119\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_cpu_quota_throttled_seconds_total 4.5\n"), std::string::npos);

@@ -42,6 +42,13 @@ TEST(password_kind, hash_then_verify_over_http) {
                              body({{"password", "x"}, {"m_cost_kib", 2048}, {"t_cost", 3}}));
   ASSERT_EQ(custom->status, 200u);
   EXPECT_EQ(json_of(*custom).at("hash").get<std::string>().rfind("$argon2id$v=19$m=2048,t=3,p=1$", 0), 0u);
+
+  // The workers keep the hashes' memory for the next one, in whole 2 MiB, charged to the budget.
+  const auto m = c.get("/metrics")->body;
+  const auto kept = sample(m, "crunch_job_memory_kept_bytes");
+  EXPECT_GE(kept, 2 << 20);
+  EXPECT_EQ(static_cast<std::uint64_t>(kept) % (2 << 20), 0u);
+  EXPECT_EQ(sample(m, "crunch_job_memory_bytes"), kept);
 }
 
 TEST(password_kind, hashes_from_elsewhere_verify_and_weaker_ones_ask_for_a_rehash) {

@@ -189,6 +189,12 @@ std::optional<nlohmann::json> next_event(http_connection& stream) {
   return nlohmann::json::parse(event->substr(data + 6));
 }
 
+double sample(const std::string& metrics, const std::string& series) {
+  const auto at = metrics.find("\n" + series + " ");
+  if (at == std::string::npos) return 0;
+  return std::stod(metrics.substr(at + series.size() + 2));
+}
+
 bool wait_for_metric(http_connection& observer, const std::string& line, int attempts) {
   for (int attempt = 0; attempt < attempts; ++attempt) {
     const auto scrape = observer.get("/metrics");

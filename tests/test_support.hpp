@@ -106,6 +106,9 @@ class http_connection {
 /// a condition wait on the server's own state, bounded by `attempts`. False if it never did.
 bool wait_for_metric(http_connection& observer, const std::string& line, int attempts = 5000);
 
+/// The value of one sample line ("name{labels} value") of a /metrics text, 0 when absent.
+double sample(const std::string& metrics, const std::string& series);
+
 /// One Server-Sent Event's data from a /v1/events stream, as JSON; nullopt if the stream ended.
 std::optional<nlohmann::json> next_event(http_connection& stream);
 

@@ -95,7 +95,7 @@ struct metrics_gauges {
   std::size_t queue_depth = 0;
   std::size_t queue_limit = 0;
   std::uint64_t memory_budget = 0;  ///< bytes
-  std::uint64_t memory_in_use = 0;  ///< bytes declared by running jobs
+  std::uint64_t memory_in_use = 0;  ///< bytes declared by running jobs, held by uploads, kept by workers
   std::size_t connections_open = 0;
   bool draining = false;
   std::uint64_t log_lines_dropped = 0;
@@ -105,6 +105,7 @@ struct metrics_gauges {
   std::size_t flows_active = 0;        ///< flows with jobs in flight (flows.hpp)
   std::size_t flows_tracked = 0;       ///< flows the table knows, idle ones included
   std::uint64_t flows_overflowed = 0;  ///< jobs whose new flow found the table full
+  std::uint64_t memory_kept = 0;       ///< bytes idle workers keep for their next job (in memory_in_use)
 };
 
 
