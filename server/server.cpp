@@ -405,7 +405,12 @@ void server::run() {
   // Timers on this thread fire within 1 µs of their time instead of the default 50 µs slack, so
   // the loop-lag monitor measures the loop, not the slack.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
-  const bool realtime = s.cfg.io_scheduling != io_priority::normal && make_io_thread_realtime();
+  // Inline mode runs whole jobs on the I/O thread: they must not run real-time.
+  const bool inline_jobs = s.cfg.mode == run_mode::inline_;
+  if (s.cfg.io_scheduling == io_priority::realtime && inline_jobs) {
+    throw config_error("crunchd: --io-priority realtime with --mode inline would run jobs at real-time priority");
+  }
+  const bool realtime = s.cfg.io_scheduling != io_priority::normal && !inline_jobs && make_io_thread_realtime();
   if (s.cfg.io_scheduling == io_priority::realtime && !realtime) {
     throw config_error("crunchd: --io-priority realtime: the OS refused SCHED_FIFO (it needs CAP_SYS_NICE, or an "
                        "RLIMIT_RTPRIO of at least 1: docker run --ulimit rtprio=1)");

@@ -219,6 +219,12 @@ TEST(crunchd, the_io_thread_is_real_time_where_allowed_and_says_so) {
   int code = -1;
   EXPECT_EQ(io_thread_of({"--io-priority", "normal"}, code), "normal");
   EXPECT_EQ(code, 0);
+  // Inline mode runs whole jobs on the I/O thread: never real-time.
+  EXPECT_EQ(io_thread_of({"--mode", "inline"}, code), "normal");
+  EXPECT_EQ(code, 0);
+  const auto inline_realtime = io_thread_of({"--mode", "inline", "--io-priority", "realtime"}, code);
+  EXPECT_NE(inline_realtime.find("--mode inline"), std::string::npos) << inline_realtime;
+  EXPECT_EQ(code, 2);
   const auto automatic = io_thread_of({}, code);
   EXPECT_TRUE(automatic == "realtime" || automatic == "normal") << automatic;
   EXPECT_EQ(code, 0);
