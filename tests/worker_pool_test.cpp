@@ -1,3 +1,4 @@
+#include <crunch/worker_memory.hpp>
 #include <crunch/worker_pool.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -461,6 +462,69 @@ TEST(worker_pool, cancelling_a_running_job_completes_at_once_though_it_runs_on) 
   net::post(io.io(), [&] { count.set_value(completions.load()); });
   EXPECT_EQ(count.get_future().get(), 1);
   EXPECT_TRUE(saw_stop);
+}
+
+constexpr std::uint64_t mib = 1 << 20;
+
+// A job of `declared` bytes that takes `used` bytes of its worker's kept memory.
+auto job_using(std::uint64_t used, std::latch* started = nullptr, std::latch* go = nullptr) {
+  return [=](std::stop_token) {
+    auto memory = worker_memory(used);
+    memory[0] = std::byte{1};
+    if (started) started->count_down();
+    if (go) go->wait();
+    return 0;
+  };
+}
+
+TEST(worker_pool, a_worker_keeps_its_memory_charged_and_gives_it_back_when_idle) {
+  io_thread io;
+  worker_pool_options options{1, 8, worker_priority::normal, 64 * mib};
+  options.keep_memory_idle = 200ms;
+  worker_pool pool(options);
+  std::promise<sys::error_code> done;
+  pool.async_submit(job_using(4 * mib), 4 * mib,
+                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { done.set_value(ec); }));
+  EXPECT_FALSE(done.get_future().get());
+  // Charged while kept: the job's completion comes after its worker has booked what it keeps.
+  EXPECT_EQ(pool.memory_kept(), 4 * mib);
+  EXPECT_EQ(pool.memory_in_use(), 4 * mib);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (pool.memory_kept() != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(pool.memory_kept(), 0u) << "idle memory was not given back";
+  EXPECT_EQ(pool.memory_in_use(), 0u);
+}
+
+// Two workers keep 6 and 4 MiB of a 10 MiB budget. A job declaring 8 MiB fits on neither as it
+// is: an idle worker gives its memory back, and the job runs instead of waiting forever.
+TEST(worker_pool, kept_memory_makes_room_for_a_job_that_waits_for_it) {
+  io_thread io;
+  worker_pool_options options{2, 8, worker_priority::normal, 10 * mib};
+  options.keep_memory_idle = 1h;  // only the waiting job can make them give it back
+  worker_pool pool(options);
+  std::latch started(2), go(1);
+  std::promise<sys::error_code> a, b, big;
+  std::promise<std::uint64_t> in_use_when_big_ran;
+  pool.async_submit(job_using(6 * mib, &started, &go), 6 * mib,
+                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { a.set_value(ec); }));
+  pool.async_submit(job_using(4 * mib, &started, &go), 4 * mib,
+                    net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { b.set_value(ec); }));
+  started.wait();  // one on each worker
+  go.count_down();
+  EXPECT_FALSE(a.get_future().get());
+  EXPECT_FALSE(b.get_future().get());
+  EXPECT_EQ(pool.memory_kept(), 10 * mib);
+  pool.async_submit(
+      [&](std::stop_token) {
+        in_use_when_big_ran.set_value(pool.memory_in_use());
+        return 0;
+      },
+      8 * mib, net::bind_executor(io.io(), [&](sys::error_code ec, job_result<int>) { big.set_value(ec); }));
+  auto ran = in_use_when_big_ran.get_future();
+  ASSERT_EQ(ran.wait_for(20s), std::future_status::ready) << "the job waited for memory the idle workers kept";
+  EXPECT_LE(ran.get(), 10 * mib);
+  EXPECT_FALSE(big.get_future().get());
+  EXPECT_LE(pool.memory_in_use(), 10 * mib);
 }
 
 }  // namespace

@@ -45,32 +45,26 @@ serve() {  # NAME PORT PATH
   echo "{\"wrk\":$load,\"healthz_open_loop\":$probe,\"minor_faults\":$((f1 - f0))}"
 }
 
-start_crunchd() {
-  port="$(free_port)"
-  "$build/crunchd" --address 127.0.0.1 --port "$port" --workers "$workers" --log-level warn >"$out/argon2-crunchd.log" 2>&1 &
-  pid=$!
-  wait_healthz "$port"
-}
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+start_crunchd() { start_peer_crunchd "$out/argon2-crunchd.log" --workers "$workers"; }
 
 results=()
 for ((r = 1; r <= rounds; r++)); do
   start_crunchd
   idle="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
-  stop
+  stop_peer
 
   port="$(free_port)"
   UV_THREADPOOL_SIZE="$workers" node "$root/bench/argon2-node/server.mjs" "$port" >"$out/argon2-node-server.log" 2>&1 &
   pid=$!
   wait_healthz "$port"
   node_run="$(serve node "$port" /hash)"
-  stop
+  stop_peer
 
   start_crunchd
   crunch_run="$(serve crunchd "$port" /v1/password/hash)"
   hash="$(curl -s -X POST -H 'Content-Type: application/json' -d '{"password":"correct horse battery staple"}' \
             "http://127.0.0.1:$port/v1/password/hash" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hash"])')"
-  stop
+  stop_peer
   node_accepts="$(cd "$root/bench/argon2-node" && node verify.mjs "$hash" "correct horse battery staple")"
 
   half="$((duration / 2 > 1 ? duration / 2 : 1))"

@@ -39,13 +39,7 @@ serve() {  # NAME PORT PATH → one JSON line: wrk's, and the probe's
 }
 
 rounds="${ROUNDS:-3}"
-start_crunchd() {
-  port="$(free_port)"
-  "$build/crunchd" --address 127.0.0.1 --port "$port" --log-level warn >"$out/sharp-crunchd.log" 2>&1 &
-  pid=$!
-  wait_healthz "$port"
-}
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+start_crunchd() { start_peer_crunchd "$out/sharp-crunchd.log"; }
 
 # Each round: an idle crunchd probed the same way (the machine's own tail, the baseline), sharp's
 # server, then crunchd's, one after the other.
@@ -53,16 +47,16 @@ results=()
 for ((r = 1; r <= rounds; r++)); do
   start_crunchd
   idle="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
-  stop
+  stop_peer
   port="$(free_port)"
   node "$root/bench/sharp/server.mjs" "$port" >"$out/sharp-server.log" 2>&1 &
   pid=$!
   wait_healthz "$port"
   sharp_server="$(serve node "$port" "/thumbnail?width=400")"
-  stop
+  stop_peer
   start_crunchd
   crunch_server="$(serve crunchd "$port" "/v1/image/thumbnail?width=400&format=webp")"
-  stop
+  stop_peer
   results+=("{\"idle\":$idle,\"sharp_server\":$sharp_server,\"crunch_server\":$crunch_server}")
   echo "round $r done" >&2
 done
