@@ -32,10 +32,9 @@ config test_config(std::size_t workers) {
   c.workers = workers;
   c.priority = worker_priority::normal;
   // An in-process server shares its process with the test's own clients and, under the
-  // sanitizers, with their runtimes. With a real-time I/O thread, one full TSan run answered a
-  // 20 ms deadline only after the whole 10 s hash, and kept a flood test's polite client waiting
-  // seconds (not reproduced alone; cause not found). Real processes test the real-time I/O
-  // thread (crunchd_test).
+  // sanitizers, with their runtimes. With a real-time I/O thread, one full TSan run kept the flood
+  // test's polite client (clients_test) waiting past its bound (not reproduced alone; cause not
+  // found). Real processes test the real-time I/O thread (crunchd_test).
   c.io_scheduling = io_priority::normal;
   c.drain_timeout = std::chrono::seconds(10);
   return c;
