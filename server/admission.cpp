@@ -22,6 +22,8 @@ admission::duration clamp_ns(double ns) {
 
 void admission::set_rate(const std::string& kind, double ns_per_unit) { ns_per_unit_[kind] = ns_per_unit; }
 
+void admission::expect_rate(const std::string& kind) { priced_.insert(kind); }
+
 std::optional<double> admission::rate(std::string_view kind) const {
   const auto it = ns_per_unit_.find(kind);
   if (it == ns_per_unit_.end()) return std::nullopt;
@@ -53,7 +55,11 @@ void admission::learn(std::string_view kind, double units, duration computing) {
   if (units <= 0 || computing < min_learning_run) return;
   const double observed = static_cast<double>(computing.count()) / units;
   auto it = ns_per_unit_.find(kind);
-  if (it == ns_per_unit_.end()) return;  // kinds without a cost model stay without one
+  if (it == ns_per_unit_.end()) {
+    // A kind without a cost model stays without one; one still waiting for its rate takes this.
+    if (const auto priced = priced_.find(kind); priced != priced_.end()) ns_per_unit_.emplace(*priced, observed);
+    return;
+  }
   it->second = (1 - learning_weight) * it->second + learning_weight * observed;
 }
 

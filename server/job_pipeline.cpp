@@ -182,7 +182,11 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.observe_job(request.kind, result.timing.queued, result.timing.computing);
   }
   if (!ec) {
-    if (result.value) admit_.learn(request.kind, request.cost_units, result.timing.computing);
+    if (result.value && result.value->calibrated_ns_per_unit) {
+      admit_.set_rate(std::string(request.kind), *result.value->calibrated_ns_per_unit);
+    } else if (result.value && result.value->representative) {
+      admit_.learn(request.kind, request.cost_units, result.timing.computing);
+    }
     co_return completed(std::move(result.value), result.timing, stats_);
   }
   if (ec == pool_errc::queue_full) {

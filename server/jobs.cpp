@@ -1,6 +1,54 @@
 #include <crunch/jobs.hpp>
 
+#include <atomic>
+#include <memory>
+#include <mutex>
+
 namespace crunch {
+
+job_kind calibrating_on_first_job(job_kind kind) {
+  struct first_job {
+    std::function<double()> calibrate;
+    std::once_flag once;
+    std::atomic<bool> done{false};
+  };
+  auto shared = std::make_shared<first_job>();
+  shared->calibrate = std::move(kind.calibrate);
+  kind.calibrate = nullptr;
+  for (auto& route : kind.routes) {
+    route.prepare = [prepare = std::move(route.prepare), shared](const job_arguments& args, job_input& input)
+        -> std::variant<prepared_job, invalid_argument> {
+      auto prepared = prepare(args, input);
+      if (auto* job = std::get_if<prepared_job>(&prepared)) {
+        job->run = [run = std::move(job->run), shared](std::stop_token stop) -> std::optional<job_output> {
+          std::optional<double> rate;
+          // A job that finds the calibration not yet done waits for it (or makes it): its time
+          // is not the kind's.
+          const bool setup = !shared->done.load(std::memory_order_acquire);
+          if (setup) {
+            std::call_once(shared->once, [&] {
+              try {
+                rate = shared->calibrate();
+              } catch (const std::exception&) {
+                // The job below meets the same failure and answers it; the kind learns its rate
+                // from its first completed job instead.
+              }
+              shared->done.store(true, std::memory_order_release);
+            });
+          }
+          auto out = run(std::move(stop));
+          if (out) {
+            out->calibrated_ns_per_unit = rate;
+            out->representative = !setup;
+          }
+          return out;
+        };
+      }
+      return prepared;
+    };
+  }
+  return kind;
+}
 
 void job_registry::add(job_kind kind) {
   auto name = kind.name;

@@ -134,8 +134,12 @@ struct server::state {
   // the jobs will: a library that starts threads of its own on first use (libvips) starts them
   // with that priority too, instead of the I/O thread's.
   job_registry calibrated(job_registry jobs, admission& rates) {
+    job_registry deferred;
     for (const auto& [name, kind] : jobs.kinds()) {
-      if (kind.calibrate) {
+      if (kind.calibrate) rates.expect_rate(name);
+      if (kind.calibrate && kind.calibrate_on_first_job) {
+        deferred.add(calibrating_on_first_job(kind));
+      } else if (kind.calibrate) {
         // A calibration that fails (libvips could not start a thread under a tight address-space
         // limit) leaves the kind without a rate until its first jobs complete: the server starts.
         double rate = 0;
@@ -157,6 +161,7 @@ struct server::state {
       }
       stats.add_kind(name);
     }
+    for (const auto& [name, kind] : deferred.kinds()) jobs.add(kind);
     return jobs;
   }
 

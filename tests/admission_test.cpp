@@ -58,5 +58,18 @@ TEST(admission, learns_the_rate_from_completed_jobs) {
   EXPECT_EQ(a.rate("opaque"), std::nullopt);
 }
 
+TEST(admission, a_kind_expecting_a_rate_takes_its_first_completed_job_as_one) {
+  admission a;
+  a.expect_rate("image");
+  EXPECT_EQ(a.rate("image"), std::nullopt);
+  a.learn("image", 1e6, 3ms);  // 3 ns per unit: the first observation is the rate
+  ASSERT_TRUE(a.rate("image"));
+  EXPECT_NEAR(*a.rate("image"), 3.0, 1e-9);
+  a.learn("image", 1e6, 1ms);  // then it moves as any rate does, not jumps
+  EXPECT_GT(*a.rate("image"), 2.0);
+  a.learn("opaque", 1e6, 2ms);  // a kind never declared priced stays without a rate
+  EXPECT_EQ(a.rate("opaque"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace crunch

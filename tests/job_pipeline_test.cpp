@@ -91,6 +91,34 @@ TEST_F(job_pipeline_test, a_completed_job_is_200_with_its_timing) {
   EXPECT_EQ(pipeline.pending(), 0u);
 }
 
+// A kind calibrated by its first job (job_kind::calibrate_on_first_job): that job's rate becomes
+// the kind's; a job whose time includes the setup teaches admission nothing; later ones do.
+TEST_F(job_pipeline_test, the_rate_a_first_job_measured_is_the_kinds_and_setup_time_is_not_learnt) {
+  admit.expect_rate("test");
+  auto priced = [this](job_function job) {
+    auto r = request(std::move(job));
+    r.cost_units = 1e6;
+    return r;
+  };
+  auto spins_then = [](std::chrono::milliseconds spin, std::optional<double> rate, bool representative) {
+    return [=](std::stop_token) -> std::optional<job_output> {
+      for (const auto until = clock::now() + spin; clock::now() < until;) {
+      }
+      job_output out{"{}", "application/json", 200};
+      out.calibrated_ns_per_unit = rate;
+      out.representative = representative;
+      return out;
+    };
+  };
+  EXPECT_EQ(run(priced(spins_then(1ms, 7.0, false))).r.status, 200u);
+  ASSERT_TRUE(admit.rate("test"));
+  EXPECT_EQ(*admit.rate("test"), 7.0);  // set, not learnt from its 1 ms
+  EXPECT_EQ(run(priced(spins_then(1ms, std::nullopt, false))).r.status, 200u);
+  EXPECT_EQ(*admit.rate("test"), 7.0);  // it waited for the setup: nothing learnt
+  EXPECT_EQ(run(priced(spins_then(1ms, std::nullopt, true))).r.status, 200u);
+  EXPECT_LT(*admit.rate("test"), 7.0);  // ~1 ns per unit observed: the rate moves towards it
+}
+
 TEST_F(job_pipeline_test, a_job_that_throws_is_500_job_failed) {
   const auto a = run(request([](std::stop_token) -> std::optional<job_output> { throw std::runtime_error("boom"); }));
   EXPECT_EQ(a.r.status, 500u);

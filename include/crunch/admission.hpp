@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -32,6 +33,9 @@ class admission {
 
   /// Sets the rate of a kind (nanoseconds per cost unit); a kind without one has no estimate.
   void set_rate(const std::string& kind, double ns_per_unit);
+  /// Declares that `kind` has a cost model: while it has no rate (its calibration failed, or is
+  /// to come with its first job), its first completed job gives it one.
+  void expect_rate(const std::string& kind);
   /// The current rate of a kind, if it has one.
   std::optional<double> rate(std::string_view kind) const;
 
@@ -49,6 +53,7 @@ class admission {
 
  private:
   std::map<std::string, double, std::less<>> ns_per_unit_;
+  std::set<std::string, std::less<>> priced_;
 };
 
 }  // namespace crunch

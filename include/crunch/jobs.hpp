@@ -27,6 +27,13 @@ struct job_output {
   std::string_view content_type = "application/json";  ///< a literal
   unsigned status = 200;                                ///< 400 when the input turned out to be bad
 
+  /// Set by the server, not by kinds (job_kind::calibrate_on_first_job): the rate, in
+  /// nanoseconds per cost unit, that this job's worker measured for its kind just before it ran.
+  std::optional<double> calibrated_ns_per_unit{};
+  /// Also the server's: false when the job's time includes its kind's first-use setup, so that
+  /// admission learns nothing from it.
+  bool representative = true;
+
   /// A JSON answer, serialised on the worker rather than on the I/O thread.
   static job_output json(const nlohmann::json& value) { return {value.dump(), "application/json"}; }
 };
@@ -80,12 +87,22 @@ struct job_kind {
   /// Measures nanoseconds per cost unit on this machine, once at start-up; empty when the kind
   /// has no cost model (then only the queue limit and the deadline bound it).
   std::function<double()> calibrate;
+  /// calibrate() would load what an idle server should not hold (the image kind: libvips and
+  /// its libraries, 30 MB): it runs instead on the worker of the kind's first job, just before
+  /// that job, and until that job completes the kind's jobs have no estimate (admitted on the
+  /// queue and their deadline alone, as a kind whose calibration failed).
+  bool calibrate_on_first_job = false;
   std::vector<job_route> routes;      ///< at least one
   /// Its jobs are pure computation — no blocking, no memory to speak of, nothing to stop midway —
   /// so one its cost model puts under --inline-max-us may run on the I/O thread (fib: yes;
   /// hashes and images never).
   bool tiny_jobs_run_inline = false;
 };
+
+/// `kind` with each route's jobs wrapped so that the first of them to run calls the kind's
+/// calibrate() on its worker before it starts, once, and hands the rate back in its job_output
+/// (a calibration that throws is left to the job, which meets the same failure and says so).
+job_kind calibrating_on_first_job(job_kind kind);
 
 /// The job kinds a server offers, by name.
 class job_registry {
