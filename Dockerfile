@@ -52,14 +52,16 @@ COPY server server
 COPY bench bench
 COPY tests tests
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCRUNCH_WERROR=ON \
- && cmake --build build --target crunchd crunch_tests \
+ && cmake --build build --target crunchd crunch_vips crunch_tests \
  && cd build && ctest --output-on-failure --timeout 300 \
- && strip crunchd
-# The runtime's file system: crunchd and exactly the shared libraries it loads (ldd's closure),
-# at the paths the dynamic loader looks in.
-RUN mkdir -p /rootfs/opt/vips/lib \
+ && strip crunchd libcrunch_vips.so
+# The runtime's file system: crunchd, its image module (loaded by the first image job: crunchd
+# looks in ../lib/crunch/ from its own directory), and exactly the shared libraries they load
+# (ldd's closure), at the paths the dynamic loader looks in.
+RUN mkdir -p /rootfs/opt/vips/lib /rootfs/lib/crunch \
  && cp build/crunchd /rootfs/crunchd \
- && ldd build/crunchd | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u > /rootfs.libs \
+ && cp build/libcrunch_vips.so /rootfs/lib/crunch/ \
+ && ldd build/crunchd build/libcrunch_vips.so | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u > /rootfs.libs \
  && while read -r lib; do mkdir -p "/rootfs$(dirname "$lib")" && cp -L "$lib" "/rootfs$lib"; done < /rootfs.libs \
  && cp /opt/vips/config.txt /rootfs/opt/vips/ \
  && mv /rootfs.libs /rootfs/opt/vips/libraries.txt

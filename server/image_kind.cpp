@@ -30,7 +30,9 @@ job_output image_refused(const image_error& e) {
 }  // namespace
 
 job_kind image_kind(const config& cfg) {
-  init_vips();
+  // libvips is loaded by the first image job, on its worker; that it can be is checked now, so
+  // that a crunchd installed without its image module does not start.
+  find_image_library();
   const std::uint64_t max_pixels = cfg.max_image_pixels;
 
   job_route thumbnail;
@@ -122,7 +124,9 @@ job_kind image_kind(const config& cfg) {
   kind.cost_model = "input_pixels/4 + decoded_pixels + 8*output_pixels";
   kind.calibrate = [] {
     // The fastest of three thumbnails of a generated 800x600 JPEG to a 200 px wide WebP (~3 ms
-    // each): enough to find the machine's speed; completed jobs refine it.
+    // each): enough to find the machine's speed; completed jobs refine it. On the first image
+    // job's worker, once it has loaded libvips: at start it would keep 30 MB of libraries
+    // mapped in a server that may never make a thumbnail.
     static const auto jpeg = synthetic_image(800, 600, image_format::jpeg);
     const auto header = std::get<image_header>(sniff_image(jpeg));
     thumbnail_spec spec;
@@ -138,6 +142,7 @@ job_kind image_kind(const config& cfg) {
     release_vips_thread_buffers();
     return best / plan_thumbnail(header, spec).cost_units;
   };
+  kind.calibrate_on_first_job = true;
   kind.routes = {std::move(thumbnail)};
   return kind;
 }

@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <crunch/argon2.hpp>
+#include <crunch/image.hpp>
 #include <crunch/password.hpp>
 
 #include <gtest/gtest.h>
@@ -45,7 +46,8 @@ using namespace std::chrono_literals;
 // crunchd as a child process with its stdout and stderr on pipes.
 class crunchd_process {
  public:
-  explicit crunchd_process(const std::vector<std::string>& args) {
+  /// `env`: NAME=value lines added to this process's environment for the child.
+  explicit crunchd_process(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
     int out[2];
     int err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -58,7 +60,12 @@ class crunchd_process {
     std::vector<char*> argv;
     for (auto& a : argv_storage) argv.push_back(a.data());
     argv.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, CRUNCHD_PATH, &actions, nullptr, argv.data(), environ);
+    std::vector<std::string> env_storage(env);
+    std::vector<char*> envp;
+    for (auto& e : env_storage) envp.push_back(e.data());
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    envp.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, CRUNCHD_PATH, &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
     close(err[1]);
@@ -236,6 +243,61 @@ TEST(crunchd, the_io_thread_is_real_time_where_allowed_and_says_so) {
     EXPECT_NE(required.find("--io-priority realtime"), std::string::npos) << required;
     EXPECT_EQ(code, 2);
   }
+}
+
+// What /proc says the process has mapped: whether any mapping's path contains `name`.
+bool maps(pid_t pid, std::string_view name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(name) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// An idle crunchd holds no libvips: its image module is loaded by the first image job, which
+// also calibrates the kind, so that /v1/kinds has no image rate before it and one after.
+TEST(crunchd, loads_libvips_with_its_first_thumbnail_and_not_before) {
+  const auto jpeg = synthetic_image(64, 48, image_format::jpeg);
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0"});
+  const auto port = started_port(p);
+  auto image_rate = [&] {
+    http_connection c(port);
+    const auto doc = json_of(*c.get("/v1/kinds"));
+    for (const auto& kind : doc.at("kinds")) {
+      if (kind.at("name") == "image") return kind.at("cost").at("ns_per_unit");
+    }
+    return nlohmann::json("no image kind");
+  };
+  {
+    http_connection c(port);
+    EXPECT_EQ(c.get("/fib/20")->status, 200u);
+    EXPECT_EQ(c.get("/healthz")->status, 200u);
+  }
+  EXPECT_FALSE(maps(p.pid(), "libvips"));
+  EXPECT_FALSE(maps(p.pid(), "libcrunch_vips"));
+  EXPECT_TRUE(image_rate().is_null());
+  {
+    http_connection c(port);
+    const auto r = c.post("/v1/image/thumbnail?width=32&format=webp", "image/jpeg", jpeg);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200u) << r->body;
+    EXPECT_EQ(r->header("content-type"), "image/webp");
+  }
+  EXPECT_TRUE(maps(p.pid(), "libcrunch_vips.so"));
+  EXPECT_TRUE(maps(p.pid(), "libvips"));
+  const auto rate = image_rate();
+  ASSERT_TRUE(rate.is_number()) << rate;
+  EXPECT_GT(rate.get<double>(), 0);
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
+TEST(crunchd, without_its_image_module_does_not_start_and_says_where_it_looked) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0"}, {"CRUNCH_IMAGE_LIBRARY=/nonexistent/libcrunch_vips.so"});
+  const auto err = p.all_stderr();
+  EXPECT_EQ(p.wait_exit(), 1);
+  EXPECT_NE(err.find("/nonexistent/libcrunch_vips.so"), std::string::npos) << err;
+  EXPECT_NE(err.find("CRUNCH_IMAGE_LIBRARY"), std::string::npos) << err;
 }
 
 TEST(crunchd, help_and_version) {

@@ -78,9 +78,22 @@ class image_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Sets libvips up once for crunch: one thread per operation (the worker pool decides
-/// parallelism), no operation cache (memory comes back after each job), untrusted loaders and
-/// every loader but the four formats' blocked. Throws std::runtime_error if libvips cannot start.
+/// libvips lives in a module of its own, libcrunch_vips.so, which the first call that needs it
+/// loads (make_thumbnail, synthetic_image, init_vips, libvips_version): a crunchd that has made
+/// no thumbnail yet maps neither libvips nor the ~100 libraries it pulls in (30 MB resident).
+/// The module is looked for in $CRUNCH_IMAGE_LIBRARY, beside the executable, under the install
+/// tree's lib/crunch/ relative to it, and where this build made it.
+
+/// The module's path, without loading it; throws std::runtime_error naming every place looked
+/// in when it is in none (crunchd checks this at start: a missing module is a start-up error).
+std::string find_image_library();
+/// Whether this process has loaded the module yet.
+bool image_library_loaded() noexcept;
+
+/// Loads the module, then sets libvips up once for crunch: one thread per operation (the worker
+/// pool decides parallelism), no operation cache (memory comes back after each job), untrusted
+/// loaders and every loader but the four formats' blocked. Throws std::runtime_error if the
+/// module cannot be loaded or libvips cannot start; the next call tries again.
 void init_vips();
 
 /// The libvips version, "8.14.1".
@@ -117,7 +130,8 @@ void drop_png_text(std::string& png);
 /// The scans (SOS markers) of a JPEG, counted without decoding. Linear in the size.
 std::size_t jpeg_scans(std::string_view jpeg);
 
-/// Frees what libvips keeps per thread: called by a worker after each image job.
+/// Frees what libvips keeps per thread: called by a worker after each image job. Nothing to do
+/// (and nothing loaded) before the module is.
 void release_vips_thread_buffers();
 
 }  // namespace crunch
