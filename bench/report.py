@@ -172,7 +172,9 @@ def overload(s):
     w = s["wrk"]
     return (f"accepted {w['accepted_rps']:.0f}/s, refused {w['rejected_rps']:.0f}/s, "
             f"socket errors {sum(w['socket_errors'].values())}; accepted p99 {w['accepted_server_ms']['p99']:.0f} ms; "
-            f"/healthz p99 {us(s['healthz_open_loop']['latency_us']['p99'])}; peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB; "
+            f"/healthz p99 {us(s['healthz_open_loop']['latency_us']['p99'])}; "
+            + (f"RSS after start {s['idle_rss_kib'] / 1024:.1f} MiB, " if "idle_rss_kib" in s else "")
+            + f"peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB; "
             f"CPU 1–2 s after: {s['cpu_seconds_after']} s")
 
 
@@ -355,6 +357,7 @@ def key_figures(run):
         ("/healthz alone, access log", get("http_overhead", "access_log", "median", "rps"), "req/s", True, 0.1),
         ("/healthz alone, --log-level warn", get("http_overhead", "log_warn", "median", "rps"), "req/s", True, 0.1),
         ("overload: accepted", get("overload", "wrk", "accepted_rps"), "req/s", True, 0.1),
+        ("overload: RSS after start", get("overload", "idle_rss_kib"), "KiB", False, 0.2),
         ("overload: peak RSS", get("overload", "peak_rss_kib"), "KiB", False, 0.2),
         ("password hashing ÷ limit", password_ratio(sc["password"])[0] if get("password", "wrk", "rps") else None, "",
          True, 0.05),

@@ -154,8 +154,9 @@ s_http_overhead() {
 #    get fast 503s, accepted requests a bounded latency, the loop stays fast, and once the clients
 #    leave no CPU keeps burning for them.
 s_overload() {
-  local bg probe over cpu t0 t1 after rss counters
+  local bg probe over cpu t0 t1 after rss idle_rss counters
   start_server
+  idle_rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
   cpu_begin
   wrk -t2 -c256 -d"$((duration + 5))s" --timeout 10s -s "$root/bench/overload.lua" "http://127.0.0.1:$port/fib/35" >"$out/overload.txt" 2>&1 &
   bg=$!
@@ -171,11 +172,11 @@ s_overload() {
   rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
   counters="$(curl -sf "http://127.0.0.1:$port/metrics" | grep '^crunch_jobs_total' | tr '\n' ' ')"
   stop_server
-  echo "{\"wrk\":$over,\"healthz_open_loop\":$probe,\"cpu_seconds_after\":$after,\"peak_rss_kib\":$rss,\"cpu\":$cpu}" >"$parts/overload.json"
+  echo "{\"wrk\":$over,\"healthz_open_loop\":$probe,\"cpu_seconds_after\":$after,\"idle_rss_kib\":$idle_rss,\"peak_rss_kib\":$rss,\"cpu\":$cpu}" >"$parts/overload.json"
   echo "/fib/35 wrk -t2 -c256: accepted $(json_get "$over" accepted_rps)/s, rejected (503) $(json_get "$over" rejected_rps)/s, socket errors $(json_get "$over" socket_errors)"
   echo "    accepted server time p50 $(json_get "$over" accepted_server_ms.p50) ms p99 $(json_get "$over" accepted_server_ms.p99) ms max $(json_get "$over" accepted_server_ms.max) ms; all answers p50 $(json_get "$over" all_latency_us.p50)us"
   echo "    /healthz open-loop meanwhile: p50 $(json_get "$probe" latency_us.p50)us p99 $(json_get "$probe" latency_us.p99)us max $(json_get "$probe" latency_us.max)us"
-  echo "    CPU seconds used from 1 s to 2 s after wrk stopped: $after; peak RSS $((rss / 1024)) MiB; others: $cpu"
+  echo "    CPU seconds used from 1 s to 2 s after wrk stopped: $after; RSS after start $((idle_rss / 1024)) MiB, peak $((rss / 1024)) MiB; others: $cpu"
   echo "    $counters"
 }
 
