@@ -22,7 +22,7 @@ cmake --build "$build" --target request_fuzzer
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/corpus" "$work/artifacts"
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:intercept_tls_get_addr=0"  # see scripts/test.sh
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 set +e
 "$build/request_fuzzer" -max_total_time="$seconds" -timeout=90 -rss_limit_mb=2048 -print_final_stats=1 \
