@@ -362,7 +362,8 @@ std::string executable_directory() {
 
 // Where the module may be, in the order tried: named by the environment; beside the executable
 // (a build tree, a container's root); where `cmake --install` puts it, relative to the
-// executable; where this build made it (the tests and tools of a build tree).
+// executable, then under the configured prefix (a service of its own, built on an installed
+// crunch, runs from anywhere); where this build made it (the tests and tools of a build tree).
 std::vector<std::string> image_library_places() {
   if (const char* named = std::getenv("CRUNCH_IMAGE_LIBRARY"); named != nullptr && *named != '\0') return {named};
   std::vector<std::string> places;
@@ -373,6 +374,9 @@ std::vector<std::string> image_library_places() {
     places.push_back(dir + CRUNCH_IMAGE_LIBRARY_INSTALLED "/" + image_library::file_name);
 #endif
   }
+#ifdef CRUNCH_IMAGE_LIBRARY_PREFIX
+  places.push_back(CRUNCH_IMAGE_LIBRARY_PREFIX "/" + std::string(image_library::file_name));
+#endif
 #ifdef CRUNCH_IMAGE_LIBRARY_BUILT
   places.emplace_back(CRUNCH_IMAGE_LIBRARY_BUILT);
 #endif

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# crunch as a library, as a team would use it: installs the build (cmake --install) into a scratch
+# prefix, builds examples/own-kind out of tree against it (find_package(crunch), crunch::core),
+# starts the service on loopback, and checks that it serves its own kind beside crunch's: the
+# kind's answer, /v1/kinds listing it, a thumbnail through the installed image module, and a
+# clean exit on SIGTERM. Every wait is bounded; what it starts is stopped on exit.
+#   ./scripts/example_check.sh [BUILD_DIR=build]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/deps.sh"
+source "$root/scripts/loopback.sh"
+crunch_install_deps
+build="$(cd "${1:-$root/build}" && pwd)"
+work="$(mktemp -d)"
+pid=""
+cleanup() {
+  [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+echo "installed: $(cd "$work/prefix" && find . -type f | sort | tr '\n' ' ')"
+cmake -S "$root/examples/own-kind" -B "$work/own" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/own" >/dev/null
+echo "built examples/own-kind against it: $(stat -c %s "$work/own/primes-service") bytes"
+
+# Installed somewhere other than the prefix it was configured for, the image module is named.
+port="$(free_port)"
+CRUNCH_IMAGE_LIBRARY="$(find "$work/prefix" -name libcrunch_vips.so)" \
+  "$work/own/primes-service" --address 127.0.0.1 --port "$port" >"$work/service.log" 2>&1 &
+pid=$!
+wait_healthz "$port" || { cat "$work/service.log" >&2; exit 1; }
+
+fail() { echo "example check FAILED: $*" >&2; tail -5 "$work/service.log" >&2; exit 1; }
+answer="$(curl -sf "http://127.0.0.1:$port/v1/primes/1000000")"
+[[ "$answer" == '{"n":1000000,"primes":78498}' ]] || fail "/v1/primes/1000000 answered $answer"
+echo "/v1/primes/1000000 -> $answer"
+kinds="$(curl -sf "http://127.0.0.1:$port/v1/kinds" | python3 -c 'import json,sys; print(" ".join(k["name"] for k in json.load(sys.stdin)["kinds"]))')"
+[[ " $kinds " == *" primes "* && " $kinds " == *" fib "* ]] || fail "/v1/kinds lists: $kinds"
+echo "/v1/kinds lists: $kinds"
+status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/primes/2000000000")"
+[[ "$status" == 400 ]] || fail "n above its bound answered $status"
+"$build/make_image" 320 240 jpeg 85 "$work/photo.jpg" >/dev/null
+thumb="$(curl -s -o /dev/null -w '%{http_code} %{content_type}' -H 'Content-Type: image/jpeg' \
+  --data-binary @"$work/photo.jpg" "http://127.0.0.1:$port/v1/image/thumbnail?width=100&format=webp")"
+[[ "$thumb" == "200 image/webp" ]] || fail "a thumbnail answered $thumb"
+echo "a thumbnail through the installed image module: $thumb"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=""
+[[ "$rc" == 0 ]] || fail "exit code $rc after SIGTERM"
+echo "example check passed"
