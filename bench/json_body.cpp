@@ -33,8 +33,8 @@ std::string filled(std::string head, std::size_t size, const std::string& unit, 
 }  // namespace
 
 int main() {
-  const auto kind = crunch::password_kind(crunch::config{});
-  const auto& fields = kind.routes.at(0).parameters;  // password_hash
+  const auto jobs = crunch::build_jobs({crunch::password_kind()}, crunch::config{});
+  const auto& fields = jobs.find("password")->routes.at(0).parameters;  // password_hash
   std::vector<std::pair<std::string, std::string>> bodies;
   bodies.emplace_back("typical", R"({"password":"correct horse battery staple","m_cost_kib":19456,"t_cost":2})");
   for (const std::size_t size : {std::size_t{4096}, std::size_t{65536}}) {

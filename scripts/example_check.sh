@@ -2,8 +2,8 @@
 # crunch as a library, as a team would use it: installs the build (cmake --install) into a scratch
 # prefix, builds examples/own-kind out of tree against it (find_package(crunch), crunch::core),
 # starts the service on loopback, and checks that it serves its own kind beside crunch's: the
-# kind's answer, /v1/kinds listing it, a thumbnail through the installed image module, and a
-# clean exit on SIGTERM. Every wait is bounded; what it starts is stopped on exit.
+# kind's answer, its own flag (--primes-max-n, in --help too), /v1/kinds listing it, a thumbnail
+# through the installed image module, and a clean exit on SIGTERM. Every wait is bounded; what it starts is stopped on exit.
 #   ./scripts/example_check.sh [BUILD_DIR=build]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +28,7 @@ echo "built examples/own-kind against it: $(stat -c %s "$work/own/primes-service
 # Installed somewhere other than the prefix it was configured for, the image module is named.
 port="$(free_port)"
 CRUNCH_IMAGE_LIBRARY="$(find "$work/prefix" -name libcrunch_vips.so)" \
-  "$work/own/primes-service" --address 127.0.0.1 --port "$port" >"$work/service.log" 2>&1 &
+  "$work/own/primes-service" --address 127.0.0.1 --port "$port" --primes-max-n 1000000 >"$work/service.log" 2>&1 &
 pid=$!
 wait_healthz "$port" || { cat "$work/service.log" >&2; exit 1; }
 
@@ -39,8 +39,10 @@ echo "/v1/primes/1000000 -> $answer"
 kinds="$(curl -sf "http://127.0.0.1:$port/v1/kinds" | python3 -c 'import json,sys; print(" ".join(k["name"] for k in json.load(sys.stdin)["kinds"]))')"
 [[ " $kinds " == *" primes "* && " $kinds " == *" fib "* ]] || fail "/v1/kinds lists: $kinds"
 echo "/v1/kinds lists: $kinds"
-status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/primes/2000000000")"
-[[ "$status" == 400 ]] || fail "n above its bound answered $status"
+status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/primes/2000000")"
+[[ "$status" == 400 ]] || fail "n above --primes-max-n answered $status"
+echo "/v1/primes/2000000 above --primes-max-n 1000000 -> $status"
+"$work/own/primes-service" --help | grep -q -- '--primes-max-n N.*\[CRUNCH_PRIMES_MAX_N\]' || fail "--help lists no --primes-max-n"
 "$build/make_image" 320 240 jpeg 85 "$work/photo.jpg" >/dev/null
 thumb="$(curl -s -o /dev/null -w '%{http_code} %{content_type}' -H 'Content-Type: image/jpeg' \
   --data-binary @"$work/photo.jpg" "http://127.0.0.1:$port/v1/image/thumbnail?width=100&format=webp")"

@@ -3,7 +3,6 @@
 #include <crunch/cpu_budget.hpp>
 #include <crunch/decimal.hpp>
 #include <crunch/memory_budget.hpp>
-#include <crunch/password.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -131,10 +130,6 @@ setter boolean(bool config::*member) {
   };
 }
 
-// Argon2 allows 2^32 − 1 of each; these are already hours of work per hash.
-constexpr std::uint64_t max_password_m_cost = 4ULL << 20;  // 4 GiB, in KiB
-constexpr std::uint64_t max_password_t_cost = 1000;
-
 const std::vector<option>& options() {
   static const std::vector<option> table = {
       {"address", "CRUNCH_ADDRESS", "IP", "listen address (default 0.0.0.0)",
@@ -203,23 +198,6 @@ const std::vector<option>& options() {
        "memory that running jobs may declare together (default: the cgroup memory limit, else physical memory, "
        "less max(16MiB, 1/4) of it)",
        size(&config::memory_budget, 1ULL << 20)},
-      {"password-m-cost", "CRUNCH_PASSWORD_M_COST", "KIB",
-       "Argon2id memory of a new password hash, in KiB (default 19456: OWASP's 19 MiB)",
-       count(&config::password_m_cost, 8, max_password_m_cost)},
-      {"password-t-cost", "CRUNCH_PASSWORD_T_COST", "N", "Argon2id passes of a new password hash (default 2)",
-       count(&config::password_t_cost, 1, max_password_t_cost)},
-      {"password-max-m-cost", "CRUNCH_PASSWORD_MAX_M_COST", "KIB",
-       "most memory a password hash to make or verify may ask for, in KiB (default 262144: 256 MiB)",
-       count(&config::password_max_m_cost, 8, max_password_m_cost)},
-      {"password-max-t-cost", "CRUNCH_PASSWORD_MAX_T_COST", "N",
-       "most passes a password hash to make or verify may ask for (default 6)",
-       count(&config::password_max_t_cost, 1, max_password_t_cost)},
-      {"max-image-pixels", "CRUNCH_MAX_IMAGE_PIXELS", "N",
-       "pixels an image may declare (width x height), read from its header before decoding; beyond: 400 "
-       "(default 40000000)",
-       count(&config::max_image_pixels, 1, 1ULL << 32)},
-      {"max-image-bytes", "CRUNCH_MAX_IMAGE_BYTES", "SIZE", "an image upload, at most; beyond: 413 (default 25MiB)",
-       size(&config::max_image_bytes, 1024)},
       {"ui", "CRUNCH_UI", "true|false",
        "the live view: the page at /, its stream /v1/events and /v1/stats; false answers them 404 (default true)",
        boolean(&config::ui)},
@@ -267,7 +245,7 @@ const std::vector<option>& options() {
        count(&config::max_flows, 1, 1'000'000)},
       {"inline-max-us", "CRUNCH_INLINE_MAX_US", "N",
        "a job its kind's cost model estimates at N microseconds or less runs on the I/O thread, not a worker "
-       "(the trip costs more than the job), for kinds of pure computation (fib); 0 = off (default 2, at most 20)",
+       "(the trip costs more than the job), for the kinds of pure computation that allow it; 0 = off (default 2, at most 20)",
        [](config& c, const std::string& text) -> std::optional<std::string> {
          const auto value = parse_unsigned(text);
          if (!value || *value > 20) return "must be an integer in 0..20 (microseconds)";
@@ -286,11 +264,30 @@ const std::vector<option>& options() {
   return table;
 }
 
-config_exit bad_value(const option& o, const std::string& value, const std::string& why, bool from_env) {
+config_exit bad_value(const std::string& flag, const std::string& env, const std::string& value, const std::string& why,
+                      bool from_env) {
   std::ostringstream out;
-  out << "crunchd: invalid " << (from_env ? std::string(o.env) : "--" + std::string(o.flag)) << " '" << value
-      << "': " << why;
+  out << "crunchd: invalid " << (from_env ? env : "--" + flag) << " '" << value << "': " << why;
   return {2, out.str()};
+}
+
+// "48MiB", "1KiB", "1000B": a size as a flag would be written.
+std::string size_text(std::uint64_t bytes) {
+  for (const auto& [unit, shift] : {std::pair{"TiB", 40}, std::pair{"GiB", 30}, std::pair{"MiB", 20}, std::pair{"KiB", 10}}) {
+    if (bytes != 0 && bytes % (1ULL << shift) == 0) return std::to_string(bytes >> shift) + unit;
+  }
+  return std::to_string(bytes) + "B";
+}
+
+// A kind's setting from its text, within its bounds: the error phrase, or nothing.
+std::optional<std::string> set_kind_setting(config& c, const kind_setting& k, const std::string& text) {
+  const auto value = k.size ? parse_size(text) : parse_unsigned(text);
+  if (!value || *value < k.minimum || *value > k.maximum) {
+    if (k.size) return "must be a size in " + size_text(k.minimum) + ".." + size_text(k.maximum) + ", such as 25MiB";
+    return "must be an integer in " + std::to_string(k.minimum) + ".." + std::to_string(k.maximum);
+  }
+  c.settings.insert_or_assign(k.name, *value);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -302,7 +299,19 @@ env_lookup process_env() {
   };
 }
 
-std::string usage() {
+std::string kind_setting::env() const {
+  std::string out = "CRUNCH_";
+  for (const char ch : name) out += ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+std::uint64_t config::setting(std::string_view name) const {
+  const auto it = settings.find(name);
+  if (it == settings.end()) throw std::out_of_range("no job kind declared the setting " + std::string(name));
+  return it->second;
+}
+
+std::string usage(const std::vector<kind_setting>& kind_settings) {
   std::ostringstream out;
   out << "usage: crunchd [options]\n\n"
          "crunch: an HTTP service that runs CPU-heavy jobs on a worker pool while its I/O loop stays fast.\n\n"
@@ -311,6 +320,7 @@ std::string usage() {
   for (const auto& o : options()) {
     rows.emplace_back("--" + std::string(o.flag) + " " + o.value, std::string(o.help) + "  [" + o.env + "]");
   }
+  for (const auto& k : kind_settings) rows.emplace_back("--" + k.name + " " + k.value, k.help + "  [" + k.env() + "]");
   rows.emplace_back("--probe", "health check: ask the crunchd on --address/--port for /readyz; exit 0 if 200, else 1");
   rows.emplace_back("--help", "print this and exit");
   rows.emplace_back("--version", "print the version and exit");
@@ -324,16 +334,22 @@ std::string usage() {
 
 const char* version() { return CRUNCH_VERSION; }
 
-std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env) {
+std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env,
+                                               const std::vector<kind_setting>& kind_settings) {
   config c;
   for (const auto& o : options()) {
     if (const auto value = env(o.env)) {
-      if (auto why = o.set(c, *value)) return bad_value(o, *value, *why, true);
+      if (auto why = o.set(c, *value)) return bad_value(o.flag, o.env, *value, *why, true);
+    }
+  }
+  for (const auto& k : kind_settings) {
+    if (const auto value = env(k.env())) {
+      if (auto why = set_kind_setting(c, k, *value)) return bad_value(k.name, k.env(), *value, *why, true);
     }
   }
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
-    if (arg == "--help" || arg == "-h") return config_exit{0, usage()};
+    if (arg == "--help" || arg == "-h") return config_exit{0, usage(kind_settings)};
     if (arg == "--version") return config_exit{0, std::string("crunchd ") + version()};
     if (arg == "--probe") {
       c.probe = true;
@@ -349,12 +365,20 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
       name.resize(eq);
     }
     const auto o = std::find_if(options().begin(), options().end(), [&](const option& x) { return name == x.flag; });
-    if (o == options().end()) return config_exit{2, "crunchd: unknown option '--" + name + "' (see --help)"};
+    const auto k = std::find_if(kind_settings.begin(), kind_settings.end(),
+                                [&](const kind_setting& x) { return name == x.name; });
+    if (o == options().end() && k == kind_settings.end()) {
+      return config_exit{2, "crunchd: unknown option '--" + name + "' (see --help)"};
+    }
     if (!value) {
       if (i + 1 == args.size()) return config_exit{2, "crunchd: --" + name + " needs a value"};
       value = args[++i];
     }
-    if (auto why = o->set(c, *value)) return bad_value(*o, *value, *why, false);
+    if (o != options().end()) {
+      if (auto why = o->set(c, *value)) return bad_value(o->flag, o->env, *value, *why, false);
+    } else if (auto why = set_kind_setting(c, *k, *value)) {
+      return bad_value(k->name, k->env(), *value, *why, false);
+    }
   }
   // Each snapshot is also the stream's heartbeat: proxies drop connections idle for 60 s (nginx).
   if (c.event_interval > std::chrono::seconds(10)) {
@@ -368,12 +392,6 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
   }
   if (c.default_timeout > c.max_timeout) {
     return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};
-  }
-  if (c.password_m_cost > c.password_max_m_cost) {
-    return config_exit{2, "crunchd: invalid --password-m-cost: above --password-max-m-cost"};
-  }
-  if (c.password_t_cost > c.password_max_t_cost) {
-    return config_exit{2, "crunchd: invalid --password-t-cost: above --password-max-t-cost"};
   }
   return c;
 }
@@ -404,11 +422,6 @@ config resolve_defaults(config c) {
                        " MiB is not less than the " + std::to_string(usable >> 20) +
                        " MiB this process may use (its cgroup memory limit, or physical memory): jobs would be "
                        "OOM-killed before the budget refused them");
-  }
-  if (password_job_memory(c.password_m_cost) > c.memory_budget) {
-    throw config_error("crunchd: --memory-budget of " + std::to_string(c.memory_budget >> 20) +
-                       " MiB cannot hold one password hash at --password-m-cost " + std::to_string(c.password_m_cost) +
-                       " KiB");
   }
   c.max_connections = std::min(c.max_connections, open_files_for_connections());
   return c;

@@ -1,10 +1,22 @@
 #include <crunch/jobs.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 
 namespace crunch {
+
+double fastest_ns(int runs, const std::function<void()>& work) {
+  double best = 0;
+  for (int i = 0; i < runs; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    work();
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    if (i == 0 || ns < best) best = ns;
+  }
+  return best;
+}
 
 job_kind calibrating_on_first_job(job_kind kind) {
   struct first_job {

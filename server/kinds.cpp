@@ -2,12 +2,31 @@
 
 namespace crunch {
 
-job_registry default_jobs(const config& cfg) {
+std::vector<kind_declaration> builtin_kinds() { return {fib_kind(), password_kind(), image_kind()}; }
+
+std::vector<kind_setting> settings_of(const std::vector<kind_declaration>& kinds) {
+  std::vector<kind_setting> all;
+  for (const auto& kind : kinds) all.insert(all.end(), kind.settings.begin(), kind.settings.end());
+  return all;
+}
+
+config with_kind_defaults(config cfg, const std::vector<kind_declaration>& kinds) {
+  for (const auto& setting : settings_of(kinds)) cfg.settings.try_emplace(setting.name, setting.default_value);
+  return cfg;
+}
+
+job_registry build_jobs(const std::vector<kind_declaration>& kinds, const config& cfg) {
+  const auto complete = with_kind_defaults(cfg, kinds);
   job_registry jobs;
-  jobs.add(fib_kind());
-  jobs.add(password_kind(cfg));
-  jobs.add(image_kind(cfg));
+  for (const auto& kind : kinds) {
+    if (kind.check) {
+      if (auto why = kind.check(complete)) throw config_error("crunchd: " + *why);
+    }
+    jobs.add(kind.build(complete));
+  }
   return jobs;
 }
+
+job_registry default_jobs(const config& cfg) { return build_jobs(builtin_kinds(), cfg); }
 
 }  // namespace crunch

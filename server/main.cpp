@@ -1,6 +1,7 @@
 // crunchd: parse the configuration, serve until SIGTERM or SIGINT, drain, exit 0.
 // With --probe: ask a running crunchd whether it is ready, and exit 0 or 1.
 #include <crunch/config.hpp>
+#include <crunch/kinds.hpp>
 #include <crunch/probe.hpp>
 #include <crunch/server.hpp>
 
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
     if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) (void)open("/dev/null", O_RDWR);
   }
   const std::vector<std::string> args(argv + 1, argv + argc);
-  auto parsed = crunch::parse_config(args, crunch::process_env());
+  const auto kinds = crunch::builtin_kinds();
+  auto parsed = crunch::parse_config(args, crunch::process_env(), crunch::settings_of(kinds));
   if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {
     std::fprintf(done->exit_code == 0 ? stdout : stderr, "%s\n", done->message.c_str());
     return done->exit_code;
@@ -37,7 +39,7 @@ int main(int argc, char** argv) {
     return result.ok ? 0 : 1;
   }
   try {
-    crunch::server server(cfg);
+    crunch::server server(cfg, kinds);
     server.stop_on_signals();
     server.run();
   } catch (const crunch::config_error& e) {

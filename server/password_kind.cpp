@@ -3,8 +3,6 @@
 #include <crunch/password.hpp>
 #include <crunch/wiping.hpp>
 
-#include <chrono>
-
 namespace crunch {
 
 namespace {
@@ -49,20 +47,50 @@ parameter password_parameter() {
 // refine.
 double work(std::uint64_t m_cost_kib, std::uint64_t t_cost) { return static_cast<double>(m_cost_kib * t_cost); }
 
-}  // namespace
+// Argon2 allows 2^32 − 1 of each; these are already hours of work per hash.
+constexpr std::uint64_t most_m_cost = 4ULL << 20;  // 4 GiB, in KiB
+constexpr std::uint64_t most_t_cost = 1000;
 
-job_kind password_kind(const config& cfg) {
+std::vector<kind_setting> password_settings() {
+  return {
+      {"password-m-cost", "KIB", "Argon2id memory of a new password hash, in KiB (default 19456: OWASP's 19 MiB)",
+       19'456, 8, most_m_cost},
+      {"password-t-cost", "N", "Argon2id passes of a new password hash (default 2)", 2, 1, most_t_cost},
+      {"password-max-m-cost", "KIB",
+       "most memory a password hash to make or verify may ask for, in KiB (default 262144: 256 MiB)", 262'144, 8,
+       most_m_cost},
+      {"password-max-t-cost", "N", "most passes a password hash to make or verify may ask for (default 6)", 6, 1,
+       most_t_cost},
+  };
+}
+
+std::optional<std::string> check_password_settings(const config& cfg) {
+  const auto m = cfg.setting("password-m-cost");
+  if (m > cfg.setting("password-max-m-cost")) return "invalid --password-m-cost: above --password-max-m-cost";
+  if (cfg.setting("password-t-cost") > cfg.setting("password-max-t-cost")) {
+    return "invalid --password-t-cost: above --password-max-t-cost";
+  }
+  // A budget that cannot hold one hash at the defaults would refuse every hash (0: not resolved yet).
+  if (cfg.memory_budget != 0 && password_job_memory(m) > cfg.memory_budget) {
+    return "--memory-budget of " + std::to_string(cfg.memory_budget >> 20) +
+           " MiB cannot hold one password hash at --password-m-cost " + std::to_string(m) + " KiB";
+  }
+  return std::nullopt;
+}
+
+job_kind build_password(const config& cfg) {
   init_sodium();
-  const argon2_params current{static_cast<std::uint32_t>(cfg.password_m_cost),
-                              static_cast<std::uint32_t>(cfg.password_t_cost), 1};
-  const auto max_m = cfg.password_max_m_cost;
-  const auto max_t = cfg.password_max_t_cost;
+  const auto m_cost = cfg.setting("password-m-cost");
+  const auto t_cost = cfg.setting("password-t-cost");
+  const argon2_params current{static_cast<std::uint32_t>(m_cost), static_cast<std::uint32_t>(t_cost), 1};
+  const auto max_m = cfg.setting("password-max-m-cost");
+  const auto max_t = cfg.setting("password-max-t-cost");
 
   auto hash = password_route(
       "password_hash", "/v1/password/hash", "hash a password with Argon2id; answers its PHC string",
       {password_parameter(),
-       {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, cfg.password_m_cost, "memory in KiB"},
-       {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, cfg.password_t_cost,
+       {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, m_cost, "memory in KiB"},
+       {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, t_cost,
         "passes over the memory"}});
   hash.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
@@ -110,17 +138,14 @@ job_kind password_kind(const config& cfg) {
   kind.calibrate = [] {
     // The fastest of three small hashes (~2 ms each): 4 MiB, one pass.
     constexpr std::uint32_t m = 4096;
-    double best = 0;
-    for (int i = 0; i < 3; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      argon2id_hash("calibration", m, 1);
-      const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
-      if (best == 0 || ns < best) best = ns;
-    }
-    return best / work(m, 1);
+    return fastest_ns(3, [] { (void)argon2id_hash("calibration", m, 1); }) / work(m, 1);
   };
   kind.routes = {std::move(hash), std::move(verify)};
   return kind;
 }
+
+}  // namespace
+
+kind_declaration password_kind() { return {"password", password_settings(), check_password_settings, build_password}; }
 
 }  // namespace crunch

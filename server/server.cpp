@@ -383,7 +383,12 @@ struct server::state {
   std::uint16_t port = 0;
 };
 
-server::server(config cfg) : server(cfg, default_jobs(cfg)) {}
+server::server(config cfg) : server(std::move(cfg), builtin_kinds()) {}
+
+// The kinds see the resolved configuration (the memory budget their checks compare with); the
+// state resolves it again, which changes nothing.
+server::server(config cfg, const std::vector<kind_declaration>& kinds)
+    : server(with_kind_defaults(resolve_defaults(cfg), kinds), build_jobs(kinds, resolve_defaults(cfg))) {}
 
 server::server(config cfg, job_registry jobs) : state_(std::make_unique<state>(std::move(cfg), std::move(jobs))) {
   for (const auto& route : state_->routes.route_names()) state_->stats.add_route(route);

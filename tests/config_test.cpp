@@ -181,6 +181,48 @@ INSTANTIATE_TEST_SUITE_P(
                       bad_case{{"--port"}, "--port"}, bad_case{{"--colour", "red"}, "--colour"},
                       bad_case{{"stray"}, "stray"}));
 
+// A job kind's own settings, as a kind declares them (config knows no kind): flags with
+// environment twins, bounded, listed in --help, kept by name.
+const std::vector<kind_setting> sieve_settings{
+    {"sieve-max-n", "N", "largest n a request may ask for (default 1000)", 1000, 1, 1'000'000},
+    {"sieve-max-bytes", "SIZE", "an upload, at most (default 1MiB)", 1ULL << 20, 1024, 1ULL << 30, true}};
+
+TEST(config, a_kinds_own_settings_are_flags_with_environment_twins_and_bounds) {
+  auto result = parse_config({"--sieve-max-n", "5000", "--sieve-max-bytes=2MiB"}, fake_env(), sieve_settings);
+  ASSERT_TRUE(std::holds_alternative<config>(result));
+  EXPECT_EQ(std::get<config>(result).setting("sieve-max-n"), 5000u);
+  EXPECT_EQ(std::get<config>(result).setting("sieve-max-bytes"), 2u << 20);
+
+  EXPECT_EQ(sieve_settings[0].env(), "CRUNCH_SIEVE_MAX_N");
+  result = parse_config({}, fake_env({{"CRUNCH_SIEVE_MAX_N", "7"}}), sieve_settings);
+  EXPECT_EQ(std::get<config>(result).setting("sieve-max-n"), 7u);
+  result = parse_config({"--sieve-max-n", "9"}, fake_env({{"CRUNCH_SIEVE_MAX_N", "7"}}), sieve_settings);
+  EXPECT_EQ(std::get<config>(result).setting("sieve-max-n"), 9u);  // the flag wins
+  // Not given: not there; the kinds' defaults are filled in when they are built (kinds.hpp).
+  result = parse_config({}, fake_env(), sieve_settings);
+  EXPECT_THROW((void)std::get<config>(result).setting("sieve-max-n"), std::out_of_range);
+
+  for (const auto& [argv, names] : std::vector<std::pair<args, std::string>>{
+           {{"--sieve-max-n", "0"}, "--sieve-max-n '0': must be an integer in 1..1000000"},
+           {{"--sieve-max-n", "1000001"}, "--sieve-max-n"},
+           {{"--sieve-max-bytes", "10"}, "--sieve-max-bytes '10': must be a size in 1KiB..1GiB"},
+           {{"--sieve-max-bytes", "512B"}, "--sieve-max-bytes"}}) {
+    result = parse_config(argv, fake_env(), sieve_settings);
+    ASSERT_TRUE(std::holds_alternative<config_exit>(result)) << names;
+    EXPECT_EQ(std::get<config_exit>(result).exit_code, 2);
+    EXPECT_NE(std::get<config_exit>(result).message.find(names), std::string::npos) << std::get<config_exit>(result).message;
+  }
+  result = parse_config({}, fake_env({{"CRUNCH_SIEVE_MAX_N", "many"}}), sieve_settings);
+  EXPECT_NE(std::get<config_exit>(result).message.find("CRUNCH_SIEVE_MAX_N"), std::string::npos);
+  // Undeclared, the same flag is unknown.
+  EXPECT_NE(refused({"--sieve-max-n", "5"}).message.find("unknown option '--sieve-max-n'"), std::string::npos);
+
+  result = parse_config({"--help"}, fake_env(), sieve_settings);
+  const auto help = std::get<config_exit>(result).message;
+  EXPECT_NE(help.find("--sieve-max-bytes SIZE"), std::string::npos) << help;
+  EXPECT_NE(help.find("[CRUNCH_SIEVE_MAX_BYTES]"), std::string::npos) << help;
+}
+
 TEST(config, bad_environment_value_names_the_variable) {
   const auto exit = refused({}, {{"CRUNCH_WORKERS", "0"}});
   EXPECT_EQ(exit.exit_code, 2);

@@ -204,7 +204,11 @@ INSTANTIATE_TEST_SUITE_P(flags, crunchd_refuses,
                                            refusal{{"--fair-key", "header:X Client"}, "--fair-key"},
                                            refusal{{"--protect-metrics", "true"}, "needs --api-keys"},
                                            refusal{{"--max-flows", "0"}, "--max-flows"},
-                                           refusal{{"--io-priority", "fast"}, "--io-priority"}));
+                                           refusal{{"--io-priority", "fast"}, "--io-priority"},
+                                           // The kinds' own flags: bounds, and a kind's check.
+                                           refusal{{"--max-image-bytes", "1"}, "--max-image-bytes"},
+                                           refusal{{"--password-m-cost", "300000"}, "above --password-max-m-cost"},
+                                           refusal{{"--password-t-cost", "7"}, "above --password-max-t-cost"}));
 
 // The I/O thread says how it is scheduled. As asked, or refused at start when real-time is
 // required and the OS will not give it; `auto` takes it where allowed (as root, in CI).

@@ -170,7 +170,7 @@ TEST(image_kind, truncated_and_corrupt_images_are_400_quickly) {
 
 TEST(image_kind, a_body_over_the_limit_is_413_before_it_is_sent) {
   auto cfg = test_config();
-  cfg.max_image_bytes = 64 * 1024;
+  cfg.settings["max-image-bytes"] = 64 * 1024;
   running_server s(cfg);
   http_connection c(s.port());
   c.send("POST /v1/image/thumbnail?width=10 HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"

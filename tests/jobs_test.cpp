@@ -1,5 +1,6 @@
 // A kind's calibration deferred to its first job (job_kind::calibrate_on_first_job).
 #include <crunch/jobs.hpp>
+#include <crunch/kinds.hpp>
 
 #include <gtest/gtest.h>
 
@@ -96,6 +97,43 @@ TEST(calibrating_on_first_job, a_calibration_that_throws_leaves_the_job_to_answe
   ASSERT_TRUE(second);
   EXPECT_TRUE(second->representative);  // the kind learns its rate from this one
   EXPECT_EQ(calls, 1);
+}
+
+// crunchd's kinds declare their own flags; config.hpp names none of them. The names and the
+// environment twins are what crunchd has always read.
+TEST(builtin_kinds, declare_their_flags_with_the_environment_names_crunchd_reads) {
+  std::vector<std::string> names;
+  for (const auto& s : settings_of(builtin_kinds())) names.push_back("--" + s.name + " " + s.env());
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "--password-m-cost CRUNCH_PASSWORD_M_COST", "--password-t-cost CRUNCH_PASSWORD_T_COST",
+                       "--password-max-m-cost CRUNCH_PASSWORD_MAX_M_COST",
+                       "--password-max-t-cost CRUNCH_PASSWORD_MAX_T_COST", "--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
+                       "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES"}));
+}
+
+TEST(build_jobs, fills_in_the_kinds_defaults_and_runs_their_checks) {
+  const auto jobs = build_jobs(builtin_kinds(), config{});
+  const auto* password = jobs.find("password");
+  ASSERT_NE(password, nullptr);
+  const auto& m = password->routes.at(0).parameters.at(1);
+  EXPECT_EQ(m.name, "m_cost_kib");
+  EXPECT_EQ(m.default_value, 19'456u);  // --password-m-cost's default
+  EXPECT_EQ(m.maximum, 262'144u);       // --password-max-m-cost's
+  EXPECT_EQ(jobs.find("image")->routes.at(0).max_body_bytes, 25u << 20);
+
+  config over;
+  over.settings["password-m-cost"] = 300'000;
+  try {
+    (void)build_jobs(builtin_kinds(), over);
+    ADD_FAILURE() << "a default above its maximum was accepted";
+  } catch (const config_error& e) {
+    EXPECT_STREQ(e.what(), "crunchd: invalid --password-m-cost: above --password-max-m-cost");
+  }
+  config small;
+  small.memory_budget = 8u << 20;  // less than one 19 MiB hash
+  EXPECT_THROW((void)build_jobs(builtin_kinds(), small), config_error);
+  small.settings["password-m-cost"] = 1024;
+  EXPECT_NO_THROW((void)build_jobs(builtin_kinds(), small));
 }
 
 }  // namespace

@@ -14,8 +14,8 @@ using clock = std::chrono::steady_clock;
 // Small hashes, so that the suite stays quick under the sanitizers too.
 config small_hashes(std::size_t workers = 2) {
   auto cfg = test_config(workers);
-  cfg.password_m_cost = 1024;
-  cfg.password_t_cost = 1;
+  cfg.settings["password-m-cost"] = 1024;
+  cfg.settings["password-t-cost"] = 1;
   return cfg;
 }
 
@@ -142,7 +142,7 @@ TEST(password_kind, a_deadline_answers_at_once_though_the_hash_runs_on) {
 
 TEST(password_kind, kinds_lists_the_password_routes_with_the_configured_bounds) {
   auto cfg = small_hashes();
-  cfg.password_max_m_cost = 65536;
+  cfg.settings["password-max-m-cost"] = 65536;
   running_server s(cfg);
   http_connection c(s.port());
   const auto r = c.get("/v1/kinds");

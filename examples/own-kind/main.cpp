@@ -9,7 +9,6 @@
 #include <crunch/kinds.hpp>
 #include <crunch/server.hpp>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -36,14 +35,15 @@ std::optional<std::uint64_t> count_primes(std::uint64_t n, const std::stop_token
 }
 
 // Its registration: one route, its parameter with bounds, its cost and memory model.
-crunch::job_kind primes_kind() {
+crunch::job_kind build_primes(const crunch::config& cfg) {
+  const auto max_n = cfg.setting("primes-max-n");
   crunch::job_route route;
   route.name = "primes_count";
   route.method = "GET";
   route.path = "/v1/primes/{n}";
   route.summary = "how many primes are at most n (a sieve of Eratosthenes)";
-  route.parameters = {{"n", crunch::parameter_source::path, crunch::parameter_type::integer, 0, 1'000'000'000,
-                       std::nullopt, "the bound"}};
+  route.parameters = {{"n", crunch::parameter_source::path, crunch::parameter_type::integer, 0, max_n, std::nullopt,
+                       "the bound"}};
   route.prepare = [](const crunch::job_arguments& args,
                      crunch::job_input&) -> std::variant<crunch::prepared_job, crunch::invalid_argument> {
     const auto n = static_cast<std::uint64_t>(args.integer("n"));
@@ -61,35 +61,41 @@ crunch::job_kind primes_kind() {
   kind.cost_unit = "numbers";
   kind.cost_model = "n";
   kind.calibrate = [] {  // nanoseconds a number: the fastest of three sieves to a million
-    double best = 0;
-    for (int i = 0; i < 3; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      (void)count_primes(1'000'000, {});
-      const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
-      if (best == 0 || ns < best) best = ns;
-    }
-    return best / 1e6;
+    return crunch::fastest_ns(3, [] { (void)count_primes(1'000'000, {}); }) / 1e6;
   };
   kind.routes = {std::move(route)};
   return kind;
 }
 
+// What the service knows of the kind before it reads its configuration: its own flag
+// (--primes-max-n, CRUNCH_PRIMES_MAX_N, in --help), and how to build it.
+crunch::kind_declaration primes_kind() {
+  return {"primes",
+          {{"primes-max-n", "N", "largest n a request may ask for (default 1000000000)", 1'000'000'000, 1,
+            4'000'000'000}},
+          {},
+          build_primes};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  auto kinds = crunch::builtin_kinds();  // crunch's kinds; start from an empty list for yours alone
+  kinds.push_back(primes_kind());
   const std::vector<std::string> args(argv + 1, argv + argc);
-  auto parsed = crunch::parse_config(args, crunch::process_env());
+  auto parsed = crunch::parse_config(args, crunch::process_env(), crunch::settings_of(kinds));
   if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {
     std::fprintf(done->exit_code == 0 ? stdout : stderr, "%s\n", done->message.c_str());
     return done->exit_code;
   }
   const auto& cfg = std::get<crunch::config>(parsed);
   try {
-    auto jobs = crunch::default_jobs(cfg);  // crunch's kinds; start from an empty registry for yours alone
-    jobs.add(primes_kind());
-    crunch::server server(cfg, std::move(jobs));
+    crunch::server server(cfg, kinds);
     server.stop_on_signals();
     server.run();
+  } catch (const crunch::config_error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "primes-service: %s\n", e.what());
     return 1;

@@ -8,9 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -51,12 +53,6 @@ struct config {
   std::size_t max_connections = 10'000;                   ///< open connections; beyond: 503 and close
   std::size_t max_pipelined = 100;                        ///< requests answered in a row without waiting for the client
   std::uint64_t memory_budget = 0;                        ///< bytes running jobs may declare together; 0 = from the cgroup limit
-  std::size_t password_m_cost = 19'456;                   ///< Argon2id memory of a new hash, KiB (OWASP: 19 MiB)
-  std::size_t password_t_cost = 2;                        ///< Argon2id passes of a new hash (OWASP: 2)
-  std::size_t password_max_m_cost = 262'144;              ///< most memory a hash to make or verify may take, KiB
-  std::size_t password_max_t_cost = 6;                    ///< most passes a hash to make or verify may take
-  std::size_t max_image_pixels = 40'000'000;              ///< width × height an image may declare
-  std::uint64_t max_image_bytes = 25 * 1024 * 1024;       ///< an image upload, at most
   bool ui = true;                                         ///< the live view: GET /, /v1/events, /v1/stats
   std::size_t max_event_streams = 32;                     ///< open /v1/events streams, at most; beyond: 503
   std::chrono::milliseconds event_interval{250};          ///< how often the live view takes a snapshot
@@ -72,6 +68,28 @@ struct config {
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
+  /// The job kinds' own settings (kind_setting), by name, as given; a kind reads its own with
+  /// setting(), its defaults filled in when the kinds are built (build_jobs in kinds.hpp).
+  std::map<std::string, std::uint64_t, std::less<>> settings;
+
+  /// The setting `name`; throws std::out_of_range when no kind declared it.
+  std::uint64_t setting(std::string_view name) const;
+};
+
+/// A setting a job kind declares for itself (kind_declaration in kinds.hpp): crunchd reads it as
+/// --NAME and from CRUNCH_NAME (upper case, '-' as '_'), lists it in --help, bounds it, and keeps
+/// it in config::settings. config itself knows no kind.
+struct kind_setting {
+  std::string name;                   ///< the flag without "--", e.g. "sieve-max-n"
+  std::string value;                  ///< --help's placeholder: "N", "KIB", "SIZE"
+  std::string help;                   ///< one line, the default included
+  std::uint64_t default_value = 0;
+  std::uint64_t minimum = 0;
+  std::uint64_t maximum = 0;
+  bool size = false;                  ///< written with a unit (25MiB, as --memory-budget), else an integer
+
+  /// Its environment twin: CRUNCH_SIEVE_MAX_N for sieve-max-n.
+  std::string env() const;
 };
 
 /// A configuration that cannot work on this machine, found once the machine is known: crunchd
@@ -93,8 +111,10 @@ using env_lookup = std::function<std::optional<std::string>(const std::string& n
 /// The real environment, through getenv.
 env_lookup process_env();
 
-/// Parses `args` (without the program name) over the CRUNCH_* environment; a flag wins over its twin.
-std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env);
+/// Parses `args` (without the program name) over the CRUNCH_* environment; a flag wins over its
+/// twin. `kind_settings`: the job kinds' own flags (settings_of(builtin_kinds()) for crunchd's).
+std::variant<config, config_exit> parse_config(const std::vector<std::string>& args, const env_lookup& env,
+                                               const std::vector<kind_setting>& kind_settings = {});
 
 /// Raises the soft open-files limit to the hard one and says how many connections it leaves room
 /// for (the limit less 128 descriptors kept for the rest of the process).
@@ -102,11 +122,11 @@ std::size_t open_files_for_connections();
 
 /// Fills in what the config leaves to the machine: workers, queue limit and memory budget, and
 /// max_connections capped by open_files_for_connections(). Throws config_error when the memory
-/// budget cannot hold one hash at the default password parameters.
+/// budget is not below what the process may use. Resolving a resolved config changes nothing.
 config resolve_defaults(config c);
 
-/// The --help text.
-std::string usage();
+/// The --help text, with the job kinds' own flags.
+std::string usage(const std::vector<kind_setting>& kind_settings = {});
 
 /// The crunch version, e.g. "0.1.0".
 const char* version();

@@ -99,6 +99,10 @@ struct job_kind {
   bool tiny_jobs_run_inline = false;
 };
 
+/// The fastest of `runs` runs of `work`, in nanoseconds: what a kind's calibrate() measures, the
+/// machine's speed with the least interference, divided by the cost units of `work`.
+double fastest_ns(int runs, const std::function<void()>& work);
+
 /// `kind` with each route's jobs wrapped so that the first of them to run calls the kind's
 /// calibrate() on its worker before it starts, once, and hands the rate back in its job_output
 /// (a calibration that throws is left to the job, which meets the same failure and says so).

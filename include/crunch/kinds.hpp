@@ -1,24 +1,56 @@
 #pragma once
-/// The job kinds crunchd serves, each registered in a file of its own (server/*_kind.cpp) over a
-/// pure function in workers/.
+/// The job kinds a server offers, each declared with what it brings to crunchd before it is
+/// built: its own settings (flags), its checks of the configuration, and how to build it from
+/// that configuration. crunchd's own are registered in a file each (server/*_kind.cpp) over a
+/// pure function in workers/; a service built on crunch adds its own beside them.
 
 #include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
 
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
 namespace crunch {
 
+/// A job kind as a server offers it.
+struct kind_declaration {
+  std::string name;                    ///< the job_kind's name
+  std::vector<kind_setting> settings;  ///< its own flags, e.g. --password-m-cost
+  /// Why this configuration cannot serve the kind (crunchd refuses to start, exit 2), or nothing:
+  /// a setting's default above its maximum, a memory budget that cannot hold one job. Sees the
+  /// kind's settings with their defaults filled in, and the resolved memory budget.
+  std::function<std::optional<std::string>(const config&)> check;
+  /// The kind, configured by `cfg` (its settings read with cfg.setting()).
+  std::function<job_kind(const config&)> build;
+};
+
 /// GET /fib/{n}: naive recursive Fibonacci; its cost is the number of calls, 2·F(n+1) − 1.
-job_kind fib_kind();
+kind_declaration fib_kind();
 
-/// POST /v1/password/hash and /verify: Argon2id through libsodium, within the bounds of `cfg`'s
-/// password settings; its cost is m_cost_kib × t_cost.
-job_kind password_kind(const config& cfg);
+/// POST /v1/password/hash and /verify: Argon2id, within the bounds of its settings; its cost is
+/// m_cost_kib × t_cost.
+kind_declaration password_kind();
 
-/// POST /v1/image/thumbnail: libvips thumbnails of JPEG, PNG, WebP and GIF bodies, within
-/// `cfg`'s image limits; its cost is in pixel-equivalents, from the image's header.
-job_kind image_kind(const config& cfg);
+/// POST /v1/image/thumbnail: libvips thumbnails of JPEG, PNG, WebP and GIF bodies, within its
+/// settings' limits; its cost is in pixel-equivalents, from the image's header.
+kind_declaration image_kind();
 
-/// Every kind above, configured by `cfg`.
+/// crunchd's kinds: fib, password and image.
+std::vector<kind_declaration> builtin_kinds();
+
+/// Every setting of `kinds`, for parse_config and --help.
+std::vector<kind_setting> settings_of(const std::vector<kind_declaration>& kinds);
+
+/// `cfg` with each of `kinds`' settings that it does not give set to its default.
+config with_kind_defaults(config cfg, const std::vector<kind_declaration>& kinds);
+
+/// Builds `kinds` from `cfg` (defaults filled in). Throws config_error, "crunchd: " and a kind's
+/// own message, when a kind's check refuses the configuration.
+job_registry build_jobs(const std::vector<kind_declaration>& kinds, const config& cfg);
+
+/// build_jobs(builtin_kinds(), cfg).
 job_registry default_jobs(const config& cfg);
 
 }  // namespace crunch

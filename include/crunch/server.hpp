@@ -3,10 +3,12 @@
 
 #include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
+#include <crunch/kinds.hpp>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace crunch {
 
@@ -14,9 +16,12 @@ namespace crunch {
 class server {
  public:
   /// Binds `cfg.address`:`cfg.port` and starts the workers; throws sys::system_error when binding
-  /// fails. Serves default_jobs(cfg).
+  /// fails. Serves builtin_kinds().
   explicit server(config cfg);
-  /// The same, serving `jobs`.
+  /// The same, serving `kinds`, built from `cfg` once its defaults are resolved; throws
+  /// config_error when a kind refuses the configuration (kind_declaration::check).
+  server(config cfg, const std::vector<kind_declaration>& kinds);
+  /// The same, serving `jobs` as they are.
   server(config cfg, job_registry jobs);
   /// Joins every thread the server started.
   ~server();

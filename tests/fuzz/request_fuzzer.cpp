@@ -62,13 +62,13 @@ class fuzzed_server {
     c.drain_timeout = std::chrono::milliseconds(100);
     c.log_level_ = crunch::log_level::error;
     // Small hashes: a fuzzed body may ask for the most memory and passes the bounds allow.
-    c.password_m_cost = 64;
-    c.password_t_cost = 1;
-    c.password_max_m_cost = 1024;
-    c.password_max_t_cost = 2;
+    c.settings["password-m-cost"] = 64;
+    c.settings["password-t-cost"] = 1;
+    c.settings["password-max-m-cost"] = 1024;
+    c.settings["password-max-t-cost"] = 2;
     // Small images: a fuzzed header may declare the most pixels the limit allows.
-    c.max_image_pixels = 1 << 20;
-    c.max_image_bytes = 64 * 1024;
+    c.settings["max-image-pixels"] = 1 << 20;
+    c.settings["max-image-bytes"] = 64 * 1024;
     // Flows named by a header the fuzzer writes: any bytes, any length, become flow keys.
     c.fair_key_ = crunch::fair_key::header;
     c.fair_header = "X-Client-Id";
