@@ -22,15 +22,11 @@ using clock = std::chrono::steady_clock;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 reply overloaded(std::string_view message, std::chrono::seconds retry_after) {
-  auto r = error_reply(503, "overloaded", message);
-  r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, retry_after.count())));
-  return r;
+  return unavailable("overloaded", message, retry_after);
 }
 
 reply draining() {
-  auto r = error_reply(503, "draining", "server is shutting down; retry on another instance");
-  r.headers.emplace_back("Retry-After", "1");
-  return r;
+  return unavailable("draining", "server is shutting down; retry on another instance", std::chrono::seconds(1));
 }
 
 reply deadline_exceeded(std::chrono::milliseconds timeout) {

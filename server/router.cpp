@@ -2,6 +2,7 @@
 
 #include <crunch/decimal.hpp>
 #include <crunch/embedded.hpp>
+#include <crunch/media_type.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -38,29 +39,9 @@ std::optional<std::string_view> match_path(std::string_view path_template, std::
   return segment;
 }
 
-// application/json, with or without parameters (charset=utf-8), in any case.
-bool is_json(std::string_view content_type) {
-  const auto media = content_type.substr(0, content_type.find(';'));
-  const auto first = media.find_first_not_of(" \t");
-  const auto last = media.find_last_not_of(" \t");
-  if (first == std::string_view::npos) return false;
-  constexpr std::string_view json = "application/json";
-  const auto trimmed = media.substr(first, last - first + 1);
-  return trimmed.size() == json.size() && std::equal(trimmed.begin(), trimmed.end(), json.begin(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) == b;
-         });
-}
-
 // The media type of `content_type` (parameters and case ignored) is one of `types`.
 bool one_of_media_types(const std::vector<std::string>& types, std::string_view content_type) {
-  auto media = content_type.substr(0, content_type.find(';'));
-  while (!media.empty() && (media.front() == ' ' || media.front() == '\t')) media.remove_prefix(1);
-  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
-  return std::any_of(types.begin(), types.end(), [media](const std::string& t) {
-    return t.size() == media.size() && std::equal(t.begin(), t.end(), media.begin(), [](char a, char b) {
-             return a == std::tolower(static_cast<unsigned char>(b));
-           });
-  });
+  return std::any_of(types.begin(), types.end(), [&](const std::string& t) { return names_media_type(content_type, t); });
 }
 
 const char* source_name(parameter_source in) {
@@ -122,6 +103,12 @@ reply error_reply(unsigned status, std::string_view code, std::string_view messa
   const nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
   // Replace rather than throw on invalid UTF-8: a message may quote hostile input.
   return {status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
+}
+
+reply unavailable(std::string_view code, std::string_view message, std::chrono::seconds retry_after) {
+  auto r = error_reply(503, code, message);
+  r.headers.emplace_back("Retry-After", std::to_string(std::max<std::chrono::seconds::rep>(1, retry_after.count())));
+  return r;
 }
 
 router::router(job_registry jobs, server_view view, const config& cfg)
@@ -203,9 +190,7 @@ head_route router::route(const request_head& head) const {
   if (path == "/readyz") {
     if (!cheap_method) return answer(on_route("readyz", method_not_allowed(cheap_methods)));
     if (view_.draining()) {
-      auto r = error_reply(503, "draining", "server is shutting down");
-      r.headers.emplace_back("Retry-After", "1");
-      return answer(on_route("readyz", std::move(r)));
+      return answer(on_route("readyz", unavailable("draining", "server is shutting down", std::chrono::seconds(1))));
     }
     return answer(reply{200, R"({"status":"ready"})", "application/json", {}, "readyz"});
   }
@@ -272,7 +257,7 @@ head_route router::route(const request_head& head) const {
       auto routed = head_route{route_match{&kind, &r, *segment, query}, limit, false, r.sensitive};
       if (head.content_length && *head.content_length > limit) {
         routed = answer(on_route(r.name, reply{}), limit);
-      } else if (r.json_body && !is_json(head.content_type)) {
+      } else if (r.json_body && !names_media_type(head.content_type, "application/json")) {
         routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be application/json"));
       } else if (r.file_body() && !one_of_media_types(r.media_types, head.content_type)) {
         std::string types;

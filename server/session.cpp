@@ -397,10 +397,10 @@ net::awaitable<void> stream_events(beast::tcp_stream& stream, session_context& c
   auto& live = *ctx.live;
   const auto offset = ctx.draining ? std::nullopt : live.open_stream(ctx.cfg.max_event_streams);
   if (!offset) {
-    auto r = ctx.draining ? error_reply(503, "draining", "server is shutting down")
-                          : error_reply(503, "too_many_streams",
-                                        "as many /v1/events streams are open as --max-event-streams allows; retry later");
-    r.headers.emplace_back("Retry-After", ctx.draining ? "1" : "10");
+    auto r = ctx.draining ? unavailable("draining", "server is shutting down", std::chrono::seconds(1))
+                          : unavailable("too_many_streams",
+                                        "as many /v1/events streams are open as --max-event-streams allows; retry later",
+                                        std::chrono::seconds(10));
     r.route = "events";
     co_await reject_and_close(stream, ctx, remote, std::move(r), request_id, req.method_string(), req.target(),
                               req.version(), received);
@@ -516,9 +516,8 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
           // machine that starves the workers. The body is not read meanwhile.
           net::steady_timer later(co_await net::this_coro::executor, overload_pause);
           co_await later.async_wait(use_tuple);
-          auto r = error_reply(503, "overloaded",
-                               "the memory budget is taken by the jobs and uploads in flight; retry later");
-          r.headers.emplace_back("Retry-After", "1");
+          auto r = unavailable("overloaded", "the memory budget is taken by the jobs and uploads in flight; retry later",
+                               std::chrono::seconds(1));
           r.route = std::get<route_match>(routed.next).route->name;
           co_await reject_and_close(stream, *ctx, remote, std::move(r), request_id_for(head["X-Request-Id"], *ctx),
                                     head.method_string(), head.target(), head.version(), received);
@@ -626,9 +625,9 @@ net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, conn
 net::awaitable<void> refuse_connection(net::ip::tcp::socket socket, session_context* ctx) {
   beast::tcp_stream stream(std::move(socket));
   // Answered before the request is read: whatever it is, the answer is the same.
-  answer a{error_reply(503, "too_many_connections", "the server has as many connections open as it allows; retry"),
+  answer a{unavailable("too_many_connections", "the server has as many connections open as it allows; retry",
+                       std::chrono::seconds(1)),
            std::nullopt};
-  a.r.headers.emplace_back("Retry-After", "1");
   const auto request_id = request_id_for({}, *ctx);
   std::string wire;
   if (!co_await write(stream, a, {11, false, false, request_id}, clock::duration::zero(), linger_time, wire)) {

@@ -1,4 +1,5 @@
 #include <crunch/kinds.hpp>
+#include <crunch/media_type.hpp>
 #include <crunch/password.hpp>
 #include <crunch/router.hpp>
 
@@ -344,6 +345,27 @@ TEST(error_reply, escapes_hostile_text) {
   const auto r = error_reply(400, "x", std::string("quote\" and \xff byte"));
   const auto body = nlohmann::json::parse(r.body);
   EXPECT_EQ(body.at("error").at("code"), "x");
+}
+
+// The one reader of Content-Type values: parameters, blanks around and case ignored, nothing else.
+TEST(media_type, names_the_type_whatever_the_parameters_and_case) {
+  EXPECT_EQ(media_type_of(" image/JPEG ; q=1"), "image/JPEG");
+  EXPECT_TRUE(names_media_type("Application/Json; charset=utf-8", "application/json"));
+  EXPECT_TRUE(names_media_type("\timage/webp", "image/webp"));
+  EXPECT_FALSE(names_media_type("application/jsonx", "application/json"));
+  EXPECT_FALSE(names_media_type("application/json-patch+json", "application/json"));
+  EXPECT_FALSE(names_media_type("", "application/json"));
+  EXPECT_FALSE(names_media_type("image/ jpeg", "image/jpeg"));
+}
+
+// Every "not now" answer: 503, the JSON error, and a Retry-After of at least a second.
+TEST(unavailable, is_503_with_its_code_and_a_retry_after_of_at_least_a_second) {
+  const auto r = unavailable("overloaded", "busy", std::chrono::seconds(0));
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_EQ(nlohmann::json::parse(r.body).at("error").at("code"), "overloaded");
+  ASSERT_EQ(r.headers.size(), 1u);
+  EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"Retry-After", "1"}));
+  EXPECT_EQ(unavailable("draining", "bye", std::chrono::seconds(7)).headers[0].second, "7");
 }
 
 }  // namespace

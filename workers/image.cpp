@@ -1,6 +1,7 @@
 #include <crunch/image.hpp>
 
 #include <crunch/cpu_pacer.hpp>
+#include <crunch/media_type.hpp>
 
 #include "image_library.hpp"
 
@@ -150,12 +151,6 @@ sniffed sniff_webp(std::string_view b) {
   return h;
 }
 
-bool iequal(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 
 // ---- what a decoder would do beyond the pixels: walked here, on the worker, before it starts ----
 
@@ -230,11 +225,8 @@ std::string_view media_type(image_format format) noexcept {
 }
 
 std::optional<image_format> format_of_media_type(std::string_view content_type) noexcept {
-  auto media = content_type.substr(0, content_type.find(';'));
-  while (!media.empty() && (media.front() == ' ' || media.front() == '\t')) media.remove_prefix(1);
-  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
   for (const auto f : {image_format::jpeg, image_format::png, image_format::webp, image_format::gif}) {
-    if (iequal(media, media_type(f))) return f;
+    if (names_media_type(content_type, media_type(f))) return f;
   }
   return std::nullopt;
 }

@@ -31,6 +31,9 @@ struct reply {
 
 /// The one error shape: {"error":{"code":...,"message":...}}.
 reply error_reply(unsigned status, std::string_view code, std::string_view message);
+/// 503 with an error_reply body and Retry-After: `retry_after`, at least one second. Every
+/// "not now" crunch answers (overloaded, draining, too many connections or streams) is this.
+reply unavailable(std::string_view code, std::string_view message, std::chrono::seconds retry_after);
 
 /// A request that needs a worker: what to run, what it costs, and by when it must be done.
 struct job_request {
