@@ -135,7 +135,8 @@ job_kind build_image(const config& cfg) {
     // each): enough to find the machine's speed; completed jobs refine it. On the first image
     // job's worker, once it has loaded libvips: at start it would keep 30 MB of libraries
     // mapped in a server that may never make a thumbnail.
-    static const auto jpeg = synthetic_image(800, 600, image_format::jpeg);
+    // Made once per process and never destroyed: a worker may calibrate while the process exits.
+    static const auto& jpeg = *new std::string(synthetic_image(800, 600, image_format::jpeg));
     const auto header = std::get<image_header>(sniff_image(jpeg));
     thumbnail_spec spec;
     spec.width = 200;

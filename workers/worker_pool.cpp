@@ -93,9 +93,16 @@ void apply_worker_priority(worker_priority priority) { apply_priority_to(0, prio
 
 void apply_worker_priority_to_threads(std::string_view name, worker_priority priority) {
   if (priority == worker_priority::normal) return;
-  static std::mutex mutex;
-  static std::set<pid_t> done;  // tids are reused only once a thread is gone; then it is redone
-  std::lock_guard lock(mutex);
+  // Never destroyed: a worker may still be finishing an image job while the process exits and
+  // runs the static destructors (the fuzzer exits with its server running): it found the set
+  // freed under it.
+  struct adjusted {
+    std::mutex mutex;
+    std::set<pid_t> done;  // tids are reused only once a thread is gone; then it is redone
+  };
+  static auto* const state = new adjusted;
+  auto& done = state->done;
+  std::lock_guard lock(state->mutex);
   DIR* tasks = opendir("/proc/self/task");
   if (tasks == nullptr) return;
   std::set<pid_t> seen;
