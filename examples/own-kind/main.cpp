@@ -5,16 +5,12 @@
 //   ./own/primes-service --port 8080 &  curl localhost:8080/v1/primes/1000000
 // The kind gets what every crunch kind gets: admission by cost, deadlines, cancellation, fair
 // shares, the memory budget, drain, metrics, /v1/kinds.
-#include <crunch/config.hpp>
 #include <crunch/kinds.hpp>
-#include <crunch/server.hpp>
+#include <crunch/service.hpp>
 
 #include <cstdint>
-#include <cstdio>
-#include <exception>
 #include <optional>
 #include <stop_token>
-#include <string>
 #include <vector>
 
 namespace {
@@ -82,23 +78,5 @@ crunch::kind_declaration primes_kind() {
 int main(int argc, char** argv) {
   auto kinds = crunch::builtin_kinds();  // crunch's kinds; start from an empty list for yours alone
   kinds.push_back(primes_kind());
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  auto parsed = crunch::parse_config(args, crunch::process_env(), crunch::settings_of(kinds));
-  if (auto* done = std::get_if<crunch::config_exit>(&parsed)) {
-    std::fprintf(done->exit_code == 0 ? stdout : stderr, "%s\n", done->message.c_str());
-    return done->exit_code;
-  }
-  const auto& cfg = std::get<crunch::config>(parsed);
-  try {
-    crunch::server server(cfg, kinds);
-    server.stop_on_signals();
-    server.run();
-  } catch (const crunch::config_error& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "primes-service: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return crunch::run_service(argc, argv, kinds);  // flags, --help, --probe, serve, drain on SIGTERM
 }
