@@ -385,10 +385,21 @@ struct server::state {
 
 server::server(config cfg) : server(std::move(cfg), builtin_kinds()) {}
 
-// The kinds see the resolved configuration (the memory budget their checks compare with); the
-// state resolves it again, which changes nothing.
+struct server::configured {
+  config cfg;
+  job_registry jobs;
+};
+
+// The kinds are built from the resolved configuration: their checks compare with the memory
+// budget it settles.
 server::server(config cfg, const std::vector<kind_declaration>& kinds)
-    : server(with_kind_defaults(resolve_defaults(cfg), kinds), build_jobs(kinds, resolve_defaults(cfg))) {}
+    : server([&] {
+        auto resolved = with_kind_defaults(resolve_defaults(std::move(cfg)), kinds);
+        auto jobs = build_jobs(kinds, resolved);
+        return configured{std::move(resolved), std::move(jobs)};
+      }()) {}
+
+server::server(configured built) : server(std::move(built.cfg), std::move(built.jobs)) {}
 
 server::server(config cfg, job_registry jobs) : state_(std::make_unique<state>(std::move(cfg), std::move(jobs))) {
   for (const auto& route : state_->routes.route_names()) state_->stats.add_route(route);

@@ -50,6 +50,8 @@ class server {
   void stop();
 
  private:
+  struct configured;  // a resolved config and the jobs built from it
+  explicit server(configured built);
   struct state;
   std::unique_ptr<state> state_;
 };
