@@ -359,10 +359,13 @@ async function main() {
     post("/v1/password/hash", "application/json", JSON.stringify({ password: "x", m_cost_kib: 262144 })), 500);
 
   // Draining: what cannot finish within the drain timeout is answered 503, and /readyz says so.
-  const draining = await start(["--workers", "1", "--drain-timeout", "2s"]);
-  const first = exchange(draining.port, get("GET", "/fib/44?timeout_ms=30000"));
+  // The running job must outlast the two scrapes that see it run and the other wait (fib(47) is
+  // seconds here; fib(44) was 0.6 s, and a loaded CI machine once let it finish in between), and
+  // finish within the drain timeout; the queued one is estimated in minutes, far beyond it.
+  const draining = await start(["--workers", "1", "--drain-timeout", "60s"]);
+  const first = exchange(draining.port, get("GET", "/fib/47?timeout_ms=60000"));
   await waitFor(draining.port, "crunch_workers_busy 1");
-  const cut = exchange(draining.port, get("GET", "/fib/52?timeout_ms=30000"));
+  const cut = exchange(draining.port, get("GET", "/fib/56?timeout_ms=60000"));
   await waitFor(draining.port, "crunch_job_queue_depth 1");
   draining.process.kill("SIGTERM");
   const cutAnswer = await cut;
@@ -407,16 +410,18 @@ function openStream(port) {
 
 // Scrapes /metrics until `line` appears (at most ~10 s).
 async function waitFor(port, line, { viaRefusal = false } = {}) {
+  let last = "";
   for (let i = 0; i < 500; ++i) {
     try {
       const m = await exchange(port, get("GET", "/metrics"), { timeoutMs: 2000 });
+      last = m.body.split("\n").filter((l) => /^crunch_(job_queue_depth|workers_busy|jobs_total)/.test(l)).join("; ");
       if (m.body.includes(`\n${line}\n`) || (viaRefusal && m.status === 503)) return;
     } catch {
       // refused while full: try again
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  throw new Error(`waited in vain for ${line}`);
+  throw new Error(`waited in vain for ${line}; last: ${last}`);
 }
 
 try {
