@@ -322,6 +322,7 @@ std::string usage(const std::vector<kind_setting>& kind_settings) {
   }
   for (const auto& k : kind_settings) rows.emplace_back("--" + k.name + " " + k.value, k.help + "  [" + k.env() + "]");
   rows.emplace_back("--probe", "health check: ask the crunchd on --address/--port for /readyz; exit 0 if 200, else 1");
+  rows.emplace_back("--openapi", "print the OpenAPI document this configuration serves at /openapi.json and exit");
   rows.emplace_back("--help", "print this and exit");
   rows.emplace_back("--version", "print the version and exit");
   std::size_t width = 0;
@@ -353,6 +354,10 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
     if (arg == "--version") return config_exit{0, std::string("crunchd ") + version()};
     if (arg == "--probe") {
       c.probe = true;
+      continue;
+    }
+    if (arg == "--openapi") {
+      c.print_openapi = true;
       continue;
     }
     if (!arg.starts_with("--")) return config_exit{2, "crunchd: unexpected argument '" + arg + "' (see --help)"};

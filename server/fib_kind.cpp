@@ -14,6 +14,16 @@ job_kind build_fib() {
   route.summary = "F(n) by naive recursion: exponential CPU work for a tiny input";
   route.parameters = {{"n", parameter_source::path, parameter_type::integer, 0, fib_max_n, std::nullopt,
                        "which Fibonacci number; F(92) is the largest that fits in 64 bits"}};
+  route.answer = {"The value, exact: `result_string` for clients whose numbers are doubles (above 2^53).",
+                  {{"type", "object"},
+                   {"additionalProperties", false},
+                   {"required", {"n", "result", "result_string"}},
+                   {"properties",
+                    {{"n", {{"type", "integer"}, {"minimum", 0}, {"maximum", fib_max_n}}},
+                     {"result", {{"type", "integer"}, {"minimum", 0}}},
+                     {"result_string", {{"type", "string"}, {"pattern", "^[0-9]+$"}}}}}}};
+  route.examples = {{"F(30)", "/fib/30"},
+                    {"F(70): hours of work, stopped at its 50 ms deadline", "/fib/70?timeout_ms=50", {}, 1, {}, 504}};
   route.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto n = static_cast<unsigned>(args.integer("n"));
     auto run = [n](std::stop_token stop) -> std::optional<job_output> {

@@ -66,6 +66,16 @@ job_kind build_image(const config& cfg) {
        "output format; default: the input's (png for a GIF)", {"jpeg", "webp", "png"}, true},
       {"quality", parameter_source::query, parameter_type::integer, 1, 100, 80, "for jpeg and webp"},
   };
+  thumbnail.description =
+      "The image's header is read before anything is decoded: its format must match the Content-Type, and more "
+      "pixels than --max-image-pixels (default 40 megapixels) is a 400 at once. The thumbnail is made with "
+      "libvips's shrink-on-load path, the EXIF orientation applied, converted to sRGB, every metadata block "
+      "stripped (no EXIF, no GPS, no ICC profile leaves crunch). The body counts against the memory budget from "
+      "its head: when the budget is taken by jobs and uploads in flight, the answer is a 503 with Retry-After "
+      "before the body is read (a client that sent `Expect: 100-continue` is told before it sends). A deadline or "
+      "a client that leaves stops the decode between strips.";
+  thumbnail.answer = {"The thumbnail, in the format asked for.", nullptr, {"image/jpeg", "image/webp", "image/png"}};
+  // No examples here: its bodies are photos, which the contract test brings (scripts/contract_check.sh).
   thumbnail.prepare = [max_pixels, priority = cfg.priority](const job_arguments& args,
                                    job_input& input) -> std::variant<prepared_job, invalid_argument> {
     thumbnail_spec spec;

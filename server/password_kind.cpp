@@ -92,6 +92,22 @@ job_kind build_password(const config& cfg) {
        {"m_cost_kib", parameter_source::body, parameter_type::integer, 8, max_m, m_cost, "memory in KiB"},
        {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, t_cost,
         "passes over the memory"}});
+  hash.description =
+      "A fresh 16-byte salt from the OS, parallelism 1. The password is never logged or echoed, and the buffers "
+      "that held it are wiped. An Argon2 hash cannot stop midway: at the deadline, or when the client leaves, the "
+      "answer goes out at once and the worker finishes the hash and drops it.";
+  hash.answer = {"The PHC string, which any Argon2 library verifies.",
+                 {{"type", "object"},
+                  {"additionalProperties", false},
+                  {"required", {"hash"}},
+                  {"properties",
+                   {{"hash",
+                     {{"type", "string"},
+                      {"pattern", R"(^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$)"}}}}}}};
+  hash.may_fail = true;  // its memory may not be had (the budget says yes, the address space no)
+  hash.examples = {{"a password", "/v1/password/hash", R"({"password":"correct horse battery staple"})"},
+                   {"256 MiB and six passes in 20 ms", "/v1/password/hash?timeout_ms=20",
+                    R"({"password":"x","m_cost_kib":262144,"t_cost":6})", 1, {}, 504}};
   hash.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
@@ -110,6 +126,23 @@ job_kind build_password(const config& cfg) {
       {password_parameter(),
        {"hash", parameter_source::body, parameter_type::string, 1, max_hash_bytes, std::nullopt,
         "the stored PHC string, $argon2id$v=19$m=..,t=..,p=..$salt$digest"}});
+  verify.description =
+      "Hashes from other implementations verify: the PHC string's parameters may come in any order (node-argon2 "
+      "writes m, p, t); everything else is read strictly. A hash whose parameters exceed the server's bounds is a "
+      "400 before any work. `needs_rehash` says the stored hash is weaker than the server's defaults (another "
+      "variant, less memory or fewer passes, a salt under 16 bytes or a digest under 32): hash the password again "
+      "at login.";
+  verify.answer = {"Whether it matches, and whether to hash it again.",
+                   {{"type", "object"},
+                    {"additionalProperties", false},
+                    {"required", {"match", "needs_rehash"}},
+                    {"properties", {{"match", {{"type", "boolean"}}}, {"needs_rehash", {{"type", "boolean"}}}}}}};
+  verify.examples = {
+      {"a password and its hash", "/v1/password/verify",
+       R"({"password":"correct horse battery staple","hash":"$argon2id$v=19$m=1024,t=1,p=1$tQPEqdyexj1I/9XdKpwcvg$DqTioH5rsumv3QGGUXcsB8iqF+DOP2PcE6n+3ioF5sU"})"},
+      {"a hash of 256 MiB and six passes in 20 ms", "/v1/password/verify?timeout_ms=20",
+       R"({"password":"x","hash":"$argon2id$v=19$m=262144,t=6,p=1$c29tZXNhbHRzb21lc2FsdA$Ui6aHLpJN5r4rvAhfKb3MlWOguzhHPbf40AQmuSvRYA"})",
+       1, {}, 504}};
   verify.prepare = [current, max_m, max_t](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     auto parsed = parse_phc(args.string("hash").view());
     if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};

@@ -3,6 +3,7 @@
 #include <crunch/decimal.hpp>
 #include <crunch/embedded.hpp>
 #include <crunch/media_type.hpp>
+#include <crunch/openapi.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -120,6 +121,7 @@ router::router(job_registry jobs, server_view view, const config& cfg)
       memory_budget_(cfg.memory_budget),
       ui_(cfg.ui),
       protect_metrics_(cfg.protect_metrics) {
+  openapi_ = openapi_document(jobs_);
   largest_body_limit_ = max_body_bytes_;
   largest_buffered_body_ = max_body_bytes_;
   for (const auto& [name, kind] : jobs_.kinds()) {
@@ -205,7 +207,7 @@ head_route router::route(const request_head& head) const {
   }
   if (path == "/openapi.json") {
     if (!cheap_method) return answer(on_route("openapi", method_not_allowed(cheap_methods)));
-    return answer(reply{200, std::string(openapi_document), "application/json", {}, "openapi"});
+    return answer(reply{200, openapi_, "application/json", {}, "openapi"});
   }
   if (path == "/v1/flows") {
     if (!cheap_method) return answer(on_route("flows", method_not_allowed(cheap_methods)));

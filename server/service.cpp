@@ -2,6 +2,7 @@
 #include <crunch/service.hpp>
 
 #include <crunch/config.hpp>
+#include <crunch/openapi.hpp>
 #include <crunch/probe.hpp>
 #include <crunch/server.hpp>
 
@@ -40,6 +41,10 @@ int run_service(int argc, char** argv, const std::vector<kind_declaration>& kind
     return result.ok ? 0 : 1;
   }
   try {
+    if (cfg.print_openapi) {
+      std::fputs(openapi_document(build_jobs(kinds, cfg)).c_str(), stdout);
+      return 0;
+    }
     server running(cfg, kinds);
     running.stop_on_signals();
     running.run();

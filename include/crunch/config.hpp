@@ -68,6 +68,7 @@ struct config {
   log_format log_format_ = log_format::json;              ///< json or text lines on stdout
   log_level log_level_ = log_level::info;                 ///< info includes one access line per request
   bool probe = false;                                     ///< --probe: ask the running server's /readyz, then exit
+  bool print_openapi = false;                             ///< --openapi: print the served OpenAPI document, then exit
   /// The job kinds' own settings (kind_setting), by name, as given; a kind reads its own with
   /// setting(), its defaults filled in when the kinds are built (build_jobs in kinds.hpp).
   std::map<std::string, std::uint64_t, std::less<>> settings;

@@ -5,8 +5,9 @@
 
 namespace crunch {
 
-/// api/openapi.json: the OpenAPI 3.1 description of every route, served at GET /openapi.json.
-extern const std::string_view openapi_document;
+/// api/openapi-base.json: the OpenAPI 3.1 description of every route but the job kinds', to which
+/// openapi.hpp adds theirs.
+extern const std::string_view openapi_base;
 /// web/index.html: the live view's page, served at GET /.
 extern const std::string_view live_page;
 /// web/live.js and web/live.css: the page's script and style.

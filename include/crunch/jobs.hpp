@@ -56,12 +56,31 @@ struct prepared_job {
   std::uint64_t memory_bytes = 0; ///< memory it holds while it runs, charged against the memory budget
 };
 
+/// What a route answers when its job succeeds: the 200 of its OpenAPI operation.
+struct route_answer {
+  std::string description;              ///< a sentence or two
+  nlohmann::json schema = nullptr;      ///< a JSON answer's JSON Schema (null for a file answer)
+  std::vector<std::string> media_types = {};  ///< a file answer's media types; empty: application/json
+};
+
+/// A request a route answers as `status` says. Each is in the OpenAPI document (the operation's
+/// x-crunch-examples), sent by CI's contract test, and a seed of the request fuzzer.
+struct route_example {
+  std::string name;               ///< what it shows, e.g. "F(30)"
+  std::string target;             ///< path and query, e.g. "/fib/30"
+  std::string body = {};          ///< the body's bytes (a JSON route's JSON text), sent `repeat` times
+  std::size_t repeat = 1;         ///< how many times `body` is sent, back to back
+  std::string content_type = {};  ///< a file body's media type (a JSON route's is application/json)
+  unsigned status = 200;          ///< 200, or 504 for one too slow for the timeout_ms its target sets
+};
+
 /// One HTTP route of a kind.
 struct job_route {
   std::string name;                 ///< metrics label and operation id, e.g. "password_hash"
   std::string method;               ///< "GET" or "POST"
   std::string path;                 ///< "/v1/password/hash", or with one parameter last: "/fib/{n}"
-  std::string summary;              ///< one line, for /v1/kinds
+  std::string summary;              ///< one line, for /v1/kinds and the OpenAPI document
+  std::string description = {};     ///< more, for the OpenAPI document: what it promises
   std::vector<parameter> parameters;  ///< path, query and body parameters
   bool json_body = false;           ///< body parameters come as a JSON object (Content-Type: application/json)
   /// The body is a file of one of these types (415 for any other); the kind gets it in job_input.
@@ -72,6 +91,11 @@ struct job_route {
   std::uint64_t working_memory_hint = 0;
   std::size_t max_body_bytes = 0;   ///< body limit; 0: the server's --max-body-bytes
   bool sensitive = false;           ///< the body holds a secret: its buffers are wiped once it is read
+  route_answer answer = {};         ///< what a job that succeeds answers
+  /// A job may fail on the server's side (a 500: memory the system would not give), which the
+  /// OpenAPI document then lists, and the contract test must produce.
+  bool may_fail = false;
+  std::vector<route_example> examples = {};  ///< requests it answers (at least one that succeeds)
   /// Turns checked arguments (and a file body) into a job, or says why they cannot make one.
   std::function<std::variant<prepared_job, invalid_argument>(const job_arguments&, job_input&)> prepare;
 

@@ -133,6 +133,7 @@ class router {
   std::uint64_t memory_budget_;
   bool ui_;
   bool protect_metrics_;
+  std::string openapi_;  ///< GET /openapi.json, generated once
   std::size_t largest_body_limit_ = 0;
   std::size_t largest_buffered_body_ = 0;
 };

@@ -179,25 +179,53 @@ async function call(name, port, path, method, raw, expectStatus, options = {}) {
 const operations = [];
 for (const [path, item] of Object.entries(doc.paths)) {
   for (const method of Object.keys(item)) {
-    operations.push({ path, method: method.toUpperCase(), target: path.replace("{n}", "10") });
+    operations.push({ path, method: method.toUpperCase(), target: path.replace(/\{[^}]*\}/g, "10") });
   }
 }
-const jsonOps = new Set(["/v1/password/hash", "/v1/password/verify"]);
+// Job operations are generated from their kinds' declarations: their bodies, limits and examples
+// (x-crunch-examples) say how to call them, so a new kind is checked without a line here.
+const jobOps = operations.filter((op) => opOf(op)["x-crunch-examples"] !== undefined);
 const imageOp = "/v1/image/thumbnail";
 // A 1600x1200 JPEG made by build/make_image (scripts/contract_check.sh passes its path).
 const image = fs.readFileSync(process.env.CONTRACT_IMAGE);
 const postImage = (target, type, body) =>
   Buffer.concat([Buffer.from(`POST ${target} HTTP/1.1\r\n${host}Content-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n`), body]);
-// A body each operation accepts (the password ones need one).
-const goodBody = {
-  "/v1/password/hash": JSON.stringify({ password: "correct horse battery staple" }),
-};
+
+function opOf(op) {
+  return doc.paths[op.path][op.method.toLowerCase()];
+}
+// The media types an operation's body may have ([] for none).
+function bodyTypes(op) {
+  return Object.keys(opOf(op).requestBody?.content ?? {});
+}
+// An example as a raw request: its target with `query` merged in, its body, and `type` for its own.
+function exampleRequest(op, example, { query = {}, type, body } = {}) {
+  const url = new URL(example.target, "http://x");
+  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+  const target = url.pathname + url.search;
+  let bytes = body ?? (example.body_base64 !== undefined ? Buffer.from(example.body_base64, "base64")
+                                                        : Buffer.from(example.body ?? "", "utf8"));
+  if (body === undefined && example.repeat) bytes = Buffer.concat(Array(example.repeat).fill(bytes));
+  const types = bodyTypes(op);
+  if (types.length === 0) return get(op.method, target);
+  const contentType = type ?? example.content_type ?? types[0];
+  return Buffer.concat([Buffer.from(`${op.method} ${target} HTTP/1.1\r\n${host}Content-Type: ${contentType}\r\n` +
+                                    `Content-Length: ${bytes.length}\r\n\r\n`), bytes]);
+}
+const firstSuccess = (op) => (opOf(op)["x-crunch-examples"] ?? []).find((e) => e.status === 200);
+// A request each operation accepts (a job operation's first example that succeeds).
+function goodRequest(op) {
+  const example = firstSuccess(op);
+  return example ? exampleRequest(op, example) : get(op.method, op.target);
+}
+// Its limit, from the running server's /v1/kinds (filled in by main()).
+const bodyLimits = {};
 
 // What every operation can get before its route is even looked at, or from its head alone.
 function transportErrors(op) {
   const m = op.method;
-  const limit = jsonOps.has(op.path) ? 4097 : op.path === imageOp ? 25 * 1024 * 1024 + 1 : 70000;
-  const type = jsonOps.has(op.path) ? "Content-Type: application/json\r\n" : op.path === imageOp ? "Content-Type: image/jpeg\r\n" : "";
+  const limit = (bodyLimits[`${op.method} ${op.path}`] ?? 65536) + 1;
+  const type = bodyTypes(op).length ? `Content-Type: ${bodyTypes(op)[0]}\r\n` : "";
   return [
     ["malformed head", 400, `${m} ${op.target} HTTP/1.1\r\n${host}Bad Header Line\r\n\r\n`],
     ["body over the limit", 413, `${m} ${op.target} HTTP/1.1\r\n${host}${type}Content-Length: ${limit}\r\n\r\n`],
@@ -215,8 +243,11 @@ async function main() {
   await call("readyz", port, "/readyz", "GET", get("GET", "/readyz"), 200);
   await call("metrics", port, "/metrics", "GET", get("GET", "/metrics"), 200);
   await call("kinds", port, "/v1/kinds", "GET", get("GET", "/v1/kinds"), 200);
-  const served = await call("openapi", port, "/openapi.json", "GET", get("GET", "/openapi.json"), 200);
+  // api/openapi.json is what a crunchd at the defaults serves (the main server's bounds differ).
+  const defaults = await start(["--workers", "1"]);
+  const served = await call("openapi", defaults.port, "/openapi.json", "GET", get("GET", "/openapi.json"), 200);
   if (served && served.body !== fs.readFileSync(docPath, "utf8")) problems.push("/openapi.json is not api/openapi.json");
+  defaults.process.kill("SIGKILL");
   for (const path of ["/healthz", "/readyz", "/metrics", "/v1/kinds", "/openapi.json"]) {
     await call(`${path} head`, port, path, "HEAD", get("HEAD", path), 200);
   }
@@ -232,23 +263,61 @@ async function main() {
   if (why) problems.push(`events: an event is not a LiveSnapshot: ${why}: ${stream.data.slice(0, 200)}`);
   stream.socket.destroy();
 
-  await call("fib", port, "/fib/{n}", "GET", get("GET", "/fib/30"), 200);
-  const hashed = await call("hash", port, "/v1/password/hash", "POST",
-    post("/v1/password/hash", "application/json", goodBody["/v1/password/hash"]), 200);
-  const hash = hashed ? JSON.parse(hashed.body).hash : "";
-  goodBody["/v1/password/verify"] = JSON.stringify({ password: "correct horse battery staple", hash });
-  const verified = await call("verify", port, "/v1/password/verify", "POST",
-    post("/v1/password/verify", "application/json", goodBody["/v1/password/verify"]), 200);
-  if (verified && JSON.parse(verified.body).match !== true) problems.push("verify: the password did not match its hash");
-
-  // Bad arguments and media types.
-  await call("fib 93", port, "/fib/{n}", "GET", get("GET", "/fib/93"), 400);
-  await call("fib timeout", port, "/fib/{n}", "GET", get("GET", "/fib/5?timeout_ms=60001"), 400);
-  for (const path of jsonOps) {
-    await call(`${path} bad JSON`, port, path, "POST", post(path, "application/json", '{"password":'), 400);
-    await call(`${path} unknown field`, port, path, "POST", post(path, "application/json", '{"password":"x","y":1}'), 400);
-    await call(`${path} text/plain`, port, path, "POST", post(path, "text/plain", goodBody[path]), 415);
+  // Every job operation, from its declaration: its examples answer as they say (a 200, or a 504
+  // for one too slow for its deadline); an integer above its maximum, in the path, the query or a
+  // JSON body, a timeout_ms above the server's, broken JSON and an unknown field are 400s; a body
+  // of another media type is a 415.
+  const kinds = JSON.parse((await exchange(port, get("GET", "/v1/kinds"))).body);
+  for (const kind of kinds.kinds) {
+    for (const r of kind.routes) if (r.max_body_bytes) bodyLimits[`${r.method} ${r.path}`] = r.max_body_bytes;
   }
+  const maxTimeout = resolveRef(doc.components.parameters.TimeoutMs).schema.maximum;
+  for (const op of jobOps) {
+    const where = `${op.method} ${op.path}`;
+    for (const example of opOf(op)["x-crunch-examples"]) {
+      await call(`${where} example "${example.name}"`, port, op.path, op.method, exampleRequest(op, example), example.status);
+    }
+    const example = firstSuccess(op);
+    if (!example) {
+      problems.push(`${where}: no example that succeeds`);
+      continue;
+    }
+    const search = new URL(example.target, "http://x").search;
+    for (const p of (opOf(op).parameters ?? []).map(resolveRef)) {
+      if (p.schema?.type !== "integer" || p.name === "timeout_ms") continue;
+      const over = String(p.schema.maximum + 1);
+      const raw = p.in === "path"
+        ? exampleRequest(op, { ...example, target: op.path.replace(`{${p.name}}`, over) + search })
+        : exampleRequest(op, example, { query: { [p.name]: over } });
+      await call(`${where} ${p.name} above its maximum`, port, op.path, op.method, raw, 400);
+    }
+    await call(`${where} timeout_ms above the maximum`, port, op.path, op.method,
+      exampleRequest(op, example, { query: { timeout_ms: String(maxTimeout + 1) } }), 400);
+    const schema = opOf(op).requestBody?.content?.["application/json"]?.schema;
+    if (schema) {
+      for (const [name, property] of Object.entries(schema.properties ?? {})) {
+        if (property.type !== "integer") continue;
+        const body = { ...JSON.parse(example.body), [name]: property.maximum + 1 };
+        await call(`${where} ${name} above its maximum`, port, op.path, op.method,
+          exampleRequest(op, example, { body: Buffer.from(JSON.stringify(body)) }), 400);
+      }
+      await call(`${where} broken JSON`, port, op.path, op.method, exampleRequest(op, example, { body: Buffer.from('{"') }), 400);
+      const unknown = JSON.stringify({ ...JSON.parse(example.body), no_such_field: 1 });
+      await call(`${where} unknown field`, port, op.path, op.method, exampleRequest(op, example, { body: Buffer.from(unknown) }), 400);
+    }
+    if (bodyTypes(op).length) {
+      await call(`${where} another media type`, port, op.path, op.method, exampleRequest(op, example, { type: "text/x-nothing" }), 415);
+    }
+  }
+
+  // What examples cannot say: a hash verifies against its password.
+  const password = "correct horse battery staple";
+  const hashed = await call("hash", port, "/v1/password/hash", "POST",
+    post("/v1/password/hash", "application/json", JSON.stringify({ password })), 200);
+  const hash = hashed ? JSON.parse(hashed.body).hash : "";
+  const verified = await call("verify", port, "/v1/password/verify", "POST",
+    post("/v1/password/verify", "application/json", JSON.stringify({ password, hash })), 200);
+  if (verified && JSON.parse(verified.body).match !== true) problems.push("verify: the password did not match its hash");
   const thumb = await call("thumbnail", port, imageOp, "POST",
     postImage(`${imageOp}?width=200&format=webp`, "image/jpeg", image), 200);
   if (thumb && thumb.headers["content-type"] !== "image/webp") problems.push("thumbnail: not a WebP");
@@ -271,22 +340,14 @@ async function main() {
     }
   }
 
-  // Deadlines, on an idle server: jobs too long even alone are admitted and stopped at 50 ms.
-  await call("fib deadline", port, "/fib/{n}", "GET", get("GET", "/fib/70?timeout_ms=50"), 504);
-  await call("hash deadline", port, "/v1/password/hash", "POST",
-    post("/v1/password/hash?timeout_ms=20", "application/json",
-      JSON.stringify({ password: "x", m_cost_kib: 262144, t_cost: 6 })), 504);
-  const heavy = "$argon2id$v=19$m=262144,t=6,p=1$c29tZXNhbHRzb21lc2FsdA$Ui6aHLpJN5r4rvAhfKb3MlWOguzhHPbf40AQmuSvRYA";
-  await call("verify deadline", port, "/v1/password/verify", "POST",
-    post("/v1/password/verify?timeout_ms=20", "application/json", JSON.stringify({ password: "x", hash: heavy })), 504);
-
   // Overload: fib(50) — about 13 s of work — runs; jobs that must be done in 100 ms are refused at once.
   const background = {};
   const long = exchange(port, get("GET", "/fib/50?timeout_ms=60000"), { socketOut: background }).catch(() => {});
   await waitFor(port, "crunch_workers_busy 1");
-  await call("fib overload", port, "/fib/{n}", "GET", get("GET", "/fib/30?timeout_ms=100"), 503);
-  for (const path of jsonOps) {
-    await call(`${path} overload`, port, path, "POST", post(`${path}?timeout_ms=100`, "application/json", goodBody[path]), 503);
+  for (const op of jobOps) {
+    if (!firstSuccess(op)) continue;
+    await call(`${op.method} ${op.path} overload`, port, op.path, op.method,
+      exampleRequest(op, firstSuccess(op), { query: { timeout_ms: "100" } }), 503);
   }
   background.socket.destroy(); // the client leaves: its job stops
   await long;
@@ -317,7 +378,7 @@ async function main() {
   const held = [net.connect(tight.port, "127.0.0.1"), net.connect(tight.port, "127.0.0.1")];
   await waitFor(tight.port, "crunch_connections_open 2", { viaRefusal: true });
   for (const op of operations) {
-    const body = jsonOps.has(op.path) ? post(op.target, "application/json", goodBody[op.path]) : get(op.method, op.target);
+    const body = goodRequest(op);
     await call(`${op.method} ${op.path} too many connections`, tight.port, op.path, op.method, body, 503);
   }
   held.forEach((s) => s.destroy());
@@ -331,7 +392,7 @@ async function main() {
   fs.rmSync(keyFile);
   for (const op of operations) {
     if (doc.paths[op.path][op.method.toLowerCase()].responses["401"] === undefined) continue;
-    const type = jsonOps.has(op.path) ? "application/json" : "image/jpeg";
+    const type = bodyTypes(op)[0] ?? "application/json";
     const raw = op.method === "POST"
       ? `POST ${op.target} HTTP/1.1\r\n${host}Content-Type: ${type}\r\nContent-Length: 1000\r\n\r\n`
       : get(op.method, op.target, "Authorization: Bearer not-the-key-0123456789\r\n");

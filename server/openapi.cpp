@@ -1,0 +1,155 @@
+#include <crunch/openapi.hpp>
+
+#include <crunch/embedded.hpp>
+
+#include <sodium.h>
+
+#include <algorithm>
+
+namespace crunch {
+
+namespace {
+
+using document = nlohmann::ordered_json;
+
+document response_ref(std::string_view name) { return {{"$ref", "#/components/responses/" + std::string(name)}}; }
+
+document schema_of(const parameter& p) {
+  document s;
+  if (p.type == parameter_type::integer) {
+    s = {{"type", "integer"}, {"minimum", p.minimum}, {"maximum", p.maximum}};
+  } else {
+    s = {{"type", "string"}, {"minLength", p.minimum}, {"maxLength", p.maximum}};
+    if (!p.one_of.empty()) s["enum"] = p.one_of;
+  }
+  if (p.default_value) s["default"] = *p.default_value;
+  return s;
+}
+
+// An example body goes in the document as text when it is printable ASCII (JSON, most text), as
+// base64 otherwise (a compressed frame, an image).
+document example_of(const route_example& e) {
+  document x = {{"name", e.name}, {"target", e.target}};
+  if (!e.body.empty()) {
+    const bool text = std::all_of(e.body.begin(), e.body.end(), [](char c) {
+      return (c >= 0x20 && c < 0x7f) || c == '\n' || c == '\t';
+    });
+    if (text) {
+      x["body"] = e.body;
+    } else {
+      std::string encoded(sodium_base64_ENCODED_LEN(e.body.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
+      sodium_bin2base64(encoded.data(), encoded.size(), reinterpret_cast<const unsigned char*>(e.body.data()),
+                        e.body.size(), sodium_base64_VARIANT_ORIGINAL);
+      encoded.resize(encoded.size() - 1);  // its terminating NUL
+      x["body_base64"] = std::move(encoded);
+    }
+    if (e.repeat != 1) x["repeat"] = e.repeat;
+    if (!e.content_type.empty()) x["content_type"] = e.content_type;
+  }
+  x["status"] = e.status;
+  return x;
+}
+
+document operation(const job_route& r) {
+  document op = {{"operationId", operation_id(r.name)},
+                 {"security", document::array({document::object(), {{"apiKey", document::array()}}})},
+                 {"summary", r.summary}};
+  if (!r.description.empty()) op["description"] = r.description;
+
+  document parameters = document::array();
+  document body_properties = document::object();
+  document required_in_body = document::array();
+  for (const auto& p : r.parameters) {
+    if (p.in == parameter_source::body) {
+      auto s = schema_of(p);
+      s["description"] = p.description;
+      body_properties[p.name] = std::move(s);
+      if (p.required()) required_in_body.push_back(p.name);
+      continue;
+    }
+    parameters.push_back({{"name", p.name},
+                          {"in", p.in == parameter_source::path ? "path" : "query"},
+                          {"required", p.in == parameter_source::path || p.required()},
+                          {"description", p.description},
+                          {"schema", schema_of(p)}});
+  }
+  parameters.push_back({{"$ref", "#/components/parameters/TimeoutMs"}});
+  op["parameters"] = std::move(parameters);
+
+  if (r.json_body) {
+    document schema = {{"type", "object"}, {"additionalProperties", false}};
+    if (!required_in_body.empty()) schema["required"] = std::move(required_in_body);
+    schema["properties"] = std::move(body_properties);
+    op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", std::move(schema)}}}}}};
+  } else if (r.file_body()) {
+    document content = document::object();
+    for (const auto& t : r.media_types) content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
+    op["requestBody"] = {{"required", true}, {"content", std::move(content)}};
+  }
+
+  document answer_content = document::object();
+  if (r.answer.media_types.empty()) {
+    answer_content["application/json"] = {{"schema", r.answer.schema}};
+  } else {
+    for (const auto& t : r.answer.media_types) {
+      answer_content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
+    }
+  }
+  document responses = {
+      {"200",
+       {{"description", r.answer.description},
+        {"headers",
+         {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
+          {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}}},
+        {"content", std::move(answer_content)}}},
+      {"400", response_ref("BadRequest")},
+      {"401", response_ref("Unauthorized")},
+      {"413", response_ref("PayloadTooLarge")},
+  };
+  if (r.json_body || r.file_body()) responses["415"] = response_ref("UnsupportedMediaType");
+  responses["417"] = response_ref("ExpectationFailed");
+  responses["431"] = response_ref("HeadersTooLarge");
+  if (r.may_fail) responses["500"] = response_ref("JobFailed");
+  responses["503"] = response_ref("Unavailable");
+  responses["504"] = response_ref("DeadlineExceeded");
+  op["responses"] = std::move(responses);
+
+  if (!r.examples.empty()) {
+    document examples = document::array();
+    for (const auto& e : r.examples) examples.push_back(example_of(e));
+    op["x-crunch-examples"] = std::move(examples);
+  }
+  return op;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+}  // namespace
+
+std::string operation_id(std::string_view route_name) {
+  std::string id;
+  bool upper = false;
+  for (const char c : route_name) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    id += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+    upper = false;
+  }
+  return id;
+}
+
+std::string openapi_document(const job_registry& jobs) {
+  auto doc = document::parse(openapi_base);
+  auto& paths = doc["paths"];
+  for (const auto& [name, kind] : jobs.kinds()) {
+    for (const auto& r : kind.routes) paths[r.path][lower(r.method)] = operation(r);
+  }
+  return doc.dump(2) + "\n";
+}
+
+}  // namespace crunch
