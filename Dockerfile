@@ -47,6 +47,7 @@ COPY api api
 COPY web web
 COPY cmake cmake
 COPY include include
+COPY kinds kinds
 COPY workers workers
 COPY server server
 COPY bench bench

@@ -6,8 +6,8 @@
 // usage: argon2_single [M_COST_KIB=19456] [T_COST=2] [SECONDS=3] [THREADS=1] [IMPL=crunch|libsodium]
 //   → one JSON line: hashes per second in all, the median time of one hash, and minor page
 //     faults per hash.
-#include <crunch/argon2.hpp>
-#include <crunch/password.hpp>
+#include <password/argon2.hpp>
+#include <password/password.hpp>
 
 #include <sodium.h>
 #include <sys/resource.h>

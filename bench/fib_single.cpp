@@ -1,6 +1,6 @@
 // The physical limit: the very fib kernel the server runs, timed on one thread, no server.
 // usage: fib_single N [repeats]  → prints the median seconds of one fib(N) as JSON.
-#include <crunch/fib.hpp>
+#include <fib/fib.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -33,7 +33,7 @@ std::string filled(std::string head, std::size_t size, const std::string& unit, 
 }  // namespace
 
 int main() {
-  const auto jobs = crunch::build_jobs({crunch::password_kind()}, crunch::config{});
+  const auto jobs = crunch::build_jobs({crunch::builtin_kind("password")}, crunch::config{});
   const auto& fields = jobs.find("password")->routes.at(0).parameters;  // password_hash
   std::vector<std::pair<std::string, std::string>> bodies;
   bodies.emplace_back("typical", R"({"password":"correct horse battery staple","m_cost_kib":19456,"t_cost":2})");

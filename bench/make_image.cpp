@@ -1,7 +1,7 @@
 // Writes a photo-like test image (smooth colour gradients under fine noise, as crunch's tests use)
 // for the benchmarks and the container check: no photo needs to be downloaded or committed.
 // usage: make_image WIDTH HEIGHT FORMAT(jpeg|png|webp) QUALITY OUT
-#include <crunch/image.hpp>
+#include <image/image.hpp>
 
 #include <cstdio>
 #include <cstdlib>

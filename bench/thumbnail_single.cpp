@@ -3,7 +3,7 @@
 // thread — or on THREADS at once.
 // usage: thumbnail_single FILE [WIDTH=400] [FORMAT=webp] [QUALITY=80] [SECONDS=3] [THREADS=1]
 //   → one JSON line: thumbnails per second in all, the median time of one, and the output size.
-#include <crunch/image.hpp>
+#include <image/image.hpp>
 
 #include <algorithm>
 #include <chrono>

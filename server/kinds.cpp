@@ -1,8 +1,15 @@
 #include <crunch/kinds.hpp>
 
+#include <stdexcept>
+
 namespace crunch {
 
-std::vector<kind_declaration> builtin_kinds() { return {fib_kind(), password_kind(), image_kind()}; }
+kind_declaration builtin_kind(std::string_view name) {
+  for (auto& kind : builtin_kinds()) {
+    if (kind.name == name) return kind;
+  }
+  throw std::out_of_range("no built-in kind " + std::string(name));
+}
 
 std::vector<kind_setting> settings_of(const std::vector<kind_declaration>& kinds) {
   std::vector<kind_setting> all;

@@ -1,5 +1,5 @@
 #include <crunch/cpu_pacer.hpp>
-#include <crunch/fib.hpp>
+#include <fib/fib.hpp>
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,9 @@
 // Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
 #include "test_support.hpp"
 
-#include <crunch/argon2.hpp>
-#include <crunch/image.hpp>
-#include <crunch/password.hpp>
+#include <image/image.hpp>
+#include <password/argon2.hpp>
+#include <password/password.hpp>
 
 #include <gtest/gtest.h>
 #include <sodium.h>

@@ -1,8 +1,8 @@
 #pragma once
 /// The job kinds a server offers, each declared with what it brings to crunchd before it is
 /// built: its own settings (flags), its checks of the configuration, and how to build it from
-/// that configuration. crunchd's own are registered in a file each (server/*_kind.cpp) over a
-/// pure function in workers/; a service built on crunch adds its own beside them.
+/// that configuration. crunchd's own are a folder each under kinds/ (a pure function, its
+/// declaration, its tests); a service built on crunch adds its own beside them.
 
 #include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace crunch {
@@ -26,19 +27,12 @@ struct kind_declaration {
   std::function<job_kind(const config&)> build;
 };
 
-/// GET /fib/{n}: naive recursive Fibonacci; its cost is the number of calls, 2·F(n+1) − 1.
-kind_declaration fib_kind();
-
-/// POST /v1/password/hash and /verify: Argon2id, within the bounds of its settings; its cost is
-/// m_cost_kib × t_cost.
-kind_declaration password_kind();
-
-/// POST /v1/image/thumbnail: libvips thumbnails of JPEG, PNG, WebP and GIF bodies, within its
-/// settings' limits; its cost is in pixel-equivalents, from the image's header.
-kind_declaration image_kind();
-
-/// crunchd's kinds: fib, password and image.
+/// crunchd's kinds, a folder each under kinds/ (fib, password, image, ...), in the order
+/// kinds/CMakeLists.txt lists them; it generates this function.
 std::vector<kind_declaration> builtin_kinds();
+
+/// The built-in kind called `name`; throws std::out_of_range when there is none.
+kind_declaration builtin_kind(std::string_view name);
 
 /// Every setting of `kinds`, for parse_config and --help.
 std::vector<kind_setting> settings_of(const std::vector<kind_declaration>& kinds);

@@ -1,4 +1,4 @@
-#include <crunch/fib.hpp>
+#include "fib.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
-// crunch's Argon2 core (workers/argon2.cpp): RFC 9106's test vectors for all three variants, in
+// crunch's Argon2 core (argon2.cpp): RFC 9106's test vectors for all three variants, in
 // both forms of the compression, and the same tags as libsodium's Argon2 for random inputs.
-#include <crunch/argon2.hpp>
+#include "argon2.hpp"
 
 #include <gtest/gtest.h>
 #include <sodium.h>

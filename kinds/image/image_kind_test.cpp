@@ -1,7 +1,7 @@
 // The image kind over HTTP: the real server on 127.0.0.1 port 0, images the tests generate.
 #include "test_support.hpp"
 
-#include <crunch/image.hpp>
+#include "image.hpp"
 
 #include <gtest/gtest.h>
 #include <zlib.h>

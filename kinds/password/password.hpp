@@ -1,6 +1,6 @@
 #pragma once
 /// Password hashing with Argon2id (RFC 9106) through libsodium, and the PHC strings hashes are
-/// stored in. Plain functions: the password kind (server/password_kind.cpp) runs them on workers.
+/// stored in. Plain functions: the password kind (password_kind.cpp) runs them on workers.
 
 #include <cstdint>
 #include <string>

@@ -1,6 +1,6 @@
-#include <crunch/password.hpp>
+#include "password.hpp"
 
-#include <crunch/argon2.hpp>
+#include "argon2.hpp"
 #include <crunch/decimal.hpp>
 #include <crunch/wiping.hpp>
 #include <crunch/worker_memory.hpp>

@@ -1,6 +1,6 @@
 // The image functions without a server: the header sniffer, the plan, and thumbnails made with
 // libvips from images the tests generate.
-#include <crunch/image.hpp>
+#include "image.hpp"
 
 #include <gtest/gtest.h>
 #include <vips/vips.h>

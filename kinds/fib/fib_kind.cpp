@@ -1,5 +1,6 @@
-// The fib kind: GET /fib/{n} over workers/fib.cpp.
-#include <crunch/fib.hpp>
+// The fib kind's declaration: GET /fib/{n} over fib.cpp.
+#include "fib.hpp"
+
 #include <crunch/kinds.hpp>
 
 namespace crunch {

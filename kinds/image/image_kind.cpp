@@ -1,5 +1,6 @@
-// The image kind: POST /v1/image/thumbnail over workers/image.cpp.
-#include <crunch/image.hpp>
+// The image kind's declaration: POST /v1/image/thumbnail over image.cpp.
+#include "image.hpp"
+
 #include <crunch/kinds.hpp>
 #include <crunch/worker_pool.hpp>
 

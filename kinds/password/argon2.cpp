@@ -1,4 +1,4 @@
-#include <crunch/argon2.hpp>
+#include "argon2.hpp"
 
 #include <crunch/wiping.hpp>
 

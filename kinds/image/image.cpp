@@ -1,4 +1,4 @@
-#include <crunch/image.hpp>
+#include "image.hpp"
 
 #include <crunch/cpu_pacer.hpp>
 #include <crunch/media_type.hpp>

@@ -1,6 +1,7 @@
-// The password kind: POST /v1/password/hash and /v1/password/verify over workers/password.cpp.
+// The password kind's declaration: POST /v1/password/hash and /v1/password/verify over password.cpp.
+#include "password.hpp"
+
 #include <crunch/kinds.hpp>
-#include <crunch/password.hpp>
 #include <crunch/wiping.hpp>
 
 namespace crunch {

@@ -1,7 +1,7 @@
 #pragma once
 /// Image thumbnails with libvips: what an image declares in its first bytes (read without a
 /// decoder, so that a pixel bomb costs nothing), what a thumbnail of it will cost, and the
-/// thumbnail itself. Plain functions: the image kind (server/image_kind.cpp) runs them on workers.
+/// thumbnail itself. Plain functions: the image kind (image_kind.cpp) runs them on workers.
 
 #include <cstddef>
 #include <cstdint>

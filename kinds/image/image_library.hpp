@@ -1,12 +1,12 @@
 #pragma once
 // The image kind's libvips side, behind one table of functions. It is a module of its own,
-// libcrunch_vips.so, loaded by the first image job on its worker (workers/image.cpp): an idle
+// libcrunch_vips.so, loaded by the first image job on its worker (image.cpp): an idle
 // crunchd then maps neither libvips nor the ~100 libraries Debian's build of it pulls in, which
 // are 21 MB resident before a single call and 30 MB after VIPS_INIT. Private to crunch: both
 // sides are built together by the same compiler, so the table passes C++ types and exceptions
 // (image_error, std::runtime_error). Bump `abi` whenever the table changes.
 
-#include <crunch/image.hpp>
+#include "image.hpp"
 
 namespace crunch::image_library {
 

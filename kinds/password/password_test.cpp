@@ -1,4 +1,4 @@
-#include <crunch/password.hpp>
+#include "password.hpp"
 
 #include <gtest/gtest.h>
 
