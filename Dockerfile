@@ -48,6 +48,10 @@ COPY web web
 COPY cmake cmake
 COPY include include
 COPY kinds kinds
+# What the kinds need beyond that (kinds/<name>/debian-packages).
+RUN packages="$(cat kinds/*/debian-packages 2>/dev/null || true)" \
+ && if [ -n "$packages" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends $packages && rm -rf /var/lib/apt/lists/*; fi
 COPY workers workers
 COPY server server
 COPY bench bench

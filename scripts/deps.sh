@@ -6,6 +6,10 @@ set -euo pipefail
 crunch_packages=(g++ cmake ninja-build ccache pkg-config
                  libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libvips-dev
                  curl)
+# And what each kind says it needs (kinds/<name>/debian-packages: names, one or more a line).
+for list in "$(dirname "${BASH_SOURCE[0]}")"/../kinds/*/debian-packages; do
+  [[ -f "$list" ]] && read -r -a more <<<"$(tr '\n' ' ' <"$list")" && crunch_packages+=("${more[@]}")
+done
 
 crunch_install_deps() {
   local missing=()

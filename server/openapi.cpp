@@ -50,7 +50,25 @@ document example_of(const route_example& e) {
   return x;
 }
 
-document operation(const job_route& r) {
+// A route's 400: the shared one, or, for a route with codes of its own, the same with them added.
+document bad_request(const job_route& r, const document& base) {
+  if (r.error_codes.empty()) return response_ref("BadRequest");
+  auto response = base.at("components").at("responses").at("BadRequest");
+  auto codes = base.at("components").at("schemas").at("Error400").at("properties").at("error").at("properties").at(
+      "code").at("enum");
+  std::string description = response.at("description").get<std::string>();
+  for (const auto& [code, meaning] : r.error_codes) {
+    codes.push_back(code);
+    description += " `" + code + "`: " + meaning + ".";
+  }
+  response["description"] = description;
+  response["content"]["application/json"]["schema"] = {
+      {"$ref", "#/components/schemas/Error"},
+      {"properties", {{"error", {{"properties", {{"code", {{"enum", std::move(codes)}}}}}}}}}};
+  return response;
+}
+
+document operation(const job_route& r, const document& base) {
   document op = {{"operationId", operation_id(r.name)},
                  {"security", document::array({document::object(), {{"apiKey", document::array()}}})},
                  {"summary", r.summary}};
@@ -102,7 +120,7 @@ document operation(const job_route& r) {
          {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
           {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}}},
         {"content", std::move(answer_content)}}},
-      {"400", response_ref("BadRequest")},
+      {"400", bad_request(r, base)},
       {"401", response_ref("Unauthorized")},
       {"413", response_ref("PayloadTooLarge")},
   };
@@ -147,7 +165,7 @@ std::string openapi_document(const job_registry& jobs) {
   auto doc = document::parse(openapi_base);
   auto& paths = doc["paths"];
   for (const auto& [name, kind] : jobs.kinds()) {
-    for (const auto& r : kind.routes) paths[r.path][lower(r.method)] = operation(r);
+    for (const auto& r : kind.routes) paths[r.path][lower(r.method)] = operation(r, doc);
   }
   return doc.dump(2) + "\n";
 }

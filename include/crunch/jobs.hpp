@@ -16,6 +16,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -92,6 +93,9 @@ struct job_route {
   std::size_t max_body_bytes = 0;   ///< body limit; 0: the server's --max-body-bytes
   bool sensitive = false;           ///< the body holds a secret: its buffers are wiped once it is read
   route_answer answer = {};         ///< what a job that succeeds answers
+  /// Codes of its own that its 400s carry besides invalid_argument (invalid_argument::code, or a
+  /// job_output's error body), each with what it means: the OpenAPI document lists them.
+  std::vector<std::pair<std::string, std::string>> error_codes = {};
   /// A job may fail on the server's side (a 500: memory the system would not give), which the
   /// OpenAPI document then lists, and the contract test must produce.
   bool may_fail = false;

@@ -75,6 +75,9 @@ job_kind build_image(const config& cfg) {
       "its head: when the budget is taken by jobs and uploads in flight, the answer is a 503 with Retry-After "
       "before the body is read (a client that sent `Expect: 100-continue` is told before it sends). A deadline or "
       "a client that leaves stops the decode between strips.";
+  thumbnail.error_codes = {{"invalid_image",
+                            "the body is not an image of its Content-Type, is damaged, or declares more pixels than "
+                            "--max-image-pixels"}};
   thumbnail.answer = {"The thumbnail, in the format asked for.", nullptr, {"image/jpeg", "image/webp", "image/png"}};
   // No examples here: its bodies are photos, which the contract test brings (scripts/contract_check.sh).
   thumbnail.prepare = [max_pixels, priority = cfg.priority](const job_arguments& args,
