@@ -54,20 +54,19 @@ const char* source_name(parameter_source in) {
   return "?";
 }
 
-// The live view's page and files, built into the binary. The page may load only what crunch
-// serves and talk only to crunch: nothing leaves for a CDN, and an injected script could not
-// either.
+// The live view's page and files, built into the binary, in the order of their rows in
+// router::fixed_routes (answer_ui<i>). The page may load only what crunch serves and talk only to
+// crunch: nothing leaves for a CDN, and an injected script could not either.
 struct ui_file {
-  std::string_view path;
   const std::string_view* bytes;
   std::string_view content_type;
 };
 const ui_file ui_files[] = {
-    {"/", &live_page, "text/html; charset=utf-8"},
-    {"/ui/live.js", &live_script, "text/javascript; charset=utf-8"},
-    {"/ui/live.css", &live_style, "text/css; charset=utf-8"},
-    {"/ui/uPlot.iife.min.js", &uplot_script, "text/javascript; charset=utf-8"},
-    {"/ui/uPlot.min.css", &uplot_style, "text/css; charset=utf-8"},
+    {&live_page, "text/html; charset=utf-8"},
+    {&live_script, "text/javascript; charset=utf-8"},
+    {&live_style, "text/css; charset=utf-8"},
+    {&uplot_script, "text/javascript; charset=utf-8"},
+    {&uplot_style, "text/css; charset=utf-8"},
 };
 
 reply ui_reply(const ui_file& f) {
@@ -98,7 +97,93 @@ nlohmann::json describe(const parameter& p) {
   return d;
 }
 
+// Who may ask for a fixed route when the server has API keys.
+enum class guard {
+  open,           // anyone
+  key,            // a key
+  observability,  // a key with --protect-metrics, else anyone
+};
+
+bool allows(std::string_view allow, std::string_view method) {
+  for (std::size_t at = 0; at < allow.size();) {
+    const auto comma = allow.find(',', at);
+    const auto m = allow.substr(at, comma == std::string_view::npos ? std::string_view::npos : comma - at);
+    if (m == method) return true;
+    if (comma == std::string_view::npos) break;
+    at = comma + 2;  // ", "
+  }
+  return false;
+}
+
 }  // namespace
+
+// The routes answered on the I/O thread from the server's state, without a job or a body: one
+// row each, in the order they are tried. A job route is never here: the kinds' declarations are
+// the rest of the table.
+struct router::fixed_route {
+  std::string_view path;
+  std::string_view name;   // metrics label
+  std::string_view allow;  // the methods it takes, as Allow says them
+  guard needs;
+  bool live_view;          // absent with --ui=false
+  bool event_stream;       // the session streams after the 200
+  reply (*answer)(const router&);
+};
+
+namespace {
+
+reply json_ok(std::string body, std::string_view name) { return reply{200, std::move(body), "application/json", {}, name}; }
+
+reply no_store(reply r) {
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+}  // namespace
+
+reply router::answer_healthz(const router&) { return json_ok(R"({"status":"ok"})", "healthz"); }
+
+reply router::answer_readyz(const router& r) {
+  if (r.view_.draining()) return on_route("readyz", unavailable("draining", "server is shutting down", std::chrono::seconds(1)));
+  return json_ok(R"({"status":"ready"})", "readyz");
+}
+
+reply router::answer_metrics(const router& r) {
+  return reply{200, r.view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"};
+}
+
+reply router::answer_openapi(const router& r) { return json_ok(r.openapi_, "openapi"); }
+
+reply router::answer_flows(const router& r) {
+  return no_store(json_ok(r.view_.flows_document ? r.view_.flows_document() : std::string("{}"), "flows"));
+}
+
+reply router::answer_kinds(const router& r) { return json_ok(r.kinds_document(), "kinds"); }
+
+reply router::answer_stats(const router& r) { return no_store(json_ok(r.view_.live_snapshot(), "stats")); }
+
+reply router::answer_events(const router&) { return reply{200, {}, "text/event-stream", {}, "events"}; }
+
+template <std::size_t file>
+reply router::answer_ui(const router&) {
+  return ui_reply(ui_files[file]);
+}
+
+const router::fixed_route router::fixed_routes[] = {
+    {"/healthz", "healthz", cheap_methods, guard::open, false, false, &router::answer_healthz},
+    {"/readyz", "readyz", cheap_methods, guard::open, false, false, &router::answer_readyz},
+    {"/metrics", "metrics", cheap_methods, guard::observability, false, false, &router::answer_metrics},
+    {"/openapi.json", "openapi", cheap_methods, guard::open, false, false, &router::answer_openapi},
+    {"/v1/flows", "flows", cheap_methods, guard::key, false, false, &router::answer_flows},
+    {"/v1/kinds", "kinds", cheap_methods, guard::open, false, false, &router::answer_kinds},
+    {"/", "ui", cheap_methods, guard::open, true, false, &router::answer_ui<0>},
+    {"/ui/live.js", "ui", cheap_methods, guard::open, true, false, &router::answer_ui<1>},
+    {"/ui/live.css", "ui", cheap_methods, guard::open, true, false, &router::answer_ui<2>},
+    {"/ui/uPlot.iife.min.js", "ui", cheap_methods, guard::open, true, false, &router::answer_ui<3>},
+    {"/ui/uPlot.min.css", "ui", cheap_methods, guard::open, true, false, &router::answer_ui<4>},
+    {"/v1/stats", "stats", cheap_methods, guard::observability, true, false, &router::answer_stats},
+    {"/v1/events", "events", "GET", guard::observability, true, true, &router::answer_events},
+};
 
 reply error_reply(unsigned status, std::string_view code, std::string_view message) {
   const nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
@@ -175,7 +260,6 @@ head_route router::route(const request_head& head) const {
                                                          : std::string_view(std::get<route_match>(routed.next).route->name);
     return head_route{std::move(r), routed.body_limit, true};
   };
-  auto observability = [&](head_route routed) { return protect_metrics_ ? guarded(std::move(routed)) : routed; };
 
   if (target.empty() || target.front() != '/') {
     return answer(error_reply(400, "invalid_target", "request target must be an absolute path"));
@@ -183,65 +267,21 @@ head_route router::route(const request_head& head) const {
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
   const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-  const bool cheap_method = head.method == "GET" || head.method == "HEAD";
 
-  if (path == "/healthz") {
-    if (!cheap_method) return answer(on_route("healthz", method_not_allowed(cheap_methods)));
-    return answer(reply{200, R"({"status":"ok"})", "application/json", {}, "healthz"});
-  }
-  if (path == "/readyz") {
-    if (!cheap_method) return answer(on_route("readyz", method_not_allowed(cheap_methods)));
-    if (view_.draining()) {
-      return answer(on_route("readyz", unavailable("draining", "server is shutting down", std::chrono::seconds(1))));
+  for (const auto& f : fixed_routes) {
+    if (path != f.path || (f.live_view && !ui_)) continue;
+    if (!allows(f.allow, head.method)) return answer(on_route(f.name, method_not_allowed(f.allow)));
+    // The key is checked before anything is rendered: a refused scrape costs nothing.
+    std::string client;
+    if (f.needs == guard::key || (f.needs == guard::observability && protect_metrics_)) {
+      auto checked = guarded(answer(reply{200, {}, "application/json", {}, f.name}));
+      if (checked.refuse_body) return checked;
+      client = std::move(checked.client);
     }
-    return answer(reply{200, R"({"status":"ready"})", "application/json", {}, "readyz"});
-  }
-  if (path == "/metrics") {
-    if (!cheap_method) return answer(on_route("metrics", method_not_allowed(cheap_methods)));
-    // Checked before the text is rendered: a refused scrape costs nothing.
-    if (protect_metrics_ && view_.authenticate) {
-      auto refused = guarded(answer(reply{200, {}, "text/plain", {}, "metrics"}));
-      if (refused.refuse_body) return refused;
-    }
-    return answer(reply{200, view_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8", {}, "metrics"});
-  }
-  if (path == "/openapi.json") {
-    if (!cheap_method) return answer(on_route("openapi", method_not_allowed(cheap_methods)));
-    return answer(reply{200, openapi_, "application/json", {}, "openapi"});
-  }
-  if (path == "/v1/flows") {
-    if (!cheap_method) return answer(on_route("flows", method_not_allowed(cheap_methods)));
-    auto routed = guarded(answer(reply{200, {}, "application/json", {}, "flows"}));
-    if (!routed.refuse_body) {
-      auto& r = std::get<reply>(routed.next);
-      r.body = view_.flows_document ? view_.flows_document() : std::string("{}");
-      r.headers.emplace_back("Cache-Control", "no-store");
-    }
+    auto routed = answer(f.answer(*this));
+    routed.event_stream = f.event_stream && !routed.refuse_body;
+    routed.client = std::move(client);
     return routed;
-  }
-  if (path == "/v1/kinds") {
-    if (!cheap_method) return answer(on_route("kinds", method_not_allowed(cheap_methods)));
-    return answer(reply{200, kinds_document(), "application/json", {}, "kinds"});
-  }
-
-  if (ui_) {
-    for (const auto& f : ui_files) {
-      if (path != f.path) continue;
-      if (!cheap_method) return answer(on_route("ui", method_not_allowed(cheap_methods)));
-      return answer(ui_reply(f));
-    }
-    if (path == "/v1/stats") {
-      if (!cheap_method) return answer(on_route("stats", method_not_allowed(cheap_methods)));
-      auto r = reply{200, view_.live_snapshot(), "application/json", {}, "stats"};
-      r.headers.emplace_back("Cache-Control", "no-store");
-      return observability(answer(std::move(r)));
-    }
-    if (path == "/v1/events") {
-      if (head.method != "GET") return answer(on_route("events", method_not_allowed("GET")));
-      auto routed = observability(answer(reply{200, {}, "text/event-stream", {}, "events"}));
-      routed.event_stream = !routed.refuse_body;
-      return routed;
-    }
   }
 
   std::string allowed;                   // methods of the routes whose path matches
@@ -316,8 +356,10 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
 }
 
 std::vector<std::string> router::route_names() const {
-  std::vector<std::string> names{"healthz", "readyz", "metrics", "kinds", "flows", "openapi", "unmatched"};
-  if (ui_) names.insert(names.end(), {"ui", "stats", "events"});
+  std::vector<std::string> names{"unmatched"};
+  for (const auto& f : fixed_routes) {
+    if ((!f.live_view || ui_) && std::find(names.begin(), names.end(), f.name) == names.end()) names.emplace_back(f.name);
+  }
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) names.push_back(r.name);
   }

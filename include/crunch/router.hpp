@@ -125,6 +125,20 @@ class router {
  private:
   std::size_t body_limit(const job_route& route) const noexcept;
 
+  // The routes that are not a kind's, one row each (router.cpp), and what they answer.
+  struct fixed_route;
+  static const fixed_route fixed_routes[];
+  static reply answer_healthz(const router&);
+  static reply answer_readyz(const router&);
+  static reply answer_metrics(const router&);
+  static reply answer_openapi(const router&);
+  static reply answer_flows(const router&);
+  static reply answer_kinds(const router&);
+  static reply answer_stats(const router&);
+  static reply answer_events(const router&);
+  template <std::size_t file>
+  static reply answer_ui(const router&);
+
   job_registry jobs_;
   server_view view_;
   std::chrono::milliseconds default_timeout_;
