@@ -12,6 +12,20 @@ bench_build() {  # TARGET...
   cmake --build "$build" --target "$@" >/dev/null
 }
 
+# wrk with the JSON reporter; prints the JSON line. PACE_MS=N in the environment paces each
+# connection (see report.lua).
+load() {  # threads connections seconds path [extra wrk args]
+  local t="$1" c="$2" d="$3" path="$4"; shift 4
+  local line
+  line="$(wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s -s "$root/bench/report.lua" "$@" "http://127.0.0.1:$port$path" | tail -1)"
+  [[ "$line" == "{"* ]] || { echo "wrk printed no result for $path" >&2; return 1; }
+  echo "$line"
+}
+
+json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
+for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d, list) else d[k]
+print(d)' "$1" "$2"; }
+
 # For the peer comparisons (bench/*/compare.sh): a server of the run in the background, its pid in
 # $pid and its port in $port.
 start_peer_crunchd() {  # LOG [crunchd flags...]

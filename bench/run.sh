@@ -42,16 +42,6 @@ start_server() {
   wait_healthz "$port" || { echo "crunchd did not start:" >&2; cat "$log" >&2; return 1; }
 }
 
-# wrk with the JSON reporter; prints the JSON line. PACE_MS=N in the environment paces each
-# connection (see report.lua).
-load() {  # threads connections seconds path [extra wrk args]
-  local t="$1" c="$2" d="$3" path="$4"; shift 4
-  local line
-  line="$(wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s -s "$root/bench/report.lua" "$@" "http://127.0.0.1:$port$path" | tail -1)"
-  [[ "$line" == "{"* ]] || { echo "wrk printed no result for $path" >&2; return 1; }
-  echo "$line"
-}
-
 # Three runs of the same load → {"median": the run with the median req/s, "runs": [...]}.
 median_of() { python3 -c 'import json,sys
 runs=[json.loads(l) for l in sys.stdin if l.strip()]
@@ -59,10 +49,6 @@ assert runs, "no runs"
 print(json.dumps({"median": sorted(runs, key=lambda r: r["rps"])[len(runs)//2], "runs": runs}))'; }
 
 runs_of() { python3 -c 'import json,sys; print(", ".join("%.0f" % r["rps"] for r in json.loads(sys.argv[1])["runs"]))' "$1"; }
-
-json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
-for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d, list) else d[k]
-print(d)' "$1" "$2"; }
 
 # CPU used by other processes during a scenario: cpu_begin; ...; cpu_end → prints the JSON.
 cpu_begin() { python3 "$root/bench/cpu_snapshot.py" >"$out/cpu-begin.json"; }
