@@ -40,8 +40,36 @@ using sniffed = std::variant<image_header, std::string>;
 // costs at most this many steps.
 constexpr int max_jpeg_segments = 1000;
 
+// The Orientation tag (0x0112) of IFD0 in an APP1 segment's payload, "Exif\0\0" and a TIFF
+// structure; 1 when it has none, or none that is valid. Reads at most IFD0's entries, each
+// within the segment.
+std::uint8_t exif_orientation(std::string_view app1) {
+  if (app1.size() < 14 || app1.substr(0, 6) != std::string_view("Exif\0\0", 6)) return 1;
+  const auto tiff = app1.substr(6);
+  const bool little = tiff.substr(0, 2) == "II";
+  if (!little && tiff.substr(0, 2) != "MM") return 1;
+  auto u16 = [&](std::size_t at) { return little ? le16(tiff, at) : be16(tiff, at); };
+  auto u32 = [&](std::size_t at) { return little ? le32(tiff, at) : be32(tiff, at); };
+  if (u16(2) != 42) return 1;
+  const std::uint64_t ifd = u32(4);
+  if (ifd + 2 > tiff.size()) return 1;
+  const auto entries = u16(static_cast<std::size_t>(ifd));
+  for (std::uint32_t i = 0; i < entries; ++i) {
+    const auto entry = ifd + 2 + 12ULL * i;
+    if (entry + 12 > tiff.size()) return 1;
+    const auto e = static_cast<std::size_t>(entry);
+    if (u16(e) != 0x0112) continue;
+    // A SHORT (or a LONG, which libexif reads too), count 1: at the start of the value field.
+    const auto type = u16(e + 2);
+    const std::uint64_t value = type == 3 ? u16(e + 8) : type == 4 ? u32(e + 8) : 0;
+    return value >= 1 && value <= 8 ? static_cast<std::uint8_t>(value) : 1;
+  }
+  return 1;
+}
+
 sniffed sniff_jpeg(std::string_view b) {
   std::size_t at = 2;  // after FF D8
+  std::uint8_t orientation = 0;  // the first Exif segment's, as libjpeg's reader in libvips takes it
   for (int segments = 0; segments < max_jpeg_segments; ++segments) {
     // Fill bytes: any number of FF before a marker.
     while (at < b.size() && static_cast<unsigned char>(b[at]) == 0xFF && at + 1 < b.size() &&
@@ -88,7 +116,12 @@ sniffed sniff_jpeg(std::string_view b) {
       // CE), lossless and arithmetic-coded files are held whole as coefficients.
       h.whole_frame = !(marker == 0xC0 || marker == 0xC1);
       if (h.height == 0) return "JPEG declares no height (DNL is not supported)";
+      h.orientation = orientation == 0 ? 1 : orientation;
       return h;
+    }
+    if (marker == 0xE1 && orientation == 0 && at + 2 + length <= b.size()) {
+      const auto payload = b.substr(at + 4, length - 2);
+      if (payload.substr(0, 6) == std::string_view("Exif\0\0", 6)) orientation = exif_orientation(payload);
     }
     at += 2 + length;
   }
@@ -279,7 +312,11 @@ thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& 
   };
   double out = 0;
   double largest_scale = 0;
-  for (const auto& [iw, ih] : {std::pair{w, h}, std::pair{h, w}}) {
+  // The orientation it is shown in, when the header gives it; else both, the costlier taken.
+  std::vector<std::pair<double, double>> shown;
+  if (header.orientation == 0 || header.orientation < 5) shown.emplace_back(w, h);
+  if (header.orientation == 0 || header.orientation >= 5) shown.emplace_back(h, w);
+  for (const auto& [iw, ih] : shown) {
     const auto [sx, sy] = scale_for(iw, ih);
     double ow = std::max(1.0, std::round(iw * sx));
     double oh = std::max(1.0, std::round(ih * sy));
@@ -292,9 +329,9 @@ thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& 
   }
   plan.output_pixels = static_cast<std::uint64_t>(out);
 
-  // The decoder's own shrink, as make_thumbnail picks it: JPEG by 2, 4 or 8 while the result
-  // stays at or above the thumbnail in both axes; WebP by any factor. The orientation is not
-  // known here: the estimate takes the one that shrinks least.
+  // The decoder's own shrink: JPEG by 2, 4 or 8 while the result stays at or above the thumbnail
+  // in both axes (sharp's choice: 18 % less time than vips_thumbnail's own, for the same output),
+  // which the worker asks libjpeg for; WebP by any factor, as libvips picks it.
   std::uint32_t shrink = 1;
   if (largest_scale < 1) {
     const double wanted = 1.0 / largest_scale;
@@ -425,6 +462,12 @@ void release_vips_thread_buffers() {
 
 std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
                                           const thumbnail_spec& spec, std::stop_token stop) {
+  return make_thumbnail(bytes, expected, spec, plan_thumbnail(expected, spec), std::move(stop));
+}
+
+std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
+                                          const thumbnail_spec& spec, const thumbnail_plan& plan,
+                                          std::stop_token stop) {
   // What the decoder would do beyond the pixels that admission priced, refused before it starts.
   if (expected.format == image_format::png && png_text_bytes(bytes) > max_png_text_bytes) {
     throw image_error("the PNG carries " + std::to_string(png_text_bytes(bytes)) +
@@ -436,7 +479,7 @@ std::optional<std::string> make_thumbnail(std::string_view bytes, const image_he
                         std::to_string(max_jpeg_scans) + ")");
     }
   }
-  return image_library_table().thumbnail(bytes, expected, spec, std::move(stop));
+  return image_library_table().thumbnail(bytes, expected, spec, plan, std::move(stop));
 }
 
 std::string synthetic_image(std::uint32_t width, std::uint32_t height, image_format format, int quality,

@@ -34,6 +34,9 @@ struct image_header {
                              ///< interlaced PNG, GIF and WebP, rather than a few rows at a time
   std::uint64_t samples = 0; ///< samples in a frame: a JPEG's per its components' subsampling,
                              ///< else width × height × bands
+  /// The EXIF orientation, 1..8 (5..8 swap the axes), as a JPEG's first Exif segment gives it (1
+  /// without one); 0 when the reader does not look (the other formats).
+  std::uint8_t orientation = 0;
 
   std::uint64_t pixels() const noexcept { return std::uint64_t{width} * height; }
 };
@@ -60,16 +63,19 @@ struct thumbnail_spec {
   std::uint32_t quality = 80;                ///< 1..100, for jpeg and webp
 };
 
-/// What a thumbnail will cost, known from the header before anything is decoded.
+/// What a thumbnail will cost and how it is made, known from the header before anything is
+/// decoded: computed once, on the I/O thread, and handed to the worker with the job.
 struct thumbnail_plan {
-  std::uint32_t shrink_on_load = 1;  ///< the decoder's own downscale: JPEG 1, 2, 4 or 8; WebP any
+  std::uint32_t shrink_on_load = 1;  ///< the decoder's own downscale: JPEG 1, 2, 4 or 8 (what the worker
+                                     ///< asks libjpeg for); WebP any (an estimate: libvips picks it)
   std::uint64_t loaded_pixels = 0;   ///< pixels the decoder produces
   std::uint64_t output_pixels = 0;   ///< the thumbnail's, at most (either orientation)
   double cost_units = 0;             ///< the image kind's cost unit: "pixel-equivalents"
   std::uint64_t memory_bytes = 0;    ///< working memory while it runs, the body not included
 };
 
-/// The plan for `spec` on an image with `header`.
+/// The plan for `spec` on an image with `header`. Exact for a JPEG, whose orientation the header
+/// gives; for the others an estimate that takes the orientation costing more.
 thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& spec) noexcept;
 
 /// An image a decoder refused (corrupt, truncated, not what its header said): a 400, not a 500.
@@ -105,6 +111,10 @@ std::string libvips_version();
 /// image_error when the image cannot be decoded, is cut short, or differs from `expected`, and
 /// before decoding when it would cost far more than its pixels: a PNG with more than
 /// max_png_text_bytes of text (drop_png_text first), a JPEG of more than max_jpeg_scans scans.
+std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
+                                          const thumbnail_spec& spec, const thumbnail_plan& plan,
+                                          std::stop_token stop);
+/// The same with plan_thumbnail(expected, spec): for tests and the benchmark.
 std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
                                           const thumbnail_spec& spec, std::stop_token stop);
 

@@ -117,7 +117,7 @@ job_kind build_image(const config& cfg) {
                               " pixels, more than this server's limit of " + std::to_string(max_pixels)};
     }
 
-    auto run = [bytes = std::move(input.body), header, spec, priority](std::stop_token stop) mutable -> std::optional<job_output> {
+    auto run = [bytes = std::move(input.body), header, spec, plan, priority](std::stop_token stop) mutable -> std::optional<job_output> {
       struct release {
         worker_priority priority;
         ~release() {
@@ -130,7 +130,7 @@ job_kind build_image(const config& cfg) {
       } at_exit{priority};
       try {
         drop_png_text(bytes);  // in place, on the worker: the decoder never inflates them
-        auto encoded = make_thumbnail(bytes, header, spec, std::move(stop));
+        auto encoded = make_thumbnail(bytes, header, spec, plan, std::move(stop));
         if (!encoded) return std::nullopt;
         return job_output{std::move(*encoded), media_type(spec.format), 200};
       } catch (const image_error& e) {

@@ -10,7 +10,7 @@
 
 namespace crunch::image_library {
 
-inline constexpr int abi = 1;
+inline constexpr int abi = 2;
 
 /// What the module needs of crunch.
 struct host {
@@ -25,7 +25,8 @@ struct functions {
   void (*release_thread_buffers)();
   /// make_thumbnail after the checks that need no decoder (image.cpp makes those first).
   std::optional<std::string> (*thumbnail)(std::string_view bytes, const image_header& expected,
-                                          const thumbnail_spec& spec, std::stop_token stop);
+                                          const thumbnail_spec& spec, const thumbnail_plan& plan,
+                                          std::stop_token stop);
   std::string (*synthetic)(std::uint32_t width, std::uint32_t height, image_format format, int quality,
                            int orientation);
 };

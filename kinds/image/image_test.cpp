@@ -211,6 +211,39 @@ TEST(make_thumbnail, applies_the_exif_orientation_and_strips_every_metadata_bloc
   }
 }
 
+TEST(sniff_image, reads_a_jpegs_exif_orientation_as_libvips_does) {
+  for (const int orientation : {1, 3, 6, 8}) {
+    SCOPED_TRACE(orientation);
+    const auto jpeg = synthetic_image(80, 40, image_format::jpeg, 85, orientation);
+    EXPECT_EQ(header_of(jpeg).orientation, orientation);
+    EXPECT_EQ(decode(jpeg).orientation, orientation);
+  }
+  EXPECT_EQ(header_of(synthetic_image(80, 40, image_format::jpeg)).orientation, 1);  // no EXIF at all
+  EXPECT_EQ(header_of(synthetic_image(80, 40, image_format::png)).orientation, 0);   // not looked for
+}
+
+TEST(plan_thumbnail, is_exact_for_a_jpeg_whose_orientation_the_header_gives) {
+  // 4000x3000 shown rotated (6): 3000 wide. 400 wide is 1/7.5 of that, so 1/4 on load (1/8 would
+  // be 375 wide), and the thumbnail is 400x533.
+  image_header photo{image_format::jpeg, 4000, 3000, 3, false, 18'000'000, 6};
+  const auto rotated = plan_thumbnail(photo, box(400, 0, image_fit::inside, image_format::webp));
+  EXPECT_EQ(rotated.shrink_on_load, 4u);
+  EXPECT_EQ(rotated.output_pixels, 400u * 533u);
+  // As stored (1): 4000 wide, 1/10: 1/8 on load, 400x300.
+  photo.orientation = 1;
+  const auto upright = plan_thumbnail(photo, box(400, 0, image_fit::inside, image_format::webp));
+  EXPECT_EQ(upright.shrink_on_load, 8u);
+  EXPECT_EQ(upright.output_pixels, 400u * 300u);
+}
+
+TEST(make_thumbnail, a_jpeg_whose_exif_readers_disagree_is_refused_not_misplanned) {
+  // The header says 1, the image 6: the plan's shrink would be for the wrong axes.
+  const auto rotated = synthetic_image(80, 40, image_format::jpeg, 85, 6);
+  auto header = header_of(rotated);
+  header.orientation = 1;
+  EXPECT_THROW(make_thumbnail(rotated, header, box(20, 0), {}), image_error);
+}
+
 TEST(make_thumbnail, a_truncated_or_corrupt_image_is_an_image_error) {
   const auto jpeg = synthetic_image(300, 200, image_format::jpeg);
   const auto cut = jpeg.substr(0, jpeg.size() / 2);

@@ -98,10 +98,9 @@ std::string version() {
 void release_thread_buffers() { vips_thread_shutdown(); }
 
 std::optional<std::string> thumbnail(std::string_view bytes, const image_header& expected, const thumbnail_spec& spec,
-                                     std::stop_token stop) {
+                                     const thumbnail_plan& plan, std::stop_token stop) {
   // The decoder's own header first: what it would decode must be what the sniffer read (and
-  // admission priced). It also gives the EXIF orientation, which decides the shrink-on-load.
-  int orientation = 1;
+  // admission priced), the orientation included, on which the plan's shrink-on-load rests.
   {
     image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
                                                 "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
@@ -110,7 +109,9 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
         static_cast<std::uint32_t>(header->Ysize) != expected.height) {
       throw image_error("the image's dimensions differ from its header's");
     }
-    orientation = vips_image_get_orientation(header.get());
+    if (expected.orientation != 0 && vips_image_get_orientation(header.get()) != expected.orientation) {
+      throw image_error("the image's EXIF orientation differs from its header's");
+    }
   }
   if (stop.stop_requested()) return std::nullopt;
 
@@ -122,33 +123,11 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
   const VipsInteresting crop = box && spec.fit == image_fit::cover ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
   VipsImage* raw = nullptr;
   if (expected.format == image_format::jpeg) {
-    // A JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing. vips_thumbnail keeps a factor
-    // of two for its own resize (4000 px to 400 decodes 1000 px wide); sharp, by default, shrinks
-    // on load as far as the thumbnail allows (500 px), which here costs 18 % less time for the
-    // same output size. crunch does as sharp does: the largest shrink that stays at or above the
-    // thumbnail's size in both axes, in the orientation the image is shown in.
-    const bool swap = orientation >= 5;
-    const double shown_w = swap ? expected.height : expected.width;
-    const double shown_h = swap ? expected.width : expected.height;
-    const double sx = spec.width != 0 ? spec.width / shown_w : 0;
-    const double sy = spec.height != 0 ? spec.height / shown_h : 0;
-    double scale = 0;
-    if (!box) {
-      scale = std::max(sx, sy);
-    } else if (spec.fit == image_fit::inside) {
-      scale = std::min(sx, sy);
-    } else {
-      scale = std::max(sx, sy);  // cover fills the box; fill stretches to it: the larger scale
-    }
-    int shrink = 1;
-    for (const int s : {8, 4, 2}) {
-      if (scale * s <= 1.0) {
-        shrink = s;
-        break;
-      }
-    }
+    // A JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing: the plan's shrink, the largest
+    // that stays at or above the thumbnail in the orientation the image is shown in.
     image_ptr loaded(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
-                                                "shrink", shrink, "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
+                                                "shrink", static_cast<int>(plan.shrink_on_load), "fail_on",
+                                                VIPS_FAIL_ON_ERROR, nullptr));
     if (!loaded) throw image_error(vips_failure());
     if (vips_thumbnail_image(loaded.get(), &raw, width, "height", height, "size", size, "crop", crop, nullptr) != 0) {
       throw image_error(vips_failure());
