@@ -455,168 +455,214 @@ request_head head_of(const request_parser& parser) {
   return {req.method_string(), req.target(), req[http::field::content_type], length, req[http::field::authorization]};
 }
 
-net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
-  const config& cfg = ctx->cfg;
-  // Bounds memory per connection, pipelined bytes included.
-  request_buffer buffer(cfg.max_header_bytes + ctx->routes.largest_buffered_body() + 2 * read_chunk);
-  const std::string remote = remote_of(stream);
-  std::string wire;  // each answer is rendered here, then written
+// One request, read whole: its head, its route, and its body as the route wants it.
+struct request {
+  request_parser parser;                        // the head, and a JSON (or empty) body
+  std::optional<file_parser_type> file_parser;  // takes over from `parser` for a chunked file body
+  std::optional<std::string> file_body;         // a file body, once read: its job keeps it
+  memory_lease body_memory;                     // a file body's share of the memory budget
+  head_route routed;
+  clock::time_point received;                   // when it was whole: deadlines and durations count from here
 
+  const http::request_header<>& head() const { return file_parser ? file_parser->get().base() : parser.get().base(); }
+  bool keep_alive() const { return file_parser ? file_parser->get().keep_alive() : parser.get().keep_alive(); }
+};
+
+// Waits, idle, for the first bytes of the next request. False: the connection is done (the peer
+// closed, the idle timeout, or the drain).
+net::awaitable<bool> wait_for_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                      connection& conn) {
+  if (ctx.draining) co_return false;
+  conn.idle = true;
+  stream.expires_after(ctx.cfg.idle_timeout);
+  auto [ec, n] = co_await stream.async_read_some(buffer.prepare(read_chunk), use_tuple);
+  conn.idle = false;
+  if (ec) co_return false;
+  buffer.commit(n);
+  co_return true;
+}
+
+// Reads a file body (an image) into a plain string the job keeps, charged to the memory budget
+// before it is read. False: refused (answered, the connection to close) or a read error in `ec`.
+net::awaitable<bool> read_file_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                       const std::string& remote, request& in, clock::time_point head_read,
+                                       sys::error_code& ec) {
+  const auto& head = in.parser.get();
+  const auto declared = head_of(in.parser).content_length;
+  // A file body is charged to the memory budget before it is read, for as long as it is kept —
+  // with room for its job's working memory: 256 uploads of 25 MiB must not become 6 GiB, nor fill
+  // the budget with bodies that can never run. A chunked one is charged its limit until read.
+  in.body_memory = ctx.jobs.lease_body(in.routed.working_memory + declared.value_or(in.routed.body_limit));
+  if (!in.body_memory) {
+    // Answered after the same pause as a job refused for load, for the same reason: a client
+    // that reconnects and re-sends at once must not turn the loop into a 503 machine that
+    // starves the workers. The body is not read meanwhile.
+    net::steady_timer later(co_await net::this_coro::executor, overload_pause);
+    co_await later.async_wait(use_tuple);
+    auto r = unavailable("overloaded", "the memory budget is taken by the jobs and uploads in flight; retry later",
+                         std::chrono::seconds(1));
+    r.route = std::get<route_match>(in.routed.next).route->name;
+    co_await reject_and_close(stream, ctx, remote, std::move(r), request_id_for(head["X-Request-Id"], ctx),
+                              head.method_string(), head.target(), head.version(), head_read);
+    co_return false;
+  }
+  // Straight from the socket when its length is known, else (chunked) through Beast.
+  in.file_body.emplace();
+  if (declared) {
+    ec = *declared > in.routed.body_limit
+             ? http::error::body_limit  // the router refuses it from the head; checked again here
+             : co_await read_file_body(stream, buffer, head.base(), *in.file_body, static_cast<std::size_t>(*declared));
+  } else {
+    in.file_parser.emplace(std::move(in.parser));
+    in.file_parser->body_limit(in.routed.body_limit);
+    std::tie(ec, std::ignore) = co_await read_body(stream, buffer, *in.file_parser);
+    if (!ec) *in.file_body = std::move(in.file_parser->get().body());
+  }
+  if (ec) co_return false;
+  in.body_memory.shrink_to(in.file_body->capacity() + in.routed.working_memory);
+  co_return true;
+}
+
+// Reads a request: its head, refused from the head when it can be (before any body is read, and
+// before a client that sent "Expect: 100-continue" is told to go on), routed, then its body.
+// False: it was answered already, or could not be read; the connection is to close.
+net::awaitable<bool> read_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                  const std::string& remote, request& in) {
+  const config& cfg = ctx.cfg;
+  in.parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
+  in.parser.body_limit(ctx.routes.largest_body_limit());  // until the route says how much it takes
+  stream.expires_after(cfg.read_timeout);
+  auto [ec, n] = co_await http::async_read_header(stream, buffer, in.parser, use_tuple);
+  const auto head_read = clock::now();
+  if (!ec) {
+    const auto& head = in.parser.get();
+    auto refused = refuse_head(in.parser, cfg);
+    if (!refused) {
+      in.routed = ctx.routes.route(head_of(in.parser));
+      if (in.routed.refuse_body) refused = std::move(std::get<reply>(in.routed.next));
+    }
+    if (refused) {
+      co_await reject_and_close(stream, ctx, remote, std::move(*refused), request_id_for(head["X-Request-Id"], ctx),
+                                head.method_string(), head.target(), head.version(), head_read);
+      co_return false;
+    }
+    if (in.routed.file_body && !in.parser.is_done()) {
+      if (!co_await read_file_request(stream, buffer, ctx, remote, in, head_read, ec) && !ec) co_return false;
+    } else {
+      in.parser.body_limit(in.routed.body_limit);
+      std::tie(ec, n) = co_await read_body(stream, buffer, in.parser);
+    }
+  }
+  if (ec) {
+    if (auto r = reply_for_read_error(ec)) {
+      co_await reject_and_close(stream, ctx, remote, std::move(*r), request_id_for({}, ctx), "-", "-", 11, head_read);
+    }
+    co_return false;
+  }
+  in.received = clock::now();
+  co_return true;
+}
+
+// What to answer: the route's reply, or its job's, run on a worker while the connection is
+// watched for the client leaving. nullopt when the client left during the job (counted and
+// logged here: there is no one to write to).
+net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, request_buffer& buffer,
+                                                     session_context& ctx, connection& conn, const std::string& remote,
+                                                     std::string_view request_id, request& in) {
+  answer a;
+  if (auto* r = std::get_if<reply>(&in.routed.next)) {
+    a.r = std::move(*r);
+    if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+    co_return a;
+  }
+  const auto& req = in.head();
+  const auto& match = std::get<route_match>(in.routed.next);
+  auto prepared = in.file_body ? ctx.routes.prepare(match, {},
+                                                    job_input{std::move(*in.file_body), req[http::field::content_type],
+                                                              std::move(in.body_memory)})
+                               : ctx.routes.prepare(match, in.parser.get().body());
+  if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+  if (auto* refused = std::get_if<reply>(&prepared)) {
+    a.r = std::move(*refused);
+    co_return a;
+  }
+  auto job = std::move(std::get<job_request>(prepared));
+  job.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
+  const auto route = job.route;
+  stream.expires_never();
+  conn.in_job = true;
+  a = co_await ctx.jobs.run(std::move(job), in.received, peer_closed(stream, buffer));
+  conn.in_job = false;
+  a.r.route = route;
+  if (a.client_gone) {
+    const auto took = clock::now() - in.received;
+    ctx.stats.count_request(route, a.r.status, took);
+    log_access(ctx, remote, request_id, req.method_string(), req.target(), a, 0, took, in.routed.client);
+    co_return std::nullopt;
+  }
+  co_return a;
+}
+
+// Whether the connection reads another request after this answer.
+bool stays_open(const request& in, const session_context& ctx, const request_buffer& buffer, std::size_t in_a_row) {
+  if (!in.keep_alive()) return false;                    // the client asked to close
+  if (ctx.drain_expired) return false;                   // the drain ran out of time: close after this answer
+  if (ctx.draining && buffer.size() == 0) return false;  // draining: what was received is answered, then close
   // Requests answered in a row from bytes already received (pipelined): past max_pipelined, the
   // answer closes the connection, and a client that stacks requests must come back for the rest.
-  std::size_t in_a_row = 0;
-  for (;;) {
+  return in_a_row < ctx.cfg.max_pipelined;
+}
+
+// Writes the answer, counts and logs it. False: the connection is done (closed here when the
+// answer said so, or the write failed).
+net::awaitable<bool> write_answer(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                  connection& conn, const std::string& remote, std::string_view request_id,
+                                  const request& in, const answer& a, bool keep_alive, std::string& wire) {
+  const auto& req = in.head();
+  const framing f{req.version(), keep_alive, req.method() == http::verb::head, request_id};
+  const auto write_ec = co_await write(stream, a, f, clock::now() - in.received, ctx.cfg.read_timeout, wire);
+  const auto took = clock::now() - in.received;
+  ctx.stats.count_request(a.r.route, a.r.status, took);
+  log_access(ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(), took, in.routed.client);
+  if (write_ec) co_return false;
+  if (!keep_alive) {
+    // Requests still unread (pipelined past the limit): closing on them would reset the
+    // connection and could lose this answer in flight.
+    if (buffer.size() > 0) co_await linger_close(stream);
+    sys::error_code ignored;
+    stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+    co_return false;
+  }
+  if (a.overloaded) {
+    // The connection's next request waits (see overload_pause).
+    net::steady_timer later(co_await net::this_coro::executor, overload_pause);
+    conn.idle = buffer.size() == 0;  // a drain may close it meanwhile
+    co_await later.async_wait(use_tuple);
+    conn.idle = false;
+  }
+  co_return true;
+}
+
+// A connection: read a request, route it, run it, write the answer; again while it stays open.
+net::awaitable<void> serve(beast::tcp_stream& stream, session_context* ctx, connection* conn) {
+  // Bounds memory per connection, pipelined bytes included.
+  request_buffer buffer(ctx->cfg.max_header_bytes + ctx->routes.largest_buffered_body() + 2 * read_chunk);
+  const std::string remote = remote_of(stream);
+  std::string wire;  // each answer is rendered here, then written
+  for (std::size_t in_a_row = 0;;) {
     in_a_row = buffer.size() == 0 ? 0 : in_a_row + 1;
-    if (buffer.size() == 0) {
-      if (ctx->draining) co_return;
-      conn->idle = true;
-      stream.expires_after(cfg.idle_timeout);
-      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(read_chunk), use_tuple);
-      conn->idle = false;
-      if (ec) co_return;  // peer closed, idle timeout, or drain
-      buffer.commit(n);
-    }
-
-    request_parser parser;
-    std::optional<std::string> file_body;         // a file body, once read: its job keeps it
-    std::optional<file_parser_type> file_parser;  // takes over from `parser` for a chunked file body
-    memory_lease body_memory;                     // a file body's share of the memory budget
-    parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(cfg.max_header_bytes, UINT32_MAX)));
-    parser.body_limit(ctx->routes.largest_body_limit());  // until the route says how much it takes
-    stream.expires_after(cfg.read_timeout);
-    // The head first: it can be refused before any body is read, and a client that sent
-    // "Expect: 100-continue" is told to go on only then.
-    auto [read_ec, read_n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-    auto received = clock::now();
-    head_route routed;
-    if (!read_ec) {
-      const auto& head = parser.get();
-      auto refused = refuse_head(parser, cfg);
-      if (!refused) {
-        routed = ctx->routes.route(head_of(parser));
-        if (routed.refuse_body) refused = std::move(std::get<reply>(routed.next));
-      }
-      if (refused) {
-        co_await reject_and_close(stream, *ctx, remote, std::move(*refused), request_id_for(head["X-Request-Id"], *ctx),
-                                  head.method_string(), head.target(), head.version(), received);
-        co_return;
-      }
-      if (routed.file_body && !parser.is_done()) {
-        // A file body is charged to the memory budget before it is read, for as long as it is
-        // kept — with room for its job's working memory: 256 uploads of 25 MiB must not become
-        // 6 GiB, nor fill the budget with bodies that can never run. A chunked one is charged
-        // its limit until it has been read.
-        body_memory = ctx->jobs.lease_body(routed.working_memory +
-                                           (parser.chunked() || !head.has_content_length()
-                                                ? routed.body_limit
-                                                : head_of(parser).content_length.value_or(routed.body_limit)));
-        if (!body_memory) {
-          // Answered after the same pause as a job refused for load, for the same reason: a
-          // client that reconnects and re-sends at once must not turn the loop into a 503
-          // machine that starves the workers. The body is not read meanwhile.
-          net::steady_timer later(co_await net::this_coro::executor, overload_pause);
-          co_await later.async_wait(use_tuple);
-          auto r = unavailable("overloaded", "the memory budget is taken by the jobs and uploads in flight; retry later",
-                               std::chrono::seconds(1));
-          r.route = std::get<route_match>(routed.next).route->name;
-          co_await reject_and_close(stream, *ctx, remote, std::move(r), request_id_for(head["X-Request-Id"], *ctx),
-                                    head.method_string(), head.target(), head.version(), received);
-          co_return;
-        }
-        // Read into a plain string the job keeps, rather than the wiping one a password needs:
-        // straight from the socket when its length is known, else (chunked) through Beast.
-        file_body.emplace();
-        if (const auto length = head_of(parser).content_length) {
-          read_ec = *length > routed.body_limit
-                        ? http::error::body_limit  // the router refuses it from the head; checked again here
-                        : co_await read_file_body(stream, buffer, parser.get().base(), *file_body,
-                                                  static_cast<std::size_t>(*length));
-        } else {
-          file_parser.emplace(std::move(parser));
-          file_parser->body_limit(routed.body_limit);
-          std::tie(read_ec, read_n) = co_await read_body(stream, buffer, *file_parser);
-          if (!read_ec) *file_body = std::move(file_parser->get().body());
-        }
-        if (!read_ec) body_memory.shrink_to(file_body->capacity() + routed.working_memory);
-      } else {
-        parser.body_limit(routed.body_limit);
-        std::tie(read_ec, read_n) = co_await read_body(stream, buffer, parser);
-      }
-      if (!read_ec) received = clock::now();
-    }
-    if (read_ec) {
-      if (auto r = reply_for_read_error(read_ec)) {
-        co_await reject_and_close(stream, *ctx, remote, std::move(*r), request_id_for({}, *ctx), "-", "-", 11, received);
-      }
+    if (buffer.size() == 0 && !co_await wait_for_request(stream, buffer, *ctx, *conn)) co_return;
+    request in;
+    if (!co_await read_request(stream, buffer, *ctx, remote, in)) co_return;
+    const std::string request_id = request_id_for(in.head()["X-Request-Id"], *ctx);
+    if (in.routed.event_stream) {
+      co_await stream_events(stream, *ctx, *conn, remote, request_id, in.head(), in.received);
       co_return;
     }
-
-    const http::request_header<>& req = file_parser ? file_parser->get().base() : parser.get().base();
-    const bool wants_keep_alive = file_parser ? file_parser->get().keep_alive() : parser.get().keep_alive();
-    const std::string request_id = request_id_for(req["X-Request-Id"], *ctx);
-    if (routed.event_stream) {
-      co_await stream_events(stream, *ctx, *conn, remote, request_id, req, received);
-      co_return;
-    }
-    answer a;
-    std::optional<job_request> job;
-    if (auto* r = std::get_if<reply>(&routed.next)) {
-      a.r = std::move(*r);
-      if (routed.sensitive) forget_body(parser.get().body(), buffer);
-    } else {
-      const auto& match = std::get<route_match>(routed.next);
-      auto prepared = file_body ? ctx->routes.prepare(match, {},
-                                                      job_input{std::move(*file_body), req[http::field::content_type],
-                                                                std::move(body_memory)})
-                                : ctx->routes.prepare(match, parser.get().body());
-      if (routed.sensitive) forget_body(parser.get().body(), buffer);
-      if (auto* refused = std::get_if<reply>(&prepared)) {
-        a.r = std::move(*refused);
-      } else {
-        job = std::move(std::get<job_request>(prepared));
-        job->flow = flow_of(cfg, routed, req, address_of(remote));
-      }
-    }
-    if (job) {
-      const auto route = job->route;
-      stream.expires_never();
-      conn->in_job = true;
-      a = co_await ctx->jobs.run(std::move(*job), received, peer_closed(stream, buffer));
-      conn->in_job = false;
-      a.r.route = route;
-      if (a.client_gone) {
-        const auto took = clock::now() - received;
-        ctx->stats.count_request(route, a.r.status, took);
-        log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, 0, took, routed.client);
-        co_return;
-      }
-    }
-
-    // While draining, answer what has been received, then close; once the drain has run out of
-    // time, close after this answer.
-    const bool keep_alive = wants_keep_alive && !ctx->drain_expired && !(ctx->draining && buffer.size() == 0) &&
-                            in_a_row < cfg.max_pipelined;
-    const bool pause = a.overloaded;
-    const framing f{req.version(), keep_alive, req.method() == http::verb::head, request_id};
-    const auto write_ec = co_await write(stream, a, f, clock::now() - received, cfg.read_timeout, wire);
-    const auto took = clock::now() - received;
-    ctx->stats.count_request(a.r.route, a.r.status, took);
-    log_access(*ctx, remote, request_id, req.method_string(), req.target(), a, a.r.body.size(), took, routed.client);
-    if (write_ec) co_return;
-    if (!keep_alive) {
-      // Requests still unread (pipelined past the limit): closing on them would reset the
-      // connection and could lose this answer in flight.
-      if (buffer.size() > 0) co_await linger_close(stream);
-      sys::error_code ignored;
-      stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
-      co_return;
-    }
-    if (pause) {
-      net::steady_timer later(co_await net::this_coro::executor, overload_pause);
-      conn->idle = buffer.size() == 0;  // a drain may close it meanwhile
-      co_await later.async_wait(use_tuple);
-      conn->idle = false;
-    }
+    const auto a = co_await answer_request(stream, buffer, *ctx, *conn, remote, request_id, in);
+    if (!a) co_return;
+    const bool keep_alive = stays_open(in, *ctx, buffer, in_a_row);
+    if (!co_await write_answer(stream, buffer, *ctx, *conn, remote, request_id, in, *a, keep_alive, wire)) co_return;
   }
 }
 
