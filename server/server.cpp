@@ -66,17 +66,14 @@ struct server::state {
         pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget, &completions}),
         flows(cfg.workers, cfg.max_flows),
         keys(load_keys(cfg)),
-        routes(calibrated(std::move(kinds), admit),
-               server_view{[this] { return ctx.draining; }, [this] { return metrics_text(); },
-                           [this](std::string_view kind) { return admit.rate(kind); },
-                           [this] { return live ? live->latest() : std::string("{}"); },
-                           keys ? std::function(
-                                      [this](std::string_view authorization) { return authenticate(authorization); })
-                                : nullptr,
-                           [this] { return flows.document(top_flows); }},
-               cfg),
+        routes(calibrated(std::move(kinds), admit), view(), cfg),
         pipeline(cfg, pool, admit, flows, stats),
-        ctx{cfg, routes, pipeline, stats, log, false, false, {}, random_prefix(), 0},
+        ctx{.cfg = cfg,
+            .routes = routes,
+            .jobs = pipeline,
+            .stats = stats,
+            .log = log,
+            .request_id_prefix = random_prefix()},
         acceptor(io),
         drain_timer(io),
         lag_timer(io),
@@ -85,6 +82,17 @@ struct server::state {
       live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
     }
+  }
+
+  // What the router reads of the running server.
+  server_view view() {
+    server_view v{.draining = [this] { return ctx.draining; },
+                  .metrics_text = [this] { return metrics_text(); },
+                  .rate = [this](std::string_view kind) { return admit.rate(kind); },
+                  .live_snapshot = [this] { return live ? live->latest() : std::string("{}"); },
+                  .flows_document = [this] { return flows.document(top_flows); }};
+    if (keys) v.authenticate = [this](std::string_view authorization) { return authenticate(authorization); };
+    return v;
   }
 
   static std::optional<api_keys> load_keys(const config& c) {
@@ -168,14 +176,21 @@ struct server::state {
   // The server's state now, from the parts that own it; all but the CPU quota's account, which
   // is a file to read: a scrape adds it, a live-view snapshot four times a second does not need it.
   metrics_gauges gauges() const {
-    return {pool.workers(),        pool.busy(),
-            pool.queued(),         pool.queue_limit(),
-            pool.memory_budget(),  pool.memory_in_use(),
-            ctx.connections.size(), ctx.draining,
-            log.dropped(),         {},
-            pacer ? pacer->paused_seconds() : 0, live ? live->streams() : 0,
-            flows.active(),        flows.tracked(),
-            flows.overflowed(),    pool.memory_kept()};
+    return {.workers = pool.workers(),
+            .workers_busy = pool.busy(),
+            .queue_depth = pool.queued(),
+            .queue_limit = pool.queue_limit(),
+            .memory_budget = pool.memory_budget(),
+            .memory_in_use = pool.memory_in_use(),
+            .connections_open = ctx.connections.size(),
+            .draining = ctx.draining,
+            .log_lines_dropped = log.dropped(),
+            .workers_paced_seconds = pacer ? pacer->paused_seconds() : 0,
+            .event_streams_open = live ? live->streams() : 0,
+            .flows_active = flows.active(),
+            .flows_tracked = flows.tracked(),
+            .flows_overflowed = flows.overflowed(),
+            .memory_kept = pool.memory_kept()};
   }
 
   std::string metrics_text() const {

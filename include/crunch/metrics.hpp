@@ -99,7 +99,7 @@ struct metrics_gauges {
   std::size_t connections_open = 0;
   bool draining = false;
   std::uint64_t log_lines_dropped = 0;
-  cpu_throttling cpu_quota;  ///< the binding cgroup's cpu.stat; zeros without a quota
+  cpu_throttling cpu_quota = {};  ///< the binding cgroup's cpu.stat; zeros without a quota
   double workers_paced_seconds = 0;  ///< time the cpu_pacer held the workers back
   std::size_t event_streams_open = 0;  ///< live-view streams (/v1/events)
   std::size_t flows_active = 0;        ///< flows with jobs in flight (flows.hpp)

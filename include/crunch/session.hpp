@@ -40,8 +40,8 @@ struct session_context {
   logger& log;                  ///< access and error lines
   bool draining = false;        ///< shutdown began: finish what was received, then close
   bool drain_expired = false;   ///< the drain timeout passed: answer and close at once
-  std::list<connection> connections;  ///< open connections
-  std::string request_id_prefix;      ///< random per process, for generated X-Request-Id
+  std::list<connection> connections = {};  ///< open connections
+  std::string request_id_prefix = {}; ///< random per process, for generated X-Request-Id
   std::uint64_t request_count = 0;    ///< for generated X-Request-Id
   std::size_t refusing = 0;           ///< connections being refused (over max_connections) now
   live_view* live = nullptr;          ///< snapshots for /v1/events; null when the live view is off
