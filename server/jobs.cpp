@@ -7,6 +7,15 @@
 
 namespace crunch {
 
+std::string error_body(std::string_view code, std::string_view message) {
+  const nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+job_output job_output::refused(std::string_view code, std::string_view message) {
+  return {error_body(code, message), "application/json", 400};
+}
+
 double fastest_ns(int runs, const std::function<void()>& work) {
   double best = 0;
   for (int i = 0; i < runs; ++i) {

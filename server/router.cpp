@@ -186,9 +186,7 @@ const router::fixed_route router::fixed_routes[] = {
 };
 
 reply error_reply(unsigned status, std::string_view code, std::string_view message) {
-  const nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
-  // Replace rather than throw on invalid UTF-8: a message may quote hostile input.
-  return {status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
+  return {status, error_body(code, message), "application/json", {}};
 }
 
 reply unavailable(std::string_view code, std::string_view message, std::chrono::seconds retry_after) {

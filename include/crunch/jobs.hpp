@@ -22,6 +22,10 @@
 
 namespace crunch {
 
+/// The one error shape, {"error":{"code":...,"message":...}}, as JSON text; invalid UTF-8 in the
+/// message (which may quote hostile input) is replaced, never thrown on.
+std::string error_body(std::string_view code, std::string_view message);
+
 /// What a job answers: a body and its media type.
 struct job_output {
   std::string body;                                     ///< the response body
@@ -37,6 +41,9 @@ struct job_output {
 
   /// A JSON answer, serialised on the worker rather than on the I/O thread.
   static job_output json(const nlohmann::json& value) { return {value.dump(), "application/json"}; }
+  /// A 400 that only the job could find (a truncated image, a corrupt frame), in the error shape
+  /// every answer has: {"error":{"code":...,"message":...}}. The message may quote hostile bytes.
+  static job_output refused(std::string_view code, std::string_view message);
 };
 
 /// A job ready to run on a worker: its inputs are captured by value. Returns its answer, or

@@ -20,13 +20,6 @@ image_fit fit_of(std::string_view name) {
 
 invalid_argument bad_image(std::string message) { return {std::move(message), "invalid_image"}; }
 
-// The error body a job answers when the decoder refuses the image: the same shape as any error.
-job_output image_refused(const image_error& e) {
-  return {nlohmann::json{{"error", {{"code", "invalid_image"}, {"message", e.what()}}}}.dump(
-              -1, ' ', false, nlohmann::json::error_handler_t::replace),
-          "application/json", 400};
-}
-
 std::vector<kind_setting> image_settings() {
   return {
       {"max-image-pixels", "N",
@@ -134,7 +127,7 @@ job_kind build_image(const config& cfg) {
         if (!encoded) return std::nullopt;
         return job_output{std::move(*encoded), media_type(spec.format), 200};
       } catch (const image_error& e) {
-        return image_refused(e);
+        return job_output::refused("invalid_image", e.what());
       }
     };
     return prepared_job{std::move(run), plan.cost_units, plan.memory_bytes};

@@ -23,12 +23,6 @@ struct weights {
   }
 };
 
-job_output refused(std::string_view code, std::string_view why) {
-  return {nlohmann::json{{"error", {{"code", code}, {"message", why}}}}.dump(-1, ' ', false,
-                                                                             nlohmann::json::error_handler_t::replace),
-          "application/json", 400};
-}
-
 // The examples: a short text, the same as one frame (zstd -3, with a checksum), and a frame that
 // declares 1 GiB in 17 bytes.
 constexpr std::string_view paragraph =
@@ -163,8 +157,9 @@ job_kind build_zstd(const config& cfg) {
       auto result = zstd_decompress(body, output, window_log, stop);
       if (!result) return std::nullopt;
       if (auto* no = std::get_if<zstd_refusal>(&*result)) {
-        if (!no->too_large) return refused("invalid_zstd", no->why);
-        return refused("output_too_large", no->why + (declared ? ", what the first frame declares" : ", this server's limit"));
+        if (!no->too_large) return job_output::refused("invalid_zstd", no->why);
+        return job_output::refused("output_too_large",
+                                   no->why + (declared ? ", what the first frame declares" : ", this server's limit"));
       }
       return job_output{std::get<std::string>(std::move(*result)), "application/octet-stream", 200};
     };
