@@ -1,6 +1,7 @@
 // Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
 #include "test_support.hpp"
 
+#include <fib/fib.hpp>
 #include <image/image.hpp>
 #include <password/argon2.hpp>
 #include <password/password.hpp>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <utility>
 #include <array>
 #include <ostream>
 #include <cerrno>
@@ -359,11 +361,38 @@ TEST(crunchd, port_in_use_is_a_clear_error) {
   EXPECT_NE(err.find("cannot listen"), std::string::npos) << err;
 }
 
+// The n whose fib(n) takes about `seconds` on this crunchd, by the rate it calibrated: the drain
+// tests' jobs must outlast the scrapes that watch them, in Release as under ThreadSanitizer
+// (where fib runs many times slower), and fit in their deadlines in both.
+unsigned fib_lasting(std::uint16_t port, double seconds) {
+  http_connection c(port);
+  const auto doc = json_of(*c.get("/v1/kinds"));
+  double ns_per_call = 0;
+  for (const auto& kind : doc.at("kinds")) {
+    if (kind.at("name") == "fib") ns_per_call = kind.at("cost").at("ns_per_unit").get<double>();
+  }
+  EXPECT_GT(ns_per_call, 0) << "no fib rate in /v1/kinds";
+  unsigned n = 20;
+  while (n < 60 && static_cast<double>(fib_calls(n + 1)) * ns_per_call < seconds * 1e9) ++n;
+  return n;
+}
+
+std::uint64_t fib_value(unsigned n) {
+  std::uint64_t a = 0, b = 1;  // F(i), F(i + 1)
+  for (unsigned i = 0; i < n; ++i) {
+    const auto next = a + b;
+    a = b;
+    b = next;
+  }
+  return a;
+}
+
 TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "20s"});
   const auto port = started_port(p);
   http_connection job(port, 30s);
-  job.send_get("/fib/46");  // a second or more: the observer sees it running
+  const auto n = fib_lasting(port, 1.0);  // the observer sees it running
+  job.send_get("/fib/" + std::to_string(n));
   // Wait (bounded) until the job occupies the worker, then ask the server to stop.
   http_connection observer(port);
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
@@ -371,7 +400,7 @@ TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
   const auto r = job.read();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200u);
-  EXPECT_EQ(nlohmann::json::parse(r->body).at("result"), 1836311903);
+  EXPECT_EQ(nlohmann::json::parse(r->body).at("result"), fib_value(n));
   EXPECT_FALSE(r->keep_alive);
   EXPECT_EQ(p.wait_exit(), 0);
 }
@@ -380,15 +409,17 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "30s"});
   const auto port = started_port(p);
   http_connection running(port, 60s);
-  // Seconds of work (fib(44), 0.6 s, once finished under TSan on a loaded machine before the
-  // queue was seen at 2): still running when the signal comes, done well within the drain.
-  running.send_get("/fib/47");
+  // Two seconds of work: still running when the signal comes (a fixed fib(44), 0.6 s in Release,
+  // once finished before the queue was seen at 2), done well within the drain.
+  const auto n = fib_lasting(port, 2.0);
+  running.send_get("/fib/" + std::to_string(n));
   http_connection observer(port);
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
   http_connection fits(port, 60s);
-  fits.send_get("/fib/40");  // queued; done long before the drain timeout
+  fits.send_get("/fib/" + std::to_string(n - 5));  // queued; a tenth as long: done long before the drain timeout
   http_connection hopeless(port, 60s);
-  hopeless.send_get("/fib/55?timeout_ms=60000");  // queued; minutes of work: cannot finish in 30 s
+  // Queued; over 300 times as long, minutes of work: cannot finish in 30 s.
+  hopeless.send_get("/fib/" + std::to_string(n + 12) + "?timeout_ms=60000");
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 2\n"));
   p.signal(SIGTERM);
   const auto cut = hopeless.read();
@@ -397,10 +428,10 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   EXPECT_EQ(nlohmann::json::parse(cut->body).at("error").at("code"), "draining");
   const auto first = running.read();
   ASSERT_TRUE(first);
-  EXPECT_EQ(nlohmann::json::parse(first->body).at("result"), 2971215073);
+  EXPECT_EQ(nlohmann::json::parse(first->body).at("result"), fib_value(n));
   const auto second = fits.read();
   ASSERT_TRUE(second);
-  EXPECT_EQ(nlohmann::json::parse(second->body).at("result"), 102334155);
+  EXPECT_EQ(nlohmann::json::parse(second->body).at("result"), fib_value(n - 5));
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
