@@ -26,18 +26,10 @@ cmake --build "$before/build" --target crunchd >/dev/null
 declare -A bins=([before]="$before/build/crunchd" [after]="$build/crunchd")
 
 pid=""
-start() {  # BINARY
-  port="$(free_port)"
-  "$1" --address 127.0.0.1 --port "$port" --log-level warn >"$out/ab-crunchd.log" 2>&1 &
-  pid=$!
-  wait_healthz "$port"
-}
-stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; }
-
 rows=()
 for round in $(seq "$rounds"); do
   for side in before after; do
-    start "${bins[$side]}"
+    CRUNCHD="${bins[$side]}" start_peer_crunchd "$out/ab-crunchd.log"
     fib30="$(load 2 16 "$duration" /fib/30)"
     wrk -t1 -c4 -d"$((duration + 2))s" --timeout 10s "http://127.0.0.1:$port/fib/32" >/dev/null 2>&1 &
     bg=$!
@@ -46,7 +38,7 @@ for round in $(seq "$rounds"); do
     wait "$bg" || true
     health="$(load 1 64 "$duration" /healthz)"
     fib1="$(load 1 64 "$duration" /fib/1)"
-    stop
+    stop_peer
     rows+=("{\"round\":$round,\"side\":\"$side\",\"fib30_rps\":$(json_get "$fib30" rps),\"healthz_under_load_p99_us\":$(json_get "$probe" latency_us.p99),\"healthz_rps\":$(json_get "$health" rps),\"fib1_rps\":$(json_get "$fib1" rps)}")
     echo "round $round $side: /fib/30 $(json_get "$fib30" rps) req/s; /healthz under load p99 $(json_get "$probe" latency_us.p99)us; /healthz $(json_get "$health" rps) req/s; /fib/1 $(json_get "$fib1" rps) req/s"
   done

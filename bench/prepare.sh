@@ -26,12 +26,12 @@ json_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
 for k in sys.argv[2].split("."): d=d[int(k)] if isinstance(d, list) else d[k]
 print(d)' "$1" "$2"; }
 
-# For the peer comparisons (bench/*/compare.sh): a server of the run in the background, its pid in
-# $pid and its port in $port.
+# For the peer comparisons (bench/*/compare.sh) and bench/ab.sh: a server of the run in the
+# background ($CRUNCHD, default this build's), its pid in $pid and its port in $port.
 start_peer_crunchd() {  # LOG [crunchd flags...]
   local log="$1"; shift
   port="$(free_port)"
-  "$build/crunchd" --address 127.0.0.1 --port "$port" --log-level warn "$@" >"$log" 2>&1 &
+  "${CRUNCHD:-$build/crunchd}" --address 127.0.0.1 --port "$port" --log-level warn "$@" >"$log" 2>&1 &
   pid=$!
   wait_healthz "$port"
 }

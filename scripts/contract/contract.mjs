@@ -275,8 +275,8 @@ async function main() {
   for (const op of jobOps) {
     const where = `${op.method} ${op.path}`;
     for (const example of opOf(op)["x-crunch-examples"]) {
-      // One that succeeds is given the longest deadline: the kind's first job may calibrate it
-      // first (the zstd kind measures its levels then), on a worker a loaded CI machine starves.
+      // One that succeeds is given the longest deadline: a kind's first job may calibrate the kind
+      // first (calibrate_on_first_job), on a worker that a loaded CI machine starves.
       const patient = example.status === 200 && !/[?&]timeout_ms=/.test(example.target);
       const query = patient ? { timeout_ms: String(maxTimeout) } : {};
       await call(`${where} example "${example.name}"`, port, op.path, op.method, exampleRequest(op, example, { query }),
