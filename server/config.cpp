@@ -34,25 +34,6 @@ std::optional<std::uint64_t> parse_unsigned(const std::string& text) {
   return parse_decimal(text, 0, std::numeric_limits<std::uint64_t>::max());
 }
 
-// Durations need a unit, so that "10" is never silently read as milliseconds or seconds.
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-  std::string digits = text;
-  std::uint64_t scale = 0;
-  if (text.size() > 2 && text.ends_with("ms")) {
-    digits = text.substr(0, text.size() - 2);
-    scale = 1;
-  } else if (text.size() > 1 && text.ends_with("s")) {
-    digits = text.substr(0, text.size() - 1);
-    scale = 1000;
-  } else {
-    return std::nullopt;
-  }
-  const auto value = parse_unsigned(digits);
-  constexpr std::uint64_t limit = 24ULL * 3600 * 1000;  // a day: anything longer is a typo
-  if (!value || *value > limit / scale) return std::nullopt;
-  return std::chrono::milliseconds(*value * scale);
-}
-
 // Sizes need a unit too: 64MiB, 2GiB (or Kubernetes' 64Mi, 2Gi), 512KiB, 1048576B.
 std::optional<std::uint64_t> parse_size(const std::string& text) {
   static const std::pair<const char*, std::uint64_t> units[] = {
@@ -281,6 +262,11 @@ std::string size_text(std::uint64_t bytes) {
 
 // A kind's setting from its text, within its bounds: the error phrase, or nothing.
 std::optional<std::string> set_kind_setting(config& c, const kind_setting& k, const std::string& text) {
+  if (k.text) {
+    if (text.empty()) return "must not be empty";
+    c.texts.insert_or_assign(k.name, text);
+    return std::nullopt;
+  }
   const auto value = k.size ? parse_size(text) : parse_unsigned(text);
   if (!value || *value < k.minimum || *value > k.maximum) {
     if (k.size) return "must be a size in " + size_text(k.minimum) + ".." + size_text(k.maximum) + ", such as 25MiB";
@@ -291,6 +277,26 @@ std::optional<std::string> set_kind_setting(config& c, const kind_setting& k, co
 }
 
 }  // namespace
+
+// Durations need a unit, so that "10" is never silently read as milliseconds or seconds.
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view given) {
+  const std::string text(given);
+  std::string digits = text;
+  std::uint64_t scale = 0;
+  if (text.size() > 2 && text.ends_with("ms")) {
+    digits = text.substr(0, text.size() - 2);
+    scale = 1;
+  } else if (text.size() > 1 && text.ends_with("s")) {
+    digits = text.substr(0, text.size() - 1);
+    scale = 1000;
+  } else {
+    return std::nullopt;
+  }
+  const auto value = parse_unsigned(digits);
+  constexpr std::uint64_t limit = 24ULL * 3600 * 1000;  // a day: anything longer is a typo
+  if (!value || *value > limit / scale) return std::nullopt;
+  return std::chrono::milliseconds(*value * scale);
+}
 
 env_lookup process_env() {
   return [](const std::string& name) -> std::optional<std::string> {
@@ -308,6 +314,12 @@ std::string kind_setting::env() const {
 std::uint64_t config::setting(std::string_view name) const {
   const auto it = settings.find(name);
   if (it == settings.end()) throw std::out_of_range("no job kind declared the setting " + std::string(name));
+  return it->second;
+}
+
+const std::string& config::text(std::string_view name) const {
+  const auto it = texts.find(name);
+  if (it == texts.end()) throw std::out_of_range("no job kind declared the text setting " + std::string(name));
   return it->second;
 }
 

@@ -183,7 +183,9 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     } else if (result.value && result.value->representative) {
       admit_.learn(request.kind, request.cost_units, result.timing.computing);
     }
-    co_return completed(std::move(result.value), result.timing, stats_);
+    auto done = completed(std::move(result.value), result.timing, stats_);
+    done.estimate = cost;
+    co_return done;
   }
   if (ec == pool_errc::queue_full) {
     // A job of a flow over its share gave its place to one of a flow under it: refused, and its

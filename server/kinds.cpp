@@ -18,7 +18,13 @@ std::vector<kind_setting> settings_of(const std::vector<kind_declaration>& kinds
 }
 
 config with_kind_defaults(config cfg, const std::vector<kind_declaration>& kinds) {
-  for (const auto& setting : settings_of(kinds)) cfg.settings.try_emplace(setting.name, setting.default_value);
+  for (const auto& setting : settings_of(kinds)) {
+    if (setting.text) {
+      cfg.texts.try_emplace(setting.name);
+    } else {
+      cfg.settings.try_emplace(setting.name, setting.default_value);
+    }
+  }
   return cfg;
 }
 

@@ -66,6 +66,7 @@ struct server::state {
         pool({cfg.workers, cfg.queue_limit, cfg.priority, cfg.memory_budget, &completions}),
         flows(cfg.workers, cfg.max_flows),
         keys(load_keys(cfg)),
+        reloads(reloads_of(kinds)),
         routes(calibrated(std::move(kinds), admit), view(), cfg),
         pipeline(cfg, pool, admit, flows, stats),
         ctx{.cfg = cfg,
@@ -113,26 +114,44 @@ struct server::state {
     return why;
   }
 
-  // SIGHUP: reads the key file again. Connections stay; a request is checked against the keys
-  // current when its head arrives. A file that cannot be used keeps the old keys.
-  void reload_keys() {
-    if (!keys) {
-      log_event(log_level::warn, "reload_ignored", {{"reason", "no --api-keys file to reload"}});
+  // SIGHUP: reads the key file and the kinds' files again. Connections stay; a request is checked
+  // against the keys current when its head arrives. A file that cannot be used keeps what it replaced.
+  void reload() {
+    if (!keys && reloads.empty()) {
+      log_event(log_level::warn, "reload_ignored", {{"reason", "no --api-keys file and no kind with files to reload"}});
       return;
     }
-    try {
-      keys = api_keys::load(cfg.api_keys);
-      log_event(log_level::info, "api_keys_reloaded", {{"keys", keys->size()}});
-    } catch (const api_keys_error& e) {
-      log_event(log_level::error, "api_keys_reload_failed", {{"error", e.what()}, {"kept_keys", keys->size()}});
+    if (keys) {
+      try {
+        keys = api_keys::load(cfg.api_keys);
+        log_event(log_level::info, "api_keys_reloaded", {{"keys", keys->size()}});
+      } catch (const api_keys_error& e) {
+        log_event(log_level::error, "api_keys_reload_failed", {{"error", e.what()}, {"kept_keys", keys->size()}});
+      }
     }
+    for (const auto& [kind, reload_kind] : reloads) {
+      try {
+        log_event(log_level::info, "kind_reloaded", {{"kind", kind}, {"summary", reload_kind()}});
+      } catch (const std::exception& e) {
+        log_event(log_level::error, "kind_reload_failed", {{"kind", kind}, {"error", e.what()}});
+      }
+    }
+  }
+
+  // Each kind's reload(), by kind name.
+  static std::vector<std::pair<std::string, std::function<std::string()>>> reloads_of(const job_registry& jobs) {
+    std::vector<std::pair<std::string, std::function<std::string()>>> out;
+    for (const auto& [name, kind] : jobs.kinds()) {
+      if (kind.reload) out.emplace_back(name, kind.reload);
+    }
+    return out;
   }
 
   void wait_for_reload() {
     reload_signals->async_wait([this](sys::error_code ec, int) {
       if (ec) return;
       log_event(log_level::info, "signal", {{"signal", "SIGHUP"}});
-      reload_keys();
+      reload();
       wait_for_reload();
     });
   }
@@ -376,6 +395,7 @@ struct server::state {
   admission admit;
   flow_table flows;
   std::optional<api_keys> keys;  // with --api-keys; replaced on SIGHUP, on this thread
+  const std::vector<std::pair<std::string, std::function<std::string()>>> reloads;  // the kinds' own, on SIGHUP
   router routes;
   job_pipeline pipeline;
   session_context ctx;
@@ -432,8 +452,8 @@ void server::stop_on_signals() {
   state_->wait_for_reload();
 }
 
-void server::reload_keys() {
-  net::post(state_->io, [s = state_.get()] { s->reload_keys(); });
+void server::reload() {
+  net::post(state_->io, [s = state_.get()] { s->reload(); });
 }
 
 void server::run() {

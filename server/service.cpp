@@ -2,6 +2,7 @@
 #include <crunch/service.hpp>
 
 #include <crunch/config.hpp>
+#include <crunch/kinds.hpp>
 #include <crunch/openapi.hpp>
 #include <crunch/probe.hpp>
 #include <crunch/server.hpp>
@@ -41,6 +42,13 @@ int run_service(int argc, char** argv, const std::vector<kind_declaration>& kind
     return result.ok ? 0 : 1;
   }
   try {
+    for (const auto& kind : kinds) {
+      for (const auto& command : kind.commands) {
+        if (const auto given = cfg.texts.find(command.setting); given != cfg.texts.end() && !given->second.empty()) {
+          return command.run(with_kind_defaults(resolve_defaults(cfg), kinds));
+        }
+      }
+    }
     if (cfg.print_openapi) {
       std::fputs(openapi_document(build_jobs(kinds, cfg)).c_str(), stdout);
       return 0;

@@ -165,6 +165,7 @@ void log_access(session_context& ctx, const std::string& remote, std::string_vie
       .field("bytes", std::uint64_t{bytes})
       .millis("duration_ms", ms(took));
   if (a.timing) line.millis("queue_ms", ms(a.timing->queued)).millis("run_ms", ms(a.timing->computing));
+  if (a.estimate && ctx.log.enabled(log_level::debug)) line.millis("estimate_ms", ms(*a.estimate));
   ctx.log.write(std::move(line));
 }
 

@@ -318,6 +318,25 @@ TEST(crunchd, help_and_version) {
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
+TEST(crunchd, calibrate_password_prints_costs_that_take_about_the_time_asked) {
+  crunchd_process p({"--calibrate-password", "40ms", "--workers", "1", "--password-max-m-cost", "65536"});
+  std::string out;
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) out += line + "\n";
+  EXPECT_EQ(p.wait_exit(), 0) << out;
+  unsigned long long m = 0, t = 0, took = 0;
+  const auto at = out.find("--password-m-cost");
+  ASSERT_NE(at, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + at, "--password-m-cost %llu --password-t-cost %llu", &m, &t), 2) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + out.find("measured"), "measured %llu ms", &took), 1) << out;
+  EXPECT_GE(m, 1024u);
+  EXPECT_LE(m, 65536u);  // within the bound it was given
+  EXPECT_GE(t, 2u);      // never fewer passes than configured
+  EXPECT_GT(took, 0u);
+  crunchd_process bad({"--calibrate-password", "40"});
+  EXPECT_NE(bad.all_stderr().find("invalid --calibrate-password"), std::string::npos);
+  EXPECT_EQ(bad.wait_exit(), 2);
+}
+
 TEST(crunchd, probe_reports_readiness_as_its_exit_code) {
   crunchd_process server({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
   const auto port = started_port(server);
@@ -646,6 +665,65 @@ TEST(crunchd, api_keys_are_reread_on_sighup_without_dropping_connections_and_nev
   EXPECT_NE(log.find("\"status\":401"), std::string::npos) << log;
   EXPECT_EQ(log.find(first), std::string::npos) << log;  // keys are not
   EXPECT_EQ(log.find(second), std::string::npos) << log;
+}
+
+TEST(crunchd, pepper_keys_are_reread_on_sighup_and_never_logged_even_at_debug) {
+  std::random_device random;
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("crunch-pepper-" + std::to_string(getpid()) + "-" + std::to_string(random()));
+  const std::string secret_a = "pepper-a-" + std::to_string(random()) + "-" + std::to_string(random());
+  const std::string secret_b = "pepper-b-" + std::to_string(random()) + "-" + std::to_string(random());
+  const std::string password = "hunter2-" + std::to_string(random());
+  std::ofstream(path) << "a:" << secret_a << "\n";
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--log-level", "debug",
+                     "--password-m-cost", "1024", "--password-t-cost", "1", "--password-pepper-file", path.string()});
+  const auto port = started_port(p);
+  http_connection c(port);
+  auto call = [&](const std::string& target, const nlohmann::json& body) {
+    const auto r = c.post(target, "application/json", body.dump());
+    EXPECT_TRUE(r);
+    return r ? std::make_pair(r->status, nlohmann::json::parse(r->body)) : std::make_pair(0u, nlohmann::json());
+  };
+  const auto [status, made] = call("/v1/password/hash", {{"password", password}});
+  ASSERT_EQ(status, 200u);
+  const auto under_a = made.at("hash").get<std::string>();
+  EXPECT_NE(under_a.find(",keyid=a$"), std::string::npos) << under_a;
+
+  // Key b becomes current; a stays listed, so its hashes verify and ask to be made again.
+  std::ofstream(path) << "b:" << secret_b << "\na:" << secret_a << "\n";
+  p.signal(SIGHUP);
+  std::string log;
+  ASSERT_TRUE(read_log_until(p, "kind_reloaded", log)) << log;
+  EXPECT_EQ(call("/v1/password/verify", {{"password", password}, {"hash", under_a}}).second,
+            (nlohmann::json{{"match", true}, {"needs_rehash", true}}));
+  EXPECT_NE(call("/v1/password/hash", {{"password", password}}).second.at("hash").get<std::string>().find(",keyid=b$"),
+            std::string::npos);
+
+  // A file that cannot be used keeps the keys there were.
+  std::ofstream(path) << "b:short\n";
+  p.signal(SIGHUP);
+  ASSERT_TRUE(read_log_until(p, "kind_reload_failed", log)) << log;
+  EXPECT_EQ(call("/v1/password/verify", {{"password", password}, {"hash", under_a}}).first, 200u);
+
+  // Key a retired: its hashes are a clear 400.
+  std::ofstream(path) << "b:" << secret_b << "\n";
+  p.signal(SIGHUP);
+  ASSERT_TRUE(read_log_until(p, "kind_reloaded", log)) << log;
+  const auto [refused, why] = call("/v1/password/verify", {{"password", password}, {"hash", under_a}});
+  EXPECT_EQ(refused, 400u);
+  EXPECT_EQ(why.at("error").at("message"),
+            "hash was made with pepper key a, which this server's --password-pepper-file does not hold");
+
+  p.signal(SIGTERM);
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) log += line + "\n";
+  EXPECT_EQ(p.wait_exit(), 0);
+  std::filesystem::remove(path);
+  EXPECT_NE(log.find("\"estimate_ms\":"), std::string::npos) << "the debug fields are missing: " << log;
+  EXPECT_NE(log.find("\"summary\":\"2 pepper keys, current b\""), std::string::npos) << log;
+  EXPECT_EQ(log.find(secret_a), std::string::npos) << log;
+  EXPECT_EQ(log.find(secret_b), std::string::npos) << log;
+  EXPECT_EQ(log.find("short"), std::string::npos) << log;
+  EXPECT_EQ(log.find(password), std::string::npos) << log;
 }
 
 TEST(crunchd, sigint_on_an_idle_server_exits_0) {

@@ -107,7 +107,11 @@ TEST(builtin_kinds, declare_their_flags_with_the_environment_names_crunchd_reads
   EXPECT_EQ(names, (std::vector<std::string>{
                        "--password-m-cost CRUNCH_PASSWORD_M_COST", "--password-t-cost CRUNCH_PASSWORD_T_COST",
                        "--password-max-m-cost CRUNCH_PASSWORD_MAX_M_COST",
-                       "--password-max-t-cost CRUNCH_PASSWORD_MAX_T_COST", "--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
+                       "--password-max-t-cost CRUNCH_PASSWORD_MAX_T_COST",
+                       "--password-max-bcrypt-cost CRUNCH_PASSWORD_MAX_BCRYPT_COST",
+                       "--password-max-crypt-rounds CRUNCH_PASSWORD_MAX_CRYPT_ROUNDS",
+                       "--password-pepper-file CRUNCH_PASSWORD_PEPPER_FILE",
+                       "--calibrate-password CRUNCH_CALIBRATE_PASSWORD", "--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
                        "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES"}));
 }
 

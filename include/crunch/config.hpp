@@ -72,9 +72,13 @@ struct config {
   /// The job kinds' own settings (kind_setting), by name, as given; a kind reads its own with
   /// setting(), its defaults filled in when the kinds are built (build_jobs in kinds.hpp).
   std::map<std::string, std::uint64_t, std::less<>> settings;
+  /// The job kinds' text settings (kind_setting::text), by name, as given: a path, a duration.
+  std::map<std::string, std::string, std::less<>> texts;
 
   /// The setting `name`; throws std::out_of_range when no kind declared it.
   std::uint64_t setting(std::string_view name) const;
+  /// The text setting `name`, empty when not given; throws std::out_of_range when no kind declared it.
+  const std::string& text(std::string_view name) const;
 };
 
 /// A setting a job kind declares for itself (kind_declaration in kinds.hpp): crunchd reads it as
@@ -88,6 +92,9 @@ struct kind_setting {
   std::uint64_t minimum = 0;
   std::uint64_t maximum = 0;
   bool size = false;                  ///< written with a unit (25MiB, as --memory-budget), else an integer
+  /// Kept as written, in config::texts (a path, say), and not bounded: the kind reads and checks it.
+  /// Its default is empty.
+  bool text = false;
 
   /// Its environment twin: CRUNCH_SIEVE_MAX_N for sieve-max-n.
   std::string env() const;
@@ -125,6 +132,9 @@ std::size_t open_files_for_connections();
 /// max_connections capped by open_files_for_connections(). Throws config_error when the memory
 /// budget is not below what the process may use. Resolving a resolved config changes nothing.
 config resolve_defaults(config c);
+
+/// A duration as flags take it: a whole number with a unit, 250ms or 10s, at most a day.
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 /// The --help text, with the job kinds' own flags.
 std::string usage(const std::vector<kind_setting>& kind_settings = {});

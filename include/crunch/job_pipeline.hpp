@@ -29,6 +29,9 @@ struct answer {
   std::optional<job_timing> timing;  ///< queue and compute time, for Server-Timing, when a job ran
   bool client_gone = false;          ///< nobody to answer: close without writing
   bool overloaded = false;           ///< refused for load: pause the connection before its next request
+  /// What admission expected the job to take, when it ran on a worker and its kind has a cost
+  /// model: the access line carries it at debug level, beside what it took.
+  std::optional<admission::duration> estimate = {};
 };
 
 /// A job waited for, as the drain sees it. It lives in the frame of the run() that waits for it

@@ -132,6 +132,10 @@ struct job_kind {
   /// so one its cost model puts under --inline-max-us may run on the I/O thread (fib: yes;
   /// hashes and images never).
   bool tiny_jobs_run_inline = false;
+  /// Rereads what the kind keeps from files (the password kind's pepper keys) on SIGHUP, on the
+  /// I/O thread; returns a line for the log, which names no secret. Throws std::runtime_error when
+  /// the file cannot be used, and the kind keeps what it had. Empty: nothing to reread.
+  std::function<std::string()> reload;
 };
 
 /// The fastest of `runs` runs of `work`, in nanoseconds: what a kind's calibrate() measures, the

@@ -15,6 +15,15 @@
 
 namespace crunch {
 
+/// A one-off task a kind offers on the command line instead of serving, such as
+/// `crunchd --calibrate-password 250ms`: given its text setting, crunchd runs it and exits.
+struct kind_command {
+  std::string setting;  ///< the name of one of the kind's text settings, which carries the argument
+  /// Prints its result to stdout and returns the exit code; sees the resolved configuration
+  /// (workers and memory budget known) with the kinds' defaults filled in.
+  std::function<int(const config&)> run;
+};
+
 /// A job kind as a server offers it.
 struct kind_declaration {
   std::string name;                    ///< the job_kind's name
@@ -25,6 +34,7 @@ struct kind_declaration {
   std::function<std::optional<std::string>(const config&)> check;
   /// The kind, configured by `cfg` (its settings read with cfg.setting()).
   std::function<job_kind(const config&)> build;
+  std::vector<kind_command> commands = {};  ///< its command-line tasks, if any
 };
 
 /// crunchd's kinds, a folder each under kinds/ (fib, password, image, ...), in the order

@@ -33,13 +33,13 @@ class server {
   std::uint16_t port() const noexcept;
 
   /// Makes SIGTERM and SIGINT begin the drain (a second signal cuts it short), and SIGHUP reread
-  /// the API key file. Call before run().
+  /// the API key file and the kinds' files (reload()). Call before run().
   void stop_on_signals();
 
-  /// Rereads the API key file, as SIGHUP does: new connections and requests use the new keys, open
-  /// connections stay. A file that cannot be used is logged and the old keys are kept. Safe from
-  /// any thread.
-  void reload_keys();
+  /// Rereads the API key file and each kind's files (job_kind::reload), as SIGHUP does: new
+  /// requests use what was read, open connections stay. A file that cannot be used is logged and
+  /// what it would have replaced is kept. Safe from any thread.
+  void reload();
 
   /// Runs the I/O loop on the calling thread until a drain has finished, then joins the workers.
   void run();

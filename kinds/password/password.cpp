@@ -1,6 +1,7 @@
 #include "password.hpp"
 
 #include "argon2.hpp"
+#include "pepper.hpp"
 #include <crunch/decimal.hpp>
 #include <crunch/wiping.hpp>
 #include <crunch/worker_memory.hpp>
@@ -51,16 +52,28 @@ std::optional<std::size_t> base64_length(std::string_view text, std::size_t max_
   return length;
 }
 
-std::variant<argon2_params, std::string> parse_parameters(std::string_view text) {
+struct parameters {
+  argon2_params costs;
+  std::string keyid;
+};
+
+std::variant<parameters, std::string> parse_parameters(std::string_view text) {
   argon2_params params;
+  std::string keyid;
   bool m = false, t = false, p = false;
   for (const auto pair : split(text, ',')) {
     const auto eq = pair.find('=');
     if (eq == std::string_view::npos) return "its parameters must be m=, t= and p=";
     const auto name = pair.substr(0, eq);
+    if (name == "keyid") {
+      if (!keyid.empty()) return "it gives a parameter twice";
+      if (!valid_pepper_id(pair.substr(eq + 1))) return "its keyid must be 1..16 of A-Z a-z 0-9 . -";
+      keyid = pair.substr(eq + 1);
+      continue;
+    }
     const auto value = phc_decimal(pair.substr(eq + 1));
     bool* seen = name == "m" ? &m : name == "t" ? &t : name == "p" ? &p : nullptr;
-    if (!seen) return "its parameters must be m=, t= and p= (no others)";
+    if (!seen) return "its parameters must be m=, t= and p=, and keyid= (no others)";
     if (*seen) return "it gives a parameter twice";
     if (!value) return "its parameter " + std::string(name) + " is not a minimal decimal of at most 32 bits";
     *seen = true;
@@ -69,7 +82,7 @@ std::variant<argon2_params, std::string> parse_parameters(std::string_view text)
   if (!m || !t || !p) return "its parameters must be m=, t= and p=";
   if (params.t_cost < 1 || params.parallelism < 1) return "its t and p must be at least 1";
   if (params.m_cost_kib < 8 * std::uint64_t{params.parallelism}) return "its m must be at least 8 KiB per lane (8 × p)";
-  return params;
+  return parameters{params, std::move(keyid)};
 }
 
 }  // namespace
@@ -85,14 +98,15 @@ std::variant<phc_hash, std::string> parse_phc(std::string_view text) {
   } else if (fields[1] == "argon2i") {
     hash.type = argon2_type::argon2i;
   } else if (fields[1] == "argon2d") {
-    return bad("argon2d is not supported (it is not meant for passwords)");
+    hash.type = argon2_type::argon2d;
   } else {
-    return bad("its algorithm must be argon2id or argon2i");
+    return bad("its algorithm must be argon2id, argon2i or argon2d");
   }
   if (fields[2] != "v=19") return bad("only version 19 (v=19) is supported");
   auto params = parse_parameters(fields[3]);
   if (auto* why = std::get_if<std::string>(&params)) return bad(*why);
-  hash.params = std::get<argon2_params>(params);
+  hash.params = std::get<parameters>(params).costs;
+  hash.keyid = std::move(std::get<parameters>(params).keyid);
   const auto salt = base64_length(fields[4], phc_max_salt_bytes);
   if (!salt || *salt < 8) return bad("its salt must be 8..64 bytes in unpadded base64");
   const auto digest = base64_length(fields[5], phc_max_digest_bytes);
@@ -104,10 +118,23 @@ std::variant<phc_hash, std::string> parse_phc(std::string_view text) {
   return hash;
 }
 
+namespace {
+
+std::string_view type_name(argon2_type type) {
+  switch (type) {
+    case argon2_type::argon2id: return "argon2id";
+    case argon2_type::argon2i: return "argon2i";
+    case argon2_type::argon2d: return "argon2d";
+  }
+  return "?";
+}
+
+}  // namespace
+
 std::string canonical_phc(const phc_hash& hash) {
-  return std::string(hash.type == argon2_type::argon2id ? "$argon2id" : "$argon2i") + "$v=19$m=" +
-         std::to_string(hash.params.m_cost_kib) + ",t=" + std::to_string(hash.params.t_cost) +
-         ",p=" + std::to_string(hash.params.parallelism) + "$" + hash.salt + "$" + hash.digest;
+  return "$" + std::string(type_name(hash.type)) + "$v=19$m=" + std::to_string(hash.params.m_cost_kib) +
+         ",t=" + std::to_string(hash.params.t_cost) + ",p=" + std::to_string(hash.params.parallelism) +
+         (hash.keyid.empty() ? "" : ",keyid=" + hash.keyid) + "$" + hash.salt + "$" + hash.digest;
 }
 
 void init_sodium() {
@@ -117,7 +144,14 @@ void init_sodium() {
 
 namespace {
 
-argon2_variant variant_of(argon2_type type) { return type == argon2_type::argon2id ? argon2_variant::id : argon2_variant::i; }
+argon2_variant variant_of(argon2_type type) {
+  switch (type) {
+    case argon2_type::argon2id: return argon2_variant::id;
+    case argon2_type::argon2i: return argon2_variant::i;
+    case argon2_type::argon2d: return argon2_variant::d;
+  }
+  return argon2_variant::id;
+}
 
 std::string base64(const unsigned char* bytes, std::size_t size) {
   std::array<char, 2 * phc_max_digest_bytes> text{};
@@ -149,18 +183,21 @@ std::uint64_t password_job_memory(std::uint64_t m_cost_kib) {
   return worker_memory_size(blocks) + 64 * 1024;
 }
 
-std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost) {
+std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost,
+                          std::optional<pepper_use> pepper) {
   std::array<unsigned char, 16> salt{};
   randombytes_buf(salt.data(), salt.size());
   std::array<std::uint8_t, 32> tag{};
   compute({argon2_variant::id, m_cost_kib, t_cost, 1, password,
-           std::string_view(reinterpret_cast<const char*>(salt.data()), salt.size()), {}, {}},
+           std::string_view(reinterpret_cast<const char*>(salt.data()), salt.size()),
+           pepper ? pepper->secret : std::string_view{}, {}},
           tag);
-  return "$argon2id$v=19$m=" + std::to_string(m_cost_kib) + ",t=" + std::to_string(t_cost) + ",p=1$" +
-         base64(salt.data(), salt.size()) + "$" + base64(tag.data(), tag.size());
+  return "$argon2id$v=19$m=" + std::to_string(m_cost_kib) + ",t=" + std::to_string(t_cost) + ",p=1" +
+         (pepper ? ",keyid=" + std::string(pepper->id) : "") + "$" + base64(salt.data(), salt.size()) + "$" +
+         base64(tag.data(), tag.size());
 }
 
-bool argon2_verify(const phc_hash& hash, std::string_view password) {
+bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_view pepper_secret) {
   std::array<unsigned char, phc_max_salt_bytes> salt{};
   std::array<std::uint8_t, phc_max_digest_bytes> stored{}, computed{};
   std::size_t salt_bytes = 0, digest_bytes = 0;
@@ -172,16 +209,17 @@ bool argon2_verify(const phc_hash& hash, std::string_view password) {
   if (salt_bytes != hash.salt_bytes || digest_bytes != hash.digest_bytes) return false;
   const std::span<std::uint8_t> tag(computed.data(), digest_bytes);
   compute({variant_of(hash.type), hash.params.m_cost_kib, hash.params.t_cost, hash.params.parallelism, password,
-           std::string_view(reinterpret_cast<const char*>(salt.data()), salt_bytes), {}, {}},
+           std::string_view(reinterpret_cast<const char*>(salt.data()), salt_bytes), pepper_secret, {}},
           tag);
   const bool match = sodium_memcmp(computed.data(), stored.data(), digest_bytes) == 0;
   wipe(computed.data(), computed.size());
   return match;
 }
 
-bool needs_rehash(const phc_hash& hash, const argon2_params& current) {
+bool needs_rehash(const phc_hash& hash, const argon2_params& current, std::string_view current_keyid) {
   return hash.type != argon2_type::argon2id || hash.params.m_cost_kib < current.m_cost_kib ||
-         hash.params.t_cost < current.t_cost || hash.salt_bytes < 16 || hash.digest_bytes < 32;
+         hash.params.t_cost < current.t_cost || hash.salt_bytes < 16 || hash.digest_bytes < 32 ||
+         hash.keyid != current_keyid;
 }
 
 }  // namespace crunch

@@ -1,8 +1,16 @@
 // The password kind's declaration: POST /v1/password/hash and /v1/password/verify over password.cpp.
+#include "crypt_hash.hpp"
 #include "password.hpp"
+#include "pepper.hpp"
 
 #include <crunch/kinds.hpp>
 #include <crunch/wiping.hpp>
+
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <cstdio>
+#include <thread>
 
 namespace crunch {
 
@@ -62,6 +70,20 @@ std::vector<kind_setting> password_settings() {
        most_m_cost},
       {"password-max-t-cost", "N", "most passes a password hash to make or verify may ask for (default 6)", 6, 1,
        most_t_cost},
+      {"password-max-bcrypt-cost", "N", "most a stored bcrypt hash to verify may ask for, log2 rounds (default 15)", 15,
+       4, 31},
+      {"password-max-crypt-rounds", "N", "most rounds a stored sha256-crypt or sha512-crypt hash may ask for (default 1000000)",
+       1'000'000, 1000, 999'999'999},
+      {.name = "password-pepper-file",
+       .value = "PATH",
+       .help = "pepper keys, one id:secret a line, the current one first, reread on SIGHUP; new hashes use the "
+               "current key and record its id",
+       .text = true},
+      {.name = "calibrate-password",
+       .value = "DURATION",
+       .help = "print the Argon2id --password-m-cost and --password-t-cost that take about DURATION a hash with "
+               "every worker hashing, and the hashes per second that gives; then exit",
+       .text = true},
   };
 }
 
@@ -79,8 +101,68 @@ std::optional<std::string> check_password_settings(const config& cfg) {
   return std::nullopt;
 }
 
+// The schemes of crypt_hash.hpp priced in Argon2's unit: a scheme's work (its own measure) times
+// the ratio of its nanoseconds per work to Argon2's per KiB-pass. Argon2's is measured at start;
+// a scheme's on the worker of its first job, just before it (a few small hashes, ~10 ms), so that
+// a server whose users never bring a legacy hash pays nothing at start. Until then, the ratios
+// measured so on a 2-core EPYC (AVX-512 Argon2) stand in.
+class scheme_prices {
+ public:
+  double units(const crypt_hash& hash) const { return hash.work * ratio_[index(hash.scheme)].load(std::memory_order_relaxed); }
+  void set_argon2_ns(double ns) { argon2_ns_.store(ns, std::memory_order_relaxed); }
+  // Measures `scheme` once (thread-safe), when Argon2's rate is known; true when this call did.
+  bool measure(crypt_scheme scheme) {
+    bool now = false;
+    std::call_once(measured_[index(scheme)], [&] {
+      const double argon2 = argon2_ns_.load(std::memory_order_relaxed);
+      if (argon2 > 0) ratio_[index(scheme)].store(ns_per_work(scheme) / argon2, std::memory_order_relaxed);
+      now = true;
+    });
+    return now;
+  }
+
+ private:
+  static std::size_t index(crypt_scheme scheme) { return static_cast<std::size_t>(scheme); }
+  // The fastest of three small hashes of `scheme`, per unit of its work.
+  static double ns_per_work(crypt_scheme scheme) {
+    constexpr std::array<const char*, 5> settings{
+        "$2b$06$At8YFuJQncw9MKculaw0me",     // bcrypt, cost 6
+        "$5$f9PDSRRw6v7QtFSo",               // sha256-crypt, 5000 rounds
+        "$6$aXAwFAdpikrzFYL9",               // sha512-crypt, 5000 rounds
+        "$y$j75$j9TjI3Coqgnq8vHNrzy6n0",     // yescrypt, N = 2^10, r = 8: 1 MiB
+        "$7$86..../....j9TjI3Coqgnq8vH",     // scrypt, likewise
+    };
+    constexpr std::string_view password = "calibration";
+    const crypt_bounds generous{31, 999'999'999, 1ULL << 30, 1000};
+    const auto sample = std::get<crypt_hash>(
+        parse_crypt(crypt_hash_with(password, settings[index(scheme)]), generous, password.size()));
+    return fastest_ns(3, [&] { (void)crypt_verify(sample, password); }) / sample.work;
+  }
+
+  std::atomic<double> argon2_ns_{0};
+  std::array<std::atomic<double>, 5> ratio_{600.0, 1.6, 1.3, 16.0, 17.0};
+  std::array<std::once_flag, 5> measured_;
+};
+
+// The pepper key a new hash uses, from a snapshot of the keys (none without a file).
+std::optional<pepper_use> current_pepper(const std::shared_ptr<const pepper_keys>& keys) {
+  if (!keys) return std::nullopt;
+  return pepper_use{keys->current().id, keys->current().value.view()};
+}
+
 job_kind build_password(const config& cfg) {
   init_sodium();
+  const auto& pepper_file = cfg.text("password-pepper-file");
+  std::shared_ptr<pepper_store> peppers;
+  try {
+    peppers = pepper_file.empty() ? std::make_shared<pepper_store>() : std::make_shared<pepper_store>(pepper_file);
+  } catch (const std::runtime_error& e) {
+    throw config_error(std::string("crunchd: invalid --password-pepper-file: ") + e.what());
+  }
+  const crypt_bounds legacy_bounds{static_cast<std::uint32_t>(cfg.setting("password-max-bcrypt-cost")),
+                                   cfg.setting("password-max-crypt-rounds"), cfg.setting("password-max-m-cost"),
+                                   cfg.setting("password-max-t-cost")};
+  auto prices = std::make_shared<scheme_prices>();
   const auto m_cost = cfg.setting("password-m-cost");
   const auto t_cost = cfg.setting("password-t-cost");
   const argon2_params current{static_cast<std::uint32_t>(m_cost), static_cast<std::uint32_t>(t_cost), 1};
@@ -94,7 +176,8 @@ job_kind build_password(const config& cfg) {
        {"t_cost", parameter_source::body, parameter_type::integer, 1, max_t, t_cost,
         "passes over the memory"}});
   hash.description =
-      "A fresh 16-byte salt from the OS, parallelism 1. The password is never logged or echoed, and the buffers "
+      "A fresh 16-byte salt from the OS, parallelism 1. With --password-pepper-file, the current pepper key is "
+      "Argon2's secret input and its id is written as keyid=. The password is never logged or echoed, and the buffers "
       "that held it are wiped. An Argon2 hash cannot stop midway: at the deadline, or when the client leaves, the "
       "answer goes out at once and the worker finishes the hash and drops it.";
   hash.answer = {"The PHC string, which any Argon2 library verifies.",
@@ -104,17 +187,18 @@ job_kind build_password(const config& cfg) {
                   {"properties",
                    {{"hash",
                      {{"type", "string"},
-                      {"pattern", R"(^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$)"}}}}}}};
+                      {"pattern",
+                       R"(^\$argon2id\$v=19\$m=[0-9]+,t=[0-9]+,p=1(,keyid=[A-Za-z0-9.-]{1,16})?\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$)"}}}}}}};
   hash.may_fail = true;  // its memory may not be had (the budget says yes, the address space no)
   hash.examples = {{"a password", "/v1/password/hash", R"({"password":"correct horse battery staple"})"},
                    {"256 MiB and six passes in 20 ms", "/v1/password/hash?timeout_ms=20",
                     R"({"password":"x","m_cost_kib":262144,"t_cost":6})", 1, {}, 504}};
-  hash.prepare = [](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
+  hash.prepare = [peppers](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
-    auto run = [password = args.string("password"), m, t](std::stop_token) -> std::optional<job_output> {
+    auto run = [password = args.string("password"), m, t, keys = peppers->keys()](std::stop_token) -> std::optional<job_output> {
       // Argon2 cannot stop midway: a job past its deadline finishes here, and its answer is dropped.
-      auto phc = argon2id_hash(password.view(), m, t);
+      auto phc = argon2id_hash(password.view(), m, t, current_pepper(keys));
       wipe_stack_below();  // BLAKE2b's state held the password's last bytes
       return job_output::json({{"hash", std::move(phc)}});
     };
@@ -123,16 +207,21 @@ job_kind build_password(const config& cfg) {
 
   auto verify = password_route(
       "password_verify", "/v1/password/verify",
-      "check a password against a stored Argon2 hash (any parameter order); says if it needs a rehash",
+      "check a password against a stored hash (Argon2, bcrypt, sha-crypt, yescrypt, scrypt); says if it needs a rehash",
       {password_parameter(),
        {"hash", parameter_source::body, parameter_type::string, 1, max_hash_bytes, std::nullopt,
-        "the stored PHC string, $argon2id$v=19$m=..,t=..,p=..$salt$digest"}});
+        "the stored hash: a PHC string $argon2id$ (or $argon2i$, $argon2d$), or crypt(3)'s $2a$, $2b$, $2y$, $5$, "
+        "$6$, $y$ or $7$"}});
   verify.description =
-      "Hashes from other implementations verify: the PHC string's parameters may come in any order (node-argon2 "
-      "writes m, p, t); everything else is read strictly. A hash whose parameters exceed the server's bounds is a "
-      "400 before any work. `needs_rehash` says the stored hash is weaker than the server's defaults (another "
-      "variant, less memory or fewer passes, a salt under 16 bytes or a digest under 32): hash the password again "
-      "at login.";
+      "Argon2 hashes from other implementations verify: the PHC string's parameters may come in any order "
+      "(node-argon2 writes m, p, t); everything else is read strictly. The hashes a team already stores verify "
+      "too, through libxcrypt: bcrypt ($2a$, $2b$, $2y$), sha256-crypt ($5$), sha512-crypt ($6$), yescrypt ($y$) "
+      "and scrypt ($7$). A hash whose cost exceeds the server's bounds (Argon2's m and t, bcrypt's cost, the crypt "
+      "rounds, yescrypt's and scrypt's 128·r·N and passes) is a 400 before any work, and each scheme is priced "
+      "by its own model. `needs_rehash` says the stored hash is weaker than what the server makes now (not "
+      "Argon2id, less memory or fewer passes, a salt under 16 bytes or a digest under 32, or another pepper key "
+      "than the current one): hash the password again at login. A hash made with a pepper key the server no "
+      "longer holds is a 400.";
   verify.answer = {"Whether it matches, and whether to hash it again.",
                    {{"type", "object"},
                     {"additionalProperties", false},
@@ -143,9 +232,33 @@ job_kind build_password(const config& cfg) {
        R"({"password":"correct horse battery staple","hash":"$argon2id$v=19$m=1024,t=1,p=1$tQPEqdyexj1I/9XdKpwcvg$DqTioH5rsumv3QGGUXcsB8iqF+DOP2PcE6n+3ioF5sU"})"},
       {"a hash of 256 MiB and six passes in 20 ms", "/v1/password/verify?timeout_ms=20",
        R"({"password":"x","hash":"$argon2id$v=19$m=262144,t=6,p=1$c29tZXNhbHRzb21lc2FsdA$Ui6aHLpJN5r4rvAhfKb3MlWOguzhHPbf40AQmuSvRYA"})",
-       1, {}, 504}};
-  verify.prepare = [current, max_m, max_t](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
-    auto parsed = parse_phc(args.string("hash").view());
+       1, {}, 504},
+      {"a bcrypt hash from htpasswd -B, to be made again", "/v1/password/verify",
+       R"({"password":"migrate me 2019","hash":"$2y$05$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa"})"},
+      {"a bcrypt cost of 31, refused before any work", "/v1/password/verify",
+       R"({"password":"x","hash":"$2b$31$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa"})", 1, {}, 400}};
+  verify.prepare = [current, max_m, max_t, legacy_bounds, peppers, prices](
+                       const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
+    const auto text = args.string("hash");
+    const auto password = args.string("password");
+    if (!text.view().starts_with("$argon2")) {
+      // A hash another scheme made: it verifies, and always asks to be made again as Argon2id.
+      auto parsed = parse_crypt(text.view(), legacy_bounds, password.size());
+      if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
+      auto stored = std::get<crypt_hash>(std::move(parsed));
+      const auto units = prices->units(stored);
+      const auto memory = stored.memory_bytes;
+      auto run = [password, stored = std::move(stored), prices](std::stop_token) -> std::optional<job_output> {
+        const bool measured = prices->measure(stored.scheme);
+        const bool match = crypt_verify(stored, password.view());
+        wipe_stack_below();
+        auto out = job_output::json({{"match", match}, {"needs_rehash", true}});
+        out.representative = !measured;  // its time includes the measurement: not one to learn from
+        return out;
+      };
+      return prepared_job{std::move(run), units, memory};
+    }
+    auto parsed = parse_phc(text.view());
     if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
     auto stored = std::get<phc_hash>(std::move(parsed));
     // Checked before any work: a stored hash names its own cost, and one from a caller could
@@ -153,12 +266,18 @@ job_kind build_password(const config& cfg) {
     if (auto bad = above("m", stored.params.m_cost_kib, max_m, " KiB")) return *bad;
     if (auto bad = above("t", stored.params.t_cost, max_t)) return *bad;
     if (auto bad = above("p", stored.params.parallelism, phc_max_parallelism)) return *bad;
-    const bool rehash = needs_rehash(stored, current);
+    auto keys = peppers->keys();
+    if (!stored.keyid.empty() && (!keys || !keys->find(stored.keyid))) {
+      return invalid_argument{"hash was made with pepper key " + stored.keyid +
+                              ", which this server's --password-pepper-file does not hold"};
+    }
+    const bool rehash = needs_rehash(stored, current, keys ? std::string_view(keys->current().id) : std::string_view{});
     const auto m = stored.params.m_cost_kib;
     const auto t = stored.params.t_cost;
-    auto run = [password = args.string("password"), stored = std::move(stored), rehash](
+    auto run = [password, stored = std::move(stored), rehash, keys = std::move(keys)](
                    std::stop_token) -> std::optional<job_output> {
-      const bool match = argon2_verify(stored, password.view());
+      const auto secret = stored.keyid.empty() ? std::string_view{} : keys->find(stored.keyid)->value.view();
+      const bool match = argon2_verify(stored, password.view(), secret);
       wipe_stack_below();
       return job_output::json({{"match", match}, {"needs_rehash", rehash}});
     };
@@ -169,17 +288,86 @@ job_kind build_password(const config& cfg) {
   kind.name = "password";
   kind.cost_unit = "KiB-passes";
   kind.cost_model = "m_cost_kib*t_cost";
-  kind.calibrate = [] {
+  kind.calibrate = [prices] {
     // The fastest of three small hashes (~2 ms each): 4 MiB, one pass.
     constexpr std::uint32_t m = 4096;
-    return fastest_ns(3, [] { (void)argon2id_hash("calibration", m, 1); }) / work(m, 1);
+    const double argon2 = fastest_ns(3, [] { (void)argon2id_hash("calibration", m, 1); }) / work(m, 1);
+    prices->set_argon2_ns(argon2);
+    return argon2;
   };
   kind.routes = {std::move(hash), std::move(verify)};
+  if (!pepper_file.empty()) kind.reload = [peppers] { return peppers->reload(); };
   return kind;
+}
+
+// --calibrate-password DURATION: the Argon2id m and t that take about DURATION a hash while every
+// worker hashes at once (they share the memory bus, as in service), found by doubling and then
+// scaling m at the configured t; t grows only when m reaches its bound.
+int calibrate_password(const config& cfg) {
+  const auto target = parse_duration(cfg.text("calibrate-password"));
+  if (!target || target->count() < 10) {
+    std::fprintf(stderr, "crunchd: invalid --calibrate-password: a duration of at least 10ms, such as 250ms\n");
+    return 2;
+  }
+  init_sodium();
+  const auto workers = std::max<std::size_t>(cfg.workers, 1);
+  const std::uint64_t by_budget = cfg.memory_budget / workers / 1024;  // KiB a hash may have with all running
+  const std::uint64_t most_m = std::min(cfg.setting("password-max-m-cost"), by_budget);
+  auto t = cfg.setting("password-t-cost");
+  // Seconds one hash takes at (m, t) while `workers` hash at once: the slowest of them.
+  auto measure = [&](std::uint64_t m, std::uint64_t passes) {
+    std::vector<double> seconds(workers);
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 0; i < workers; ++i) {
+      threads.emplace_back([&, i] {
+        // The first hash puts the thread's kept memory in place, as a worker's is after its
+        // first job; the second is timed.
+        (void)argon2id_hash("calibration", static_cast<std::uint32_t>(m), 1);
+        const auto start = std::chrono::steady_clock::now();
+        (void)argon2id_hash("calibration", static_cast<std::uint32_t>(m), static_cast<std::uint32_t>(passes));
+        seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      });
+    }
+    threads.clear();  // joins
+    return *std::max_element(seconds.begin(), seconds.end());
+  };
+  const double goal = std::chrono::duration<double>(*target).count();
+  auto whole_mib = [](double kib) { return std::max<std::uint64_t>(1024, static_cast<std::uint64_t>(kib / 1024) * 1024); };
+  std::uint64_t m = std::min<std::uint64_t>(8192, most_m);
+  double took = measure(m, t);
+  for (int round = 0; round < 8; ++round) {
+    const double wanted = static_cast<double>(m) * goal / took;
+    const auto next = std::min(whole_mib(std::min(wanted, 4.0 * static_cast<double>(m))), most_m);
+    if (next == m) break;
+    m = next;
+    took = measure(m, t);
+    if (std::abs(took - goal) < 0.05 * goal) break;
+  }
+  if (m == most_m && took < 0.9 * goal) {
+    // The memory is at its bound: more passes instead.
+    t = std::min(cfg.setting("password-max-t-cost"), std::max<std::uint64_t>(t, static_cast<std::uint64_t>(static_cast<double>(t) * goal / took)));
+    took = measure(m, t);
+  }
+  std::printf("Argon2id at about %lld ms a hash with %zu worker(s) hashing at once, on this machine:\n"
+              "  --password-m-cost %llu --password-t-cost %llu\n"
+              "  measured %.0f ms a hash: %.1f hashes per second in all\n",
+              static_cast<long long>(target->count()), workers, static_cast<unsigned long long>(m),
+              static_cast<unsigned long long>(t), took * 1000, static_cast<double>(workers) / took);
+  if (m == most_m) {
+    std::printf("  (m is at its bound: --password-max-m-cost, or --memory-budget shared by the workers)\n");
+  }
+  if (t == cfg.setting("password-max-t-cost") && took < 0.9 * goal) std::printf("  (t is at --password-max-t-cost)\n");
+  return 0;
 }
 
 }  // namespace
 
-kind_declaration password_kind() { return {"password", password_settings(), check_password_settings, build_password}; }
+kind_declaration password_kind() {
+  return {.name = "password",
+          .settings = password_settings(),
+          .check = check_password_settings,
+          .build = build_password,
+          .commands = {{"calibrate-password", calibrate_password}}};
+}
 
 }  // namespace crunch

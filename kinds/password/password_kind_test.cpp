@@ -5,6 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <unistd.h>
+
 namespace crunch::testing {
 namespace {
 
@@ -119,6 +125,163 @@ TEST(password_kind, a_job_larger_than_the_memory_budget_is_400_and_runs_nothing)
   // One that fits still runs.
   EXPECT_EQ(c.post("/v1/password/hash", "application/json", body({{"password", "x"}, {"m_cost_kib", 2048}}))->status,
             200u);
+}
+
+// The password "migrate me 2019" as other tools stored it (crypt_hash_test.cpp says which command made each).
+TEST(password_kind, a_team_migrates_verify_then_rehash_then_verify_again) {
+  running_server s(small_hashes());
+  http_connection c(s.port());
+  const std::string password = "migrate me 2019";
+  for (const std::string stored : {
+           "$2y$05$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa",  // htpasswd -B
+           "$6$aXAwFAdpikrzFYL9$7Qbn4BSRXUfeHT61aMfVvjerNNFbAnI0/HCeC.qQOKXttHRXHiKEm2I8tJIR8rnGa1KHy.HNMxIxgCunln2Tf1",
+           "$y$j9T$L5rsUNur89L3i5yOXRu/m.$62UJDY0dLl1Ta4wtKCWWUpcu2P8IhyoIrStpGoGuny4",
+           "$7$CU..../..../fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA",
+           "$argon2i$v=19$m=1024,t=2,p=1$c2FsdHNhbHRzYWx0$oLZ1bykyJAq2wavPaA+I3frbec4jmDwMgos6pX8Q64c",
+       }) {
+    SCOPED_TRACE(stored);
+    const auto login = c.post("/v1/password/verify", "application/json", body({{"password", password}, {"hash", stored}}));
+    ASSERT_EQ(login->status, 200u) << login->body;
+    EXPECT_EQ(json_of(*login), (nlohmann::json{{"match", true}, {"needs_rehash", true}}));
+    const auto wrong = c.post("/v1/password/verify", "application/json", body({{"password", "migrate me"}, {"hash", stored}}));
+    ASSERT_EQ(wrong->status, 200u) << wrong->body;
+    EXPECT_EQ(json_of(*wrong), (nlohmann::json{{"match", false}, {"needs_rehash", true}}));
+    // The application hashes the password it just checked, stores that, and the next login is current.
+    const auto again = c.post("/v1/password/hash", "application/json", body({{"password", password}}));
+    ASSERT_EQ(again->status, 200u);
+    const auto fresh = json_of(*again).at("hash").get<std::string>();
+    const auto next = c.post("/v1/password/verify", "application/json", body({{"password", password}, {"hash", fresh}}));
+    EXPECT_EQ(json_of(*next), (nlohmann::json{{"match", true}, {"needs_rehash", false}}));
+  }
+  // Each scheme ran as a job of its own, priced by its own model.
+  EXPECT_GE(sample(c.get("/metrics")->body, "crunch_jobs_total{outcome=\"completed\"}"), 20);
+}
+
+TEST(password_kind, hostile_legacy_hashes_are_400_at_once_and_run_nothing) {
+  running_server s(small_hashes());
+  http_connection c(s.port());
+  for (const std::string hostile : {
+           "$2b$31$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa",
+           "$6$rounds=999999999$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE/P0KHTfaWrCUwhbUJs.916.8I2BZNPGPDV83rqvpwdufOzt1Ck/",
+           "$7$c6..../....fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA",  // N = 2^40
+       }) {
+    SCOPED_TRACE(hostile);
+    const auto started = clock::now();
+    const auto r = c.post("/v1/password/verify", "application/json", body({{"password", "x"}, {"hash", hostile}}));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400u) << r->body;
+    EXPECT_LT(clock::now() - started, 2s);
+    EXPECT_NE(json_of(*r).at("error").at("message").get<std::string>().find("above this server's bound"), std::string::npos);
+  }
+  const auto m = c.get("/metrics")->body;
+  EXPECT_EQ(sample(m, "crunch_jobs_total{outcome=\"completed\"}"), 0);
+  EXPECT_EQ(sample(m, "crunch_job_memory_bytes"), 0);
+}
+
+TEST(password_kind, a_legacy_hash_is_priced_by_its_own_model) {
+  running_server s(small_hashes(1));
+  http_connection busy(s.port(), 60s), c(s.port(), 60s), observer(s.port());
+  // scrypt, N = 2^14, r = 32, p = 3: 64 MiB walked six times, about a second here. Its digest is
+  // made up: it runs all the same, and does not match.
+  busy.send_post("/v1/password/verify", "application/json",
+                 body({{"password", "x"},
+                       {"hash", "$7$CU....1....fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA"}}));
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
+  // A cheap bcrypt verify behind it cannot meet 300 ms: refused at once, as its price says.
+  const auto bcrypt = body({{"password", "x"}, {"hash", "$2y$05$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa"}});
+  const auto refused = c.post("/v1/password/verify?timeout_ms=300", "application/json", bcrypt);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503u) << refused->body;
+  EXPECT_EQ(json_of(*refused).at("error").at("code"), "overloaded");
+  // With time enough it waits its turn.
+  EXPECT_EQ(c.post("/v1/password/verify?timeout_ms=60000", "application/json", bcrypt)->status, 200u);
+  const auto first = busy.read();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(json_of(*first), (nlohmann::json{{"match", false}, {"needs_rehash", true}}));
+}
+
+// A pepper file of its own for each test, removed after.
+struct pepper_file {
+  std::filesystem::path path = std::filesystem::temp_directory_path() /
+                               ("crunch-pepper-" + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}()));
+  explicit pepper_file(const std::string& text) { write(text); }
+  ~pepper_file() { std::filesystem::remove(path); }
+  void write(const std::string& text) const { std::ofstream(path) << text; }
+};
+
+config peppered(const pepper_file& file) {
+  auto cfg = small_hashes();
+  cfg.texts["password-pepper-file"] = file.path.string();
+  return cfg;
+}
+
+std::string hash_of(http_connection& c, const std::string& password) {
+  const auto r = c.post("/v1/password/hash", "application/json", body({{"password", password}}));
+  EXPECT_EQ(r->status, 200u) << r->body;
+  return json_of(*r).at("hash").get<std::string>();
+}
+
+nlohmann::json verify(http_connection& c, const std::string& password, const std::string& hash, unsigned status = 200) {
+  const auto r = c.post("/v1/password/verify", "application/json", body({{"password", password}, {"hash", hash}}));
+  EXPECT_EQ(r->status, status) << r->body;
+  return json_of(*r);
+}
+
+TEST(password_kind, a_pepper_key_is_recorded_and_an_older_one_asks_for_a_rehash) {
+  const std::string a = "a:0123456789abcdef-first-secret\n";
+  const std::string b = "b:fedcba9876543210-second-secret\n";
+  pepper_file only_a(a), b_then_a(b + a), only_b(b);
+
+  std::string under_a, without;
+  {
+    running_server s(peppered(only_a));
+    http_connection c(s.port());
+    under_a = hash_of(c, "pw");
+    EXPECT_NE(under_a.find(",p=1,keyid=a$"), std::string::npos) << under_a;
+    EXPECT_EQ(verify(c, "pw", under_a), (nlohmann::json{{"match", true}, {"needs_rehash", false}}));
+    EXPECT_EQ(verify(c, "pW", under_a).at("match"), false);
+  }
+  {
+    running_server s(small_hashes());
+    http_connection c(s.port());
+    without = hash_of(c, "pw");
+    // Without the key the hash cannot be checked: a 400 that names the key, not a false "no match".
+    const auto refused = verify(c, "pw", under_a, 400);
+    EXPECT_EQ(refused.at("error").at("message"),
+              "hash was made with pepper key a, which this server's --password-pepper-file does not hold");
+  }
+  {
+    running_server s(peppered(b_then_a));
+    http_connection c(s.port());
+    EXPECT_EQ(verify(c, "pw", under_a), (nlohmann::json{{"match", true}, {"needs_rehash", true}}));
+    EXPECT_EQ(verify(c, "pw", without), (nlohmann::json{{"match", true}, {"needs_rehash", true}}));
+    EXPECT_NE(hash_of(c, "pw").find(",keyid=b$"), std::string::npos);
+    // The key is really in the hash: the same string without its keyid does not match.
+    auto stripped = under_a;
+    stripped.erase(stripped.find(",keyid=a"), 8);
+    EXPECT_EQ(verify(c, "pw", stripped).at("match"), false);
+  }
+  {
+    running_server s(peppered(only_b));
+    http_connection c(s.port());
+    EXPECT_EQ(verify(c, "pw", under_a, 400).at("error").at("code"), "invalid_argument");
+  }
+}
+
+TEST(password_kind, a_pepper_file_that_cannot_be_used_stops_the_start_and_names_no_secret) {
+  for (const std::string text : {"", "# only a comment\n", "a:short\n", "a b:0123456789abcdef0123\n",
+                                 "a:0123456789abcdef0123\na:0123456789abcdef9999\n"}) {
+    pepper_file file(text);
+    try {
+      running_server s(peppered(file));
+      ADD_FAILURE() << "started with " << text;
+    } catch (const config_error& e) {
+      const std::string why = e.what();
+      EXPECT_NE(why.find("--password-pepper-file"), std::string::npos) << why;
+      EXPECT_EQ(why.find("0123456789abcdef"), std::string::npos) << why;
+      EXPECT_EQ(why.find("short"), std::string::npos) << why;
+    }
+  }
 }
 
 // Argon2 cannot stop midway: at its deadline the answer goes out at once, and the worker finishes

@@ -85,7 +85,6 @@ TEST_F(password_test, everything_else_is_read_strictly) {
            "$argon2id$v=19$m=32768,t=1,p=4$" + salt,                             // no digest
            "$argon2id$v=19$m=32768,t=1,p=4$" + salt + "$" + digest + "$",        // something after
            "$argon2id$v=19$m=32768,t=1,p=4$" + salt + "$" + digest + "\n",
-           "$argon2d$v=19$m=32768,t=1,p=4$" + salt + "$" + digest,
            "$argon2$v=19$m=32768,t=1,p=4$" + salt + "$" + digest,
            "$ARGON2ID$v=19$m=32768,t=1,p=4$" + salt + "$" + digest,
            "$argon2id$v=16$m=32768,t=1,p=4$" + salt + "$" + digest,
@@ -93,7 +92,10 @@ TEST_F(password_test, everything_else_is_read_strictly) {
            "$argon2id$v=19$m=32768,t=1$" + salt + "$" + digest,
            "$argon2id$v=19$m=32768,t=1,p=4,t=1$" + salt + "$" + digest,
            "$argon2id$v=19$m=32768,t=1,t=1$" + salt + "$" + digest,
-           "$argon2id$v=19$m=32768,t=1,p=4,keyid=AAAA$" + salt + "$" + digest,
+           "$argon2id$v=19$m=32768,t=1,p=4,keyid=$" + salt + "$" + digest,          // empty key id
+           "$argon2id$v=19$m=32768,t=1,p=4,keyid=a_b$" + salt + "$" + digest,       // not an id
+           "$argon2id$v=19$m=32768,t=1,p=4,keyid=a,keyid=a$" + salt + "$" + digest,
+           "$argon2id$v=19$m=32768,t=1,p=4,data=AAAA$" + salt + "$" + digest,
            "$argon2id$v=19$m=032768,t=1,p=4$" + salt + "$" + digest,  // leading zero
            "$argon2id$v=19$m=+32768,t=1,p=4$" + salt + "$" + digest,
            "$argon2id$v=19$m=,t=1,p=4$" + salt + "$" + digest,
