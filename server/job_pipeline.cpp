@@ -42,7 +42,7 @@ answer completed(std::optional<job_output> value, job_timing timing, metrics& st
     return {draining(), timing};
   }
   stats.count_job(job_outcome::completed);
-  return {reply{value->status, std::move(value->body), value->content_type, {}}, timing};
+  return {reply{value->status, std::move(value->body), value->content_type, std::move(value->headers)}, timing};
 }
 
 }  // namespace

@@ -91,6 +91,10 @@ document operation(const job_route& r, const document& base) {
                           {"description", p.description},
                           {"schema", schema_of(p)}});
   }
+  for (const auto& [name, description] : r.request_headers) {
+    parameters.push_back({{"name", name}, {"in", "header"}, {"required", false}, {"description", description},
+                          {"schema", {{"type", "string"}}}});
+  }
   parameters.push_back({{"$ref", "#/components/parameters/TimeoutMs"}});
   op["parameters"] = std::move(parameters);
 
@@ -113,12 +117,15 @@ document operation(const job_route& r, const document& base) {
       answer_content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
     }
   }
+  document answer_headers = {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
+                             {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}};
+  for (const auto& [name, description] : r.answer.headers) {
+    answer_headers[name] = {{"description", description}, {"schema", {{"type", "string"}}}};
+  }
   document responses = {
       {"200",
        {{"description", r.answer.description},
-        {"headers",
-         {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
-          {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}}},
+        {"headers", std::move(answer_headers)},
         {"content", std::move(answer_content)}}},
       {"400", bad_request(r, base)},
       {"401", response_ref("Unauthorized")},

@@ -579,8 +579,10 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
   const auto& req = in.head();
   const auto& match = std::get<route_match>(in.routed.next);
   auto prepared = in.file_body ? ctx.routes.prepare(match, {},
-                                                    job_input{std::move(*in.file_body), req[http::field::content_type],
-                                                              std::move(in.body_memory)})
+                                                    job_input{.body = std::move(*in.file_body),
+                                                              .content_type = req[http::field::content_type],
+                                                              .accept = req[http::field::accept],
+                                                              .body_memory = std::move(in.body_memory)})
                                : ctx.routes.prepare(match, in.parser.get().body());
   if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
   if (auto* refused = std::get_if<reply>(&prepared)) {

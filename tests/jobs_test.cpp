@@ -112,7 +112,7 @@ TEST(builtin_kinds, declare_their_flags_with_the_environment_names_crunchd_reads
                        "--password-max-crypt-rounds CRUNCH_PASSWORD_MAX_CRYPT_ROUNDS",
                        "--password-pepper-file CRUNCH_PASSWORD_PEPPER_FILE",
                        "--calibrate-password CRUNCH_CALIBRATE_PASSWORD", "--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
-                       "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES"}));
+                       "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES", "--max-image-effort CRUNCH_MAX_IMAGE_EFFORT"}));
 }
 
 TEST(build_jobs, fills_in_the_kinds_defaults_and_runs_their_checks) {

@@ -323,7 +323,7 @@ TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
   EXPECT_EQ(thumbnail.at("path"), "/v1/image/thumbnail");
   EXPECT_EQ(thumbnail.at("content_types"), (nlohmann::json{"image/jpeg", "image/png", "image/webp", "image/gif"}));
   EXPECT_EQ(thumbnail.at("max_body_bytes"), 25 << 20);
-  EXPECT_EQ(thumbnail.at("parameters").at(2).at("enum"), (nlohmann::json{"inside", "cover", "fill"}));
+  EXPECT_EQ(thumbnail.at("parameters").at(2).at("enum"), (nlohmann::json{"inside", "cover", "fill", "outside"}));
   EXPECT_EQ(thumbnail.at("parameters").at(0).at("required"), false);
   EXPECT_EQ(kinds["fib"].at("cost").at("ns_per_unit"), 0.9);
   EXPECT_TRUE(kinds["password"].at("cost").at("ns_per_unit").is_null());

@@ -31,6 +31,8 @@ struct job_output {
   std::string body;                                     ///< the response body
   std::string_view content_type = "application/json";  ///< a literal
   unsigned status = 200;                                ///< 400 when the input turned out to be bad
+  /// Headers of its own (Vary: Accept for an answer whose format followed the Accept header).
+  std::vector<std::pair<std::string, std::string>> headers = {};
 
   /// Set by the server, not by kinds (job_kind::calibrate_on_first_job): the rate, in
   /// nanoseconds per cost unit, that this job's worker measured for its kind just before it ran.
@@ -54,6 +56,7 @@ using job_function = std::function<std::optional<job_output>(std::stop_token)>;
 struct job_input {
   std::string body;               ///< the body, for the job to keep: moved, never copied
   std::string_view content_type;  ///< as the request sent it (one of the route's media_types)
+  std::string_view accept;        ///< the request's Accept header, empty when it sent none
   memory_lease body_memory;       ///< the body's share of the memory budget: it goes with the body
 };
 
@@ -69,6 +72,8 @@ struct route_answer {
   std::string description;              ///< a sentence or two
   nlohmann::json schema = nullptr;      ///< a JSON answer's JSON Schema (null for a file answer)
   std::vector<std::string> media_types = {};  ///< a file answer's media types; empty: application/json
+  /// Headers of its own it may carry (job_output::headers), by name, with what they say.
+  std::vector<std::pair<std::string, std::string>> headers = {};
 };
 
 /// A request a route answers as `status` says. Each is in the OpenAPI document (the operation's
@@ -90,6 +95,9 @@ struct job_route {
   std::string summary;              ///< one line, for /v1/kinds and the OpenAPI document
   std::string description = {};     ///< more, for the OpenAPI document: what it promises
   std::vector<parameter> parameters;  ///< path, query and body parameters
+  /// Request headers the job reads (job_input::accept), by name, with what they do: for the
+  /// OpenAPI document.
+  std::vector<std::pair<std::string, std::string>> request_headers = {};
   bool json_body = false;           ///< body parameters come as a JSON object (Content-Type: application/json)
   /// The body is a file of one of these types (415 for any other); the kind gets it in job_input.
   std::vector<std::string> media_types;

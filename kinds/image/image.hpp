@@ -14,15 +14,22 @@
 
 namespace crunch {
 
-/// The formats crunch reads. Everything else is refused before any decoder sees it.
-enum class image_format { jpeg, png, webp, gif };
+/// The formats crunch reads (the first four: everything else is refused before any decoder sees
+/// it) and writes (jpeg, png, webp and avif).
+enum class image_format { jpeg, png, webp, gif, avif };
 
-/// "jpeg", "png", "webp", "gif".
+/// "jpeg", "png", "webp", "gif", "avif".
 std::string_view format_name(image_format format) noexcept;
 /// "image/jpeg", ...
 std::string_view media_type(image_format format) noexcept;
-/// The format a Content-Type names (parameters and case ignored), or nullopt.
+/// The input format a Content-Type names (parameters and case ignored), or nullopt.
 std::optional<image_format> format_of_media_type(std::string_view content_type) noexcept;
+
+/// format=auto: the output format for a client whose Accept header is `accept` (empty: none
+/// sent). AVIF when it names image/avif, else WebP when it names image/webp (either with q > 0;
+/// `*/*` and `image/*` name neither); else PNG for an image with alpha, JPEG for one without —
+/// the other when the client refuses that one (q=0, or a list without it).
+image_format negotiate_format(std::string_view accept, bool alpha) noexcept;
 
 /// What an image says of itself before it is decoded.
 struct image_header {
@@ -52,6 +59,14 @@ enum class image_fit {
   inside,  ///< keep the aspect ratio, as large as fits in the box
   cover,   ///< keep the aspect ratio, fill the box, crop the centre
   fill,    ///< stretch to the box exactly
+  outside, ///< keep the aspect ratio, as small as covers the box (nothing cropped)
+};
+
+/// What fit=cover keeps when it crops (libvips's smartcrop).
+enum class image_crop {
+  centre,     ///< the middle
+  attention,  ///< the region most likely to draw the eye: skin tones, saturation, edges
+  entropy,    ///< the region with the most detail
 };
 
 /// What to make of an image.
@@ -59,8 +74,25 @@ struct thumbnail_spec {
   std::uint32_t width = 0;   ///< 0: follows from height and the aspect ratio
   std::uint32_t height = 0;  ///< 0: follows from width; at least one is set
   image_fit fit = image_fit::inside;
-  image_format format = image_format::jpeg;  ///< output: jpeg, webp or png
-  std::uint32_t quality = 80;                ///< 1..100, for jpeg and webp
+  image_format format = image_format::jpeg;  ///< output: jpeg, webp, png or avif
+  std::uint32_t quality = 80;                ///< 1..100, for jpeg, webp and avif
+  image_crop crop = image_crop::centre;      ///< for fit=cover
+  bool enlarge = false;                      ///< false: an image smaller than the box keeps its size
+  std::uint32_t effort = 4;                  ///< 0..9, the encoder's effort for avif (libvips's scale)
+  bool keep_icc = false;                     ///< keep the ICC profile
+  bool keep_copyright = false;               ///< keep EXIF's Copyright and Artist (nothing else of EXIF)
+};
+
+/// What /v1/image/info answers: what the decoder's header says, no pixel decoded.
+struct image_info {
+  image_format format = image_format::jpeg;
+  std::uint32_t width = 0;         ///< as stored
+  std::uint32_t height = 0;
+  std::uint32_t orientation = 1;   ///< EXIF, 1..8
+  bool alpha = false;
+  std::uint32_t frames = 1;        ///< pages of an animated GIF or WebP
+  std::string colour_space;        ///< libvips's interpretation: "srgb", "b-w", "cmyk", "rgb16", ...
+  bool icc_profile = false;
 };
 
 /// What a thumbnail will cost and how it is made, known from the header before anything is
@@ -117,6 +149,10 @@ std::optional<std::string> make_thumbnail(std::string_view bytes, const image_he
 /// The same with plan_thumbnail(expected, spec): for tests and the benchmark.
 std::optional<std::string> make_thumbnail(std::string_view bytes, const image_header& expected,
                                           const thumbnail_spec& spec, std::stop_token stop);
+
+/// The header of `bytes` as libvips's loader reads it, without decoding pixels (a PNG's text
+/// chunks are skipped: drop_png_text first). Throws image_error when the loader refuses it.
+image_info read_image_info(std::string_view bytes);
 
 /// A photo-like image (smooth colour gradients under fine noise) of `width` × `height` encoded as
 /// `format`: for calibration, tests and benchmarks. `orientation` (1..8) is written as an EXIF

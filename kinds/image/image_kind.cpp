@@ -15,7 +15,21 @@ constexpr std::uint64_t max_side = 8192;
 image_fit fit_of(std::string_view name) {
   if (name == "cover") return image_fit::cover;
   if (name == "fill") return image_fit::fill;
+  if (name == "outside") return image_fit::outside;
   return image_fit::inside;
+}
+
+image_crop crop_of(std::string_view name) {
+  if (name == "attention") return image_crop::attention;
+  if (name == "entropy") return image_crop::entropy;
+  return image_crop::centre;
+}
+
+image_format output_format_of(std::string_view name) {
+  if (name == "webp") return image_format::webp;
+  if (name == "png") return image_format::png;
+  if (name == "avif") return image_format::avif;
+  return image_format::jpeg;
 }
 
 invalid_argument bad_image(std::string message) { return {std::move(message), "invalid_image"}; }
@@ -28,6 +42,9 @@ std::vector<kind_setting> image_settings() {
        40'000'000, 1, 1ULL << 32},
       {"max-image-bytes", "SIZE", "an image upload, at most; beyond: 413 (default 25MiB)", 25ULL << 20, 1024,
        1ULL << 40, true},
+      {"max-image-effort", "N",
+       "highest AVIF encoder effort a request may ask for, 0..9 (default 6; 9 takes ~10x 4's time for ~1 % smaller)",
+       6, 0, 9},
   };
 }
 
@@ -48,17 +65,34 @@ job_kind build_image(const config& cfg) {
   thumbnail.max_body_bytes = static_cast<std::size_t>(cfg.setting("max-image-bytes"));
   // A 12-megapixel photo to a 400 px thumbnail plans ~8.6 MB (plan_thumbnail), with room to spare.
   thumbnail.working_memory_hint = 12u << 20;
+  const auto max_effort = cfg.setting("max-image-effort");
   thumbnail.parameters = {
       {"width", parameter_source::query, parameter_type::integer, 1, max_side, std::nullopt,
        "width of the box, in pixels; at least one of width and height", {}, true},
       {"height", parameter_source::query, parameter_type::integer, 1, max_side, std::nullopt,
        "height of the box, in pixels", {}, true},
-      {"fit", parameter_source::query, parameter_type::string, 1, 6, std::nullopt,
-       "inside (default): the whole image within the box; cover: fill the box, crop the centre; fill: stretch",
-       {"inside", "cover", "fill"}, true},
+      {"fit", parameter_source::query, parameter_type::string, 1, 7, std::nullopt,
+       "inside (default): the whole image within the box; cover: fill the box, crop the rest; fill: stretch; "
+       "outside: as small as covers the box, nothing cropped",
+       {"inside", "cover", "fill", "outside"}, true},
+      {"crop", parameter_source::query, parameter_type::string, 1, 9, std::nullopt,
+       "for fit=cover: what to keep; centre (default), attention (what draws the eye) or entropy (the most detail)",
+       {"centre", "attention", "entropy"}, true},
+      {"enlarge", parameter_source::query, parameter_type::string, 4, 5, std::nullopt,
+       "false (default): an image smaller than the box keeps its size; true: it is scaled up",
+       {"false", "true"}, true},
       {"format", parameter_source::query, parameter_type::string, 1, 4, std::nullopt,
-       "output format; default: the input's (png for a GIF)", {"jpeg", "webp", "png"}, true},
-      {"quality", parameter_source::query, parameter_type::integer, 1, 100, 80, "for jpeg and webp"},
+       "output format; auto: from the Accept header (AVIF, then WebP, then JPEG, or PNG for an image with alpha; "
+       "the answer carries Vary: Accept); default: the input's (png for a GIF)",
+       {"jpeg", "webp", "png", "avif", "auto"}, true},
+      {"quality", parameter_source::query, parameter_type::integer, 1, 100, std::nullopt,
+       "for jpeg, webp and avif (default 80, and 50 for avif: the same look at AVIF's scale)", {}, true},
+      {"effort", parameter_source::query, parameter_type::integer, 0, max_effort, 4,
+       "AVIF encoder effort: higher is smaller and slower (up to --max-image-effort)"},
+      {"keep", parameter_source::query, parameter_type::string, 3, 13, std::nullopt,
+       "metadata to keep, all else stripped (GPS always): icc (the colour profile), copyright (EXIF's Copyright and "
+       "Artist), or both",
+       {"icc", "copyright", "icc,copyright", "copyright,icc"}, true},
   };
   thumbnail.description =
       "The image's header is read before anything is decoded: its format must match the Content-Type, and more "
@@ -71,7 +105,12 @@ job_kind build_image(const config& cfg) {
   thumbnail.error_codes = {{"invalid_image",
                             "the body is not an image of its Content-Type, is damaged, or declares more pixels than "
                             "--max-image-pixels"}};
-  thumbnail.answer = {"The thumbnail, in the format asked for.", nullptr, {"image/jpeg", "image/webp", "image/png"}};
+  thumbnail.answer = {"The thumbnail, in the format asked for.",
+                      nullptr,
+                      {"image/jpeg", "image/webp", "image/png", "image/avif"},
+                      {{"Vary", "Accept, when format=auto chose the format from it"}}};
+  thumbnail.request_headers = {{"Accept", "with format=auto, the formats the client takes: image/avif, then "
+                                          "image/webp, then JPEG (PNG for an image with alpha)"}};
   // No examples here: its bodies are photos, which the contract test brings (scripts/contract_check.sh).
   thumbnail.prepare = [max_pixels, priority = cfg.priority](const job_arguments& args,
                                    job_input& input) -> std::variant<prepared_job, invalid_argument> {
@@ -80,7 +119,19 @@ job_kind build_image(const config& cfg) {
     if (args.has("height")) spec.height = static_cast<std::uint32_t>(args.integer("height"));
     if (spec.width == 0 && spec.height == 0) return invalid_argument{"give width, height or both: integers in 1..8192"};
     spec.fit = args.has("fit") ? fit_of(args.string("fit").view()) : image_fit::inside;
-    spec.quality = static_cast<std::uint32_t>(args.integer("quality"));
+    if (args.has("crop")) {
+      if (spec.fit != image_fit::cover || spec.width == 0 || spec.height == 0) {
+        return invalid_argument{"crop is for fit=cover with both width and height"};
+      }
+      spec.crop = crop_of(args.string("crop").view());
+    }
+    spec.enlarge = args.has("enlarge") && args.string("enlarge").view() == "true";
+    spec.effort = static_cast<std::uint32_t>(args.integer("effort"));
+    if (args.has("keep")) {
+      const auto keep = args.string("keep").view();
+      spec.keep_icc = keep.find("icc") != std::string_view::npos;
+      spec.keep_copyright = keep.find("copyright") != std::string_view::npos;
+    }
 
     // The header, read here on the I/O thread: a few bytes (a JPEG's markers up to its frame
     // header), never a decoder. What it declares prices the job, and a bomb costs nothing.
@@ -98,19 +149,25 @@ job_kind build_image(const config& cfg) {
       return bad_image("the image declares " + std::to_string(header.width) + "x" + std::to_string(header.height) +
                        " pixels, more than this server's limit of " + std::to_string(max_pixels));
     }
-    if (args.has("format")) {
-      const auto f = args.string("format").view();
-      spec.format = f == "jpeg" ? image_format::jpeg : f == "webp" ? image_format::webp : image_format::png;
+    const bool negotiated = args.has("format") && args.string("format").view() == "auto";
+    if (negotiated) {
+      spec.format = negotiate_format(input.accept, header.bands == 2 || header.bands == 4);
+    } else if (args.has("format")) {
+      spec.format = output_format_of(args.string("format").view());
     } else {
       spec.format = header.format == image_format::gif ? image_format::png : header.format;
     }
+    spec.quality = args.has("quality") ? static_cast<std::uint32_t>(args.integer("quality"))
+                   : spec.format == image_format::avif ? 50
+                                                       : 80;
     const auto plan = plan_thumbnail(header, spec);
     if (plan.output_pixels > max_pixels) {
       return invalid_argument{"the thumbnail would have " + std::to_string(plan.output_pixels) +
                               " pixels, more than this server's limit of " + std::to_string(max_pixels)};
     }
 
-    auto run = [bytes = std::move(input.body), header, spec, plan, priority](std::stop_token stop) mutable -> std::optional<job_output> {
+    auto run = [bytes = std::move(input.body), header, spec, plan, priority, negotiated](
+                   std::stop_token stop) mutable -> std::optional<job_output> {
       struct release {
         worker_priority priority;
         ~release() {
@@ -125,12 +182,76 @@ job_kind build_image(const config& cfg) {
         drop_png_text(bytes);  // in place, on the worker: the decoder never inflates them
         auto encoded = make_thumbnail(bytes, header, spec, plan, std::move(stop));
         if (!encoded) return std::nullopt;
-        return job_output{std::move(*encoded), media_type(spec.format), 200};
+        job_output out{std::move(*encoded), media_type(spec.format), 200};
+        if (negotiated) out.headers.emplace_back("Vary", "Accept");  // caches keep one answer per Accept
+        return out;
       } catch (const image_error& e) {
         return job_output::refused("invalid_image", e.what());
       }
     };
     return prepared_job{std::move(run), plan.cost_units, plan.memory_bytes};
+  };
+
+  job_route info;
+  info.name = "image_info";
+  info.method = "POST";
+  info.path = "/v1/image/info";
+  info.summary = "what the image in the body says of itself, read from its header: no pixel is decoded";
+  info.description =
+      "Width and height as stored, the EXIF orientation (5..8 show it turned a quarter), alpha, the number of "
+      "frames (an animated GIF or WebP), libvips's colour space and whether an ICC profile is embedded. Only the "
+      "header is read (a GIF's frames are walked, not decoded), so it answers for an image far over "
+      "--max-image-pixels — a pixel bomb's claim is reported, not refused. The body is refused like a thumbnail's: "
+      "over --max-image-bytes, not an image of its Content-Type, or damaged before its header ends.";
+  info.media_types = thumbnail.media_types;
+  info.max_body_bytes = thumbnail.max_body_bytes;
+  info.working_memory_hint = 4u << 20;
+  info.error_codes = {{"invalid_image", "the body is not an image of its Content-Type, or its header is damaged"}};
+  info.answer = {"The header's facts.",
+                 {{"type", "object"},
+                  {"additionalProperties", false},
+                  {"required", {"format", "width", "height", "orientation", "alpha", "frames", "colour_space",
+                                "icc_profile"}},
+                  {"properties",
+                   {{"format", {{"type", "string"}, {"enum", {"jpeg", "png", "webp", "gif"}}}},
+                    {"width", {{"type", "integer"}, {"minimum", 1}}},
+                    {"height", {{"type", "integer"}, {"minimum", 1}}},
+                    {"orientation", {{"type", "integer"}, {"minimum", 1}, {"maximum", 8}}},
+                    {"alpha", {{"type", "boolean"}}},
+                    {"frames", {{"type", "integer"}, {"minimum", 1}}},
+                    {"colour_space", {{"type", "string"}}},
+                    {"icc_profile", {{"type", "boolean"}}}}}}};
+  info.prepare = [](const job_arguments&, job_input& input) -> std::variant<prepared_job, invalid_argument> {
+    if (input.body.empty()) return bad_image("the body is empty: send the image's bytes");
+    auto sniffed = sniff_image(input.body);
+    if (auto* why = std::get_if<std::string>(&sniffed)) return bad_image(*why);
+    const auto header = std::get<image_header>(sniffed);
+    if (format_of_media_type(input.content_type) != header.format) {
+      return bad_image("Content-Type says " + std::string(input.content_type) + " but the body is a " +
+                       std::string(format_name(header.format)) + " image");
+    }
+    // The loader reads the header, and walks a GIF's frames: linear in the bytes, never in the pixels.
+    const double units = 1000.0 + static_cast<double>(input.body.size()) / 4;
+    auto run = [bytes = std::move(input.body)](std::stop_token) mutable -> std::optional<job_output> {
+      struct release {
+        ~release() { release_vips_thread_buffers(); }
+      } at_exit;
+      try {
+        drop_png_text(bytes);  // the loader would inflate them while it looks for the header's end
+        const auto i = read_image_info(bytes);
+        return job_output::json({{"format", format_name(i.format)},
+                                 {"width", i.width},
+                                 {"height", i.height},
+                                 {"orientation", i.orientation},
+                                 {"alpha", i.alpha},
+                                 {"frames", i.frames},
+                                 {"colour_space", i.colour_space},
+                                 {"icc_profile", i.icc_profile}});
+      } catch (const image_error& e) {
+        return job_output::refused("invalid_image", e.what());
+      }
+    };
+    return prepared_job{std::move(run), units, 4u << 20};
   };
 
   job_kind kind;
@@ -153,7 +274,7 @@ job_kind build_image(const config& cfg) {
     return best / plan_thumbnail(header, spec).cost_units;
   };
   kind.calibrate_on_first_job = true;
-  kind.routes = {std::move(thumbnail)};
+  kind.routes = {std::move(thumbnail), std::move(info)};
   return kind;
 }
 

@@ -50,9 +50,12 @@ TEST(image_kind, thumbnails_over_http_with_the_format_asked_for) {
   const auto gif = c.post("/v1/image/thumbnail?width=64&height=64&fit=cover", "image/gif", test_gif());
   ASSERT_EQ(gif->status, 200u) << gif->body;
   EXPECT_EQ(gif->header("content-type"), "image/png");
-  EXPECT_EQ(size_of(gif->body), (std::pair{64u, 64u}));
+  EXPECT_EQ(size_of(gif->body), (std::pair{64u, 50u}));  // 64x50 itself: never enlarged unless asked
+  const auto enlarged = c.post("/v1/image/thumbnail?width=64&height=64&fit=cover&enlarge=true", "image/gif", test_gif());
+  ASSERT_EQ(enlarged->status, 200u) << enlarged->body;
+  EXPECT_EQ(size_of(enlarged->body), (std::pair{64u, 64u}));
   const auto m = metrics_of(c);
-  EXPECT_EQ(sample(m, R"(crunch_http_requests_total{route="image_thumbnail",code="200"})"), 3);
+  EXPECT_EQ(sample(m, R"(crunch_http_requests_total{route="image_thumbnail",code="200"})"), 4);
   EXPECT_EQ(sample(m, "crunch_job_memory_bytes"), 0);  // every body and job gave its memory back
 }
 

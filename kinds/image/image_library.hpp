@@ -10,7 +10,7 @@
 
 namespace crunch::image_library {
 
-inline constexpr int abi = 2;
+inline constexpr int abi = 3;
 
 /// What the module needs of crunch.
 struct host {
@@ -29,6 +29,7 @@ struct functions {
                                           std::stop_token stop);
   std::string (*synthetic)(std::uint32_t width, std::uint32_t height, image_format format, int quality,
                            int orientation);
+  image_info (*info)(std::string_view bytes);
 };
 
 /// The module's file name, and its one entry point's.

@@ -187,8 +187,22 @@ TEST(make_thumbnail, geometry_of_inside_cover_and_fill_is_exact) {
   EXPECT_EQ(size(box(50, 100, image_fit::fill)), (std::pair{50, 100}));
   // With one side only, cover and fill are inside: there is no box to fill.
   EXPECT_EQ(size(box(100, 0, image_fit::cover)), (std::pair{100, 75}));
-  // Enlarging is allowed, as sharp does by default.
-  EXPECT_EQ(size(box(800, 0)), (std::pair{800, 600}));
+  // A smaller image is not blown up unless asked (sharp's withoutEnlargement, made the default).
+  EXPECT_EQ(size(box(800, 0)), (std::pair{400, 300}));
+  EXPECT_EQ(size(box(800, 800, image_fit::cover)), (std::pair{400, 300}));
+  auto enlarged = box(800, 0);
+  enlarged.enlarge = true;
+  EXPECT_EQ(size(enlarged), (std::pair{800, 600}));
+  enlarged = box(800, 800, image_fit::cover);
+  enlarged.enlarge = true;
+  EXPECT_EQ(size(enlarged), (std::pair{800, 800}));
+  // fill stretches whatever enlarge says.
+  EXPECT_EQ(size(box(800, 100, image_fit::fill)), (std::pair{800, 100}));
+  // outside: as small as covers the box, nothing cropped.
+  EXPECT_EQ(size(box(100, 100, image_fit::outside)), (std::pair{133, 100}));
+  EXPECT_EQ(size(box(200, 50, image_fit::outside)), (std::pair{200, 150}));
+  EXPECT_EQ(size(box(100, 0, image_fit::outside)), (std::pair{100, 75}));
+  EXPECT_EQ(size(box(800, 100, image_fit::outside)), (std::pair{400, 300}));  // not enlarged
 }
 
 TEST(make_thumbnail, applies_the_exif_orientation_and_strips_every_metadata_block) {

@@ -9,6 +9,9 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace crunch {
 
@@ -43,7 +46,7 @@ std::string vips_failure() {
 // webpsave ignores `strip` and always writes an EXIF chunk (rebuilt from the image's fields; the
 // fields are gone by then, so it holds only a default orientation and resolution — but a chunk
 // nonetheless). Chunks are a four-byte tag, a little-endian length and the data, padded to even.
-void strip_webp_chunks(std::string& webp) {
+void strip_webp_chunks(std::string& webp, bool keep_icc, bool keep_exif) {
   if (webp.size() < 30 || webp.compare(12, 4, "VP8X") != 0) return;  // simple format: no metadata
   std::string out = webp.substr(0, 12);
   for (std::size_t at = 12; at + 8 <= webp.size();) {
@@ -51,10 +54,13 @@ void strip_webp_chunks(std::string& webp) {
     const std::size_t length = le32(webp, at + 4);
     const std::size_t whole = 8 + length + (length & 1);
     if (at + whole > webp.size()) return;  // not what libvips writes: leave it alone
-    if (tag != "EXIF" && tag != "XMP " && tag != "ICCP") out.append(webp, at, whole);
+    const bool kept = (tag == "ICCP" && keep_icc) || (tag == "EXIF" && keep_exif);
+    if (kept || (tag != "EXIF" && tag != "XMP " && tag != "ICCP")) out.append(webp, at, whole);
     at += whole;
   }
-  out[20] = static_cast<char>(static_cast<unsigned char>(out[20]) & ~0x2Cu);  // VP8X flags: ICC, EXIF, XMP
+  // VP8X flags: ICC 0x20, EXIF 0x08, XMP 0x04
+  const unsigned cleared = 0x04u | (keep_icc ? 0u : 0x20u) | (keep_exif ? 0u : 0x08u);
+  out[20] = static_cast<char>(static_cast<unsigned char>(out[20]) & ~cleared);
   const auto riff = static_cast<std::uint32_t>(out.size() - 8);
   for (std::size_t i = 0; i < 4; ++i) out[4 + i] = static_cast<char>(riff >> (8 * i));
   webp = std::move(out);
@@ -101,6 +107,7 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
                                      const thumbnail_plan& plan, std::stop_token stop) {
   // The decoder's own header first: what it would decode must be what the sniffer read (and
   // admission priced), the orientation included, on which the plan's shrink-on-load rests.
+  int shown_orientation = 1;
   {
     image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
                                                 "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
@@ -109,18 +116,36 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
         static_cast<std::uint32_t>(header->Ysize) != expected.height) {
       throw image_error("the image's dimensions differ from its header's");
     }
-    if (expected.orientation != 0 && vips_image_get_orientation(header.get()) != expected.orientation) {
+    shown_orientation = vips_image_get_orientation(header.get());
+    if (expected.orientation != 0 && shown_orientation != expected.orientation) {
       throw image_error("the image's EXIF orientation differs from its header's");
     }
   }
   if (stop.stop_requested()) return std::nullopt;
 
   // Only width: any height; only height: any width. VIPS_MAX_COORD is libvips's "unbounded".
-  const int width = spec.width != 0 ? static_cast<int>(spec.width) : VIPS_MAX_COORD;
-  const int height = spec.height != 0 ? static_cast<int>(spec.height) : VIPS_MAX_COORD;
+  int width = spec.width != 0 ? static_cast<int>(spec.width) : VIPS_MAX_COORD;
+  int height = spec.height != 0 ? static_cast<int>(spec.height) : VIPS_MAX_COORD;
   const bool box = spec.width != 0 && spec.height != 0;
-  const VipsSize size = box && spec.fit == image_fit::fill ? VIPS_SIZE_FORCE : VIPS_SIZE_BOTH;
-  const VipsInteresting crop = box && spec.fit == image_fit::cover ? VIPS_INTERESTING_CENTRE : VIPS_INTERESTING_NONE;
+  const VipsSize size = box && spec.fit == image_fit::fill ? VIPS_SIZE_FORCE
+                        : spec.enlarge                      ? VIPS_SIZE_BOTH
+                                                            : VIPS_SIZE_DOWN;
+  VipsInteresting crop = VIPS_INTERESTING_NONE;
+  if (box && spec.fit == image_fit::cover) {
+    crop = spec.crop == image_crop::attention ? VIPS_INTERESTING_ATTENTION
+           : spec.crop == image_crop::entropy ? VIPS_INTERESTING_ENTROPY
+                                              : VIPS_INTERESTING_CENTRE;
+  }
+  if (box && spec.fit == image_fit::outside) {
+    // As small as covers the box: the larger scale, as a width alone, in the orientation shown.
+    const bool swapped = shown_orientation >= 5;
+    const double shown_w = swapped ? expected.height : expected.width;
+    const double shown_h = swapped ? expected.width : expected.height;
+    double scale = std::max(spec.width / shown_w, spec.height / shown_h);
+    if (!spec.enlarge) scale = std::min(scale, 1.0);
+    width = std::max(1, static_cast<int>(std::lround(shown_w * scale)));
+    height = VIPS_MAX_COORD;
+  }
   VipsImage* raw = nullptr;
   if (expected.format == image_format::jpeg) {
     // A JPEG decodes at 1/2, 1/4 or 1/8 scale for almost nothing: the plan's shrink, the largest
@@ -159,14 +184,31 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
   }
 
   // Every metadata block removed here, not only by the savers' strip flag: libvips 8.14.1's
-  // webpsave ignores that flag and would write the input's EXIF — GPS position included.
+  // webpsave ignores that flag and would write the input's EXIF — GPS position included. What
+  // the request keeps goes back alone: the ICC profile as it was, and EXIF's Copyright and
+  // Artist as fields, from which the saver builds a fresh EXIF block holding only them (and
+  // libvips's own orientation and resolution tags).
+  const bool keep = spec.keep_icc || spec.keep_copyright;
   {
     VipsImage* copy = nullptr;
     if (vips_copy(image.get(), &copy, nullptr) != 0) throw image_error(vips_failure());
     image.reset(copy);
+    std::vector<std::pair<std::string, std::string>> credits;
+    if (spec.keep_copyright) {
+      for (const char* field : {"exif-ifd0-Copyright", "exif-ifd0-Artist"}) {
+        const char* value = nullptr;
+        if (vips_image_get_typeof(image.get(), field) != 0 && vips_image_get_string(image.get(), field, &value) == 0) {
+          credits.emplace_back(field, value);
+        }
+      }
+    }
     gchar** fields = vips_image_get_fields(image.get());
-    for (gchar** field = fields; *field != nullptr; ++field) vips_image_remove(image.get(), *field);
+    for (gchar** field = fields; *field != nullptr; ++field) {
+      if (spec.keep_icc && std::strcmp(*field, VIPS_META_ICC_NAME) == 0) continue;
+      vips_image_remove(image.get(), *field);
+    }
     g_strfreev(fields);
+    for (const auto& [field, value] : credits) vips_image_set_string(image.get(), field.c_str(), value.c_str());
   }
 
   // Stop between strips when the token fires: libvips checks the kill flag as it evaluates.
@@ -177,15 +219,20 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
   std::size_t length = 0;
   const int quality = static_cast<int>(spec.quality);
   int failed = 0;
+  const gboolean strip = keep ? FALSE : TRUE;
   switch (spec.format) {
     case image_format::jpeg:
-      failed = vips_jpegsave_buffer(image.get(), &out, &length, "Q", quality, "strip", TRUE, nullptr);
+      failed = vips_jpegsave_buffer(image.get(), &out, &length, "Q", quality, "strip", strip, nullptr);
       break;
     case image_format::webp:
-      failed = vips_webpsave_buffer(image.get(), &out, &length, "Q", quality, "strip", TRUE, nullptr);
+      failed = vips_webpsave_buffer(image.get(), &out, &length, "Q", quality, "strip", strip, nullptr);
       break;
     case image_format::png:
-      failed = vips_pngsave_buffer(image.get(), &out, &length, "strip", TRUE, nullptr);
+      failed = vips_pngsave_buffer(image.get(), &out, &length, "strip", strip, nullptr);
+      break;
+    case image_format::avif:
+      failed = vips_heifsave_buffer(image.get(), &out, &length, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q",
+                                    quality, "effort", static_cast<int>(spec.effort), "strip", strip, nullptr);
       break;
     case image_format::gif:
       throw std::logic_error("gif is not an output format");
@@ -199,7 +246,7 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
   }
   std::string encoded(static_cast<const char*>(out), length);
   g_free(out);
-  if (spec.format == image_format::webp) strip_webp_chunks(encoded);
+  if (spec.format == image_format::webp) strip_webp_chunks(encoded, spec.keep_icc, spec.keep_copyright);
   return encoded;
 }
 
@@ -261,13 +308,41 @@ std::string synthetic(std::uint32_t width, std::uint32_t height, image_format fo
     case image_format::gif:
       check(vips_gifsave_buffer(out.get(), &buffer, &length, nullptr));
       break;
+    case image_format::avif:
+      check(vips_heifsave_buffer(out.get(), &buffer, &length, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q",
+                                 quality, nullptr));
+      break;
   }
   std::string encoded(static_cast<const char*>(buffer), length);
   g_free(buffer);
   return encoded;
 }
 
-const image_library::functions table{image_library::abi, start, version, release_thread_buffers, thumbnail, synthetic};
+image_info info(std::string_view bytes) {
+  image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                              "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
+  if (!header) throw image_error(vips_failure());
+  image_info out;
+  const char* loader = nullptr;
+  if (vips_image_get_string(header.get(), "vips-loader", &loader) != 0) loader = "";
+  const std::string_view name(loader);
+  out.format = name.starts_with("png") ? image_format::png
+               : name.starts_with("webp") ? image_format::webp
+               : name.starts_with("gif")  ? image_format::gif
+                                          : image_format::jpeg;
+  out.width = static_cast<std::uint32_t>(header->Xsize);
+  out.height = static_cast<std::uint32_t>(header->Ysize);
+  out.orientation = static_cast<std::uint32_t>(vips_image_get_orientation(header.get()));
+  out.alpha = vips_image_hasalpha(header.get()) != 0;
+  out.frames = static_cast<std::uint32_t>(std::max(1, vips_image_get_n_pages(header.get())));
+  const char* space = vips_enum_nick(VIPS_TYPE_INTERPRETATION, vips_image_guess_interpretation(header.get()));
+  out.colour_space = space != nullptr ? space : "unknown";
+  out.icc_profile = vips_image_get_typeof(header.get(), VIPS_META_ICC_NAME) != 0;
+  return out;
+}
+
+const image_library::functions table{image_library::abi, start, version, release_thread_buffers, thumbnail, synthetic,
+                                     info};
 
 }  // namespace
 
