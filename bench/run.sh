@@ -296,6 +296,47 @@ print(f"    64 connections uploading at once, --memory-budget 48MiB: peak RSS {f
 PY
 }
 
+# 10b. AVIF thumbnails: the same photo to a 400 px wide AVIF (quality 50, effort 4: the route's
+#    defaults), from 2 connections per worker, against the same libvips call outside crunch on one
+#    thread times the workers, and on as many threads at once, alternating before and after.
+#    /healthz is probed open-loop meanwhile: AVIF's encoder runs for ~100 ms a thumbnail.
+s_thumbnail_avif() {
+  local photo="$out/photo-4000x3000.jpg" single_before single_after side_before side_after bg probe load cpu workers
+  local target="/v1/image/thumbnail?width=400&format=avif&quality=50"
+  workers="$cores"
+  [[ -s "$photo" ]] || "$build/make_image" 4000 3000 jpeg 88 "$photo" >/dev/null
+  single_before="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half")"
+  side_before="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half" "$workers")"
+  start_server --workers "$workers" --log-level warn
+  cpu_begin
+  BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c"$((2 * workers))" -d"$((duration + 2))s" --timeout 10s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" >"$out/thumbnail_avif.txt" 2>&1 &
+  bg=$!
+  sleep 1
+  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
+  wait "$bg"
+  cpu="$(cpu_end)"
+  load="$(tail -1 "$out/thumbnail_avif.txt")"
+  [[ "$load" == "{"* ]] || { echo "thumbnail_avif: wrk printed no result" >&2; return 1; }
+  stop_server
+  single_after="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half")"
+  side_after="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half" "$workers")"
+  echo "{\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"cpu\":$cpu}" >"$parts/thumbnail_avif.json"
+  python3 - "$parts/thumbnail_avif.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+single = max(s["single_before"]["per_s"], s["single_after"]["per_s"])
+side = max(s["side_by_side_before"]["per_s"], s["side_by_side_after"]["per_s"])
+rps = s["wrk"]["rps"]
+print(f"/v1/image/thumbnail 4000x3000 JPEG -> 400 px AVIF (q50, effort 4), wrk -t2 -c{2 * s['workers']}: {rps:.2f} thumbnails/s "
+      f"= {rps / (s['workers'] * single):.3f} of {s['workers']} x {single:.2f}/s (the same libvips call on one thread, "
+      f"{1000 / single:.0f} ms each) and {rps / side:.3f} of {side:.2f}/s on {s['workers']} threads at once; "
+      f"503 {s['wrk']['status_503']}, other {s['wrk']['other']}")
+p = s["healthz_open_loop"]["latency_us"]
+print(f"    /healthz open-loop meanwhile: p50 {p['p50']}us p99 {p['p99']}us max {p['max']}us")
+PY
+}
+
 # 9. Loop time spent reading JSON bodies: the worst bodies the password routes' 4 KiB limit admits,
 #    and the 64 KiB other routes take.
 s_json_body() {
@@ -443,6 +484,7 @@ scenario password s_password
 scenario password_flood s_password_flood
 scenario json_body s_json_body
 scenario thumbnail s_thumbnail
+scenario thumbnail_avif s_thumbnail_avif
 scenario event_streams s_event_streams
 scenario noisy_neighbour s_noisy_neighbour
 scenario tiny_jobs s_tiny_jobs

@@ -1,7 +1,7 @@
 // The physical limit of thumbnailing: the very libvips call the server's workers make
 // (crunch::make_thumbnail: shrink-on-load, sRGB, metadata stripped), outside any server, on one
 // thread — or on THREADS at once.
-// usage: thumbnail_single FILE [WIDTH=400] [FORMAT=webp] [QUALITY=80] [SECONDS=3] [THREADS=1]
+// usage: thumbnail_single FILE [WIDTH=400] [FORMAT=webp|jpeg|png|avif] [QUALITY=80] [SECONDS=3] [THREADS=1]
 //   → one JSON line: thumbnails per second in all, the median time of one, and the output size.
 #include <image/image.hpp>
 
@@ -18,7 +18,7 @@
 int main(int argc, char** argv) {
   using clock = std::chrono::steady_clock;
   if (argc < 2) {
-    std::fprintf(stderr, "usage: thumbnail_single FILE [WIDTH=400] [FORMAT=webp|jpeg|png] [QUALITY=80] [SECONDS=3] [THREADS=1]\n");
+    std::fprintf(stderr, "usage: thumbnail_single FILE [WIDTH=400] [FORMAT=webp|jpeg|png|avif] [QUALITY=80] [SECONDS=3] [THREADS=1]\n");
     return 2;
   }
   std::ifstream in(argv[1], std::ios::binary);
@@ -26,9 +26,10 @@ int main(int argc, char** argv) {
   crunch::thumbnail_spec spec;
   spec.width = static_cast<std::uint32_t>(argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 400);
   const std::string format = argc > 3 ? argv[3] : "webp";
-  spec.format = format == "jpeg" ? crunch::image_format::jpeg
-                : format == "png" ? crunch::image_format::png
-                                  : crunch::image_format::webp;
+  spec.format = format == "jpeg"  ? crunch::image_format::jpeg
+                : format == "png"  ? crunch::image_format::png
+                : format == "avif" ? crunch::image_format::avif
+                                   : crunch::image_format::webp;  // avif at effort 4, libvips's and the route's default
   spec.quality = static_cast<std::uint32_t>(argc > 4 ? std::strtoul(argv[4], nullptr, 10) : 80);
   const double seconds = argc > 5 ? std::atof(argv[5]) : 3;
   const int threads = argc > 6 ? std::atoi(argv[6]) : 1;

@@ -24,15 +24,23 @@ if ! grep -qs '^Types:.*deb-src' /etc/apt/sources.list.d/debian.sources && ! gre
   fi
   "${sudo[@]}" apt-get update -qq
 fi
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends dpkg-dev meson ninja-build pkg-config gcc g++ \
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends dpkg-dev meson ninja-build cmake pkg-config gcc g++ \
   libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
-  liborc-0.4-dev zlib1g-dev >/dev/null
+  liborc-0.4-dev zlib1g-dev libaom-dev >/dev/null
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# libheif with libaom alone, for AVIF (as the Dockerfile builds it).
+(cd "$work" && apt-get source --only-source libheif >/dev/null 2>&1)
+(cd "$work"/libheif-*/ &&
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
+    -DWITH_EXAMPLES=OFF -DENABLE_PLUGIN_LOADING=OFF -DBUILD_TESTING=OFF -DWITH_AOM_ENCODER=ON -DWITH_AOM_DECODER=ON \
+    -DWITH_LIBDE265=OFF -DWITH_X265=OFF -DWITH_DAV1D=OFF -DWITH_RAV1E=OFF -DWITH_SvtEnc=OFF >/dev/null &&
+  cmake --build build >/dev/null && cmake --install build --strip >/dev/null)
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 (cd "$work" && apt-get source --only-source vips >/dev/null 2>&1)
 cd "$work"/vips-*/
 meson setup build --prefix="$prefix" --libdir=lib --buildtype=release -Dauto_features=disabled \
-  -Djpeg=enabled -Dpng=enabled -Dwebp=enabled -Dexif=enabled -Dlcms=enabled -Dorc=enabled -Dzlib=enabled \
+  -Djpeg=enabled -Dpng=enabled -Dwebp=enabled -Dexif=enabled -Dlcms=enabled -Dorc=enabled -Dzlib=enabled -Dheif=enabled \
   -Dnsgif=true -Dppm=false -Danalyze=false -Dradiance=false -Dmodules=disabled -Ddeprecated=false \
   -Dcplusplus=false -Dintrospection=false -Dexamples=false >/dev/null
 meson compile -C build >/dev/null

@@ -69,6 +69,8 @@ parsed parse_sha_crypt(std::string_view text, const crypt_bounds& bounds, std::s
     // crypt(3) writes no leading zero, and reads 1000..999999999.
     const auto value = digits.starts_with('0') ? std::nullopt : parse_decimal(digits, 1000, 999'999'999);
     if (!value) return bad("its rounds= must be a decimal in 1000..999999999");
+    // crypt(3) never writes the default, and libxcrypt refuses a hash that does.
+    if (*value == 5000) return bad("its rounds=5000 is the default, which crypt(3) does not write");
     rounds = *value;
     rest.remove_prefix(end + 1);
   }

@@ -111,6 +111,7 @@ TEST(crypt_hash, malformed_strings_are_refused_without_quoting_them) {
            "$2b$32$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa",
            "$2b$05$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jq+a",    // '+' is not crypt64
            "$6$rounds=0999$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE/P0KHTfaWrCUwhbUJs.916.8I2BZNPGPDV83rqvpwdufOzt1Ck/",
+           "$6$rounds=5000$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE/P0KHTfaWrCUwhbUJs.916.8I2BZNPGPDV83rqvpwdufOzt1Ck/",
            "$6$rounds=999$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE/P0KHTfaWrCUwhbUJs.916.8I2BZNPGPDV83rqvpwdufOzt1Ck/",
            "$6$rounds=99999999999999999999999$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE/P0KHTfaWrCUwhbUJs.916.8I2BZNPGPDV83rqvpwdufOzt1Ck/",
            "$6$kkFEmuLStLKvf6ZY$43b276jTMxyOKncdRSbK5Ph0MyLEG0UNXmE",       // digest too short

@@ -250,7 +250,12 @@ job_kind build_password(const config& cfg) {
       const auto memory = stored.memory_bytes;
       auto run = [password, stored = std::move(stored), prices](std::stop_token) -> std::optional<job_output> {
         const bool measured = prices->measure(stored.scheme);
-        const bool match = crypt_verify(stored, password.view());
+        bool match = false;
+        try {
+          match = crypt_verify(stored, password.view());
+        } catch (const std::runtime_error& e) {  // a string parse_crypt let through and libcrypt did not
+          return job_output::refused("invalid_argument", std::string("hash: ") + e.what());
+        }
         wipe_stack_below();
         auto out = job_output::json({{"match", match}, {"needs_rehash", true}});
         out.representative = !measured;  // its time includes the measurement: not one to learn from
