@@ -184,6 +184,35 @@ std::optional<std::string_view> query_value(std::string_view query, std::string_
   return std::nullopt;
 }
 
+namespace {
+
+// A query value's %XX escapes decoded (a client's URL library writes "icc,copyright" as
+// "icc%2Ccopyright"); nullopt for a '%' not followed by two hex digits.
+std::optional<std::string> percent_decoded(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    const int high = i + 2 < text.size() ? hex(text[i + 1]) : -1;
+    const int low = high >= 0 ? hex(text[i + 2]) : -1;
+    if (low < 0) return std::nullopt;
+    out += static_cast<char>(high * 16 + low);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<parameter>& declared,
                                                              std::string_view path_segment, std::string_view query,
                                                              std::optional<std::string_view> json_body) {
@@ -201,7 +230,15 @@ std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<p
   for (const auto& p : declared) {
     std::optional<std::string_view> text;
     if (p.in == parameter_source::path) text = path_segment;
-    if (p.in == parameter_source::query) text = query_value(query, p.name);
+    std::optional<std::string> decoded;
+    if (p.in == parameter_source::query) {
+      text = query_value(query, p.name);
+      if (text && text->find('%') != std::string_view::npos) {
+        decoded = percent_decoded(*text);
+        if (!decoded) return invalid_argument{p.name + " has a '%' that is not followed by two hex digits"};
+        text = *decoded;
+      }
+    }
     if (text) {
       if (auto bad = read_text(p, *text, args)) return *bad;
     } else if (!args.has(p.name)) {

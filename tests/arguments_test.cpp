@@ -34,6 +34,22 @@ TEST(read_arguments, defaults_and_missing) {
   EXPECT_EQ(error_of(read_arguments(declared, "", "", R"({"name":"a"})")), "n must be an integer in 0..92");
 }
 
+TEST(read_arguments, query_values_are_percent_decoded) {
+  const std::vector<parameter> query = {
+      {"keep", parameter_source::query, parameter_type::string, 1, 20, std::nullopt, "", {}, true},
+      {"scale", parameter_source::query, parameter_type::integer, 1, 10, 1, ""},
+  };
+  const auto r = read_arguments(query, "", "keep=icc%2Ccopyright&scale=%34", std::nullopt);
+  ASSERT_TRUE(std::holds_alternative<job_arguments>(r)) << error_of(r);
+  EXPECT_EQ(std::get<job_arguments>(r).string("keep").view(), "icc,copyright");
+  EXPECT_EQ(std::get<job_arguments>(r).integer("scale"), 4u);
+  EXPECT_EQ(error_of(read_arguments(query, "", "keep=a%2", std::nullopt)),
+            "keep has a '%' that is not followed by two hex digits");
+  EXPECT_EQ(error_of(read_arguments(query, "", "keep=a%zz", std::nullopt)),
+            "keep has a '%' that is not followed by two hex digits");
+  EXPECT_EQ(error_of(read_arguments(query, "", "keep=%00%00", std::nullopt)), "(accepted)");  // bytes are bytes
+}
+
 // A body of nothing but brackets: refused at the first one, whatever its depth, and no recursion
 // anywhere (nlohmann's parser is iterative; the reader stops it at once).
 TEST(read_arguments, deep_nesting_is_refused_at_its_first_bracket) {
