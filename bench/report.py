@@ -218,6 +218,13 @@ def thumbnail(s):
             f"{f['wrk']['status_503']} refused (503)")
 
 
+def thumbnail_avif(s):
+    ratio, ratio_side, single, side = thumbnail_ratio(s)
+    return (f"{s['wrk']['rps']:.2f} thumbnails/s = **{ratio:.3f}** of the limit ({s['workers']} × {single:.2f}/s, the same "
+            f"libvips call on one thread) and **{ratio_side:.3f}** of {side:.2f}/s on {s['workers']} threads at once; "
+            f"/healthz open-loop p99 **{us(s['healthz_open_loop']['latency_us']['p99'])}**")
+
+
 def json_body(s):
     worst4 = max((k for k in s if k.startswith("4k_")), key=lambda k: s[k])
     worst64 = max((k for k in s if k.startswith("64k_")), key=lambda k: s[k])
@@ -297,6 +304,8 @@ lines += [
     row("json_body", "reading a JSON body on the I/O thread", json_body, "a few tens of µs at the route's limit"),
     row("thumbnail", "thumbnails: 4000×3000 JPEG → 400 px WebP, `wrk -t2 -c8`", thumbnail,
         "≥ 0.85; /healthz p99 ≤ 1 ms; RSS within the budget"),
+    row("thumbnail_avif", "AVIF thumbnails: 4000×3000 JPEG → 400 px AVIF (q50, effort 4), `wrk -t2 -c4`", thumbnail_avif,
+        "/healthz p99 ≤ 1 ms"),
     row("event_streams", "live-view streams: /healthz alone and its open-loop p99 under /fib/32, 0 vs 50 streams",
         event_streams, "within noise"),
     row("noisy_neighbour", "noisy neighbour: A floods `/fib/35` (64 conns), B sends `/fib/30` 2/s open loop",

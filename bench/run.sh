@@ -247,95 +247,74 @@ s_password_flood() {
 #    on one thread, times the workers (the faster of before and after) — and against the call on
 #    as many threads at once. /healthz is probed open-loop meanwhile. Then 64 connections
 #    uploading at once under a 48 MiB memory budget (what a 64 MiB container gets): peak RSS.
-s_thumbnail() {
+#
+# thumbnails_against_the_limit NAME FORMAT QUALITY CONNECTIONS_PER_WORKER: the photo to a 400 px
+# FORMAT thumbnail through crunchd under wrk, between two runs of bench/thumbnail_single (one
+# thread, and as many threads as workers); writes $parts/NAME.json and prints the ratios.
+thumbnails_against_the_limit() {
+  local name="$1" format="$2" quality="$3" per_worker="$4"
   local photo="$out/photo-4000x3000.jpg" single_before single_after side_before side_after bg probe load cpu workers rss
-  local flood flood_rss idle_rss target="/v1/image/thumbnail?width=400&format=webp"
+  local target="/v1/image/thumbnail?width=400&format=$format&quality=$quality"
   workers="$cores"
   [[ -s "$photo" ]] || "$build/make_image" 4000 3000 jpeg 88 "$photo" >/dev/null
-  single_before="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half")"
-  side_before="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half" "$workers")"
+  single_before="$("$build/thumbnail_single" "$photo" 400 "$format" "$quality" "$half")"
+  side_before="$("$build/thumbnail_single" "$photo" 400 "$format" "$quality" "$half" "$workers")"
   start_server --workers "$workers" --log-level warn
   cpu_begin
-  BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c"$((4 * workers))" -d"$((duration + 2))s" --timeout 10s \
-    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" >"$out/thumbnail.txt" 2>&1 &
+  BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c"$((per_worker * workers))" -d"$((duration + 2))s" --timeout 10s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" >"$out/$name.txt" 2>&1 &
   bg=$!
   sleep 1
   probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
   wait "$bg"
   cpu="$(cpu_end)"
-  load="$(tail -1 "$out/thumbnail.txt")"
-  [[ "$load" == "{"* ]] || { echo "thumbnail: wrk printed no result" >&2; return 1; }
+  load="$(tail -1 "$out/$name.txt")"
+  [[ "$load" == "{"* ]] || { echo "$name: wrk printed no result" >&2; return 1; }
   rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
   stop_server
-  start_server --workers "$workers" --log-level warn --memory-budget 48MiB
-  idle_rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
-  flood="$(BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c64 -d"${half}s" --timeout 10s \
-    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" | tail -1)"
-  flood_rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
-  stop_server
-  single_after="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half")"
-  side_after="$("$build/thumbnail_single" "$photo" 400 webp 80 "$half" "$workers")"
-  echo "{\"photo_bytes\":$(stat -c %s "$photo"),\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"peak_rss_kib\":$rss,\"cpu\":$cpu,\"flood_64\":{\"budget_kib\":49152,\"idle_rss_kib\":$idle_rss,\"peak_rss_kib\":$flood_rss,\"wrk\":$flood}}" >"$parts/thumbnail.json"
-  python3 - "$parts/thumbnail.json" <<'PY'
+  single_after="$("$build/thumbnail_single" "$photo" 400 "$format" "$quality" "$half")"
+  side_after="$("$build/thumbnail_single" "$photo" 400 "$format" "$quality" "$half" "$workers")"
+  echo "{\"photo_bytes\":$(stat -c %s "$photo"),\"format\":\"$format\",\"connections\":$((per_worker * workers)),\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"peak_rss_kib\":$rss,\"cpu\":$cpu}" >"$parts/$name.json"
+  python3 - "$parts/$name.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 single = max(s["single_before"]["per_s"], s["single_after"]["per_s"])
 side = max(s["side_by_side_before"]["per_s"], s["side_by_side_after"]["per_s"])
 limit = s["workers"] * single
 rps = s["wrk"]["rps"]
-print(f"/v1/image/thumbnail 4000x3000 JPEG ({s['photo_bytes'] / 1048576:.1f} MiB) -> 400 px WebP, wrk -t2 -c{4 * s['workers']}: "
+print(f"/v1/image/thumbnail 4000x3000 JPEG ({s['photo_bytes'] / 1048576:.1f} MiB) -> 400 px {s['format']}, wrk -t2 -c{s['connections']}: "
       f"{rps:.1f} thumbnails/s = {rps / limit:.3f} of the limit ({s['workers']} x {single:.1f}/s on one thread, "
       f"{1000 / single:.0f} ms each) and {rps / side:.3f} of {side:.1f}/s, libvips on {s['workers']} threads at once; "
       f"503 {s['wrk']['status_503']}, other {s['wrk']['other']}")
 p = s["healthz_open_loop"]["latency_us"]
 print(f"    /healthz open-loop meanwhile: p50 {p['p50']}us p99 {p['p99']}us max {p['max']}us; peak RSS {s['peak_rss_kib'] / 1024:.1f} MiB")
-f = s["flood_64"]
+PY
+}
+
+s_thumbnail() {
+  local photo="$out/photo-4000x3000.jpg" flood flood_rss idle_rss target="/v1/image/thumbnail?width=400&format=webp"
+  thumbnails_against_the_limit thumbnail webp 80 4
+  start_server --workers "$cores" --log-level warn --memory-budget 48MiB
+  idle_rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
+  flood="$(BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c64 -d"${half}s" --timeout 10s \
+    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" | tail -1)"
+  flood_rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+  stop_server
+  python3 - "$parts/thumbnail.json" "{\"budget_kib\":49152,\"idle_rss_kib\":$idle_rss,\"peak_rss_kib\":$flood_rss,\"wrk\":$flood}" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+f = s["flood_64"] = json.loads(sys.argv[2])
+json.dump(s, open(sys.argv[1], "w"))
 print(f"    64 connections uploading at once, --memory-budget 48MiB: peak RSS {f['peak_rss_kib'] / 1024:.1f} MiB "
       f"(idle {f['idle_rss_kib'] / 1024:.1f}); {f['wrk']['ok']} thumbnails, {f['wrk']['status_503']} refused (503), "
       f"{f['wrk']['other']} other")
 PY
 }
 
-# 10b. AVIF thumbnails: the same photo to a 400 px wide AVIF (quality 50, effort 4: the route's
-#    defaults), from 2 connections per worker, against the same libvips call outside crunch on one
-#    thread times the workers, and on as many threads at once, alternating before and after.
-#    /healthz is probed open-loop meanwhile: AVIF's encoder runs for ~100 ms a thumbnail.
-s_thumbnail_avif() {
-  local photo="$out/photo-4000x3000.jpg" single_before single_after side_before side_after bg probe load cpu workers
-  local target="/v1/image/thumbnail?width=400&format=avif&quality=50"
-  workers="$cores"
-  [[ -s "$photo" ]] || "$build/make_image" 4000 3000 jpeg 88 "$photo" >/dev/null
-  single_before="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half")"
-  side_before="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half" "$workers")"
-  start_server --workers "$workers" --log-level warn
-  cpu_begin
-  BODY_FILE="$photo" CONTENT_TYPE=image/jpeg wrk -t2 -c"$((2 * workers))" -d"$((duration + 2))s" --timeout 10s \
-    -s "$root/bench/post.lua" "http://127.0.0.1:$port$target" >"$out/thumbnail_avif.txt" 2>&1 &
-  bg=$!
-  sleep 1
-  probe="$("$build/latency_probe" "$port" /healthz "$duration" 2000)"
-  wait "$bg"
-  cpu="$(cpu_end)"
-  load="$(tail -1 "$out/thumbnail_avif.txt")"
-  [[ "$load" == "{"* ]] || { echo "thumbnail_avif: wrk printed no result" >&2; return 1; }
-  stop_server
-  single_after="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half")"
-  side_after="$("$build/thumbnail_single" "$photo" 400 avif 50 "$half" "$workers")"
-  echo "{\"single_before\":$single_before,\"single_after\":$single_after,\"side_by_side_before\":$side_before,\"side_by_side_after\":$side_after,\"workers\":$workers,\"wrk\":$load,\"healthz_open_loop\":$probe,\"cpu\":$cpu}" >"$parts/thumbnail_avif.json"
-  python3 - "$parts/thumbnail_avif.json" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-single = max(s["single_before"]["per_s"], s["single_after"]["per_s"])
-side = max(s["side_by_side_before"]["per_s"], s["side_by_side_after"]["per_s"])
-rps = s["wrk"]["rps"]
-print(f"/v1/image/thumbnail 4000x3000 JPEG -> 400 px AVIF (q50, effort 4), wrk -t2 -c{2 * s['workers']}: {rps:.2f} thumbnails/s "
-      f"= {rps / (s['workers'] * single):.3f} of {s['workers']} x {single:.2f}/s (the same libvips call on one thread, "
-      f"{1000 / single:.0f} ms each) and {rps / side:.3f} of {side:.2f}/s on {s['workers']} threads at once; "
-      f"503 {s['wrk']['status_503']}, other {s['wrk']['other']}")
-p = s["healthz_open_loop"]["latency_us"]
-print(f"    /healthz open-loop meanwhile: p50 {p['p50']}us p99 {p['p99']}us max {p['max']}us")
-PY
-}
+# 10b. AVIF thumbnails: the same photo to a 400 px wide AVIF at the route's defaults for AVIF
+#    (quality 50, effort 4), from 2 connections per worker (one ~100 ms encode running and one
+#    waiting), against the same call outside crunch as above. /healthz is probed meanwhile.
+s_thumbnail_avif() { thumbnails_against_the_limit thumbnail_avif avif 50 2; }
 
 # 9. Loop time spent reading JSON bodies: the worst bodies the password routes' 4 KiB limit admits,
 #    and the 64 KiB other routes take.

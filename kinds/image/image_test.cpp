@@ -1,6 +1,7 @@
 // The image functions without a server: the header sniffer, the plan, and thumbnails made with
 // libvips from images the tests generate.
 #include "image.hpp"
+#include "png_declaring.hpp"
 
 #include <gtest/gtest.h>
 #include <vips/vips.h>
@@ -81,30 +82,6 @@ thumbnail_spec box(std::uint32_t w, std::uint32_t h, image_fit fit = image_fit::
   spec.fit = fit;
   spec.format = format;
   return spec;
-}
-
-// A PNG that declares width × height: the signature, a real IHDR (with its CRC), one tiny IDAT
-// and IEND — about 60 bytes, whatever it claims.
-std::string png_declaring(std::uint32_t width, std::uint32_t height) {
-  auto be32 = [](std::uint32_t v) {
-    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-                       static_cast<char>(v)};
-  };
-  auto crc = [](const std::string& data) {
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (const char ch : data) {
-      const auto byte = static_cast<unsigned char>(ch);
-      c ^= byte;
-      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-  };
-  auto chunk = [&](const std::string& type, const std::string& data) {
-    return be32(static_cast<std::uint32_t>(data.size())) + type + data + be32(crc(type + data));
-  };
-  std::string ihdr = be32(width) + be32(height) + std::string("\x08\x02\x00\x00\x00", 5);
-  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) +
-         chunk("IDAT", std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8)) + chunk("IEND", "");
 }
 
 TEST(sniff_image, reads_each_format_and_its_dimensions) {

@@ -1,6 +1,7 @@
 // Images as the web serves them: AVIF, format=auto from Accept, smart crops, fit=outside, what
 // metadata is kept, and /v1/image/info — as functions and over HTTP.
 #include "image.hpp"
+#include "png_declaring.hpp"
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -192,28 +193,6 @@ TEST(make_thumbnail, keep_icc_and_copyright_keeps_them_alone_and_never_gps) {
     EXPECT_EQ(vips_image_get_typeof(kept.get(), "exif-ifd3-GPSLatitudeRef"), 0u);
     EXPECT_EQ(vips_image_get_typeof(kept.get(), VIPS_META_XMP_NAME), 0u);
   }
-}
-
-// A PNG that declares width x height RGB in about 60 bytes: signature, IHDR, a tiny IDAT, IEND.
-std::string png_declaring(std::uint32_t width, std::uint32_t height) {
-  auto be32 = [](std::uint32_t v) {
-    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-                       static_cast<char>(v)};
-  };
-  auto crc = [](const std::string& data) {
-    std::uint32_t c = 0xFFFFFFFFu;
-    for (const char ch : data) {
-      c ^= static_cast<unsigned char>(ch);
-      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-  };
-  auto chunk = [&](const std::string& type, const std::string& data) {
-    return be32(static_cast<std::uint32_t>(data.size())) + type + data + be32(crc(type + data));
-  };
-  return std::string("\x89PNG\r\n\x1a\n", 8) +
-         chunk("IHDR", be32(width) + be32(height) + std::string("\x08\x02\x00\x00\x00", 5)) +
-         chunk("IDAT", std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8)) + chunk("IEND", "");
 }
 
 TEST(read_image_info, reads_the_header_of_a_30_gb_pixel_bomb_without_decoding_it) {
