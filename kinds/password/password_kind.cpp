@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <barrier>
 #include <mutex>
 #include <cstdio>
 #include <thread>
@@ -306,8 +307,9 @@ job_kind build_password(const config& cfg) {
 }
 
 // --calibrate-password DURATION: the Argon2id m and t that take about DURATION a hash while every
-// worker hashes at once (they share the memory bus, as in service), found by doubling and then
-// scaling m at the configured t; t grows only when m reaches its bound.
+// worker hashes at once (they share the memory bus, as in service), found by scaling m at the
+// configured t (at most fourfold a step) until the time is within 5 %; t grows only when m
+// reaches its bound.
 int calibrate_password(const config& cfg) {
   const auto target = parse_duration(cfg.text("calibrate-password"));
   if (!target || target->count() < 10) {
@@ -322,12 +324,14 @@ int calibrate_password(const config& cfg) {
   // Seconds one hash takes at (m, t) while `workers` hash at once: the slowest of them.
   auto measure = [&](std::uint64_t m, std::uint64_t passes) {
     std::vector<double> seconds(workers);
+    std::barrier warmed(static_cast<std::ptrdiff_t>(workers));
     std::vector<std::jthread> threads;
     for (std::size_t i = 0; i < workers; ++i) {
       threads.emplace_back([&, i] {
         // The first hash puts the thread's kept memory in place, as a worker's is after its
-        // first job; the second is timed.
+        // first job; the second, started by all at once, is timed.
         (void)argon2id_hash("calibration", static_cast<std::uint32_t>(m), 1);
+        warmed.arrive_and_wait();
         const auto start = std::chrono::steady_clock::now();
         (void)argon2id_hash("calibration", static_cast<std::uint32_t>(m), static_cast<std::uint32_t>(passes));
         seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
