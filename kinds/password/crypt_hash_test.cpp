@@ -87,7 +87,7 @@ TEST(crypt_hash, hostile_costs_are_refused_from_the_string_alone) {
       {"$5$rounds=999999999$f9PDSRRw6v7QtFSo$jGN8aJmMZUcArSXqydCT9WmVZRwQsV7nlpeyrdSBcJ9", "rounds=999999999"},
       // N = 2^40 (the character for 40 is 'c'), r = 8, p = 1
       {"$7$c6..../....fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA", "scrypt memory 128·r·N"},
-      // N = 2^14, r = 32 (64 MiB, within bounds) but p = 64: 128 passes over it
+      // N = 2^14, r = 32 (64 MiB, within bounds) but p = 36 (Y): 72 passes over it
       {"$7$CU....Y....fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA", "scrypt work"},
       // yescrypt with N = 2^31 (its encoding of 31 is 'S'), r = 32
       {"$y$jST$L5rsUNur89L3i5yOXRu/m.$62UJDY0dLl1Ta4wtKCWWUpcu2P8IhyoIrStpGoGuny4", "yescrypt memory 128·r·N"},
