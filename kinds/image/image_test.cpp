@@ -1,7 +1,7 @@
 // The image functions without a server: the header sniffer, the plan, and thumbnails made with
 // libvips from images the tests generate.
 #include "image.hpp"
-#include "png_declaring.hpp"
+#include "image_test_support.hpp"
 
 #include <gtest/gtest.h>
 #include <vips/vips.h>
@@ -60,28 +60,6 @@ std::string test_gif() {
 std::string test_image(std::uint32_t width, std::uint32_t height, image_format format) {
   if (format == image_format::gif) return test_gif();
   return synthetic_image(width, height, format);
-}
-
-image_header header_of(const std::string& bytes) {
-  auto sniffed = sniff_image(bytes);
-  if (auto* why = std::get_if<std::string>(&sniffed)) throw std::runtime_error(*why);
-  return std::get<image_header>(sniffed);
-}
-
-std::string thumbnail(const std::string& bytes, thumbnail_spec spec) {
-  auto out = make_thumbnail(bytes, header_of(bytes), spec, {});
-  if (!out) throw std::runtime_error("stopped");
-  return *out;
-}
-
-thumbnail_spec box(std::uint32_t w, std::uint32_t h, image_fit fit = image_fit::inside,
-                   image_format format = image_format::png) {
-  thumbnail_spec spec;
-  spec.width = w;
-  spec.height = h;
-  spec.fit = fit;
-  spec.format = format;
-  return spec;
 }
 
 TEST(sniff_image, reads_each_format_and_its_dimensions) {

@@ -1,7 +1,7 @@
 // Images as the web serves them: AVIF, format=auto from Accept, smart crops, fit=outside, what
 // metadata is kept, and /v1/image/info — as functions and over HTTP.
 #include "image.hpp"
-#include "png_declaring.hpp"
+#include "image_test_support.hpp"
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -40,23 +40,6 @@ std::string encode_jpeg(VipsImage* image, bool strip = false) {
   return bytes;
 }
 
-image_header header_of(const std::string& bytes) { return std::get<image_header>(sniff_image(bytes)); }
-
-std::string thumbnail(const std::string& bytes, const thumbnail_spec& spec) {
-  auto out = make_thumbnail(bytes, header_of(bytes), spec, {});
-  if (!out) throw std::runtime_error("stopped");
-  return *out;
-}
-
-thumbnail_spec spec_of(std::uint32_t w, std::uint32_t h, image_fit fit, image_format format) {
-  thumbnail_spec spec;
-  spec.width = w;
-  spec.height = h;
-  spec.fit = fit;
-  spec.format = format;
-  return spec;
-}
-
 TEST(negotiate_format, prefers_avif_then_webp_then_jpeg_or_png_for_alpha) {
   EXPECT_EQ(negotiate_format("image/avif,image/webp,*/*", false), image_format::avif);
   EXPECT_EQ(negotiate_format("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", true), image_format::avif);
@@ -77,7 +60,7 @@ TEST(negotiate_format, prefers_avif_then_webp_then_jpeg_or_png_for_alpha) {
 
 TEST(make_thumbnail, avif_out_at_the_effort_and_quality_asked) {
   const auto source = synthetic_image(400, 300, image_format::jpeg);
-  auto spec = spec_of(200, 0, image_fit::inside, image_format::avif);
+  auto spec = box(200, 0, image_fit::inside, image_format::avif);
   spec.quality = 50;
   const auto avif = thumbnail(source, spec);
   EXPECT_EQ(avif.substr(4, 8), "ftypavif");
@@ -93,8 +76,8 @@ TEST(make_thumbnail, avif_out_at_the_effort_and_quality_asked) {
 
 TEST(plan_thumbnail, prices_avif_far_above_webp_and_by_effort) {
   const auto header = header_of(synthetic_image(400, 300, image_format::jpeg));
-  const auto webp = plan_thumbnail(header, spec_of(400, 0, image_fit::inside, image_format::webp));
-  auto avif_spec = spec_of(400, 0, image_fit::inside, image_format::avif);
+  const auto webp = plan_thumbnail(header, box(400, 0, image_fit::inside, image_format::webp));
+  auto avif_spec = box(400, 0, image_fit::inside, image_format::avif);
   const auto avif = plan_thumbnail(header, avif_spec);
   EXPECT_GT(avif.cost_units, 4 * webp.cost_units);
   EXPECT_GT(avif.memory_bytes, webp.memory_bytes + (8u << 20));  // libaom's own
@@ -135,7 +118,7 @@ double band_mean(const std::string& bytes, int band) {
 TEST(make_thumbnail, crop_attention_keeps_the_salient_region_and_centre_does_not) {
   // 600x200: the red square sits at the right end, far from the centre's 200x200.
   const auto source = with_salient_square(600, 200, 470, 60, 80);
-  auto spec = spec_of(200, 200, image_fit::cover, image_format::png);
+  auto spec = box(200, 200, image_fit::cover, image_format::png);
   const auto centre = thumbnail(source, spec);
   spec.crop = image_crop::attention;
   const auto attention = thumbnail(source, spec);
@@ -177,7 +160,7 @@ TEST(make_thumbnail, keep_icc_and_copyright_keeps_them_alone_and_never_gps) {
   };
   for (const auto format : {image_format::jpeg, image_format::webp, image_format::png, image_format::avif}) {
     SCOPED_TRACE(std::string(format_name(format)));
-    auto spec = spec_of(32, 0, image_fit::inside, format);
+    auto spec = box(32, 0, image_fit::inside, format);
     const auto stripped = load(thumbnail(source, spec));
     EXPECT_EQ(vips_image_get_typeof(stripped.get(), VIPS_META_ICC_NAME), 0u);
     EXPECT_EQ(field(stripped.get(), "exif-ifd0-Copyright"), "");
