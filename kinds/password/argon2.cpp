@@ -380,7 +380,9 @@ class filler {
   void fill() {
     for (std::uint32_t pass = 0; pass < in_.t_cost; ++pass) {
       for (std::uint32_t slice = 0; slice < sync_points; ++slice) {
-        for (std::uint32_t lane = 0; lane < g_.lanes; ++lane) segment(pass, slice, lane);
+        for (std::uint32_t lane = 0; lane < g_.lanes; ++lane) {
+          if (!segment(pass, slice, lane)) return;
+        }
       }
     }
   }
@@ -420,7 +422,12 @@ class filler {
     compress_(zero_, addresses, addresses, false);
   }
 
-  void segment(std::uint32_t pass, std::uint32_t slice, std::uint32_t lane) {
+  // False when the stop token fired: it is looked at every stop_check blocks (4 MiB), a
+  // millisecond or two of work, so that a hash stops at its deadline like any job.
+  static constexpr std::uint32_t stop_check = 4096;
+
+  bool segment(std::uint32_t pass, std::uint32_t slice, std::uint32_t lane) {
+    if (in_.stop.stop_requested()) return false;
     const bool independent =
         in_.variant == argon2_variant::i || (in_.variant == argon2_variant::id && pass == 0 && slice < 2);
     block input{}, addresses{};
@@ -453,7 +460,9 @@ class filler {
       if (pass == 0 && slice == 0) ref_lane = lane;
       const auto ref = reference(pass, slice, index, static_cast<std::uint32_t>(random), ref_lane == lane);
       compress_(b_[previous], b_[std::uint64_t{ref_lane} * g_.lane + ref], b_[current], pass != 0);
+      if (index % stop_check == stop_check - 1 && in_.stop.stop_requested()) return false;
     }
+    return true;
   }
 
   const argon2_inputs& in_;

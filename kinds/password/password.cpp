@@ -184,20 +184,21 @@ std::uint64_t password_job_memory(std::uint64_t m_cost_kib) {
 }
 
 std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost,
-                          std::optional<pepper_use> pepper) {
+                          std::optional<pepper_use> pepper, const std::stop_token& stop) {
   std::array<unsigned char, 16> salt{};
   randombytes_buf(salt.data(), salt.size());
   std::array<std::uint8_t, 32> tag{};
   compute({argon2_variant::id, m_cost_kib, t_cost, 1, password,
            std::string_view(reinterpret_cast<const char*>(salt.data()), salt.size()),
-           pepper ? pepper->secret : std::string_view{}, {}},
+           pepper ? pepper->secret : std::string_view{}, {}, stop},
           tag);
   return "$argon2id$v=19$m=" + std::to_string(m_cost_kib) + ",t=" + std::to_string(t_cost) + ",p=1" +
          (pepper ? ",keyid=" + std::string(pepper->id) : "") + "$" + base64(salt.data(), salt.size()) + "$" +
          base64(tag.data(), tag.size());
 }
 
-bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_view pepper_secret) {
+bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_view pepper_secret,
+                   const std::stop_token& stop) {
   std::array<unsigned char, phc_max_salt_bytes> salt{};
   std::array<std::uint8_t, phc_max_digest_bytes> stored{}, computed{};
   std::size_t salt_bytes = 0, digest_bytes = 0;
@@ -209,7 +210,7 @@ bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_
   if (salt_bytes != hash.salt_bytes || digest_bytes != hash.digest_bytes) return false;
   const std::span<std::uint8_t> tag(computed.data(), digest_bytes);
   compute({variant_of(hash.type), hash.params.m_cost_kib, hash.params.t_cost, hash.params.parallelism, password,
-           std::string_view(reinterpret_cast<const char*>(salt.data()), salt_bytes), pepper_secret, {}},
+           std::string_view(reinterpret_cast<const char*>(salt.data()), salt_bytes), pepper_secret, {}, stop},
           tag);
   const bool match = sodium_memcmp(computed.data(), stored.data(), digest_bytes) == 0;
   wipe(computed.data(), computed.size());

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -66,13 +67,17 @@ struct pepper_use {
 /// digest. With `pepper`, its secret is Argon2's secret input and its id is written as keyid=.
 /// The blocks are the calling thread's kept memory (worker_memory.hpp), wiped before it returns.
 /// Throws std::runtime_error when that memory cannot be had.
+/// When `stop` fires midway, it ends within a millisecond or two and returns something
+/// meaningless: the caller checks the token (a job answers nothing then).
 std::string argon2id_hash(std::string_view password, std::uint32_t m_cost_kib, std::uint32_t t_cost,
-                          std::optional<pepper_use> pepper = std::nullopt);
+                          std::optional<pepper_use> pepper = std::nullopt, const std::stop_token& stop = {});
 
 /// Whether `password` matches `hash` (the digests compared in constant time), with `pepper_secret`
 /// as Argon2's secret input (empty: none; the caller looks up hash.keyid). Memory as for
 /// argon2id_hash; throws std::runtime_error when it cannot be had.
-bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_view pepper_secret = {});
+/// `stop` as for argon2id_hash.
+bool argon2_verify(const phc_hash& hash, std::string_view password, std::string_view pepper_secret = {},
+                   const std::stop_token& stop = {});
 
 /// Whether `hash` is weaker than hashes made now with `current`: another variant than Argon2id, less
 /// memory or fewer passes, a salt under 16 bytes or a digest under 32, or another pepper key than

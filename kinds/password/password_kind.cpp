@@ -179,8 +179,8 @@ job_kind build_password(const config& cfg) {
   hash.description =
       "A fresh 16-byte salt from the OS, parallelism 1. With --password-pepper-file, the current pepper key is "
       "Argon2's secret input and its id is written as keyid=. The password is never logged or echoed, and the buffers "
-      "that held it are wiped. An Argon2 hash cannot stop midway: at the deadline, or when the client leaves, the "
-      "answer goes out at once and the worker finishes the hash and drops it.";
+      "that held it are wiped. At the deadline, or when the client leaves, the hash stops within a millisecond "
+      "or two and its memory is wiped.";
   hash.answer = {"The PHC string, which any Argon2 library verifies.",
                  {{"type", "object"},
                   {"additionalProperties", false},
@@ -197,10 +197,10 @@ job_kind build_password(const config& cfg) {
   hash.prepare = [peppers](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
-    auto run = [password = args.string("password"), m, t, keys = peppers->keys()](std::stop_token) -> std::optional<job_output> {
-      // Argon2 cannot stop midway: a job past its deadline finishes here, and its answer is dropped.
-      auto phc = argon2id_hash(password.view(), m, t, current_pepper(keys));
+    auto run = [password = args.string("password"), m, t, keys = peppers->keys()](std::stop_token stop) -> std::optional<job_output> {
+      auto phc = argon2id_hash(password.view(), m, t, current_pepper(keys), stop);
       wipe_stack_below();  // BLAKE2b's state held the password's last bytes
+      if (stop.stop_requested()) return std::nullopt;
       return job_output::json({{"hash", std::move(phc)}});
     };
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
@@ -281,10 +281,11 @@ job_kind build_password(const config& cfg) {
     const auto m = stored.params.m_cost_kib;
     const auto t = stored.params.t_cost;
     auto run = [password, stored = std::move(stored), rehash, keys = std::move(keys)](
-                   std::stop_token) -> std::optional<job_output> {
+                   std::stop_token stop) -> std::optional<job_output> {
       const auto secret = stored.keyid.empty() ? std::string_view{} : keys->find(stored.keyid)->value.view();
-      const bool match = argon2_verify(stored, password.view(), secret);
+      const bool match = argon2_verify(stored, password.view(), secret, stop);
       wipe_stack_below();
+      if (stop.stop_requested()) return std::nullopt;
       return job_output::json({{"match", match}, {"needs_rehash", rehash}});
     };
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
