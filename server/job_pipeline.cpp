@@ -1,5 +1,7 @@
 #include <crunch/job_pipeline.hpp>
 
+#include "workers/fatal_signals.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -47,8 +49,9 @@ answer completed(std::optional<job_output> value, job_timing timing, metrics& st
 
 }  // namespace
 
-job_pipeline::job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats)
-    : cfg_(cfg), pool_(pool), admit_(admit), flows_(flows), stats_(stats) {}
+job_pipeline::job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats,
+                           logger* log)
+    : cfg_(cfg), pool_(pool), admit_(admit), flows_(flows), stats_(stats), log_(log) {}
 
 answer job_pipeline::run_inline(job_request request) {
   job_timing timing;
@@ -136,6 +139,8 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
   }
 
   const auto booking = flows_.book(flow, cost, time_left, virtual_now);
+  // Listed while it is in flight: a fatal signal's report names it.
+  const inflight_request listed(request.request_id);
   net::steady_timer deadline(co_await net::this_coro::executor);
   deadline.expires_at(received + request.timeout);
   pending_job pending;
@@ -153,7 +158,8 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
                std::monostate>
       raced;
   try {
-    raced = co_await (pool_.async_submit(std::move(request.job), job_ticket{pool_memory, booking.tag}, use_tuple) ||
+    const job_ticket ticket{pool_memory, booking.tag, listed.slot(), received + request.timeout};
+    raced = co_await (pool_.async_submit(std::move(request.job), ticket, use_tuple) ||
                       deadline.async_wait(use_tuple) || std::move(client_gone));
   } catch (...) {
     settle(clock::duration::zero());
@@ -201,9 +207,31 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.count_job(job_outcome::failed);
     co_return answer{error_reply(500, "job_failed", result.failure), result.timing};
   }
+  if (ec == pool_errc::helper_failed) {
+    // The helper is gone with this job alone: the client gets a 502 of its own, the log the
+    // helper's report (its signal, thread and stack).
+    stats_.count_job(job_outcome::helper_crashed);
+    log_helper_failure(request, result);
+    co_return answer{error_reply(502, result.failure_code, result.failure), result.timing};
+  }
   // Shut down, or cancelled with the whole session.
   stats_.count_job(job_outcome::drained);
   co_return answer{draining(), result.timing};
+}
+
+void job_pipeline::log_helper_failure(const job_request& request, const job_result<std::optional<job_output>>& result) {
+  if (log_ == nullptr) return;
+  nlohmann::json fields = {{"kind", request.kind},
+                           {"route", request.route},
+                           {"request_id", request.request_id},
+                           {"code", result.failure_code},
+                           {"error", result.failure}};
+  if (!result.failure_details.empty()) {
+    // The helper's own report, a JSON object unless the helper was too far gone to write one.
+    auto report = nlohmann::json::parse(result.failure_details, nullptr, false);
+    fields["report"] = report.is_object() ? std::move(report) : nlohmann::json(result.failure_details);
+  }
+  log_->write(log_level::error, "helper_died", fields);
 }
 
 namespace {

@@ -35,7 +35,9 @@ job_registry build_jobs(const std::vector<kind_declaration>& kinds, const config
     if (kind.check) {
       if (auto why = kind.check(complete)) throw config_error("crunchd: " + *why);
     }
-    jobs.add(kind.build(complete));
+    auto built = kind.build(complete);
+    built.isolated = kind.isolation.has_value();
+    jobs.add(std::move(built));
   }
   return jobs;
 }

@@ -25,6 +25,7 @@ const char* to_string(job_outcome outcome) noexcept {
     case job_outcome::failed: return "failed";
     case job_outcome::drained: return "drained";
     case job_outcome::rejected_memory: return "rejected_memory";
+    case job_outcome::helper_crashed: return "helper_crashed";
   }
   return "unknown";
 }
@@ -253,6 +254,22 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              static_cast<double>(inline_jobs_));
   out.single("crunch_jobs_pushed_out_total", "counter", "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.",
              static_cast<double>(pushed_out_));
+  out.header("crunch_helpers", "gauge", "Sandboxed helper processes running now, by isolated job kind.");
+  for (const auto& h : gauges.helper_processes) out.sample("crunch_helpers", label("kind", h.kind), static_cast<double>(h.alive));
+  out.header("crunch_helpers_started_total", "counter", "Helper processes started, by isolated job kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_started_total", label("kind", h.kind), static_cast<double>(h.started));
+  }
+  out.header("crunch_helpers_crashed_total", "counter",
+             "Helper processes that died by themselves (a fatal signal, their sandbox, a limit, a kill from outside), by kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_crashed_total", label("kind", h.kind), static_cast<double>(h.crashed));
+  }
+  out.header("crunch_helpers_killed_total", "counter",
+             "Helper processes crunchd killed because their job did not stop within 50 ms of being asked (its deadline, its client gone, the drain), by kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_killed_total", label("kind", h.kind), static_cast<double>(h.killed));
+  }
   out.header("crunch_auth_failures_total", "counter", "Requests refused 401, by reason: no API key, or one that is not valid.");
   out.sample("crunch_auth_failures_total", label("reason", "missing"), static_cast<double>(auth_failures_[0]));
   out.sample("crunch_auth_failures_total", label("reason", "invalid"), static_cast<double>(auth_failures_[1]));

@@ -68,7 +68,7 @@ document bad_request(const job_route& r, const document& base) {
   return response;
 }
 
-document operation(const job_route& r, const document& base) {
+document operation(const job_route& r, bool isolated, const document& base) {
   document op = {{"operationId", operation_id(r.name)},
                  {"security", document::array({document::object(), {{"apiKey", document::array()}}})},
                  {"summary", r.summary}};
@@ -135,6 +135,7 @@ document operation(const job_route& r, const document& base) {
   responses["417"] = response_ref("ExpectationFailed");
   responses["431"] = response_ref("HeadersTooLarge");
   if (r.may_fail) responses["500"] = response_ref("JobFailed");
+  if (isolated) responses["502"] = response_ref("HelperFailed");
   responses["503"] = response_ref("Unavailable");
   responses["504"] = response_ref("DeadlineExceeded");
   op["responses"] = std::move(responses);
@@ -172,7 +173,7 @@ std::string openapi_document(const job_registry& jobs) {
   auto doc = document::parse(openapi_base);
   auto& paths = doc["paths"];
   for (const auto& [name, kind] : jobs.kinds()) {
-    for (const auto& r : kind.routes) paths[r.path][lower(r.method)] = operation(r, doc);
+    for (const auto& r : kind.routes) paths[r.path][lower(r.method)] = operation(r, kind.isolated, doc);
   }
   return doc.dump(2) + "\n";
 }

@@ -32,6 +32,9 @@
 
 #include <sys/prctl.h>
 
+#include "workers/fatal_signals.hpp"
+#include "workers/helpers.hpp"
+
 namespace crunch {
 
 namespace {
@@ -68,7 +71,7 @@ struct server::state {
         keys(load_keys(cfg)),
         reloads(reloads_of(kinds)),
         routes(calibrated(std::move(kinds), admit), view(), cfg),
-        pipeline(cfg, pool, admit, flows, stats),
+        pipeline(cfg, pool, admit, flows, stats, &log),
         ctx{.cfg = cfg,
             .routes = routes,
             .jobs = pipeline,
@@ -83,6 +86,11 @@ struct server::state {
       live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
     }
+    // A helper's data may not pass the whole budget (and a little for its libraries): a job's
+    // own limit, from its memory model, is set under that (workers/helpers.cpp).
+    helper_settings helpers;
+    if (cfg.memory_budget != 0) helpers.memory_ceiling = cfg.memory_budget + (std::uint64_t{512} << 20);
+    set_helper_settings(helpers);
   }
 
   // What the router reads of the running server.
@@ -209,7 +217,14 @@ struct server::state {
             .flows_active = flows.active(),
             .flows_tracked = flows.tracked(),
             .flows_overflowed = flows.overflowed(),
-            .memory_kept = pool.memory_kept()};
+            .memory_kept = pool.memory_kept(),
+            .helper_processes = helper_gauges()};
+  }
+
+  static std::vector<metrics_gauges::helpers> helper_gauges() {
+    std::vector<metrics_gauges::helpers> out;
+    for (const auto& h : helper_statistics()) out.push_back({h.kind, h.started, h.alive, h.crashed, h.killed});
+    return out;
   }
 
   std::string metrics_text() const {
@@ -458,6 +473,7 @@ void server::reload() {
 
 void server::run() {
   auto& s = *state_;
+  name_thread_for_reports("io");
   // Timers on this thread fire within 1 µs of their time instead of the default 50 µs slack, so
   // the loop-lag monitor measures the loop, not the slack.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);

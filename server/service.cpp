@@ -17,10 +17,15 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <unistd.h>
+
+#include "workers/fatal_signals.hpp"
 
 namespace crunch {
 
 int run_service(int argc, char** argv, const std::vector<kind_declaration>& kinds) {
+  // Started by crunchd as a helper process: nothing of the service is read, parsed or opened.
+  if (is_helper_invocation(argc, argv)) run_helper(argc, argv, kinds);
   // A peer or a log reader that is gone is an error to handle (EPIPE), never the end of the
   // process: sockets already send with MSG_NOSIGNAL; this covers stdout and stderr too.
   std::signal(SIGPIPE, SIG_IGN);
@@ -36,6 +41,10 @@ int run_service(int argc, char** argv, const std::vector<kind_declaration>& kind
     return done->exit_code;
   }
   const auto& cfg = std::get<config>(parsed);
+  // A fatal signal leaves one line in the log: the signal, the thread, the stack and the requests
+  // in flight (workers/fatal_signals.hpp).
+  install_fatal_signal_report(STDOUT_FILENO, cfg.log_format_ == log_format::json ? fatal_report_style::json
+                                                                                 : fatal_report_style::text);
   if (cfg.probe) {
     const auto result = probe(cfg);
     std::fprintf(result.ok ? stdout : stderr, "crunchd: probe /readyz: %s\n", result.summary.c_str());

@@ -591,6 +591,7 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
   }
   auto job = std::move(std::get<job_request>(prepared));
   job.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
+  job.request_id = request_id;
   const auto route = job.route;
   stream.expires_never();
   conn.in_job = true;

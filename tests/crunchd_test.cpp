@@ -19,6 +19,7 @@
 #include <memory>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <utility>
@@ -260,9 +261,31 @@ bool maps(pid_t pid, std::string_view name) {
   return false;
 }
 
-// An idle crunchd holds no libvips: its image module is loaded by the first image job, which
-// also calibrates the kind, so that /v1/kinds has no image rate before it and one after.
-TEST(crunchd, loads_libvips_with_its_first_thumbnail_and_not_before) {
+// The processes whose parent is `pid`.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> children;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // "pid (comm) state ppid ...": the name may hold spaces, so read after its last ')'.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    pid_t parent = 0;
+    rest >> state >> parent;
+    if (parent == pid) children.push_back(static_cast<pid_t>(std::stoi(name)));
+  }
+  return children;
+}
+
+// libvips and its codecs never run in crunchd: the first image job starts a sandboxed helper,
+// which loads them (and calibrates the kind, so that /v1/kinds has no image rate before it and
+// one after). An idle crunchd has no helper.
+TEST(crunchd, never_maps_libvips_its_first_thumbnail_starts_a_helper_that_does) {
   const auto jpeg = synthetic_image(64, 48, image_format::jpeg);
   crunchd_process p({"--address", "127.0.0.1", "--port", "0"});
   const auto port = started_port(p);
@@ -281,6 +304,7 @@ TEST(crunchd, loads_libvips_with_its_first_thumbnail_and_not_before) {
   }
   EXPECT_FALSE(maps(p.pid(), "libvips"));
   EXPECT_FALSE(maps(p.pid(), "libcrunch_vips"));
+  EXPECT_TRUE(children_of(p.pid()).empty());
   EXPECT_TRUE(image_rate().is_null());
   {
     http_connection c(port);
@@ -289,13 +313,22 @@ TEST(crunchd, loads_libvips_with_its_first_thumbnail_and_not_before) {
     EXPECT_EQ(r->status, 200u) << r->body;
     EXPECT_EQ(r->header("content-type"), "image/webp");
   }
-  EXPECT_TRUE(maps(p.pid(), "libcrunch_vips.so"));
-  EXPECT_TRUE(maps(p.pid(), "libvips"));
+  EXPECT_FALSE(maps(p.pid(), "libcrunch_vips.so"));
+  EXPECT_FALSE(maps(p.pid(), "libvips"));
+  const auto helpers = children_of(p.pid());
+  ASSERT_FALSE(helpers.empty());
+  for (const auto helper : helpers) {
+    EXPECT_TRUE(maps(helper, "libvips")) << helper;
+    std::ifstream cmdline("/proc/" + std::to_string(helper) + "/cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    EXPECT_NE(args.find(std::string("--crunch-helper\0image", 22)), std::string::npos);
+  }
   const auto rate = image_rate();
   ASSERT_TRUE(rate.is_number()) << rate;
   EXPECT_GT(rate.get<double>(), 0);
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait_exit(), 0);
+  for (const auto helper : helpers) EXPECT_FALSE(std::filesystem::exists("/proc/" + std::to_string(helper))) << helper;
 }
 
 TEST(crunchd, without_its_image_module_does_not_start_and_says_where_it_looked) {

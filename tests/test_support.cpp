@@ -200,6 +200,10 @@ double sample(const std::string& metrics, const std::string& series) {
   return std::stod(metrics.substr(at + series.size() + 2));
 }
 
+double memory_held(const std::string& metrics) {
+  return sample(metrics, "crunch_job_memory_bytes") - sample(metrics, "crunch_job_memory_kept_bytes");
+}
+
 bool wait_for_metric(http_connection& observer, const std::string& line, int attempts) {
   for (int attempt = 0; attempt < attempts; ++attempt) {
     const auto scrape = observer.get("/metrics");

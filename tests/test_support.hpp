@@ -109,6 +109,11 @@ bool wait_for_metric(http_connection& observer, const std::string& line, int att
 /// The value of one sample line ("name{labels} value") of a /metrics text, 0 when absent.
 double sample(const std::string& metrics, const std::string& series);
 
+/// Memory a server holds beyond what its idle workers keep for their next job (Argon2's area,
+/// their helpers' shared memory): crunch_job_memory_bytes less crunch_job_memory_kept_bytes, from
+/// a /metrics text. 0 once every body and job has given its memory back.
+double memory_held(const std::string& metrics);
+
 /// One Server-Sent Event's data from a /v1/events stream, as JSON; nullopt if the stream ended.
 std::optional<nlohmann::json> next_event(http_connection& stream);
 

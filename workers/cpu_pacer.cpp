@@ -1,5 +1,7 @@
 #include <crunch/cpu_pacer.hpp>
 
+#include "helpers.hpp"
+
 #include <algorithm>
 #include <ctime>
 
@@ -10,15 +12,17 @@ namespace {
 // True while workers must wait; only a cpu_pacer's thread sets it.
 std::atomic<bool> hold_workers{false};
 
+// crunchd's CPU time and its helpers': the quota is the cgroup's, which holds them all.
 std::chrono::nanoseconds process_cpu_time() {
   timespec ts{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec) + helpers_cpu_time();
 }
 
 void release_workers() {
   hold_workers.store(false, std::memory_order_release);
   hold_workers.notify_all();
+  hold_helpers(false);
 }
 
 }  // namespace
@@ -56,6 +60,7 @@ void cpu_pacer::run(std::stop_token stop) {
     if (allowance.over(now.time_since_epoch(), process_cpu_time())) {
       paused_ticks_.fetch_add(1, std::memory_order_relaxed);
       hold_workers.store(true, std::memory_order_release);
+      hold_helpers(true);  // their jobs cannot reach a checkpoint of crunchd's
     } else if (hold_workers.load(std::memory_order_relaxed)) {
       release_workers();
     }

@@ -3,18 +3,18 @@
 #include <crunch/cpu_pacer.hpp>
 #include <crunch/worker_memory.hpp>
 
+#include "fatal_signals.hpp"
+#include "helpers.hpp"
+
 #include <boost/asio/error.hpp>
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
-#include <set>
 #include <string>
 #include <cstdint>
 #include <stdexcept>
 #include <utility>
 
-#include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -34,6 +34,7 @@ class pool_category_impl final : public sys::error_category {
       case pool_errc::shut_down: return "worker pool is shut down";
       case pool_errc::job_failed: return "job failed";
       case pool_errc::too_large: return "job needs more memory than the budget";
+      case pool_errc::helper_failed: return "the helper process running the job died";
     }
     return "unknown worker pool error";
   }
@@ -79,11 +80,14 @@ void apply_priority_to(pid_t tid, worker_priority priority) {
   param.sched_priority = 0;
   sched_setscheduler(tid, priority == worker_priority::batch ? SCHED_BATCH : SCHED_IDLE, &param);
   if (priority == worker_priority::batch) {
-    // On Linux the nice value is per thread, addressed by its tid.
-    setpriority(PRIO_PROCESS, static_cast<id_t>(tid != 0 ? tid : gettid()), batch_nice);
+    // On Linux the nice value is per thread: PRIO_PROCESS with a tid, or 0 for the calling one.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), batch_nice);
     shorten_slice(tid);
   }
 }
+
+// What adopt_worker_priority() remembered: a worker_priority + 1, 0 for none.
+std::atomic<int> adopted_priority{0};
 
 }  // namespace
 
@@ -91,38 +95,19 @@ void apply_priority_to(pid_t tid, worker_priority priority) {
 // means an unusual kernel or seccomp policy, and the pool still works at normal priority.
 void apply_worker_priority(worker_priority priority) { apply_priority_to(0, priority); }
 
-void apply_worker_priority_to_threads(std::string_view name, worker_priority priority) {
-  if (priority == worker_priority::normal) return;
-  // Never destroyed: a worker may still be finishing an image job while the process exits and
-  // runs the static destructors (the fuzzer exits with its server running): it found the set
-  // freed under it.
-  struct adjusted {
-    std::mutex mutex;
-    std::set<pid_t> done;  // tids are reused only once a thread is gone; then it is redone
-  };
-  static auto* const state = new adjusted;
-  auto& done = state->done;
-  std::lock_guard lock(state->mutex);
-  DIR* tasks = opendir("/proc/self/task");
-  if (tasks == nullptr) return;
-  std::set<pid_t> seen;
-  while (const dirent* entry = readdir(tasks)) {
-    const auto tid = static_cast<pid_t>(std::strtol(entry->d_name, nullptr, 10));
-    if (tid <= 0) continue;
-    seen.insert(tid);
-    if (done.count(tid) != 0) continue;
-    std::ifstream comm(std::string("/proc/self/task/") + entry->d_name + "/comm");
-    std::string thread_name;
-    std::getline(comm, thread_name);
-    if (thread_name == name) {
-      apply_priority_to(tid, priority);
-      done.insert(tid);
-    }
-  }
-  closedir(tasks);
-  std::erase_if(done, [&](pid_t tid) { return seen.count(tid) == 0; });
+void adopt_worker_priority(worker_priority priority) {
+  adopted_priority.store(static_cast<int>(priority) + 1, std::memory_order_relaxed);
+  apply_priority_to(0, priority);
 }
 
+void adopt_worker_priority_on_this_thread() noexcept {
+  thread_local bool adopted = false;
+  if (adopted) return;
+  adopted = true;
+  if (const int p = adopted_priority.load(std::memory_order_relaxed); p != 0) {
+    apply_priority_to(0, static_cast<worker_priority>(p - 1));
+  }
+}
 
 bool make_io_thread_realtime() noexcept {
   constexpr std::uint64_t reset_on_fork = 0x01;  // SCHED_FLAG_RESET_ON_FORK
@@ -350,6 +335,9 @@ void worker_pool::cancel(std::uint64_t id) {
 
 void worker_pool::worker_main(std::size_t index) {
   apply_worker_priority(priority_);
+  name_thread_for_reports("worker " + std::to_string(index + 1));
+  // And for ps, top and perf: "crunch-worker-1" (15 characters at most).
+  pthread_setname_np(pthread_self(), ("crunch-worker-" + std::to_string(index + 1)).substr(0, 15).c_str());
   for (;;) {
     job_checkpoint({});  // a job that cannot pause (an Argon2 hash) paces its worker between jobs
     std::unique_ptr<task> t;
@@ -390,6 +378,7 @@ void worker_pool::worker_main(std::size_t index) {
     }
     if (give_back) {
       release_worker_memory();
+      release_helpers();
       {
         std::lock_guard lock(mutex_);
         memory_->in_use.fetch_sub(charged_[index], std::memory_order_acq_rel);
@@ -398,9 +387,14 @@ void worker_pool::worker_main(std::size_t index) {
       ready_.notify_all();
       continue;
     }
+    set_running_request(t->request_slot_);
+    set_running_deadline(t->deadline_);
     t->run(t->stop_.get_token());
-    // What the job left in the worker's kept memory stays charged; the rest of its memory is free.
-    const std::uint64_t kept = worker_memory_kept();
+    set_running_request(-1);
+    set_running_deadline(std::chrono::steady_clock::time_point::max());
+    // What the job left in the worker's kept memory (its helpers' shared memory included) stays
+    // charged; the rest of its memory is free.
+    const std::uint64_t kept = worker_memory_kept() + helper_memory_kept();
     {
       std::lock_guard lock(mutex_);
       running_[index] = nullptr;

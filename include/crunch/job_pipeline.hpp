@@ -8,6 +8,7 @@
 #include <crunch/admission.hpp>
 #include <crunch/config.hpp>
 #include <crunch/flows.hpp>
+#include <crunch/log.hpp>
 #include <crunch/metrics.hpp>
 #include <crunch/net.hpp>
 #include <crunch/router.hpp>
@@ -47,8 +48,10 @@ struct pending_job : boost::intrusive::list_base_hook<> {
 /// Runs job requests for the sessions. Used on the I/O thread only.
 class job_pipeline {
  public:
-  /// `cfg.mode` says where jobs run; the others are the server's.
-  job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats);
+  /// `cfg.mode` says where jobs run; the others are the server's. `log`, when given, gets a line
+  /// for each job whose helper process died.
+  job_pipeline(const config& cfg, worker_pool& pool, admission& admit, flow_table& flows, metrics& stats,
+               logger* log = nullptr);
 
   /// Admits `request` (received at `received`) into its flow's fair share or refuses it at once,
   /// runs it, and races it
@@ -75,12 +78,14 @@ class job_pipeline {
 
  private:
   answer run_inline(job_request request);
+  void log_helper_failure(const job_request& request, const job_result<std::optional<job_output>>& result);
 
   const config& cfg_;
   worker_pool& pool_;
   admission& admit_;
   flow_table& flows_;
   metrics& stats_;
+  logger* log_;
   boost::intrusive::list<pending_job> pending_;  // in submission order
 };
 

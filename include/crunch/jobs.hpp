@@ -140,6 +140,8 @@ struct job_kind {
   /// so one its cost model puts under --inline-max-us may run on the I/O thread (fib: yes;
   /// hashes and images never).
   bool tiny_jobs_run_inline = false;
+  /// Its jobs run in sandboxed helper processes (kind_declaration::isolation): set by build_jobs.
+  bool isolated = false;
   /// Rereads what the kind keeps from files (the password kind's pepper keys) on SIGHUP, on the
   /// I/O thread; returns a line for the log, which names no secret. Throws std::runtime_error when
   /// the file cannot be used, and the kind keeps what it had. Empty: nothing to reread.

@@ -5,6 +5,7 @@
 /// declaration, its tests); a service built on crunch adds its own beside them.
 
 #include <crunch/config.hpp>
+#include <crunch/isolation.hpp>
 #include <crunch/jobs.hpp>
 
 #include <functional>
@@ -35,6 +36,9 @@ struct kind_declaration {
   /// The kind, configured by `cfg` (its settings read with cfg.setting()).
   std::function<job_kind(const config&)> build;
   std::vector<kind_command> commands = {};  ///< its command-line tasks, if any
+  /// Its jobs parse strangers' bytes with a C library: what its sandboxed helper processes run
+  /// (isolation.hpp). Its jobs call them with run_isolated(). Empty: its jobs run in crunchd.
+  std::optional<kind_isolation> isolation = {};
 };
 
 /// crunchd's kinds, a folder each under kinds/ (fib, password, image, ...), in the order

@@ -29,10 +29,11 @@ enum class job_outcome {
   failed,                        ///< the job threw: 500
   drained,                       ///< shutdown could not wait for it: 503
   rejected_memory,               ///< its body or its memory did not fit the memory budget: 503 at once
+  helper_crashed,                ///< the helper process running it died, or ran out of memory: 502
 };
 
 /// Number of job_outcome values.
-inline constexpr std::size_t job_outcome_count = 8;
+inline constexpr std::size_t job_outcome_count = 9;
 
 /// The label value of an outcome, e.g. "rejected_queue_full".
 const char* to_string(job_outcome outcome) noexcept;
@@ -106,6 +107,15 @@ struct metrics_gauges {
   std::size_t flows_tracked = 0;       ///< flows the table knows, idle ones included
   std::uint64_t flows_overflowed = 0;  ///< jobs whose new flow found the table full
   std::uint64_t memory_kept = 0;       ///< bytes idle workers keep for their next job (in memory_in_use)
+  /// Helper processes of the isolated kinds (isolation.hpp), by kind.
+  struct helpers {
+    std::string kind;
+    std::uint64_t started = 0;  ///< since the start
+    std::uint64_t alive = 0;    ///< now
+    std::uint64_t crashed = 0;  ///< died by themselves: a signal, the sandbox, a limit
+    std::uint64_t killed = 0;   ///< killed because their job would not stop
+  };
+  std::vector<helpers> helper_processes = {};
 };
 
 

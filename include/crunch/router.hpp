@@ -50,6 +50,8 @@ struct job_request {
   std::string flow;
   /// Its kind allows a job its cost model puts under --inline-max-us to run on the I/O thread.
   bool may_run_inline = false;
+  /// The request's id (X-Request-Id): a fatal signal's report and the log name it.
+  std::string_view request_id = {};
 };
 
 /// What the router reads of a request's head.

@@ -10,6 +10,7 @@
 /// busy — and its memory charged — until then, and its result is dropped.
 
 #include <crunch/completion_queue.hpp>
+#include <crunch/isolation.hpp>
 #include <crunch/memory_lease.hpp>
 #include <crunch/net.hpp>
 
@@ -52,13 +53,19 @@ enum class worker_priority {
 };
 
 /// Gives the calling thread the workers' scheduling class. Threads it starts inherit it (but for
-/// the shortened time slice, which the kernel resets in a new thread).
+/// the shortened time slice, which the kernel resets in a new thread), and so do processes it
+/// starts (a worker's helpers).
 void apply_worker_priority(worker_priority priority);
 
-/// Gives the workers' scheduling class, time slice included, to every thread of this process
-/// called `name` that does not have it yet: for the threads a library starts of its own (libvips
-/// evaluates on "libvips worker" threads), which must yield to the I/O thread as the workers do.
-void apply_worker_priority_to_threads(std::string_view name, worker_priority priority);
+/// The same, and remembers `priority` as the process's: for a helper process, whose libraries
+/// start threads of their own (libvips evaluates on "libvips worker" threads).
+void adopt_worker_priority(worker_priority priority);
+
+/// Gives the calling thread the priority adopt_worker_priority() remembered, once per thread:
+/// what a library's own thread calls when it first runs crunch's code (libvips's progress
+/// callback), so that it yields to other threads as the workers do, its short time slice
+/// included. Nothing when none was remembered.
+void adopt_worker_priority_on_this_thread() noexcept;
 
 /// OS scheduling of the I/O thread.
 enum class io_priority {
@@ -81,6 +88,7 @@ enum class pool_errc {
   shut_down,       ///< the pool stopped before the job could run
   job_failed,      ///< the job threw; job_result::failure holds what()
   too_large,       ///< the job declares more memory than the whole budget: rejected at once
+  helper_failed,   ///< the helper process running it died (isolated_job_failed): failure, failure_code, failure_details
 };
 
 /// The error category of pool_errc.
@@ -109,7 +117,9 @@ template <typename T>
 struct job_result {
   T value{};            ///< the job's return value (value-initialised when there is none)
   job_timing timing;    ///< queue and run time
-  std::string failure;  ///< what() of the exception when the error is pool_errc::job_failed
+  std::string failure;  ///< what() of the exception when the error is pool_errc::job_failed or helper_failed
+  std::string failure_code;     ///< for helper_failed: the error code the client gets
+  std::string failure_details;  ///< for helper_failed: the helper's crash report, for the log
 };
 
 /// Sizing and scheduling of a worker_pool.
@@ -131,6 +141,11 @@ struct job_ticket {
   /// Its place: the queue is kept in order of tag, and in arrival order among equal tags. The
   /// fair queuing of flows (flows.hpp) gives each job its start tag; 0 for all is a plain FIFO.
   std::uint64_t tag = 0;
+  /// Its request's place in the table of requests in flight (fatal_signals.hpp), which a fatal
+  /// signal's report on its worker names; -1: none.
+  int request_slot = -1;
+  /// When it must be done: a helper running it gets the CPU time left until then.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 /// N worker threads behind one bounded queue, in order of the jobs' tags (FIFO when they are
@@ -221,6 +236,8 @@ class worker_pool {
     std::chrono::steady_clock::time_point enqueued_{};  ///< for job_timing::queued
     std::uint64_t memory_ = 0;                          ///< bytes it declares
     std::uint64_t tag_ = 0;                             ///< its place in the queue
+    int request_slot_ = -1;                             ///< job_ticket::request_slot
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   };
 
   template <typename Job, typename Handler>
@@ -308,6 +325,11 @@ class worker_pool::task_for final : public worker_pool::task {
     result_.timing.queued = started - enqueued_;
     try {
       result_.value = (*job_)(std::move(stop));
+    } catch (const isolated_job_failed& e) {
+      ec_ = pool_errc::helper_failed;
+      result_.failure = e.what();
+      result_.failure_code = e.code();
+      result_.failure_details = e.details();
     } catch (const std::exception& e) {
       ec_ = pool_errc::job_failed;
       result_.failure = e.what();
@@ -393,6 +415,8 @@ auto worker_pool::async_submit(Job job, job_ticket ticket, CompletionToken&& tok
         auto t = std::make_unique<task_for<Job, handler_type>>(std::move(queued_job), std::move(handler), completions_);
         t->memory_ = ticket.memory;
         t->tag_ = ticket.tag;
+        t->request_slot_ = ticket.request_slot;
+        t->deadline_ = ticket.deadline;
         {
           std::lock_guard lock(mutex_);
           t->id_ = next_id_++;

@@ -2,6 +2,7 @@
 
 #include <crunch/cpu_pacer.hpp>
 #include <crunch/media_type.hpp>
+#include <crunch/worker_pool.hpp>
 
 #include "image_library.hpp"
 
@@ -489,7 +490,7 @@ const image_library::functions* load_image_library() {
   if (handle == nullptr) throw std::runtime_error("cannot load the image kind's module: " + std::string(dlerror()));
   void* entry = dlsym(handle, image_library::entry_point);
   if (entry == nullptr) throw std::runtime_error(path + " is not crunch's image module");
-  static const image_library::host host{&job_checkpoint};
+  static const image_library::host host{&job_checkpoint, &adopt_worker_priority_on_this_thread};
   const auto* table = reinterpret_cast<image_library::entry_function>(entry)(&host);
   if (table == nullptr || table->abi != image_library::abi) {
     throw std::runtime_error(path + " was built for another version of crunch");

@@ -1,10 +1,12 @@
 // The image kind's declaration: POST /v1/image/thumbnail over image.cpp.
 #include "image.hpp"
 
+#include <crunch/isolation.hpp>
 #include <crunch/kinds.hpp>
-#include <crunch/worker_pool.hpp>
 
+#include <cstring>
 #include <string>
+#include <type_traits>
 
 namespace crunch {
 
@@ -62,6 +64,96 @@ const std::string bomb_png(
     "\x00\x00\x00\x67\x22\xfe\xf3\x00\x00\x00\x08\x49\x44\x41\x54\x78\x9c\x03\x00\x00\x00\x00\x01\x48\x06\x89"
     "\xd2\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82",
     65);
+
+// ---- what the image kind's helper processes run (include/crunch/isolation.hpp) ----
+// libvips and every codec it drives run there, never in crunchd: a thumbnail job on crunchd's
+// worker hands the helper the body and a thumbnail_order, and gets the encoded image back.
+
+// What a thumbnail job tells its helper: all of it worked out on the I/O thread, from the header.
+struct thumbnail_order {
+  image_header header;
+  thumbnail_spec spec;
+  thumbnail_plan plan;
+};
+static_assert(std::is_trivially_copyable_v<thumbnail_order>, "sent as its bytes");
+
+std::string encode(const thumbnail_order& order) { return {reinterpret_cast<const char*>(&order), sizeof order}; }
+
+thumbnail_order decode(std::string_view params) {
+  if (params.size() != sizeof(thumbnail_order)) throw std::invalid_argument("a thumbnail order of the wrong size");
+  thumbnail_order order;
+  std::memcpy(&order, params.data(), sizeof order);
+  return order;
+}
+
+// The body as the decoder may see it: a PNG's text chunks dropped, in a copy (the body is
+// shared memory, read only), so that the decoder never inflates them; anything else as it is.
+std::string_view without_png_text(std::string_view body, std::string& copy) {
+  if (png_text_bytes(body) == 0) return body;
+  copy.assign(body);
+  drop_png_text(copy);
+  return copy;
+}
+
+std::optional<isolated_output> thumbnail_in_helper(std::string_view params, std::string_view body, std::stop_token stop) {
+  const auto order = decode(params);
+  struct release {
+    ~release() { release_vips_thread_buffers(); }
+  } at_exit;
+  try {
+    std::string copy;
+    auto encoded = make_thumbnail(without_png_text(body, copy), order.header, order.spec, order.plan, std::move(stop));
+    if (!encoded) return std::nullopt;
+    return isolated_output{200, std::move(*encoded)};
+  } catch (const image_error& e) {
+    return isolated_output{400, error_body("invalid_image", e.what())};
+  }
+}
+
+std::optional<isolated_output> info_in_helper(std::string_view, std::string_view body, std::stop_token) {
+  struct release {
+    ~release() { release_vips_thread_buffers(); }
+  } at_exit;
+  try {
+    std::string copy;
+    const auto i = read_image_info(without_png_text(body, copy));
+    const nlohmann::json answer = {{"format", format_name(i.format)}, {"width", i.width},
+                                   {"height", i.height},              {"orientation", i.orientation},
+                                   {"alpha", i.alpha},                {"frames", i.frames},
+                                   {"colour_space", i.colour_space},  {"icc_profile", i.icc_profile}};
+    return isolated_output{200, answer.dump()};
+  } catch (const image_error& e) {
+    return isolated_output{400, error_body("invalid_image", e.what())};
+  }
+}
+
+// The kind's rate on this machine, in ns a cost unit: the fastest of three thumbnails of a
+// generated 800x600 JPEG to a 200 px wide WebP (~3 ms each), enough to find the machine's speed;
+// completed jobs refine it.
+std::optional<isolated_output> calibrate_in_helper(std::string_view, std::string_view, std::stop_token) {
+  const auto jpeg = synthetic_image(800, 600, image_format::jpeg);
+  const auto header = std::get<image_header>(sniff_image(jpeg));
+  thumbnail_spec spec;
+  spec.width = 200;
+  spec.format = image_format::webp;
+  const double best = fastest_ns(3, [&] { (void)make_thumbnail(jpeg, header, spec, {}); });
+  release_vips_thread_buffers();
+  return isolated_output{200, std::to_string(best / plan_thumbnail(header, spec).cost_units)};
+}
+
+kind_isolation image_isolation() {
+  kind_isolation isolation;
+  // libvips, its ~100 libraries and its loaders, before the sandbox closes: nothing is opened after.
+  isolation.start = [] { init_vips(); };
+  isolation.functions = {{"thumbnail", thumbnail_in_helper}, {"info", info_in_helper}, {"calibrate", calibrate_in_helper}};
+  return isolation;
+}
+
+// A job's answer from its helper's: a thumbnail in `media_type`, or the 400 the helper found.
+job_output answer_of(isolated_output out, std::string_view media) {
+  if (out.status != 200) return job_output{std::move(out.body), "application/json", out.status};
+  return job_output{std::move(out.body), media, 200};
+}
 
 std::vector<kind_setting> image_settings() {
   return {
@@ -150,7 +242,7 @@ job_kind build_image(const config& cfg) {
       {"as small as covers the box, in the format the client's Accept prefers",
        "/v1/image/thumbnail?width=3&height=1&fit=outside&format=auto", tiny_png, 1, "image/png"},
       {"a pixel bomb, refused from its header", "/v1/image/thumbnail?width=100", bomb_png, 1, "image/png", 400}};
-  thumbnail.prepare = [max_pixels, priority = cfg.priority](const job_arguments& args,
+  thumbnail.prepare = [max_pixels](const job_arguments& args,
                                    job_input& input) -> std::variant<prepared_job, invalid_argument> {
     thumbnail_spec spec;
     if (args.has("width")) spec.width = static_cast<std::uint32_t>(args.integer("width"));
@@ -198,28 +290,13 @@ job_kind build_image(const config& cfg) {
                               " pixels, more than this server's limit of " + std::to_string(max_pixels)};
     }
 
-    auto run = [bytes = std::move(input.body), header, spec, plan, priority, negotiated](
-                   std::stop_token stop) mutable -> std::optional<job_output> {
-      struct release {
-        worker_priority priority;
-        ~release() {
-          release_vips_thread_buffers();
-          // libvips evaluates on threads of its own, started from this worker: they inherit its
-          // class and nice value, not its short time slice, without which a woken I/O thread
-          // waited up to 1.5 ms behind them (loop lag p99 under thumbnail load).
-          apply_worker_priority_to_threads("libvips worker", priority);
-        }
-      } at_exit{priority};
-      try {
-        drop_png_text(bytes);  // in place, on the worker: the decoder never inflates them
-        auto encoded = make_thumbnail(bytes, header, spec, plan, std::move(stop));
-        if (!encoded) return std::nullopt;
-        job_output out{std::move(*encoded), media_type(spec.format), 200};
-        if (negotiated) out.headers.emplace_back("Vary", "Accept");  // caches keep one answer per Accept
-        return out;
-      } catch (const image_error& e) {
-        return job_output::refused("invalid_image", e.what());
-      }
+    auto run = [bytes = std::move(input.body), order = encode({header, spec, plan}), media = media_type(spec.format),
+                negotiated, memory = plan.memory_bytes](std::stop_token stop) -> std::optional<job_output> {
+      auto out = run_isolated("image", "thumbnail", order, bytes, {memory}, std::move(stop));
+      if (!out) return std::nullopt;
+      auto answer = answer_of(std::move(*out), media);
+      if (negotiated && answer.status == 200) answer.headers.emplace_back("Vary", "Accept");  // one answer per Accept
+      return answer;
     };
     return prepared_job{std::move(run), plan.cost_units, plan.memory_bytes};
   };
@@ -263,24 +340,10 @@ job_kind build_image(const config& cfg) {
     // pixels. A GIF's walk is the dear one: 4.5 MB of 1x1 frames took 0.4 s here (~9 units a byte).
     const double per_byte = header.format == image_format::gif ? 10.0 : 1.0 / 64;
     const double units = 1000.0 + static_cast<double>(input.body.size()) * per_byte;
-    auto run = [bytes = std::move(input.body)](std::stop_token) mutable -> std::optional<job_output> {
-      struct release {
-        ~release() { release_vips_thread_buffers(); }
-      } at_exit;
-      try {
-        drop_png_text(bytes);  // the loader would inflate them while it looks for the header's end
-        const auto i = read_image_info(bytes);
-        return job_output::json({{"format", format_name(i.format)},
-                                 {"width", i.width},
-                                 {"height", i.height},
-                                 {"orientation", i.orientation},
-                                 {"alpha", i.alpha},
-                                 {"frames", i.frames},
-                                 {"colour_space", i.colour_space},
-                                 {"icc_profile", i.icc_profile}});
-      } catch (const image_error& e) {
-        return job_output::refused("invalid_image", e.what());
-      }
+    auto run = [bytes = std::move(input.body)](std::stop_token stop) -> std::optional<job_output> {
+      auto out = run_isolated("image", "info", {}, bytes, {4u << 20}, std::move(stop));
+      if (!out) return std::nullopt;
+      return answer_of(std::move(*out), "application/json");
     };
     return prepared_job{std::move(run), units, 4u << 20};
   };
@@ -289,20 +352,11 @@ job_kind build_image(const config& cfg) {
   kind.name = "image";
   kind.cost_unit = "pixel-equivalents";
   kind.cost_model = "input_pixels/4 + decoded_pixels + 8*output_pixels";
+  // On the first image job's worker, in its helper, once it has loaded libvips: at start it
+  // would start a helper in a server that may never make a thumbnail.
   kind.calibrate = [] {
-    // The fastest of three thumbnails of a generated 800x600 JPEG to a 200 px wide WebP (~3 ms
-    // each): enough to find the machine's speed; completed jobs refine it. On the first image
-    // job's worker, once it has loaded libvips: at start it would keep 30 MB of libraries
-    // mapped in a server that may never make a thumbnail.
-    // Made once per process and never destroyed: a worker may calibrate while the process exits.
-    static const auto& jpeg = *new std::string(synthetic_image(800, 600, image_format::jpeg));
-    const auto header = std::get<image_header>(sniff_image(jpeg));
-    thumbnail_spec spec;
-    spec.width = 200;
-    spec.format = image_format::webp;
-    const double best = fastest_ns(3, [&] { (void)make_thumbnail(jpeg, header, spec, {}); });
-    release_vips_thread_buffers();
-    return best / plan_thumbnail(header, spec).cost_units;
+    const auto out = run_isolated("image", "calibrate", {}, {}, {64u << 20}, {});
+    return out ? std::stod(out->body) : 0.0;
   };
   kind.calibrate_on_first_job = true;
   kind.routes = {std::move(thumbnail), std::move(info)};
@@ -311,6 +365,10 @@ job_kind build_image(const config& cfg) {
 
 }  // namespace
 
-kind_declaration image_kind() { return {"image", image_settings(), {}, build_image}; }
+kind_declaration image_kind() {
+  kind_declaration kind{"image", image_settings(), {}, build_image};
+  kind.isolation = image_isolation();
+  return kind;
+}
 
 }  // namespace crunch

@@ -56,7 +56,7 @@ TEST(image_kind, thumbnails_over_http_with_the_format_asked_for) {
   EXPECT_EQ(size_of(enlarged->body), (std::pair{64u, 64u}));
   const auto m = metrics_of(c);
   EXPECT_EQ(sample(m, R"(crunch_http_requests_total{route="image_thumbnail",code="200"})"), 4);
-  EXPECT_EQ(sample(m, "crunch_job_memory_bytes"), 0);  // every body and job gave its memory back
+  EXPECT_EQ(memory_held(m), 0);  // every body and job gave its memory back
 }
 
 TEST(image_kind, bad_arguments_are_400_naming_the_parameter) {
@@ -320,7 +320,7 @@ TEST(image_kind, a_client_that_leaves_stops_its_job_within_milliseconds) {
                                      << std::chrono::duration<double, std::milli>(full).count() << " ms whole";
   const auto m = metrics_of(observer);
   EXPECT_EQ(sample(m, R"(crunch_jobs_total{outcome="cancelled_client_gone"})"), 1);
-  EXPECT_EQ(sample(m, "crunch_job_memory_bytes"), 0);
+  EXPECT_EQ(memory_held(m), 0);
 }
 
 std::uint64_t resident_bytes() {

@@ -10,11 +10,14 @@
 
 namespace crunch::image_library {
 
-inline constexpr int abi = 3;
+inline constexpr int abi = 4;
 
 /// What the module needs of crunch.
 struct host {
   bool (*checkpoint)(const std::stop_token& stop);  ///< job_checkpoint: stop, or pause for the CPU pacer
+  /// adopt_worker_priority_on_this_thread: libvips's own threads take the workers' priority (their
+  /// short time slice too, which a new thread does not inherit) the first time they run crunch's code.
+  void (*adopt_priority)() noexcept;
 };
 
 /// What the module offers: the libvips halves of image.hpp's functions, same contracts.

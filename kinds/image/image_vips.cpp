@@ -68,6 +68,7 @@ void strip_webp_chunks(std::string& webp, bool keep_icc, bool keep_exif) {
 
 // Called by libvips while it evaluates, on whichever thread runs the pipeline.
 void on_eval(VipsImage* image, VipsProgress*, void* stop) {
+  the_host->adopt_priority();
   if (the_host->checkpoint(*static_cast<std::stop_token*>(stop))) vips_image_set_kill(image, TRUE);
 }
 
@@ -81,6 +82,9 @@ void start() {
     // the 400's message, from libvips's error buffer.
     g_log_set_handler("VIPS", static_cast<GLogLevelFlags>(G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO),
                       [](const gchar*, GLogLevelFlags, const gchar*, gpointer) {}, nullptr);
+    // glib seeds its global random generator from /dev/urandom on first use (vips_gaussnoise
+    // asks it for a seed): done now, while a helper may still open files.
+    (void)g_random_int();
     vips_concurrency_set(1);
     vips_cache_set_max(0);
     vips_cache_set_max_mem(0);

@@ -265,7 +265,7 @@ TEST(image_kind, info_answers_from_the_header_and_refuses_like_a_thumbnail) {
   EXPECT_EQ(json_of(*claimed).at("width"), 200'000);
   EXPECT_EQ(json_of(*claimed).at("height"), 50'000);
   EXPECT_EQ(c.post("/v1/image/thumbnail?width=100", "image/png", bomb)->status, 400u);
-  EXPECT_EQ(sample(c.get("/metrics")->body, "crunch_job_memory_bytes"), 0);
+  EXPECT_EQ(memory_held(c.get("/metrics")->body), 0);
   EXPECT_EQ(c.post("/v1/image/info", "image/png", synthetic_image(8, 8, image_format::jpeg))->status, 400u);
   EXPECT_EQ(c.post("/v1/image/info", "image/png", "")->status, 400u);
   EXPECT_EQ(c.post("/v1/image/info", "text/plain", "hello")->status, 415u);

@@ -1,11 +1,13 @@
 // The zstd kind's declaration: POST /v1/zstd/compress and /v1/zstd/decompress over zstd.cpp.
 #include "zstd.hpp"
 
+#include <crunch/isolation.hpp>
 #include <crunch/kinds.hpp>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <memory>
 
 namespace crunch {
@@ -50,6 +52,49 @@ std::string zeros_frame(std::uint64_t size) {
     f += '\0';  // the byte repeated
   }
   return f;
+}
+
+// ---- what the zstd kind's helper processes run (include/crunch/isolation.hpp) ----
+// Decompression parses strangers' frames with a C library, and compression feeds strangers'
+// bytes to one: both run in a helper, where a fault in libzstd takes nothing else with it. The
+// parameters are the job's numbers, as text.
+
+std::optional<isolated_output> compress_in_helper(std::string_view params, std::string_view body, std::stop_token stop) {
+  int level = 3, window_log = 23;
+  if (std::sscanf(std::string(params).c_str(), "%d %d", &level, &window_log) != 2) throw std::invalid_argument(std::string(params));
+  auto frame = zstd_compress(body, level, window_log, stop);
+  if (!frame) return std::nullopt;
+  return isolated_output{200, std::move(*frame)};
+}
+
+std::optional<isolated_output> decompress_in_helper(std::string_view params, std::string_view body, std::stop_token stop) {
+  unsigned long long output = 0;
+  int window_log = 23, declared = 0;
+  if (std::sscanf(std::string(params).c_str(), "%llu %d %d", &output, &window_log, &declared) != 3) {
+    throw std::invalid_argument(std::string(params));
+  }
+  auto result = zstd_decompress(body, output, window_log, stop);
+  if (!result) return std::nullopt;
+  if (auto* no = std::get_if<zstd_refusal>(&*result)) {
+    if (!no->too_large) return isolated_output{400, error_body("invalid_zstd", no->why)};
+    return isolated_output{400, error_body("output_too_large",
+                                           no->why + (declared != 0 ? ", what the first frame declares" : ", this server's limit"))};
+  }
+  return isolated_output{200, std::get<std::string>(std::move(*result))};
+}
+
+kind_isolation zstd_isolation() {
+  kind_isolation isolation;
+  isolation.functions = {{"compress", compress_in_helper}, {"decompress", decompress_in_helper}};
+  return isolation;
+}
+
+// Runs `function` in a helper, and answers its bytes as `media`, or the 400 it found.
+std::optional<job_output> in_helper(std::string_view function, const std::string& params, const std::string& body,
+                                    std::uint64_t memory, std::string_view media, std::stop_token stop) {
+  auto out = run_isolated("zstd", function, params, body, {memory}, std::move(stop));
+  if (!out) return std::nullopt;
+  return job_output{std::move(out->body), out->status == 200 ? media : std::string_view("application/json"), out->status};
 }
 
 std::vector<kind_setting> zstd_settings() {
@@ -97,14 +142,11 @@ job_kind build_zstd(const config& cfg) {
                                             job_input& input) -> std::variant<prepared_job, invalid_argument> {
     const auto level = static_cast<int>(args.integer("level"));
     const auto bytes = input.body.size();
-    auto run = [body = std::move(input.body), level, window_log](std::stop_token stop) -> std::optional<job_output> {
-      auto frame = zstd_compress(body, level, window_log, stop);
-      if (!frame) return std::nullopt;
-      return job_output{std::move(*frame), "application/zstd", 200};
-    };
+    const auto memory = zstd_compress_memory(bytes, level, window_log);
+    auto run = [body = std::move(input.body), params = std::to_string(level) + " " + std::to_string(window_log),
+                memory](std::stop_token stop) { return in_helper("compress", params, body, memory, "application/zstd", stop); };
     const double weight = measured->level[static_cast<std::size_t>(level)].load(std::memory_order_relaxed);
-    return prepared_job{std::move(run), static_cast<double>(bytes) * weight,
-                        zstd_compress_memory(bytes, level, window_log)};
+    return prepared_job{std::move(run), static_cast<double>(bytes) * weight, memory};
   };
 
   job_route decompress;
@@ -153,19 +195,14 @@ job_kind build_zstd(const config& cfg) {
     // frame ends would mean walking its blocks here, on the I/O thread).
     const std::uint64_t output = header.content_size.value_or(max_output);
     const bool declared = header.content_size.has_value();
-    auto run = [body = std::move(input.body), output, declared, window_log](std::stop_token stop) -> std::optional<job_output> {
-      auto result = zstd_decompress(body, output, window_log, stop);
-      if (!result) return std::nullopt;
-      if (auto* no = std::get_if<zstd_refusal>(&*result)) {
-        if (!no->too_large) return job_output::refused("invalid_zstd", no->why);
-        return job_output::refused("output_too_large",
-                                   no->why + (declared ? ", what the first frame declares" : ", this server's limit"));
-      }
-      return job_output{std::get<std::string>(std::move(*result)), "application/octet-stream", 200};
+    const auto memory = zstd_decompress_memory(output, header.window_bytes);
+    auto run = [body = std::move(input.body),
+                params = std::to_string(output) + " " + std::to_string(window_log) + " " + (declared ? "1" : "0"),
+                memory](std::stop_token stop) {
+      return in_helper("decompress", params, body, memory, "application/octet-stream", stop);
     };
     const double weight = measured->decompress.load(std::memory_order_relaxed);
-    return prepared_job{std::move(run), static_cast<double>(output) * weight,
-                        zstd_decompress_memory(output, header.window_bytes)};
+    return prepared_job{std::move(run), static_cast<double>(output) * weight, memory};
   };
 
   job_kind kind;
@@ -191,6 +228,10 @@ job_kind build_zstd(const config& cfg) {
 
 // No check of the configuration: whatever the memory budget, small jobs fit, and one that does
 // not is a 400 of its own ("this job needs ... more than the server's budget").
-kind_declaration zstd_kind() { return {"zstd", zstd_settings(), {}, build_zstd}; }
+kind_declaration zstd_kind() {
+  kind_declaration kind{"zstd", zstd_settings(), {}, build_zstd};
+  kind.isolation = zstd_isolation();
+  return kind;
+}
 
 }  // namespace crunch
