@@ -40,12 +40,16 @@ admission::decision admission::decide(std::optional<duration> cost, duration tim
   decision d;
   d.expected_wait = expected_wait;
   const duration own = cost.value_or(duration{0});
-  const bool fits_alone = own <= time_left;
-  if (d.expected_wait < time_left && (!fits_alone || d.expected_wait + own <= time_left)) return d;
+  if (own > time_left) {
+    d.admit = false;
+    d.hopeless = true;
+    return d;
+  }
+  if (d.expected_wait + own <= time_left) return d;
 
   d.admit = false;
   // When would enough of the backlog have drained for this job to fit?
-  const auto excess = d.expected_wait + (fits_alone ? own : duration{0}) - time_left;
+  const auto excess = d.expected_wait + own - time_left;
   const double seconds = std::ceil(std::chrono::duration<double>(excess).count());
   d.retry_after = std::chrono::seconds(std::max<long long>(1, static_cast<long long>(seconds)));
   return d;

@@ -35,6 +35,8 @@ reply deadline_exceeded(std::chrono::milliseconds timeout) {
   return error_reply(504, "deadline_exceeded", "job did not finish within " + std::to_string(timeout.count()) + " ms");
 }
 
+long long as_ms(admission::duration d) { return std::chrono::ceil<std::chrono::milliseconds>(d).count(); }
+
 std::string mib(std::uint64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
 // A job only returns nothing when its stop token fired, which the race treats before this.
@@ -107,6 +109,18 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     flows_.count_refused(flow);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
     co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
+  }
+  if (decision.hopeless) {
+    // Alone on an idle worker, by its kind's model, it would still be late: refused now, not
+    // after burning a worker until its deadline. Not a 503: the same request later would fare
+    // no better; a longer timeout_ms would.
+    stats_.count_job(job_outcome::rejected_would_miss_deadline);
+    flows_.count_refused(flow);
+    co_return answer{error_reply(504, "deadline_exceeded",
+                                 "this job is expected to take " + std::to_string(as_ms(*cost)) +
+                                     " ms, more than the " + std::to_string(as_ms(time_left)) +
+                                     " ms left of its deadline; give it a longer timeout_ms"),
+                     std::nullopt};
   }
   if (!decision.admit) {
     stats_.count_job(job_outcome::rejected_would_miss_deadline);

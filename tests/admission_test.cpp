@@ -42,9 +42,17 @@ TEST(admission, refuses_when_the_wait_alone_outlasts_the_deadline_even_without_a
   EXPECT_TRUE(a.decide(std::nullopt, 6s, 5s).admit);
 }
 
-TEST(admission, admits_a_job_too_long_even_alone_to_be_stopped_at_its_deadline) {
+TEST(admission, refuses_a_job_too_long_even_alone_as_hopeless_and_not_as_a_backlog) {
   const admission a;
-  EXPECT_TRUE(a.decide(std::chrono::hours(1), 200ms, 0s).admit);
+  const auto alone = a.decide(std::chrono::hours(1), 200ms, 0s);
+  EXPECT_FALSE(alone.admit);
+  EXPECT_TRUE(alone.hopeless);
+  const auto just = a.decide(200ms, 200ms, 0s);
+  EXPECT_TRUE(just.admit);
+  const auto behind = a.decide(150ms, 200ms, 100ms);  // fits alone, not behind the backlog
+  EXPECT_FALSE(behind.admit);
+  EXPECT_FALSE(behind.hopeless);
+  EXPECT_EQ(behind.retry_after, 1s);
 }
 
 TEST(admission, learns_the_rate_from_completed_jobs) {

@@ -50,7 +50,9 @@ using namespace std::chrono_literals;
 class crunchd_process {
  public:
   /// `env`: NAME=value lines added to this process's environment for the child.
-  explicit crunchd_process(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+  /// `program`: crunchd, or crunch_test_service (crunchd with the test kinds).
+  explicit crunchd_process(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                           const char* program = CRUNCHD_PATH) {
     int out[2];
     int err[2];
     if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
@@ -58,7 +60,7 @@ class crunchd_process {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-    std::vector<std::string> argv_storage{CRUNCHD_PATH};
+    std::vector<std::string> argv_storage{program};
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_storage) argv.push_back(a.data());
@@ -68,7 +70,7 @@ class crunchd_process {
     for (auto& e : env_storage) envp.push_back(e.data());
     for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
     envp.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, CRUNCHD_PATH, &actions, nullptr, argv.data(), envp.data());
+    const int rc = posix_spawn(&pid_, program, &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
     close(err[1]);
@@ -101,12 +103,18 @@ class crunchd_process {
 
   /// Reads stdout to its end (the process exits), then reaps the process: its exit code, or -1.
   int wait_exit(std::chrono::milliseconds timeout = 30s) {
+    const int status = wait_status(timeout);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  /// The same, with waitpid's whole status.
+  int wait_status(std::chrono::milliseconds timeout = 30s) {
     while (!stdout_line(timeout).empty()) {
     }
     int status = 0;
     waitpid(pid_, &status, 0);
     reaped_ = true;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return status;
   }
 
   /// Reaps the process without reading its stdout: its exit code, or -1 if it has not exited
@@ -280,6 +288,114 @@ std::vector<pid_t> children_of(pid_t pid) {
     if (parent == pid) children.push_back(static_cast<pid_t>(std::stoi(name)));
   }
   return children;
+}
+
+// Whether `needle` is anywhere in the readable memory of process `pid` (/proc/PID/maps, then
+// /proc/PID/mem): what a debugger or an exploit inside that process could read.
+bool memory_holds(pid_t pid, const std::string& needle) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  const int mem = ::open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (mem < 0) throw std::runtime_error("cannot open /proc/" + std::to_string(pid) + "/mem");
+  bool found = false;
+  std::string chunk;
+  for (std::string line; !found && std::getline(maps, line);) {
+    std::uint64_t begin = 0, end = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &begin, &end, perms) != 3 || perms[0] != 'r') continue;
+    if (line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos) continue;
+    // A region at a time, in pieces that overlap by the needle's length.
+    for (std::uint64_t at = begin; !found && at < end;) {
+      const auto size = std::min<std::uint64_t>(end - at, 8 << 20);
+      chunk.resize(size);
+      const auto got = pread(mem, chunk.data(), size, static_cast<off_t>(at));
+      if (got <= 0) break;
+      chunk.resize(static_cast<std::size_t>(got));
+      found = chunk.find(needle) != std::string::npos;
+      if (at + static_cast<std::uint64_t>(got) >= end) break;
+      at += static_cast<std::uint64_t>(got) - std::min<std::uint64_t>(needle.size(), static_cast<std::uint64_t>(got));
+    }
+  }
+  ::close(mem);
+  return found;
+}
+
+// No secret ever exists in a helper: after hashes with a pepper, under an API key, and
+// thumbnails and compressions that started helpers, no helper's memory holds the pepper or the
+// key — while crunchd's own memory holds the pepper (the scan finds what it looks for; of the keys
+// crunchd keeps only digests).
+TEST(crunchd, no_helper_holds_the_pepper_or_an_api_key) {
+  std::random_device random;
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto tag = std::to_string(getpid()) + "-" + std::to_string(random());
+  const std::string pepper = "pepper-secret-" + std::to_string(random()) + "-" + std::to_string(random());
+  const std::string key = "api-key-" + std::to_string(random()) + "-" + std::to_string(random());
+  const std::string password = "the-password-" + std::to_string(random()) + "-" + std::to_string(random());
+  const auto pepper_file = dir / ("crunch-pepper-" + tag);
+  const auto key_file = dir / ("crunch-keys-" + tag);
+  std::ofstream(pepper_file) << "p1:" << pepper << "\n";
+  std::ofstream(key_file) << "tester:" << key << "\n";
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "2", "--password-m-cost", "1024",
+                     "--password-t-cost", "1", "--password-pepper-file", pepper_file.string(), "--api-keys",
+                     key_file.string()});
+  const auto port = started_port(p);
+  std::filesystem::remove(pepper_file);
+  std::filesystem::remove(key_file);
+  const std::string auth = "Authorization: Bearer " + key + "\r\n";
+  const auto jpeg = synthetic_image(320, 240, image_format::jpeg);
+  for (int round = 0; round < 4; ++round) {
+    http_connection c(port);
+    const nlohmann::json body = {{"password", password}};
+    ASSERT_EQ(c.post("/v1/password/hash", "application/json", body.dump(), auth)->status, 200u);
+    ASSERT_EQ(c.post("/v1/image/thumbnail?width=64&format=avif&effort=0", "image/jpeg", jpeg, auth)->status, 200u);
+    ASSERT_EQ(c.post("/v1/image/info", "image/jpeg", jpeg, auth)->status, 200u);
+    ASSERT_EQ(c.post("/v1/zstd/compress", "text/plain", std::string("text to compress, text to compress"), auth)->status, 200u);
+  }
+  const auto helpers = children_of(p.pid());
+  ASSERT_GE(helpers.size(), 2u);  // an image helper and a zstd one at least
+  EXPECT_TRUE(memory_holds(p.pid(), pepper)) << "the scan should find the pepper in crunchd itself";
+  for (const auto helper : helpers) {
+    EXPECT_FALSE(memory_holds(helper, pepper)) << "helper " << helper << " holds the pepper";
+    EXPECT_FALSE(memory_holds(helper, key)) << "helper " << helper << " holds the API key";
+  }
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
+// A fatal signal in crunchd leaves one log line, written with async-signal-safe calls only: the
+// signal, the thread, a symbolised stack and the requests in flight; then the process dies of it,
+// for its supervisor to restart. The test kind "crashing" writes to a page mapped without access
+// on a worker (crunch_test_service: crunchd with the test kinds).
+TEST(crunchd, a_fatal_signal_logs_the_signal_the_thread_the_stack_and_the_requests_in_flight) {
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "2"}, {}, CRUNCH_TEST_SERVICE_PATH);
+  const auto port = started_port(p);
+  http_connection waiting(port);
+  // Five seconds of its flow's booked work: the next job of the same client fits behind it (10 s).
+  waiting.send_post("/sandboxed/sleep?ms=5000&timeout_ms=60000", "application/octet-stream", {},
+                    "X-Request-Id: waiting-elsewhere\r\n");
+  http_connection observer(port);
+  ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));
+  http_connection c(port);
+  c.send_get("/crashing/worker", "X-Request-Id: the-one-that-crashes\r\n");
+  nlohmann::json report;
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) {
+    if (line.find("fatal_signal") == std::string::npos) continue;
+    report = nlohmann::json::parse(line);
+    break;
+  }
+  ASSERT_TRUE(report.is_object()) << "no fatal_signal line";
+  EXPECT_EQ(report.at("level"), "fatal");
+  EXPECT_EQ(report.at("signal"), "SIGSEGV");
+  EXPECT_TRUE(report.at("address").get<std::string>().starts_with("0x")) << report;
+  EXPECT_TRUE(report.at("thread").get<std::string>().starts_with("worker ")) << report;
+  EXPECT_EQ(report.at("request_id"), "the-one-that-crashes");
+  const auto in_flight = report.at("requests_in_flight");
+  EXPECT_NE(std::find(in_flight.begin(), in_flight.end(), "the-one-that-crashes"), in_flight.end()) << in_flight;
+  EXPECT_NE(std::find(in_flight.begin(), in_flight.end(), "waiting-elsewhere"), in_flight.end()) << in_flight;
+  const auto stack = report.at("stack").dump();
+  EXPECT_NE(stack.find("crunch_test_service+0x"), std::string::npos) << stack;
+  EXPECT_NE(stack.find("worker_pool11worker_main"), std::string::npos) << stack;  // symbols, not only offsets
+  const int status = p.wait_status();
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) << status;
 }
 
 // libvips and its codecs never run in crunchd: the first image job starts a sandboxed helper,
@@ -470,8 +586,9 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   http_connection fits(port, 60s);
   fits.send_get("/fib/" + std::to_string(n - 5));  // queued; a tenth as long: done long before the drain timeout
   http_connection hopeless(port, 60s);
-  // Queued; over 300 times as long, minutes of work: cannot finish in 30 s.
-  hopeless.send_get("/fib/" + std::to_string(n + 12) + "?timeout_ms=60000");
+  // Queued; 18 times as long, about 36 s: within its own deadline (admission lets it in), but it
+  // cannot finish within the 30 s drain.
+  hopeless.send_get("/fib/" + std::to_string(n + 6) + "?timeout_ms=60000");
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 2\n"));
   p.signal(SIGTERM);
   const auto cut = hopeless.read();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +35,13 @@ order read_order(std::string_view params) {
 }
 
 isolated_output text(std::string body) { return {200, std::move(body)}; }
+
+// A real SIGSEGV that no sanitizer catches first (UBSan's null check would abort, and its report
+// would make system calls a helper's sandbox refuses): a write to a page mapped without access.
+void fault() {
+  void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  *static_cast<volatile char*>(page) = 1;
+}
 
 kind_isolation sandboxed_functions() {
   kind_isolation isolation;
@@ -61,8 +69,7 @@ kind_isolation sandboxed_functions() {
     return text("spun");
   };
   f["crash"] = [](std::string_view, std::string_view, std::stop_token) -> std::optional<isolated_output> {
-    volatile int* nowhere = nullptr;
-    *nowhere = 1;
+    fault();
     return text("unreachable");
   };
   f["open"] = [](std::string_view, std::string_view, std::stop_token) -> std::optional<isolated_output> {
@@ -139,8 +146,7 @@ job_kind build_crashing() {
   route.examples = {};
   route.prepare = [](const job_arguments&, job_input&) -> std::variant<prepared_job, invalid_argument> {
     auto run = [](std::stop_token) -> std::optional<job_output> {
-      volatile int* nowhere = nullptr;
-      *nowhere = 1;
+      fault();
       return job_output::json({});
     };
     return prepared_job{std::move(run), 0, 0};

@@ -7,14 +7,14 @@
 //   pid       answers the helper's pid
 //   sleep     waits `ms` milliseconds, stopping when asked (a job that stops by itself)
 //   spin      burns CPU for `ms` milliseconds and never looks at its stop token (an AVIF encode)
-//   crash     writes through a null pointer (SIGSEGV)
+//   crash     writes to a page mapped without access (SIGSEGV)
 //   open      opens a file, which its sandbox forbids
 //   socket    makes a socket, which its sandbox forbids
 //   fork      starts a process, which its sandbox forbids
 //   allocate  touches `take` MiB (the job's memory model says `mib` MiB)
 // Each job declares `ms` as its cost and `mib` MiB as its memory model.
 //
-// "crashing": GET /crashing/worker writes through a null pointer on a worker of crunchd itself
+// "crashing": GET /crashing/worker writes to a page mapped without access on a worker of crunchd itself
 // (a fatal signal's report; crunch_test_service only: it ends the process).
 
 #include <crunch/kinds.hpp>

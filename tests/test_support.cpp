@@ -200,6 +200,52 @@ double sample(const std::string& metrics, const std::string& series) {
   return std::stod(metrics.substr(at + series.size() + 2));
 }
 
+std::optional<std::chrono::milliseconds> workers_busy_within(http_connection& observer, int busy,
+                                                             std::chrono::milliseconds timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < timeout) {
+    const auto m = observer.get("/metrics");
+    if (m && sample(m->body, "crunch_workers_busy") == busy) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    }
+  }
+  return std::nullopt;
+}
+
+job_registry underpriced_jobs(const std::vector<kind_declaration>& kinds, const config& cfg) {
+  auto built = build_jobs(kinds, cfg);
+  job_registry jobs;
+  for (auto [name, kind] : built.kinds()) {
+    if (kind.calibrate) {
+      kind.calibrate = [] { return 1e-12; };
+      kind.calibrate_on_first_job = false;
+    }
+    kind.tiny_jobs_run_inline = false;  // priced as nothing, a fib(80) would run on the I/O thread
+    jobs.add(std::move(kind));
+  }
+  return jobs;
+}
+
+std::optional<stopped_job> run_past_deadline(std::uint16_t port, const std::string& request) {
+  http_connection c(port, std::chrono::seconds(60));
+  http_connection observer(port);
+  c.send(request);
+  auto answer = c.read();
+  if (!answer) return std::nullopt;
+  const auto freed = workers_busy_within(observer, 0);
+  if (!freed) return std::nullopt;
+  return stopped_job{std::move(*answer), *freed};
+}
+
+std::optional<std::chrono::milliseconds> leave_mid_job(std::uint16_t port, const std::string& request) {
+  http_connection observer(port);
+  auto c = std::make_unique<http_connection>(port);
+  c->send(request);
+  if (!workers_busy_within(observer, 1)) return std::nullopt;
+  c.reset();
+  return workers_busy_within(observer, 0);
+}
+
 double memory_held(const std::string& metrics) {
   return sample(metrics, "crunch_job_memory_bytes") - sample(metrics, "crunch_job_memory_kept_bytes");
 }

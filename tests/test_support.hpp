@@ -109,6 +109,38 @@ bool wait_for_metric(http_connection& observer, const std::string& line, int att
 /// The value of one sample line ("name{labels} value") of a /metrics text, 0 when absent.
 double sample(const std::string& metrics, const std::string& series);
 
+/// Scrapes /metrics on `observer` until crunch_workers_busy is `busy`, and says how long that
+/// took; nullopt if it was not within `timeout`. How a test times a worker's release.
+std::optional<std::chrono::milliseconds> workers_busy_within(http_connection& observer, int busy,
+                                                             std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+/// How much longer a sanitizer build takes to start and stop a helper process (its runtime maps
+/// and unmaps its shadow memory): 5, and 1 without sanitizers. Timing bounds are multiplied by it.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr int sanitizer_slack = 5;
+#else
+inline constexpr int sanitizer_slack = 1;
+#endif
+
+/// `kinds` built from `cfg`, each given at start a rate of 1e-12 ns a unit (fib(80) looks like 47 µs) (and none
+/// calibrating on its first job): admission expects every job to be quick and lets it in, so that
+/// a test can watch one outlast its deadline and be stopped.
+job_registry underpriced_jobs(const std::vector<kind_declaration>& kinds, const config& cfg);
+
+/// A job that was stopped: its answer, and how long its worker stayed busy after it.
+struct stopped_job {
+  http_reply answer;
+  std::chrono::milliseconds busy_after{};
+};
+
+/// Sends `request` (raw bytes, whose timeout_ms its job cannot meet) to the one-worker server on
+/// `port`, reads its answer (a 504 at the deadline), and times the worker's release after it.
+std::optional<stopped_job> run_past_deadline(std::uint16_t port, const std::string& request);
+
+/// Sends `request` (raw bytes, a long job with a long deadline) to the one-worker server on
+/// `port`, leaves once its worker is busy, and times the worker's release from then.
+std::optional<std::chrono::milliseconds> leave_mid_job(std::uint16_t port, const std::string& request);
+
 /// Memory a server holds beyond what its idle workers keep for their next job (Argon2's area,
 /// their helpers' shared memory): crunch_job_memory_bytes less crunch_job_memory_kept_bytes, from
 /// a /metrics text. 0 once every body and job has given its memory back.

@@ -112,6 +112,14 @@ std::chrono::nanoseconds cpu_time_of(pid_t pid) {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
+// A sanitizer's runtime reserves terabytes of shadow memory as private writable mappings, which
+// RLIMIT_DATA counts: under one, helpers get no memory limit.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool limit_data = false;
+#else
+constexpr bool limit_data = true;
+#endif
+
 // Bytes of private data a process maps now: /proc/PID/statm's sixth field, in pages.
 std::uint64_t data_bytes_of(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/statm";
@@ -188,6 +196,7 @@ std::string describe_exit(int status, bool killed_by_crunch) {
 
 class helper_process {
  public:
+  // Starts it; ready() then waits for it to say it is.
   helper_process(std::string kind, std::string label) : kind_(std::move(kind)), label_(std::move(label)) { spawn(); }
 
   ~helper_process() {
@@ -216,9 +225,13 @@ class helper_process {
   std::optional<isolated_output> call(std::string_view function, std::string_view params, std::string_view body,
                                       const isolated_limits& limits, const std::stop_token& stop);
 
+  // Waits until it has loaded its kind and closed its sandbox: true. False when `stop` fired
+  // first: it is killed (a job asked to stop does not wait for a start). Throws when it dies or
+  // does not say so within the start timeout.
+  bool ready(const std::stop_token& stop);
+
  private:
   void spawn();
-  void wait_ready();
   void set_limits(const isolated_limits& limits);
   void provide_input(std::string_view body);
   std::string read_output(std::uint64_t bytes);
@@ -330,20 +343,28 @@ void helper_process::spawn() {
   }
   // The hard limit only ever comes down: a job's own limit is set under it (set_limits).
   const rlimit data{data_ceiling_, data_ceiling_};
-  prlimit(pid_, RLIMIT_DATA, &data, nullptr);
-  wait_ready();
+  if (limit_data) prlimit(pid_, RLIMIT_DATA, &data, nullptr);
 }
 
-void helper_process::wait_ready() {
+bool helper_process::ready(const std::stop_token& stop) {
   const auto timeout = [] {
     std::lock_guard lock(shared().mutex);
     return shared().settings.start_timeout;
   }();
   const auto give_up = clock::now() + timeout;
+  std::uint64_t drained = 0;
+  (void)eventfd_read(wake_.fd, &drained);
+  const int wake = wake_.fd;
+  std::stop_callback on_stop(stop, [wake] { (void)eventfd_write(wake, 1); });
   for (;;) {
-    pollfd fds[2] = {{socket_.fd, POLLIN, 0}, {pidfd_.fd, POLLIN, 0}};
+    pollfd fds[3] = {{socket_.fd, POLLIN, 0}, {pidfd_.fd, POLLIN, 0}, {wake_.fd, POLLIN, 0}};
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - clock::now()).count();
-    const int n = poll(fds, 2, static_cast<int>(std::max<long long>(0, left)));
+    const int n = poll(fds, 3, static_cast<int>(std::max<long long>(0, left)));
+    if (n > 0 && (fds[2].revents & POLLIN) != 0) {
+      syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+      reap(ending::retired);
+      return false;
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) {
       kill_and_reap();
@@ -356,7 +377,7 @@ void helper_process::wait_ready() {
       const auto got = recv(socket_.fd, packet, sizeof packet, MSG_DONTWAIT);
       if (got >= static_cast<ssize_t>(sizeof type)) {
         std::memcpy(&type, packet, sizeof type);
-        if (type == message::ready) return;
+        if (type == message::ready) return true;
         if (type == message::crash) crash_report_.assign(packet + sizeof type, static_cast<std::size_t>(got) - sizeof type);
         continue;
       }
@@ -372,10 +393,12 @@ void helper_process::wait_ready() {
 
 void helper_process::set_limits(const isolated_limits& limits) {
   // Memory: what it holds now, twice the job's model, and room for the libraries' own.
-  const auto now = data_bytes_of(pid_);
-  const std::uint64_t wanted = now + 2 * limits.memory_bytes + (std::uint64_t{64} << 20);
-  const rlimit data{std::min(wanted, data_ceiling_), data_ceiling_};
-  prlimit(pid_, RLIMIT_DATA, &data, nullptr);
+  if (limit_data) {
+    const auto now = data_bytes_of(pid_);
+    const std::uint64_t wanted = now + 2 * limits.memory_bytes + (std::uint64_t{64} << 20);
+    const rlimit data{std::min(wanted, data_ceiling_), data_ceiling_};
+    prlimit(pid_, RLIMIT_DATA, &data, nullptr);
+  }
   // CPU: the time left to the job's deadline on top of what it has used, a second's rounding
   // and one more: a job that stops at its deadline never meets it; one that keeps a thread busy
   // past every deadline (crunchd's kill could not reach it) dies of SIGXCPU.
@@ -616,6 +639,7 @@ std::optional<isolated_output> run_isolated(std::string_view kind, std::string_v
     if (stop.stop_requested()) return std::nullopt;
     const auto label = thread_name_for_reports();
     auto helper = std::make_unique<helper_process>(std::string(kind), label.empty() ? std::string("thread") : std::string(label));
+    if (!helper->ready(stop)) return std::nullopt;
     it = mine.by_kind.emplace(std::string(kind), std::move(helper)).first;
   }
   try {

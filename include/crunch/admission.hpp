@@ -25,6 +25,9 @@ class admission {
   /// What decide() says.
   struct decision {
     bool admit = true;                       ///< false: answer 503 now
+    /// Its own estimate is longer than its time left: it cannot finish in time even on an idle
+    /// worker, so no retry would help (a 504 now). Implies !admit.
+    bool hopeless = false;
     std::chrono::seconds retry_after{0};     ///< when refused: when the backlog should allow it
     duration expected_wait{0};               ///< estimated queue wait ahead of the job
   };
@@ -42,10 +45,12 @@ class admission {
   /// Estimated run time of `units` of `kind` work; nullopt when the kind has no cost model.
   std::optional<duration> estimate(std::string_view kind, double units) const;
 
-  /// Admits unless the `expected_wait` for a worker (flow_table::expected_wait) alone outlasts
-  /// `time_left`, or the wait plus a `cost` that would fit on its own does. A job too long even
-  /// alone is admitted: it runs and is stopped at its deadline (estimates can be wrong; the
-  /// deadline cannot).
+  /// Admits unless the `expected_wait` for a worker (flow_table::expected_wait) plus its `cost`
+  /// outlasts `time_left` (a 503, retry after the backlog has drained). A job whose cost alone
+  /// outlasts its time left is hopeless: refused too, rather than run until its deadline stops it
+  /// (an AVIF encode of seconds given one was let in and held a worker for nothing). An estimate
+  /// that errs low is still stopped at the deadline; one that errs high is corrected by the jobs
+  /// that complete (learn()).
   decision decide(std::optional<duration> cost, duration time_left, duration expected_wait) const;
 
   /// Refines the kind's rate from a job that ran to completion.

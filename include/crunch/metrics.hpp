@@ -23,7 +23,7 @@ namespace crunch {
 enum class job_outcome {
   completed,                     ///< ran to the end: 200
   rejected_queue_full,           ///< the queue had no room: 503 at once
-  rejected_would_miss_deadline,  ///< the backlog ahead would make it late: 503 at once
+  rejected_would_miss_deadline,  ///< the backlog ahead would make it late: 503 at once; or its own estimate alone: 504 at once
   deadline_exceeded,             ///< its deadline passed, queued or running: 504
   cancelled_client_gone,         ///< the client closed its connection: stopped, nothing sent
   failed,                        ///< the job threw: 500

@@ -1,4 +1,5 @@
 #include "fib.hpp"
+#include "test_support.hpp"
 
 #include <gtest/gtest.h>
 
@@ -42,6 +43,20 @@ TEST(fib_calls, fits_or_saturates_at_the_maximum) {
   // 2·F(93) − 1 is about 2.4e19, above 2^64 − 1.
   EXPECT_EQ(fib_calls(fib_max_n), std::numeric_limits<std::uint64_t>::max());
   EXPECT_EQ(fib_calls(90), 2 * 4660046610375530309ull - 1);  // 2·F(91) − 1
+}
+
+// Every kind stops within 100 ms of its deadline, or of its client leaving (issue 31): fib polls
+// its token every few thousand calls. Priced a millionth of its cost, a fib(80) is let in.
+TEST(fib_kind, stops_within_100_ms_of_its_deadline_or_of_its_client_leaving) {
+  const auto cfg = testing::test_config(1);
+  testing::running_server s(cfg, testing::underpriced_jobs({builtin_kind("fib")}, cfg));
+  const auto stopped = testing::run_past_deadline(s.port(), "GET /fib/80?timeout_ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->answer.status, 504u);
+  EXPECT_LT(stopped->busy_after.count(), 100 * testing::sanitizer_slack);
+  const auto left = testing::leave_mid_job(s.port(), "GET /fib/80?timeout_ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(left);
+  EXPECT_LT(left->count(), 100 * testing::sanitizer_slack);
 }
 
 }  // namespace

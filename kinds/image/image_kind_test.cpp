@@ -363,5 +363,27 @@ TEST(image_kind, memory_comes_back_after_hundreds_of_thumbnails) {
   EXPECT_LT(after, baseline + (8u << 20)) << "RSS " << (baseline >> 20) << " MiB -> " << (after >> 20) << " MiB";
 }
 
+// Every kind stops within 100 ms of its deadline, or of its client leaving (issue 31), an AVIF
+// encode too, which never looks at libvips's kill flag: its helper is asked to stop, and killed
+// 50 ms later. Priced a millionth of its cost, an effort-6 encode of seconds is let in with 500 ms.
+TEST(image_kind, an_avif_encode_stops_within_100_ms_of_its_deadline_or_of_its_client_leaving) {
+  const auto cfg = test_config(1);
+  running_server s(cfg, underpriced_jobs({builtin_kind("image")}, cfg));
+  const auto jpeg = synthetic_image(2000, 1500, image_format::jpeg);
+  auto request = [&](int timeout_ms) {
+    return "POST /v1/image/thumbnail?width=2000&format=avif&effort=6&timeout_ms=" + std::to_string(timeout_ms) +
+           " HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: " + std::to_string(jpeg.size()) +
+           "\r\n\r\n" + jpeg;
+  };
+  // No job completes first: admission would learn the kind's real rate from it and refuse these.
+  const auto stopped = run_past_deadline(s.port(), request(500));
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->answer.status, 504u) << stopped->answer.body;
+  EXPECT_LT(stopped->busy_after.count(), 100 * sanitizer_slack);
+  const auto left = leave_mid_job(s.port(), request(60000));
+  ASSERT_TRUE(left);
+  EXPECT_LT(left->count(), 100 * sanitizer_slack);
+}
+
 }  // namespace
 }  // namespace crunch::testing

@@ -377,14 +377,17 @@ class filler {
   filler(const argon2_inputs& in, const geometry& g, block* memory, compress_fn compress)
       : in_(in), g_(g), b_(memory), compress_(compress) {}
 
-  void fill() {
+  // Returns the blocks written from each lane's start: all, or fewer when the stop token cut the
+  // first pass short (then every lane is written up to the end of the slice it stopped in, at most).
+  std::uint32_t fill() {
     for (std::uint32_t pass = 0; pass < in_.t_cost; ++pass) {
       for (std::uint32_t slice = 0; slice < sync_points; ++slice) {
         for (std::uint32_t lane = 0; lane < g_.lanes; ++lane) {
-          if (!segment(pass, slice, lane)) return;
+          if (!segment(pass, slice, lane)) return pass == 0 ? (slice + 1) * g_.segment : g_.lane;
         }
       }
     }
+    return g_.lane;
   }
 
  private:
@@ -494,7 +497,8 @@ bool argon2_core_available(argon2_core core) noexcept { return compress_of(core)
 
 namespace {
 
-void compute_with(const argon2_inputs& in, std::span<std::uint8_t> tag, std::span<std::byte> memory, compress_fn compress) {
+argon2_written compute_with(const argon2_inputs& in, std::span<std::uint8_t> tag, std::span<std::byte> memory,
+                            compress_fn compress) {
   if (tag.size() < argon2_min_tag_bytes || tag.size() > argon2_max_tag_bytes) throw std::invalid_argument("argon2: tag length out of bounds");
   if (in.lanes < 1 || in.lanes > 0xffffff) throw std::invalid_argument("argon2: lanes out of bounds");
   if (in.t_cost < 1) throw std::invalid_argument("argon2: t_cost must be at least 1");
@@ -530,7 +534,8 @@ void compute_with(const argon2_inputs& in, std::span<std::uint8_t> tag, std::spa
   }
   sodium_memzero(seed.data(), seed.size());
 
-  filler(in, g, blocks, compress).fill();
+  const auto written = filler(in, g, blocks, compress).fill();
+  if (written < g.lane) return {g.lanes, g.lane, written};  // stopped: the tag means nothing
 
   // The tag: H' of the XOR of every lane's last block.
   block last = blocks[g.lane - 1];
@@ -540,19 +545,20 @@ void compute_with(const argon2_inputs& in, std::span<std::uint8_t> tag, std::spa
   }
   blake2b_long(tag.data(), tag.size(), reinterpret_cast<const std::uint8_t*>(&last), block_bytes);
   wipe(&last, sizeof last);
+  return {g.lanes, g.lane, g.lane};
 }
 
 }  // namespace
 
-void argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory) {
-  compute_with(inputs, tag, memory, compress_of(best_core));
+argon2_written argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory) {
+  return compute_with(inputs, tag, memory, compress_of(best_core));
 }
 
-void argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
-                         std::span<std::byte> memory) {
+argon2_written argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
+                                  std::span<std::byte> memory) {
   const auto compress = compress_of(core);
   if (compress == nullptr) throw std::invalid_argument("argon2: this CPU has no " + std::string(argon2_core_name(core)));
-  compute_with(inputs, tag, memory, compress);
+  return compute_with(inputs, tag, memory, compress);
 }
 
 }  // namespace crunch

@@ -40,11 +40,21 @@ inline constexpr std::size_t argon2_max_tag_bytes = 64;
 /// 4 × lanes KiB (and at least 8 × lanes KiB).
 std::size_t argon2_memory_bytes(std::uint32_t m_cost_kib, std::uint32_t lanes) noexcept;
 
+/// What a computation wrote into its memory: in each lane, the first `blocks_per_lane` blocks
+/// (of argon2_memory_bytes() / 1024 / lanes). All of them unless its stop token cut it short in
+/// the first pass, before it had touched the rest — which a wipe then need not fault in.
+struct argon2_written {
+  std::uint32_t lanes = 0;
+  std::uint32_t lane_blocks = 0;      ///< a lane's length, in 1 KiB blocks
+  std::uint32_t blocks_per_lane = 0;  ///< written from each lane's start
+};
+
 /// Computes the tag (argon2_min_tag_bytes..argon2_max_tag_bytes long) into `tag`, using
 /// `memory` — at least argon2_memory_bytes(), aligned to 64 bytes — for its blocks, whatever it
 /// held before: every block is written before it is read. The blocks are left as they are:
-/// whoever owns the memory wipes it. Throws std::invalid_argument for inputs out of bounds.
-void argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
+/// whoever owns the memory wipes what it says it wrote. Throws std::invalid_argument for inputs
+/// out of bounds.
+argon2_written argon2_compute(const argon2_inputs& inputs, std::span<std::uint8_t> tag, std::span<std::byte> memory);
 
 /// The forms of the block compression: AVX-512 (two rows to a register set, rotations in one
 /// instruction), AVX2 (one row), and portable C++.
@@ -55,8 +65,8 @@ bool argon2_core_available(argon2_core core) noexcept;
 
 /// argon2_compute with the given form of the compression, whatever the CPU's best: for the tests
 /// that check that every form agrees. Throws std::invalid_argument when the CPU lacks it.
-void argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
-                         std::span<std::byte> memory);
+argon2_written argon2_compute_with(argon2_core core, const argon2_inputs& inputs, std::span<std::uint8_t> tag,
+                                  std::span<std::byte> memory);
 
 /// "avx512", "avx2" or "portable".
 std::string_view argon2_core_name(argon2_core core) noexcept;

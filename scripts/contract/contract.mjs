@@ -323,9 +323,10 @@ async function main() {
   const verified = await call("verify", port, "/v1/password/verify", "POST",
     post("/v1/password/verify", "application/json", JSON.stringify({ password, hash })), 200);
   if (verified && JSON.parse(verified.body).match !== true) problems.push("verify: the password did not match its hash");
-  // What the image examples cannot show: info meeting its deadline, and format=auto choosing AVIF
+  // What the image examples cannot show: info missing its deadline, and format=auto choosing AVIF
   // for a browser's Accept. A GIF of 300,000 one-pixel frames: the loader walks every frame to
-  // read the header, far longer than the 1 ms it is given.
+  // read the header, which the kind's model prices far above the 1 ms it is given — a 504 at once,
+  // whatever the machine's speed (when it was run against the clock, a fast machine met it).
   const infoOp = "/v1/image/info";
   const frame = Buffer.from([0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 1, 0]);
   const frames = Buffer.concat([Buffer.from("GIF89a"), Buffer.from([1, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255]),
@@ -438,14 +439,36 @@ async function main() {
   await call("hash without memory", starved.port, "/v1/password/hash", "POST",
     post("/v1/password/hash", "application/json", JSON.stringify({ password: "x", m_cost_kib: 262144 })), 500);
 
+  // A helper that dies with its job: 502, on every operation that documents it (the isolated
+  // kinds'). Deterministic: the idle helper is stopped (SIGSTOP), the job sent, and once crunchd's
+  // worker is waiting for it in poll(2) the helper is killed.
+  const isolated = await start(["--workers", "1"]);
+  for (const op of jobOps) {
+    if (opOf(op).responses["502"] === undefined) continue;
+    const where = `${op.method} ${op.path}`;
+    await call(`${where} starts its helper`, isolated.port, op.path, op.method, goodRequest(op), 200);
+    const helper = helpersOf(isolated.process.pid).find((h) => h.kind === kindOf(op.path, kinds));
+    if (!helper) {
+      problems.push(`${where}: no helper of its kind after a job`);
+      continue;
+    }
+    process.kill(helper.pid, "SIGSTOP");
+    const answer = call(`${where} its helper killed`, isolated.port, op.path, op.method, goodRequest(op), 502);
+    await waitForWorkerInPoll(isolated.process.pid);
+    process.kill(helper.pid, "SIGKILL");
+    await answer;
+  }
+
   // Draining: what cannot finish within the drain timeout is answered 503, and /readyz says so.
   // The running job must outlast the two scrapes that see it run and the other wait (fib(47) is
   // seconds here; fib(44) was 0.6 s, and a loaded CI machine once let it finish in between), and
-  // finish within the drain timeout; the queued one is estimated in minutes, far beyond it.
-  const draining = await start(["--workers", "1", "--drain-timeout", "60s"]);
+  // finish within the drain timeout. The queued one, fib(51), is 6.9 times as long: within its
+  // own 60 s deadline (admission refuses a job that cannot meet it even alone) on machines from
+  // half to twice this one's speed, and beyond the 10 s drain on all of them.
+  const draining = await start(["--workers", "1", "--drain-timeout", "10s"]);
   const first = exchange(draining.port, get("GET", "/fib/47?timeout_ms=60000"));
   await waitFor(draining.port, "crunch_workers_busy 1");
-  const cut = exchange(draining.port, get("GET", "/fib/56?timeout_ms=60000"));
+  const cut = exchange(draining.port, get("GET", "/fib/51?timeout_ms=60000"));
   await waitFor(draining.port, "crunch_job_queue_depth 1");
   draining.process.kill("SIGTERM");
   const cutAnswer = await cut;
@@ -463,6 +486,48 @@ async function main() {
       }
     }
   }
+}
+
+// The helper processes of the crunchd `pid`: [{ pid, kind }], from /proc.
+function helpersOf(pid) {
+  const helpers = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (parent !== pid) continue;
+      const args = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      if (args[1] === "--crunch-helper") helpers.push({ pid: Number(entry), kind: args[2] });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return helpers;
+}
+
+// The kind whose route has this path, from /v1/kinds.
+function kindOf(path, kinds) {
+  return kinds.kinds.find((k) => k.routes.some((r) => r.path === path))?.name;
+}
+
+// Resolves once a worker thread of the crunchd `pid` (crunch-worker-N) is blocked in poll(2):
+// waiting for its helper's answer. /proc/PID/task/TID/syscall starts with the call's number.
+async function waitForWorkerInPoll(pid, attempts = 5000) {
+  const poll = 7;  // x86_64
+  for (let i = 0; i < attempts; ++i) {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+        const call = Number(fs.readFileSync(`/proc/${pid}/task/${tid}/syscall`, "utf8").split(" ")[0]);
+        if (name.startsWith("crunch-worker") && call === poll) return;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  problems.push(`no worker of crunchd ${pid} waited for its helper`);
 }
 
 // Opens a /v1/events stream; resolves with its socket, still open, and the data of its first event.
