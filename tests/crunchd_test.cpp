@@ -574,7 +574,7 @@ TEST(crunchd, sigterm_drains_in_flight_work_and_exits_0) {
 }
 
 TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_exits_0) {
-  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "30s"});
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--drain-timeout", "10s"});
   const auto port = started_port(p);
   http_connection running(port, 60s);
   // Two seconds of work: still running when the signal comes (a fixed fib(44), 0.6 s in Release,
@@ -586,9 +586,9 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   http_connection fits(port, 60s);
   fits.send_get("/fib/" + std::to_string(n - 5));  // queued; a tenth as long: done long before the drain timeout
   http_connection hopeless(port, 60s);
-  // Queued; 18 times as long, about 36 s: within its own deadline (admission lets it in), but it
-  // cannot finish within the 30 s drain.
-  hopeless.send_get("/fib/" + std::to_string(n + 6) + "?timeout_ms=60000");
+  // Queued; 11 times as long (fib_lasting picks 1.2 to 2 s, so 13 to 22 s): within its own deadline
+  // (admission lets it in), but it cannot finish within the 10 s drain.
+  hopeless.send_get("/fib/" + std::to_string(n + 5) + "?timeout_ms=60000");
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 2\n"));
   p.signal(SIGTERM);
   const auto cut = hopeless.read();

@@ -87,7 +87,13 @@ TEST(isolation, a_helper_that_opens_a_file_makes_a_socket_or_forks_is_killed_and
   sandbox_server s(1);
   http_connection c(s.server.port());
   const auto crashed_before = helpers_metric(c, "crashed_total");
-  for (const auto* forbidden : {"open", "socket", "fork"}) {
+#if defined(__SANITIZE_THREAD__)
+  // Under ThreadSanitizer a helper may open files to read: its runtime reads /proc/self/maps.
+  const auto forbidden_calls = {"socket", "fork"};
+#else
+  const auto forbidden_calls = {"open", "socket", "fork"};
+#endif
+  for (const auto* forbidden : forbidden_calls) {
     const auto r = run(c, forbidden);
     ASSERT_TRUE(r) << forbidden;
     EXPECT_EQ(r->status, 502u) << forbidden << ": " << r->body;
@@ -99,8 +105,9 @@ TEST(isolation, a_helper_that_opens_a_file_makes_a_socket_or_forks_is_killed_and
   }
   const auto m = c.get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_EQ(sample(m->body, R"(crunch_helpers_crashed_total{kind="sandboxed"})"), crashed_before + 3);
-  EXPECT_EQ(sample(m->body, R"(crunch_jobs_total{outcome="helper_crashed"})"), 3);
+  const auto forbidden_count = static_cast<double>(forbidden_calls.size());
+  EXPECT_EQ(sample(m->body, R"(crunch_helpers_crashed_total{kind="sandboxed"})"), crashed_before + forbidden_count);
+  EXPECT_EQ(sample(m->body, R"(crunch_jobs_total{outcome="helper_crashed"})"), forbidden_count);
   EXPECT_EQ(sample(m->body, R"(crunch_helpers{kind="sandboxed"})"), 1);
 }
 

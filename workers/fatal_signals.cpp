@@ -356,7 +356,7 @@ void install_fatal_signal_report(int fd, fatal_report_style style) {
 
 void name_thread_for_reports(std::string_view role) {
   const auto n = std::min(role.size(), sizeof thread_role - 1);
-  std::memcpy(thread_role, role.data(), n);
+  if (n > 0) std::memcpy(thread_role, role.data(), n);
   thread_role[n] = '\0';
   signal_stack.install();
 }
@@ -370,7 +370,7 @@ inflight_request::inflight_request(std::string_view request_id) noexcept {
     auto expected = static_cast<std::uint8_t>(slot_free);
     if (!s.state.compare_exchange_strong(expected, slot_writing, std::memory_order_acquire)) continue;
     const auto n = std::min(request_id.size(), max_id);
-    std::memcpy(s.id, request_id.data(), n);
+    if (n > 0) std::memcpy(s.id, request_id.data(), n);
     s.id[n] = '\0';
     s.state.store(slot_ready, std::memory_order_release);
     slot_ = static_cast<int>((start + i) % max_inflight);

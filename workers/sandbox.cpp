@@ -103,6 +103,27 @@ void close_sandbox(int own_pid) {
   allow_if(f, SCMP_SYS(setpriority), SCMP_A0(SCMP_CMP_EQ, PRIO_PROCESS), SCMP_A1(SCMP_CMP_EQ, 0));
   allow_if(f, SCMP_SYS(getpriority), SCMP_A0(SCMP_CMP_EQ, PRIO_PROCESS), SCMP_A1(SCMP_CMP_EQ, 0));
 
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer's runtime reads /proc/self/maps as the process maps and frees memory: under it
+  // (only), a helper may open files to read. It still cannot create one, make a socket or a process.
+  for (const auto& [call, flags_arg] : {std::pair{SCMP_SYS(openat), 2u}, std::pair{SCMP_SYS(open), 1u}}) {
+    const scmp_arg_cmp reading{flags_arg, SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT, O_RDONLY};
+    if (seccomp_rule_add_array(f, SCMP_ACT_ALLOW, call, 1, &reading) != 0) throw std::runtime_error("seccomp: open");
+  }
+  allow_if(f, SCMP_SYS(fcntl), SCMP_A1(SCMP_CMP_EQ, F_SETFD));  // what it opens, it marks close-on-exec
+  // ... and symbolises stacks (its suppressions match symbols), looking at the libraries' files.
+  for (const int s : {SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(stat), SCMP_SYS(lstat), SCMP_SYS(readlink),
+                      SCMP_SYS(readlinkat), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(getdents64)}) {
+    allow(f, s);
+  }
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The sanitizers' runtimes probe whether memory is readable through a pipe (UBSan's vptr check,
+  // sanitizer_common's IsAccessibleMemoryRange). A pipe reaches nothing outside the process; the
+  // release build has no need of one and does not allow it.
+  allow(f, SCMP_SYS(pipe));
+  allow(f, SCMP_SYS(pipe2));
+#endif
   // libseccomp sets no_new_privs itself (SCMP_FLTATR_CTL_NNP, on by default): set it here too, so
   // that it is so whatever that default becomes.
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw std::runtime_error("prctl(PR_SET_NO_NEW_PRIVS) failed");

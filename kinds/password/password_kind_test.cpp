@@ -183,7 +183,7 @@ TEST(password_kind, a_legacy_hash_is_priced_by_its_own_model) {
   http_connection busy(s.port(), 60s), c(s.port(), 60s), observer(s.port());
   // scrypt, N = 2^14, r = 32, p = 3: 64 MiB walked six times, about a second here. Its digest is
   // made up: it runs all the same, and does not match.
-  busy.send_post("/v1/password/verify", "application/json",
+  busy.send_post("/v1/password/verify?timeout_ms=60000", "application/json",
                  body({{"password", "x"},
                        {"hash", "$7$CU....1....fBCO6cU3Z6bc8tL7BQiO/$T7HJ.iPVg/Nlcu6OAkn.NwHvAkcQZkQ.JhkzQuxubmA"}}));
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_workers_busy 1\n"));

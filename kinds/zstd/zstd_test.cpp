@@ -189,9 +189,14 @@ TEST(zstd_kind, its_examples_are_real_frames_and_later_frames_fit_in_what_the_fi
   ASSERT_TRUE(both);
   EXPECT_EQ(both->status, 400u);
   EXPECT_EQ(http::error_code_of(*both), "output_too_large");
-  // Frames that declare nothing may fill the server's limit.
-  const auto open = c.post("/v1/zstd/decompress", "application/zstd",
-                           frame_without_size(zstd_sample(1000, 1)) + frame_without_size(zstd_sample(5000, 2)));
+  // Frames that declare nothing may fill the server's limit, and are priced so: 64 KiB here (the
+  // default 32 MiB would be priced, under TSan, beyond any deadline, and refused at once).
+  auto cfg = http::test_config();
+  cfg.settings["zstd-max-output-bytes"] = 64 << 10;
+  http::running_server small(cfg);
+  http::http_connection to_small(small.port());
+  const auto open = to_small.post("/v1/zstd/decompress", "application/zstd",
+                                  frame_without_size(zstd_sample(1000, 1)) + frame_without_size(zstd_sample(5000, 2)));
   ASSERT_TRUE(open);
   EXPECT_EQ(open->status, 200u);
   EXPECT_EQ(open->body.size(), 6000u);
