@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """What an AVIF encode costs, measured, and the image kind's model fitted to it (issue 31).
 
-  bench/avif_cost.py BUILD_DIR [REPEATS=2]
+  bench/avif_cost.py BUILD_DIR [REPEATS=2] [WIDTHS=400,600,1000,1500,2000,3000,4000]
 
 With build/thumbnail_single (the very call crunch's image helpers make, on one thread) and a
 photo-like 4000x3000 JPEG from build/make_image:
   - the kind's unit on this machine: the calibration thumbnail (800x600 JPEG to a 200 px WebP),
     in ns per cost unit, as the kind measures it;
-  - for each width 400, 1000, 2000, 4000 and effort 0..6, the fastest of REPEATS AVIF thumbnails,
-    and the same thumbnail as a JPEG: the AVIF encode is their difference plus the JPEG encode's
-    own price (8 units an output pixel);
-  - the encode's weight in units per output pixel, and per effort a power law
-    weight = c * pixels^k fitted in log space, with each point's error.
-Prints the table and the fit as the C++ array kinds/image/image.cpp's model uses.
+  - for each width and effort 0..6, the fastest of REPEATS AVIF thumbnails, and the same
+    thumbnail as a JPEG: the AVIF encode is their difference plus the JPEG encode's own price (8
+    units an output pixel);
+  - the encode's weight in units per output pixel.
+The weight is far from constant and not even monotonic in the output's size (at effort 6 it
+peaks near 2000 px), so no power law fits it (errors up to 61 %): the model is the table itself,
+interpolated in log(pixels) (kinds/image/image.cpp). Prints it as the C++ arrays the model uses.
 """
 import json
 import math
@@ -48,7 +49,7 @@ calibration_units = 800 * 600 / 4 + 200 * 150 + 8 * 200 * 150
 ns_per_unit = fastest(small, 200, "webp", 80, seconds=1) * 1e9 / calibration_units
 print(f"unit: {ns_per_unit:.3f} ns (calibration thumbnail {calibration_units:.0f} units)")
 
-widths = [400, 1000, 2000, 4000]
+widths = [int(w) for w in (sys.argv[3] if len(sys.argv) > 3 else "400,600,1000,1500,2000,3000,4000").split(",")]
 efforts = range(0, 7)
 rows = []
 for w in widths:
@@ -63,21 +64,14 @@ for w in widths:
         print(f"{w:5d} px effort {e}: AVIF {avif * 1000:9.1f} ms, JPEG {jpeg * 1000:7.1f} ms, "
               f"encode {weight:8.1f} units a pixel", flush=True)
 
-print("\nfit per effort: weight = c * pixels^k")
-fits = []
+print("\n// Output pixels measured, and an AVIF encode's weight in units an output pixel, by effort 0..6.")
+pixels = [w * (w * 3 // 4) for w in widths]
+print(f"constexpr std::array<double, {len(widths)}> avif_pixels{{" + ", ".join(f"{p}" for p in pixels) + "};")
+print(f"constexpr std::array<std::array<double, {len(widths)}>, 7> avif_weight{{{{")
 for e in efforts:
-    points = [(math.log(r["pixels"]), math.log(max(r["weight"], 1e-3))) for r in rows if r["effort"] == e]
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    k = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    c = math.exp(my - k * mx)
-    errors = [math.exp(y) / (c * math.exp(x) ** k) - 1 for x, y in points]
-    fits.append((c, k))
-    print(f"effort {e}: c = {c:.4g}, k = {k:.3f}; errors " + ", ".join(f"{100 * err:+.0f} %" for err in errors))
-
-print("\n// {c, k} per effort 0..6: an output pixel's encode weighs c * pixels^k units.")
-print("constexpr std::array<std::pair<double, double>, 7> avif_encode{{" +
-      ", ".join(f"{{{c:.4g}, {k:.3f}}}" for c, k in fits) + "}};")
+    row = [r["weight"] for r in rows if r["effort"] == e]
+    print("    {" + ", ".join(f"{w:.1f}" for w in row) + "},")
+print("}};")
+fits = []
 json.dump({"ns_per_unit": ns_per_unit, "rows": rows, "fits": fits}, open(os.path.join(work, "avif_cost.json"), "w"))
 print(f"\nmeasurements: {os.path.join(work, 'avif_cost.json')}")

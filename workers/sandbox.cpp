@@ -95,6 +95,8 @@ void close_sandbox(int own_pid) {
   // Naming its threads, and its own threads' scheduling only (pid 0: the calling thread).
   allow_if(f, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
   allow_if(f, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME));
+  allow_if(f, SCMP_SYS(sched_setaffinity), SCMP_A0(SCMP_CMP_EQ, 0));
+  allow(f, SCMP_SYS(getcpu));
   allow_if(f, SCMP_SYS(sched_setattr), SCMP_A0(SCMP_CMP_EQ, 0));
   allow_if(f, SCMP_SYS(sched_getattr), SCMP_A0(SCMP_CMP_EQ, 0));
   allow_if(f, SCMP_SYS(sched_setscheduler), SCMP_A0(SCMP_CMP_EQ, 0));

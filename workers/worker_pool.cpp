@@ -109,6 +109,19 @@ void adopt_worker_priority_on_this_thread() noexcept {
   }
 }
 
+confined_to_one_cpu::confined_to_one_cpu() noexcept {
+  const int cpu = sched_getcpu();
+  if (cpu < 0 || sched_getaffinity(0, sizeof before_, &before_) != 0) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(static_cast<std::size_t>(cpu), &one);
+  confined_ = sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+confined_to_one_cpu::~confined_to_one_cpu() {
+  if (confined_) sched_setaffinity(0, sizeof before_, &before_);
+}
+
 bool make_io_thread_realtime() noexcept {
   constexpr std::uint64_t reset_on_fork = 0x01;  // SCHED_FLAG_RESET_ON_FORK
   sched_attr_v0 attr{};

@@ -25,6 +25,8 @@
 #include <boost/asio/system_executor.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -66,6 +68,22 @@ void adopt_worker_priority(worker_priority priority);
 /// callback), so that it yields to other threads as the workers do, its short time slice
 /// included. Nothing when none was remembered.
 void adopt_worker_priority_on_this_thread() noexcept;
+
+/// Keeps the calling thread, and the threads it starts meanwhile, on the CPU it is running on,
+/// until the object goes: for a library call that starts threads of its own that cannot be told
+/// how many (libaom, through libheif and libvips, runs four), so that the job takes the one CPU
+/// the pool gave its worker and no more. Threads already started keep their CPUs.
+class confined_to_one_cpu {
+ public:
+  confined_to_one_cpu() noexcept;
+  ~confined_to_one_cpu();
+  confined_to_one_cpu(const confined_to_one_cpu&) = delete;
+  confined_to_one_cpu& operator=(const confined_to_one_cpu&) = delete;
+
+ private:
+  cpu_set_t before_{};
+  bool confined_ = false;
+};
 
 /// OS scheduling of the I/O thread.
 enum class io_priority {

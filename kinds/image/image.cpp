@@ -344,12 +344,44 @@ std::variant<image_header, std::string> sniff_image(std::string_view b) {
 namespace {
 
 // What encoding one output pixel costs, in the kind's unit. JPEG, WebP and PNG: 8, as calibrated
-// (a WebP pixel takes ~90 ns here, a JPEG's 8). AVIF (libaom through libheif) by effort: at 4,
-// libvips's default, 6.3 times WebP's; measured on a 400x300 photo-like image, 2-core EPYC.
-double encode_weight(const thumbnail_spec& spec) {
+// (a WebP pixel takes ~90 ns here, a JPEG's 8).
+//
+// AVIF (libaom through libheif, on one CPU: image_vips.cpp) is far from linear in output pixels
+// and not even monotonic: measured by bench/avif_cost.py (a photo-like 4000x3000 JPEG, widths 400
+// to 4000, efforts 0..6, the fastest of two, 2-core EPYC, 2026-12-07), an effort-6 pixel weighs
+// 85 units at 400 px wide, 439 at 2000 and 335 at 4000. No power law fits that (61 % off at
+// effort 6), so the model is the measurements themselves, interpolated in log(pixels) and held
+// at the ends. Efforts 7..9, which --max-image-effort allows but nobody should want, are effort
+// 6's times how much longer libaom took at 400 px (1.4, 1.9 and 3.3 times), not measured here.
+constexpr std::array<double, 7> avif_pixels{120000, 270000, 750000, 1687500, 3000000, 6750000, 12000000};
+constexpr std::array<std::array<double, 7>, 7> avif_weight{{
+    {12.5, 11.5, 10.4, 10.7, 11.0, 11.4, 11.1},
+    {13.0, 12.4, 10.7, 11.2, 11.5, 11.5, 11.4},
+    {16.8, 15.2, 14.7, 17.0, 19.1, 21.7, 25.6},
+    {17.8, 17.1, 24.4, 33.3, 42.9, 40.2, 39.4},
+    {46.6, 41.1, 65.2, 94.3, 103.5, 91.1, 91.5},
+    {60.7, 52.2, 79.5, 115.9, 134.0, 108.7, 112.7},
+    {85.3, 71.7, 144.3, 279.9, 439.3, 367.2, 334.8},
+}};
+constexpr std::array<double, 3> avif_beyond_effort_6{1.4, 1.9, 3.3};
+
+double avif_weight_at(std::uint32_t effort, double pixels) {
+  const auto& row = avif_weight[std::min<std::size_t>(effort, 6)];
+  double w = row.back();
+  if (pixels <= avif_pixels.front()) {
+    w = row.front();
+  } else if (pixels < avif_pixels.back()) {
+    std::size_t i = 0;
+    while (pixels > avif_pixels[i + 1]) ++i;
+    const double t = std::log(pixels / avif_pixels[i]) / std::log(avif_pixels[i + 1] / avif_pixels[i]);
+    w = row[i] + (row[i + 1] - row[i]) * t;
+  }
+  return effort > 6 ? w * avif_beyond_effort_6[std::min<std::size_t>(effort - 7, 2)] : w;
+}
+
+double encode_weight(const thumbnail_spec& spec, double output_pixels) {
   if (spec.format != image_format::avif) return 8;
-  constexpr std::array<double, 10> times_webp{0.6, 1.2, 2, 4, 6.3, 11, 18, 26, 34, 60};
-  return 8 * times_webp[std::min<std::size_t>(spec.effort, times_webp.size() - 1)];
+  return avif_weight_at(spec.effort, output_pixels);
 }
 
 }  // namespace
@@ -421,7 +453,7 @@ thumbnail_plan plan_thumbnail(const image_header& header, const thumbnail_spec& 
   // Cost: what the decoder reads (every input pixel, at a fraction of a decoded one's cost when
   // it shrinks on load), what it produces, and what is resized and encoded.
   const double input = static_cast<double>(header.pixels());
-  plan.cost_units = input / 4 + static_cast<double>(plan.loaded_pixels) + encode_weight(spec) * out;
+  plan.cost_units = input / 4 + static_cast<double>(plan.loaded_pixels) + encode_weight(spec, out) * out;
 
   // Memory: a decoder that holds the whole frame holds it (JPEG's coefficients at 2 bytes a
   // sample, the others' pixels); one that streams holds a band of rows. Then the resize's row
@@ -490,7 +522,9 @@ const image_library::functions* load_image_library() {
   if (handle == nullptr) throw std::runtime_error("cannot load the image kind's module: " + std::string(dlerror()));
   void* entry = dlsym(handle, image_library::entry_point);
   if (entry == nullptr) throw std::runtime_error(path + " is not crunch's image module");
-  static const image_library::host host{&job_checkpoint, &adopt_worker_priority_on_this_thread};
+  static const image_library::host host{
+      &job_checkpoint, &adopt_worker_priority_on_this_thread, [] { return static_cast<void*>(new confined_to_one_cpu); },
+      [](void* token) { delete static_cast<confined_to_one_cpu*>(token); }};
   const auto* table = reinterpret_cast<image_library::entry_function>(entry)(&host);
   if (table == nullptr || table->abi != image_library::abi) {
     throw std::runtime_error(path + " was built for another version of crunch");

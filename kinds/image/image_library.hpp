@@ -10,7 +10,7 @@
 
 namespace crunch::image_library {
 
-inline constexpr int abi = 4;
+inline constexpr int abi = 5;
 
 /// What the module needs of crunch.
 struct host {
@@ -18,6 +18,10 @@ struct host {
   /// adopt_worker_priority_on_this_thread: libvips's own threads take the workers' priority (their
   /// short time slice too, which a new thread does not inherit) the first time they run crunch's code.
   void (*adopt_priority)() noexcept;
+  /// For a call whose library starts threads of its own (libaom): keeps the calling thread, and
+  /// the threads it starts meanwhile, on its CPU until release_cpu(); returns a token for that.
+  void* (*confine_to_one_cpu)();
+  void (*release_cpu)(void* token);
 };
 
 /// What the module offers: the libvips halves of image.hpp's functions, same contracts.

@@ -191,6 +191,40 @@ TEST(sniff_image, reads_a_jpegs_exif_orientation_as_libvips_does) {
   EXPECT_EQ(header_of(synthetic_image(80, 40, image_format::png)).orientation, 0);   // not looked for
 }
 
+// AVIF's encode is priced by what libaom was measured to take (bench/avif_cost.py), which is far
+// from linear in output pixels: an effort-6 pixel weighs 85 units at 400 px wide, 439 at 2000 and
+// 335 at 4000, and an effort-0 pixel 11 to 12 at any size.
+TEST(plan_thumbnail, prices_an_avif_encode_by_its_measured_weight_at_that_size_and_effort) {
+  image_header h;
+  h.format = image_format::jpeg;
+  h.width = 4000;
+  h.height = 3000;
+  h.bands = 3;
+  h.samples = 4000u * 3000u * 3u / 2u;
+  h.orientation = 1;
+  auto weight = [&](std::uint32_t width, std::uint32_t effort) {
+    thumbnail_spec spec;
+    spec.width = width;
+    spec.format = image_format::avif;
+    spec.effort = effort;
+    const auto plan = plan_thumbnail(h, spec);
+    const double rest = static_cast<double>(h.pixels()) / 4 + static_cast<double>(plan.loaded_pixels);
+    return (plan.cost_units - rest) / static_cast<double>(plan.output_pixels);
+  };
+  EXPECT_NEAR(weight(400, 6), 85.3, 0.5);
+  EXPECT_NEAR(weight(2000, 6), 439.3, 0.5);
+  EXPECT_NEAR(weight(4000, 6), 334.8, 0.5);
+  EXPECT_NEAR(weight(4000, 0), 11.1, 0.5);
+  // Between measured sizes, between their weights.
+  EXPECT_GT(weight(1200, 6), 144.3);
+  EXPECT_LT(weight(1200, 6), 279.9);
+  // A 12-megapixel effort-6 encode costs over 4,000 times a 400 px WebP's encode.
+  thumbnail_spec webp;
+  webp.width = 400;
+  webp.format = image_format::webp;
+  EXPECT_GT(weight(4000, 6) * 12e6, 4000 * 8 * static_cast<double>(plan_thumbnail(h, webp).output_pixels));
+}
+
 TEST(plan_thumbnail, is_exact_for_a_jpeg_whose_orientation_the_header_gives) {
   // 4000x3000 shown rotated (6): 3000 wide. 400 wide is 1/7.5 of that, so 1/4 on load (1/8 would
   // be 375 wide), and the thumbnail is 400x533.

@@ -234,10 +234,16 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
     case image_format::png:
       failed = vips_pngsave_buffer(image.get(), &out, &length, "strip", strip, nullptr);
       break;
-    case image_format::avif:
+    case image_format::avif: {
+      // libheif runs libaom with four threads of its own (its default: libvips 8.14 cannot set
+      // it), which would take more than this job's one CPU from the other workers' jobs. They are
+      // started within the save, from this thread: kept on its CPU, they take that CPU alone.
+      void* confined = the_host->confine_to_one_cpu();
       failed = vips_heifsave_buffer(image.get(), &out, &length, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q",
                                     quality, "effort", static_cast<int>(spec.effort), "strip", strip, nullptr);
+      the_host->release_cpu(confined);
       break;
+    }
     case image_format::gif:
       throw std::logic_error("gif is not an output format");
   }

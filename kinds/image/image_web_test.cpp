@@ -81,8 +81,11 @@ TEST(plan_thumbnail, prices_avif_far_above_webp_and_by_effort) {
   const auto avif = plan_thumbnail(header, avif_spec);
   EXPECT_GT(avif.cost_units, 4 * webp.cost_units);
   EXPECT_GT(avif.memory_bytes, webp.memory_bytes + (8u << 20));  // libaom's own
+  avif_spec.effort = 6;
+  const auto effort_6 = plan_thumbnail(header, avif_spec).cost_units;
+  EXPECT_GT(effort_6, 1.5 * avif.cost_units);
   avif_spec.effort = 8;
-  EXPECT_GT(plan_thumbnail(header, avif_spec).cost_units, 4 * avif.cost_units);
+  EXPECT_GT(plan_thumbnail(header, avif_spec).cost_units, 1.5 * effort_6);
 }
 
 // A grey field with one saturated red square at (x, y), side `side`.
