@@ -47,7 +47,7 @@ RUN apt-get source --only-source vips \
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      g++ cmake ninja-build pkg-config libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev \
+      g++ cmake ninja-build pkg-config libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libseccomp-dev \
       libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
       liborc-0.4-dev zlib1g-dev libaom-dev \
  && rm -rf /var/lib/apt/lists/*

@@ -108,6 +108,15 @@ code="$(curl -s -o "$work/thumb.avif" -w '%{http_code} %{content_type}' -H 'Cont
 echo "4000x3000 JPEG, format=auto for a browser that takes AVIF -> $code, $(stat -c %s "$work/thumb.avif") bytes"
 [[ "$code" == "200 image/avif" && "$(head -c 12 "$work/thumb.avif" | tail -c 8)" == ftypavif ]] || {
   echo "no AVIF thumbnail" >&2; exit 1; }
+# The thumbnails ran in sandboxed helpers, nested inside podman's own seccomp filter.
+helpers="$(pgrep -P "$host_pid" || true)"
+[[ -n "$helpers" ]] || { echo "no helper process under crunchd: the codecs did not run isolated" >&2; exit 1; }
+for helper in $helpers; do
+  fields="$(awk '/^(Uid|Seccomp|NoNewPrivs):/ { printf "%s %s ", $1, $2 }' "/proc/$helper/status")"
+  echo "helper $helper ($(tr '\0' ' ' <"/proc/$helper/cmdline" | cut -d' ' -f2-4)): $fields"
+  [[ "$fields" == *"Seccomp: 2"* && "$fields" == *"NoNewPrivs: 1"* && "$fields" != *"Uid: 0 "* ]] || {
+    echo "a helper runs without its sandbox, or as root" >&2; exit 1; }
+done
 podman cp "$name:/opt/vips/libraries.txt" "$work/libraries.txt"
 size="$(podman image inspect "$image" --format '{{.Size}}')"
 echo "image: $((size / 1048576)) MiB, $(wc -l <"$work/libraries.txt") shared libraries:" $(xargs -n1 basename <"$work/libraries.txt")
