@@ -20,16 +20,38 @@ out="$root/bench/results"
 mkdir -p "$out"
 photo="$out/photo-4000x3000.jpg"
 [[ -s "$photo" ]] || "$build/make_image" 4000 3000 jpeg 88 "$photo" >/dev/null
+# The real-time probe under a name of its own, so that perf sched tells the two apart.
+ln -sf "$build/latency_probe" "$out/rt_probe"
 perf_ok=0
 command -v perf >/dev/null && perf sched record -o /dev/null -- true >/dev/null 2>&1 && perf_ok=1
 pid=""
 trap '[[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; true' EXIT
 
-p99() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])["latency_us"]; print(f"p99 {d["p99"]/1000:.2f} ms, p99.9 {d["p999"]/1000:.2f} ms, max {d["max"]/1000:.2f} ms")' "$1"; }
+p99() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])["latency_us"]; print("p99 %.2f ms, p99.9 %.2f ms, max %.2f ms" % (d["p99"] / 1000, d["p999"] / 1000, d["max"] / 1000))' "$1"; }
 
-# The ordinary probe's scheduling delays, from perf sched: its largest and average wait to run.
+# The ordinary probe's scheduling delays (woken to running), from perf sched timehist: their
+# p50, p99 and largest over every time it was woken, and for each wait over 0.5 ms the task that
+# held its CPU meanwhile (the one that ran on that CPU just before it).
 probe_waits() {  # PERF_DATA
-  perf sched latency -i "$1" 2>/dev/null | awk '/latency_probe/ {print "perf sched: waited avg " $(NF-5) " ms, max " $(NF-3) " ms over " $(NF-8) " switches"}' | head -1
+  perf sched timehist -i "$1" 2>/dev/null | awk 'NR > 3 {
+      if ($3 ~ /^latency_probe/) {
+        print "wait", $5
+        if ($5 + 0 > 0.5) { task = prev[$2]; sub(/\[.*/, "", task); print "behind", task }
+      }
+      prev[$2] = $3
+    }' | python3 -c '
+import collections, sys
+waits, behind = [], collections.Counter()
+for line in sys.stdin:
+    what, value = line.split(maxsplit=1)
+    if what == "wait": waits.append(float(value))
+    else: behind[value.strip()] += 1
+waits.sort()
+if waits:
+    q = lambda f: waits[min(len(waits) - 1, int(f * len(waits)))]
+    print("perf sched: the ordinary probe waited for a CPU p50 %.3f ms, p99 %.3f ms, max %.3f ms over %d wake-ups; "
+          "%d waits over 0.5 ms, behind: %s" % (q(0.5), q(0.99), waits[-1], len(waits), sum(behind.values()),
+          ", ".join("%s %d" % kv for kv in behind.most_common()) or "-"))'
 }
 
 measure() {  # LABEL
@@ -40,7 +62,7 @@ measure() {  # LABEL
     PROBE_NORMAL=1 "$build/latency_probe" "$port" /healthz "$seconds" 2000 >"$out/ordinary.json" &
   fi
   local probe=$!
-  PROBE_NORMAL=1 chrt -f 2 "$build/latency_probe" "$port" /healthz "$seconds" 2000 >"$out/realtime.json" || true
+  PROBE_NORMAL=1 chrt -f 2 "$out/rt_probe" "$port" /healthz "$seconds" 2000 >"$out/realtime.json" || true
   wait "$probe" || true
   ordinary="$(cat "$out/ordinary.json")"
   realtime="$(cat "$out/realtime.json")"
