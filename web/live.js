@@ -88,7 +88,8 @@
     const t = s.time_ms / 1000;
     push(lag, t, [s.loop_lag_ms.p50, s.loop_lag_ms.p99, s.loop_lag_ms.max]);
     push(workers, t, [s.workers.busy, s.workers.total, s.queue.depth, s.queue.limit]);
-    push(outcomes, t, [j.completed, refused, j.deadline_exceeded, j.cancelled_client_gone, j.failed]);
+    // A job whose helper process died failed too (a 502 rather than a 500).
+    push(outcomes, t, [j.completed, refused, j.deadline_exceeded, j.cancelled_client_gone, j.failed + (j.helper_crashed ?? 0)]);
     if (!kinds) {
       kindNames = Object.keys(s.jobs_run_per_s);
       kinds = chart("c-kinds", kindNames.map((k, i) => ({ label: k, color: `--s${(i % 6) + 1}` })), { digits: 1 });

@@ -221,8 +221,10 @@ job_kind build_image(const config& cfg) {
       "libvips's shrink-on-load path, the EXIF orientation applied, converted to sRGB, every metadata block "
       "stripped (no EXIF, no GPS, no ICC profile leaves crunch). The body counts against the memory budget from "
       "its head: when the budget is taken by jobs and uploads in flight, the answer is a 503 with Retry-After "
-      "before the body is read (a client that sent `Expect: 100-continue` is told before it sends). A deadline or "
-      "a client that leaves stops the decode between strips.";
+      "before the body is read (a client that sent `Expect: 100-continue` is told before it sends). Every decoder "
+      "and encoder runs in a sandboxed helper process: a deadline or a client that leaves stops the job between "
+      "strips, or kills its helper 50 ms later (an AVIF encode), and a helper that dies fails this job alone with "
+      "a 502.";
   thumbnail.error_codes = {{"invalid_image",
                             "the body is not an image of its Content-Type, is damaged, or declares more pixels than "
                             "--max-image-pixels"}};
