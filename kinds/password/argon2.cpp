@@ -377,13 +377,18 @@ class filler {
   filler(const argon2_inputs& in, const geometry& g, block* memory, compress_fn compress)
       : in_(in), g_(g), b_(memory), compress_(compress) {}
 
-  // Returns the blocks written from each lane's start: all, or fewer when the stop token cut the
-  // first pass short (then every lane is written up to the end of the slice it stopped in, at most).
+  // Returns the blocks written from each lane's start, at most: all, or fewer when the stop token
+  // cut the first pass short. With one lane that is exactly where it stopped, so that whoever
+  // wipes them does not fault in (a slice of 256 MiB: up to 100 ms) pages never touched; with
+  // more, the lanes before the one that stopped wrote their whole slice.
   std::uint32_t fill() {
     for (std::uint32_t pass = 0; pass < in_.t_cost; ++pass) {
       for (std::uint32_t slice = 0; slice < sync_points; ++slice) {
         for (std::uint32_t lane = 0; lane < g_.lanes; ++lane) {
-          if (!segment(pass, slice, lane)) return pass == 0 ? (slice + 1) * g_.segment : g_.lane;
+          if (segment(pass, slice, lane)) continue;
+          if (pass != 0) return g_.lane;
+          if (lane != 0) return (slice + 1) * g_.segment;
+          return slice * g_.segment + std::max(stopped_at_, slice == 0 ? 2u : 0u);  // two blocks from H0
         }
       }
     }
@@ -430,6 +435,7 @@ class filler {
   static constexpr std::uint32_t stop_check = 4096;
 
   bool segment(std::uint32_t pass, std::uint32_t slice, std::uint32_t lane) {
+    stopped_at_ = 0;
     if (in_.stop.stop_requested()) return false;
     const bool independent =
         in_.variant == argon2_variant::i || (in_.variant == argon2_variant::id && pass == 0 && slice < 2);
@@ -463,7 +469,10 @@ class filler {
       if (pass == 0 && slice == 0) ref_lane = lane;
       const auto ref = reference(pass, slice, index, static_cast<std::uint32_t>(random), ref_lane == lane);
       compress_(b_[previous], b_[std::uint64_t{ref_lane} * g_.lane + ref], b_[current], pass != 0);
-      if (index % stop_check == stop_check - 1 && in_.stop.stop_requested()) return false;
+      if (index % stop_check == stop_check - 1 && in_.stop.stop_requested()) {
+        stopped_at_ = index + 1;
+        return false;
+      }
     }
     return true;
   }
@@ -473,6 +482,7 @@ class filler {
   block* const b_;
   const compress_fn compress_;
   const block zero_{};
+  std::uint32_t stopped_at_ = 0;  // blocks of its segment written when the token stopped it
 };
 
 }  // namespace
