@@ -303,6 +303,10 @@ bool memory_holds(pid_t pid, const std::string& needle) {
     char perms[5] = {};
     if (std::sscanf(line.c_str(), "%lx-%lx %4s", &begin, &end, perms) != 3 || perms[0] != 'r') continue;
     if (line.find("[vvar]") != std::string::npos || line.find("[vsyscall]") != std::string::npos) continue;
+    // Terabytes a sanitizer reserves for its shadow would take hours to read as zeros; nothing of
+    // crunch's lives in a mapping of more than 1 GiB in this test (its jobs are tiny), and the
+    // positive control in crunchd shows the scan still finds what is there.
+    if (end - begin > (1ULL << 30)) continue;
     // A region at a time, in pieces that overlap by the needle's length.
     for (std::uint64_t at = begin; !found && at < end;) {
       const auto size = std::min<std::uint64_t>(end - at, 8 << 20);
@@ -336,7 +340,7 @@ TEST(crunchd, no_helper_holds_the_pepper_or_an_api_key) {
   std::ofstream(key_file) << "tester:" << key << "\n";
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "2", "--password-m-cost", "1024",
                      "--password-t-cost", "1", "--password-pepper-file", pepper_file.string(), "--api-keys",
-                     key_file.string()});
+                     key_file.string(), "--default-timeout", "60s"});  // slow under sanitizers, on a busy machine
   const auto port = started_port(p);
   std::filesystem::remove(pepper_file);
   std::filesystem::remove(key_file);

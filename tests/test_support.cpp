@@ -1,6 +1,8 @@
 // The tests' only translation unit that includes Beast (for the HTTP client).
 #include "test_support.hpp"
 
+#include <gtest/gtest.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -208,6 +210,10 @@ std::optional<std::chrono::milliseconds> workers_busy_within(http_connection& ob
     if (m && sample(m->body, "crunch_workers_busy") == busy) {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
     }
+    // A scrape every millisecond, not back to back: polled flat out, this thread and the I/O thread
+    // answering it would fill both CPUs of a small machine and starve the very worker (nice 19)
+    // being watched, which then seems to stay busy (a 3.5 ms wipe took 114 ms).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return std::nullopt;
 }
@@ -244,6 +250,17 @@ std::optional<std::chrono::milliseconds> leave_mid_job(std::uint16_t port, const
   if (!workers_busy_within(observer, 1)) return std::nullopt;
   c.reset();
   return workers_busy_within(observer, 0);
+}
+
+void expect_stops_within_100_ms(std::uint16_t port, const std::function<std::string(int timeout_ms)>& request,
+                                int short_timeout_ms) {
+  const auto stopped = run_past_deadline(port, request(short_timeout_ms));
+  ASSERT_TRUE(stopped) << "no answer, or the worker stayed busy";
+  EXPECT_EQ(stopped->answer.status, 504u) << stopped->answer.body;
+  EXPECT_LT(stopped->busy_after.count(), 100 * sanitizer_slack) << "ms busy after the deadline's 504";
+  const auto left = leave_mid_job(port, request(60000));
+  ASSERT_TRUE(left) << "the job never ran, or its worker stayed busy";
+  EXPECT_LT(left->count(), 100 * sanitizer_slack) << "ms busy after the client left";
 }
 
 double memory_held(const std::string& metrics) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -140,6 +141,13 @@ std::optional<stopped_job> run_past_deadline(std::uint16_t port, const std::stri
 /// Sends `request` (raw bytes, a long job with a long deadline) to the one-worker server on
 /// `port`, leaves once its worker is busy, and times the worker's release from then.
 std::optional<std::chrono::milliseconds> leave_mid_job(std::uint16_t port, const std::string& request);
+
+/// The promise every kind keeps (issue 31), checked on the one-worker server on `port`:
+/// `request(timeout_ms)` (raw bytes of a job longer than `short_timeout_ms`) gets its 504 and its
+/// worker is free within 100 ms after it; with a long deadline, a client that leaves mid-job frees
+/// its worker within 100 ms too (both scaled by sanitizer_slack). Fails the calling test if not.
+void expect_stops_within_100_ms(std::uint16_t port, const std::function<std::string(int timeout_ms)>& request,
+                                int short_timeout_ms);
 
 /// Memory a server holds beyond what its idle workers keep for their next job (Argon2's area,
 /// their helpers' shared memory): crunch_job_memory_bytes less crunch_job_memory_kept_bytes, from
