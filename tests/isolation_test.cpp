@@ -2,6 +2,7 @@
 // "sandboxed" (sandboxed_kind.hpp), whose helper functions misbehave on purpose.
 #include "sandboxed_kind.hpp"
 #include "test_support.hpp"
+#include "workers/helpers.hpp"
 
 #include <gtest/gtest.h>
 
@@ -195,7 +196,9 @@ TEST(isolation, a_job_over_its_memory_limit_fails_alone_and_its_helper_is_replac
   EXPECT_EQ(run(c, "echo", {}, "fine")->body, "fine");
 }
 
-TEST(isolation, a_helper_killed_from_outside_fails_its_job_with_502_and_the_next_succeeds) {
+// Killed with SIGSEGV, then SIGKILL, in the middle of a job: that job gets a 502 within a second,
+// the next one a new helper.
+void kill_helpers_mid_job() {
   sandbox_server s(1);
   http_connection c(s.server.port());
   const int helper = std::stoi(run(c, "pid")->body);
@@ -214,6 +217,27 @@ TEST(isolation, a_helper_killed_from_outside_fails_its_job_with_502_and_the_next
     EXPECT_EQ(run(c, "echo", {}, "after")->body, "after");
   }
   EXPECT_NE(std::stoi(run(c, "pid")->body), helper);
+}
+
+TEST(isolation, a_helper_killed_from_outside_fails_its_job_with_502_and_the_next_succeeds) { kill_helpers_mid_job(); }
+
+// The same where the system has no pidfds (kernels before 5.3, valgrind, a container profile that
+// refuses pidfd_open): the helper's socket says it died, and it is killed by its pid.
+TEST(isolation, without_pidfds_a_helper_killed_from_outside_still_fails_its_job_alone) {
+  use_pidfds(false);
+  struct restore {
+    ~restore() { use_pidfds(true); }
+  } restored;
+  kill_helpers_mid_job();
+  sandbox_server s(1);
+  http_connection c(s.server.port());
+  const auto r = run(c, "spin", "ms=30000&timeout_ms=300");  // killed 50 ms after its stop
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504u);
+  EXPECT_EQ(run(c, "echo", {}, "again")->body, "again");
+  const auto crashed = run(c, "crash");
+  ASSERT_TRUE(crashed);
+  EXPECT_EQ(crashed->status, 502u) << crashed->body;
 }
 
 }  // namespace

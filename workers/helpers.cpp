@@ -6,6 +6,7 @@
 #include <crunch/isolation.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -192,6 +193,8 @@ std::string describe_exit(int status, bool killed_by_crunch) {
   return why;
 }
 
+std::atomic<bool> pidfds_wanted{true};
+
 // ---- one helper process ----
 
 class helper_process {
@@ -201,7 +204,7 @@ class helper_process {
 
   ~helper_process() {
     if (pid_ > 0) {
-      syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+      kill_now();
       reap(ending::retired);
     }
   }
@@ -212,8 +215,7 @@ class helper_process {
   // Whether it is still there to take a job; one that died while idle is reaped and counted.
   bool usable() {
     if (pid_ <= 0) return false;
-    pollfd exited{pidfd_.fd, POLLIN, 0};
-    if (poll(&exited, 1, 0) == 1) {
+    if (exited()) {
       reap(ending::died);
       return false;
     }
@@ -240,8 +242,22 @@ class helper_process {
   // wait4 on it, counts it by `why`, and returns what ended it.
   std::string reap(ending why);
   void kill_and_reap() {
-    syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+    kill_now();
     reap(ending::killed_for_job);
+  }
+  // SIGKILL, through its pidfd or, where there is none, by its pid: both are safe, since the pid
+  // stays this child's until reap() has waited for it.
+  void kill_now() const {
+    if (pidfd_.fd >= 0) {
+      syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+    } else {
+      ::kill(pid_, SIGKILL);
+    }
+  }
+  // Whether it has exited, without reaping it.
+  bool exited() const {
+    siginfo_t info{};
+    return waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0;
   }
   [[noreturn]] void died_with_job();
 
@@ -324,15 +340,9 @@ void helper_process::spawn() {
     errno = rc;
     fail("cannot start a helper (" + settings.executable + ")");
   }
-  pidfd_ = descriptor(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0U)));
-  if (pidfd_.fd < 0) {
-    const int e = errno;
-    ::kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-    errno = e;
-    fail("pidfd_open");
-  }
+  // A pidfd wakes a poll when the helper exits. Without one (kernels before 5.3, valgrind, a
+  // container profile that refuses pidfd_open) its socket's hang-up says the same, a moment later.
+  if (pidfds_wanted.load(std::memory_order_relaxed)) pidfd_ = descriptor(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0U)));
   {
     std::lock_guard lock(s.mutex);
     s.alive.push_back(pid_);
@@ -361,7 +371,7 @@ bool helper_process::ready(const std::stop_token& stop) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - clock::now()).count();
     const int n = poll(fds, 3, static_cast<int>(std::max<long long>(0, left)));
     if (n > 0 && (fds[2].revents & POLLIN) != 0) {
-      syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+      kill_now();
       reap(ending::retired);
       return false;
     }
@@ -478,9 +488,10 @@ std::string helper_process::reap(ending why) {
 }
 
 void helper_process::died_with_job() {
-  // Its socket closed: it is dying. One that closed it and lives on is not waited for long.
-  pollfd exited{pidfd_.fd, POLLIN, 0};
-  if (poll(&exited, 1, 1000) != 1) syscall(SYS_pidfd_send_signal, pidfd_.fd, SIGKILL, nullptr, 0U);
+  // Its socket closed: it is dying. One that closed it and lives on is not waited for long
+  // (without a pidfd, not at all: a SIGKILL does not change the signal a dying process dies of).
+  pollfd gone{pidfd_.fd, POLLIN, 0};
+  if (pidfd_.fd < 0 ? !exited() : poll(&gone, 1, 1000) != 1) kill_now();
   drain_reports();
   const auto why = reap(ending::died);
   throw isolated_job_failed("helper_crashed", "the " + kind_ + " helper running this job " + why, crash_report_);
@@ -593,6 +604,8 @@ void set_helper_settings(const helper_settings& settings) {
   std::lock_guard lock(shared().mutex);
   shared().settings = settings;
 }
+
+void use_pidfds(bool use) noexcept { pidfds_wanted.store(use, std::memory_order_relaxed); }
 
 void release_helpers() noexcept { mine.by_kind.clear(); }
 

@@ -27,6 +27,11 @@ struct helper_settings {
 /// Replaces the process's helper settings.
 void set_helper_settings(const helper_settings& settings);
 
+/// Whether helpers started from now on are watched through pidfds (the default) or, as where the
+/// system has none (kernels before 5.3, valgrind, container profiles that refuse pidfd_open),
+/// through their sockets and waitid(). For the tests of that path.
+void use_pidfds(bool use) noexcept;
+
 /// Stops the calling thread's helpers (killed and reaped) and frees their shared memory.
 void release_helpers() noexcept;
 
