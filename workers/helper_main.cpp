@@ -236,6 +236,7 @@ void run_helper(int argc, char** argv, const std::vector<kind_declaration>& kind
   if (argc != 6) give_up("usage: --crunch-helper KIND LABEL PRIORITY PARENT_PID (crunchd starts helpers itself)");
   const std::string kind = argv[2];
   const std::string label = argv[3];
+  ::close(program_fd);  // crunchd's program, which it was executed from: nothing to keep open
   // Dies with crunchd: the parent's end is what the helper serves. (And a crunchd gone before
   // this line is caught by the check after it.)
   prctl(PR_SET_PDEATHSIG, SIGKILL);

@@ -19,6 +19,8 @@ inline constexpr const char* flag = "--crunch-helper";
 inline constexpr int socket_fd = 3;
 inline constexpr int input_fd = 4;
 inline constexpr int output_fd = 5;
+/// crunchd's own program, which the helper was executed from (/proc/self/fd/6): closed at once.
+inline constexpr int program_fd = 6;
 /// The biggest packet: a job's head with its function's name and its parameters.
 inline constexpr std::size_t max_packet = 64 * 1024;
 /// Address space each side reserves for a memfd's mapping; a body or an answer is at most this.

@@ -148,6 +148,22 @@ std::string program_path() {
   return path;
 }
 
+// What a helper executes: this very program. /proc/self/exe stays it even after an upgrade
+// replaced the file, so a helper always speaks this crunchd's protocol. It is opened once and
+// given to the spawn as descriptor 6, executed as /proc/self/fd/6: the same file, and also what a
+// process running under valgrind can execute (its /proc/self/exe is valgrind's own program, while
+// opening it gives the client's). The helper closes 6 first thing (helper_main.cpp). -1: not open.
+int this_program() {
+  static const int fd = [] {
+    const int opened = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (opened < 0) return -1;
+    const int moved = fcntl(opened, F_DUPFD_CLOEXEC, 16);  // out of the way of the dup2s to 3..6
+    ::close(opened);
+    return moved;
+  }();
+  return fd;
+}
+
 std::uint64_t round_up_pow2(std::uint64_t n) {
   std::uint64_t p = 1 << 20;
   while (p < n) p <<= 1;
@@ -307,7 +323,9 @@ void helper_process::spawn() {
   posix_spawn_file_actions_adddup2(&actions, child_fds[0].fd, socket_fd);
   posix_spawn_file_actions_adddup2(&actions, child_fds[1].fd, input_fd);
   posix_spawn_file_actions_adddup2(&actions, child_fds[2].fd, output_fd);
-  posix_spawn_file_actions_addclosefrom_np(&actions, output_fd + 1);
+  const bool ours = settings.executable == "/proc/self/exe" && this_program() >= 0;
+  if (ours) posix_spawn_file_actions_adddup2(&actions, this_program(), program_fd);
+  posix_spawn_file_actions_addclosefrom_np(&actions, ours ? program_fd + 1 : output_fd + 1);
   // Signals as a new process has them: none blocked, each at its default (SIGPIPE is ignored
   // here, and an ignored signal stays ignored across exec).
   posix_spawnattr_t attributes;
@@ -322,8 +340,7 @@ void helper_process::spawn() {
 
   const std::string parent = std::to_string(getpid());
   // argv[0] is the program's real path (what ps shows, and what a stack's frames are named by),
-  // while what is executed is settings.executable: /proc/self/exe stays this very program even
-  // after an upgrade replaced the file, so a helper always speaks this crunchd's protocol.
+  // while what is executed is settings.executable: this very program (this_program()).
   std::vector<std::string> args{program_path(), flag, kind_, label_, own_priority(), parent};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -332,7 +349,8 @@ void helper_process::spawn() {
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  const int rc = posix_spawn(&pid_, settings.executable.c_str(), &actions, &attributes, argv.data(), envp.data());
+  const std::string executable = ours ? "/proc/self/fd/" + std::to_string(program_fd) : settings.executable;
+  const int rc = posix_spawn(&pid_, executable.c_str(), &actions, &attributes, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
   if (rc != 0) {
