@@ -29,6 +29,12 @@ void allow(scmp_filter_ctx ctx, int syscall) {
   }
 }
 
+// Argument `index` compared by `op` with `a` (and `b`, for a mask): what libseccomp's SCMP_A*
+// macros make, written without their C compound literals (clang's -Wpedantic refuses those).
+constexpr scmp_arg_cmp arg(unsigned int index, scmp_compare op, scmp_datum_t a, scmp_datum_t b = 0) {
+  return {index, op, a, b};
+}
+
 template <typename... Compare>
 void allow_if(scmp_filter_ctx ctx, int syscall, Compare... compare) {
   if (const int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, syscall, sizeof...(Compare), compare...); rc != 0) {
@@ -56,7 +62,7 @@ void close_sandbox(int own_pid) {
   }
   // Threads, not processes: clone only with CLONE_THREAD. glibc tries clone3 first, whose flags
   // live in memory a filter cannot read: it is told the kernel lacks it, and falls back to clone.
-  allow_if(f, SCMP_SYS(clone), SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+  allow_if(f, SCMP_SYS(clone), arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
   if (seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0) throw std::runtime_error("seccomp: clone3");
   // Ending, and signals to its own threads (raise and abort use tgkill).
   for (const int s : {SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigaction),
@@ -64,7 +70,7 @@ void close_sandbox(int own_pid) {
                       SCMP_SYS(gettid), SCMP_SYS(getppid)}) {
     allow(f, s);
   }
-  allow_if(f, SCMP_SYS(tgkill), SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(own_pid)));
+  allow_if(f, SCMP_SYS(tgkill), arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(own_pid)));
   // Time.
   for (const int s : {SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
                       SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getrusage)}) {
@@ -77,9 +83,9 @@ void close_sandbox(int own_pid) {
     allow(f, s);
   }
   // fstat is newfstatat(fd, "", AT_EMPTY_PATH) in glibc: a path would look at the file system.
-  allow_if(f, SCMP_SYS(newfstatat), SCMP_A3(SCMP_CMP_EQ, AT_EMPTY_PATH));
-  allow_if(f, SCMP_SYS(fcntl), SCMP_A1(SCMP_CMP_EQ, F_GETFL));
-  allow_if(f, SCMP_SYS(fcntl), SCMP_A1(SCMP_CMP_EQ, F_GETFD));
+  allow_if(f, SCMP_SYS(newfstatat), arg(3, SCMP_CMP_EQ, AT_EMPTY_PATH));
+  allow_if(f, SCMP_SYS(fcntl), arg(1, SCMP_CMP_EQ, F_GETFL));
+  allow_if(f, SCMP_SYS(fcntl), arg(1, SCMP_CMP_EQ, F_GETFD));
   // Creating a file is refused, not fatal: liborc (libvips's SIMD code generator) first asks for
   // a file in /tmp to map its code from, and takes anonymous memory when refused. Any open with
   // O_CREAT is refused (with it, an existing file would open); umask is harmless without it.
@@ -91,19 +97,19 @@ void close_sandbox(int own_pid) {
   }
   if (seccomp_rule_add(f, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(creat), 0) != 0) throw std::runtime_error("seccomp: creat");
   // Growing the answer's memfd.
-  allow_if(f, SCMP_SYS(ftruncate), SCMP_A0(SCMP_CMP_EQ, helper_protocol::output_fd));
+  allow_if(f, SCMP_SYS(ftruncate), arg(0, SCMP_CMP_EQ, helper_protocol::output_fd));
   // Naming its threads, and its own threads' scheduling only (pid 0: the calling thread).
-  allow_if(f, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
-  allow_if(f, SCMP_SYS(prctl), SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME));
-  allow_if(f, SCMP_SYS(sched_setaffinity), SCMP_A0(SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_SET_NAME));
+  allow_if(f, SCMP_SYS(prctl), arg(0, SCMP_CMP_EQ, PR_GET_NAME));
+  allow_if(f, SCMP_SYS(sched_setaffinity), arg(0, SCMP_CMP_EQ, 0));
   allow(f, SCMP_SYS(getcpu));
-  allow_if(f, SCMP_SYS(sched_setattr), SCMP_A0(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(sched_getattr), SCMP_A0(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(sched_setscheduler), SCMP_A0(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(sched_getscheduler), SCMP_A0(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(sched_getparam), SCMP_A0(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(setpriority), SCMP_A0(SCMP_CMP_EQ, PRIO_PROCESS), SCMP_A1(SCMP_CMP_EQ, 0));
-  allow_if(f, SCMP_SYS(getpriority), SCMP_A0(SCMP_CMP_EQ, PRIO_PROCESS), SCMP_A1(SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(sched_setattr), arg(0, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(sched_getattr), arg(0, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(sched_setscheduler), arg(0, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(sched_getscheduler), arg(0, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(sched_getparam), arg(0, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(setpriority), arg(0, SCMP_CMP_EQ, PRIO_PROCESS), arg(1, SCMP_CMP_EQ, 0));
+  allow_if(f, SCMP_SYS(getpriority), arg(0, SCMP_CMP_EQ, PRIO_PROCESS), arg(1, SCMP_CMP_EQ, 0));
 
 #if defined(__SANITIZE_THREAD__)
   // ThreadSanitizer's runtime reads /proc/self/maps as the process maps and frees memory: under it
@@ -112,7 +118,7 @@ void close_sandbox(int own_pid) {
     const scmp_arg_cmp reading{flags_arg, SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT, O_RDONLY};
     if (seccomp_rule_add_array(f, SCMP_ACT_ALLOW, call, 1, &reading) != 0) throw std::runtime_error("seccomp: open");
   }
-  allow_if(f, SCMP_SYS(fcntl), SCMP_A1(SCMP_CMP_EQ, F_SETFD));  // what it opens, it marks close-on-exec
+  allow_if(f, SCMP_SYS(fcntl), arg(1, SCMP_CMP_EQ, F_SETFD));  // what it opens, it marks close-on-exec
   // ... and symbolises stacks (its suppressions match symbols), looking at the libraries' files.
   for (const int s : {SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(stat), SCMP_SYS(lstat), SCMP_SYS(readlink),
                       SCMP_SYS(readlinkat), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(getdents64)}) {
