@@ -289,6 +289,11 @@ struct server::state {
         continue;
       }
       stats.count_connection();
+      // Every answer goes out as one buffer, so Nagle's algorithm can only delay: with pipelined
+      // requests it held each answer after the first until the client's delayed ACK, 40 ms for
+      // every 50 answers (0.8 ms a request, measured with /healthz).
+      sys::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
       auto it = ctx.connections.emplace(ctx.connections.end());
       auto executor = socket.get_executor();
       net::co_spawn(executor, run_session(std::move(socket), &ctx, &*it),
