@@ -66,6 +66,17 @@ TEST(admission, learns_the_rate_from_completed_jobs) {
   EXPECT_EQ(a.rate("opaque"), std::nullopt);
 }
 
+TEST(admission, one_job_the_model_does_not_explain_moves_the_rate_by_at_most_1_6_times) {
+  admission a;
+  a.set_rate("image", 20.0);
+  a.learn("image", 16, 10ms);  // 625,000 ns a unit: start-up, not pixels
+  EXPECT_NEAR(*a.rate("image"), 32.0, 1e-9);
+  a.learn("image", 1e9, 1ms);  // and as little the other way
+  EXPECT_NEAR(*a.rate("image"), 32.0 * 0.85, 1e-9);
+  for (int i = 0; i < 30; ++i) a.learn("image", 1e6, 100ms);  // a real change is followed
+  EXPECT_NEAR(*a.rate("image"), 100.0, 0.5);  // 100 ns a unit
+}
+
 TEST(admission, a_kind_expecting_a_rate_takes_its_first_completed_job_as_one) {
   admission a;
   a.expect_rate("image");
