@@ -153,6 +153,16 @@ const std::vector<option>& options() {
        duration(&config::default_timeout, std::chrono::milliseconds(1))},
       {"max-timeout", "CRUNCH_MAX_TIMEOUT", "DURATION", "longest deadline a client may ask for (default 60s)",
        duration(&config::max_timeout, std::chrono::milliseconds(1))},
+      {"async-max-timeout", "CRUNCH_ASYNC_MAX_TIMEOUT", "DURATION",
+       "longest deadline of an asynchronous job (Prefer: respond-async), and its default (default 1h)",
+       duration(&config::async_max_timeout, std::chrono::milliseconds(1))},
+      {"jobs-keep", "CRUNCH_JOBS_KEEP", "DURATION",
+       "how long an ended asynchronous job, its result and an idempotency key are kept (default 1h)",
+       duration(&config::jobs_keep, std::chrono::milliseconds(1000))},
+      {"jobs-store-bytes", "CRUNCH_JOBS_STORE_BYTES", "SIZE",
+       "what the job store may hold: jobs, queued bodies, results, idempotency keys; held in memory and lost when "
+       "crunchd stops (default: a quarter of the memory budget, at most 64MiB)",
+       size(&config::jobs_store_bytes, 1ULL << 20)},
       {"drain-timeout", "CRUNCH_DRAIN_TIMEOUT", "DURATION",
        "on SIGTERM, how long in-flight requests may take to finish (default 10s)",
        duration(&config::drain_timeout, std::chrono::milliseconds(0))},
@@ -439,6 +449,14 @@ config resolve_defaults(config c) {
                        " MiB is not less than the " + std::to_string(usable >> 20) +
                        " MiB this process may use (its cgroup memory limit, or physical memory): jobs would be "
                        "OOM-killed before the budget refused them");
+  }
+  if (c.jobs_store_bytes == 0) {
+    c.jobs_store_bytes = std::min<std::uint64_t>(std::uint64_t{64} << 20, c.memory_budget / 4);
+  } else if (c.jobs_store_bytes > c.memory_budget / 2) {
+    // What the store holds is charged to the budget: more than half would leave jobs waiting for
+    // memory that queued bodies and kept results hold.
+    throw config_error("crunchd: --jobs-store-bytes of " + std::to_string(c.jobs_store_bytes >> 20) +
+                       " MiB is more than half the memory budget (" + std::to_string(c.memory_budget >> 20) + " MiB)");
   }
   c.max_connections = std::min(c.max_connections, open_files_for_connections());
   return c;

@@ -96,6 +96,8 @@ document operation(const job_route& r, bool isolated, const document& base) {
                           {"schema", {{"type", "string"}}}});
   }
   parameters.push_back({{"$ref", "#/components/parameters/TimeoutMs"}});
+  parameters.push_back({{"$ref", "#/components/parameters/Prefer"}});
+  parameters.push_back({{"$ref", "#/components/parameters/IdempotencyKey"}});
   op["parameters"] = std::move(parameters);
 
   if (r.json_body) {
@@ -120,19 +122,30 @@ document operation(const job_route& r, bool isolated, const document& base) {
   document answer_headers = {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
                              {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}};
   for (const auto& [name, description] : r.answer.headers) {
-    answer_headers[name] = {{"description", description}, {"schema", {{"type", "string"}}}};
+    if (name != "Vary") answer_headers[name] = {{"description", description}, {"schema", {{"type", "string"}}}};
   }
+  std::string vary = "Always names Prefer: the same request may be answered asynchronously (202).";
+  for (const auto& [name, description] : r.answer.headers) {
+    if (name == "Vary") vary += " " + description;
+  }
+  answer_headers["Vary"] = {{"description", vary}, {"required", true}, {"schema", {{"type", "string"}, {"pattern", "Prefer"}}}};
+  answer_headers["Idempotent-Replayed"] = {
+      {"description", "true: the stored answer of an earlier request with the same Idempotency-Key"},
+      {"schema", {{"const", "true"}}}};
   document responses = {
       {"200",
        {{"description", r.answer.description},
         {"headers", std::move(answer_headers)},
         {"content", std::move(answer_content)}}},
+      {"202", response_ref("JobAccepted")},
       {"400", bad_request(r, base)},
       {"401", response_ref("Unauthorized")},
+      {"409", response_ref("IdempotencyKeyInUse")},
       {"413", response_ref("PayloadTooLarge")},
   };
   if (r.json_body || r.file_body()) responses["415"] = response_ref("UnsupportedMediaType");
   responses["417"] = response_ref("ExpectationFailed");
+  responses["422"] = response_ref("IdempotencyKeyReused");
   responses["431"] = response_ref("HeadersTooLarge");
   if (r.may_fail) responses["500"] = response_ref("JobFailed");
   if (isolated) responses["502"] = response_ref("HelperFailed");

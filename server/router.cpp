@@ -13,6 +13,8 @@ namespace crunch {
 namespace {
 
 constexpr std::string_view cheap_methods = "GET, HEAD";
+constexpr std::string_view job_methods = "GET, HEAD, DELETE";
+constexpr std::string_view jobs_prefix = "/v1/jobs/";
 
 reply method_not_allowed(std::string_view allow) {
   auto r = error_reply(405, "method_not_allowed", "method not allowed; allowed: " + std::string(allow));
@@ -200,6 +202,7 @@ router::router(job_registry jobs, server_view view, const config& cfg)
       view_(std::move(view)),
       default_timeout_(cfg.default_timeout),
       max_timeout_(cfg.max_timeout),
+      async_max_timeout_(cfg.async_max_timeout),
       max_body_bytes_(cfg.max_body_bytes),
       memory_budget_(cfg.memory_budget),
       ui_(cfg.ui),
@@ -282,6 +285,27 @@ head_route router::route(const request_head& head) const {
     return routed;
   }
 
+  if (path.starts_with(jobs_prefix)) {
+    auto id = path.substr(jobs_prefix.size());
+    const bool result = id.ends_with("/result");
+    if (result) id.remove_suffix(std::string_view("/result").size());
+    if (!id.empty() && id.find('/') == std::string_view::npos) {
+      const std::string_view name = result ? "job_result" : "job_status";
+      const std::string_view allow = result ? cheap_methods : job_methods;
+      if (!allows(allow, head.method)) return answer(on_route(name, method_not_allowed(allow)));
+      const bool cancel = head.method == "DELETE";
+      auto routed = answer(reply{200, {}, "application/json", {}, cancel ? "job_cancel" : name});
+      if (routed.refuse_body) return routed;
+      routed.job = job_lookup{result   ? job_lookup::action::result
+                              : cancel ? job_lookup::action::cancel
+                                       : job_lookup::action::status,
+                              std::string(id)};
+      // Without keys every job is anyone's who has its id; with keys, its key's alone.
+      auto checked = guarded(std::move(routed));
+      return checked;
+    }
+  }
+
   std::string allowed;                   // methods of the routes whose path matches
   std::string_view matched = "unmatched";  // their metrics label
   for (const auto& [name, kind] : jobs_.kinds()) {
@@ -318,14 +342,17 @@ head_route router::route(const request_head& head) const {
   return answer(error_reply(404, "not_found", "no route for this path"));
 }
 
-std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body, job_input input) const {
+std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body, job_input input,
+                                                 bool async) const {
   const auto& r = *match.route;
-  auto timeout = default_timeout_;
+  auto timeout = async ? async_max_timeout_ : default_timeout_;
+  const auto longest = async ? async_max_timeout_ : max_timeout_;
   if (const auto text = query_value(match.query, "timeout_ms")) {
-    const auto ms = parse_decimal(*text, 1, static_cast<std::uint64_t>(max_timeout_.count()));
+    const auto ms = parse_decimal(*text, 1, static_cast<std::uint64_t>(longest.count()));
     if (!ms) {
       return on_route(r.name, error_reply(400, "invalid_argument",
-                                          "timeout_ms must be an integer in 1.." + std::to_string(max_timeout_.count())));
+                                          "timeout_ms must be an integer in 1.." + std::to_string(longest.count()) +
+                                              (async ? " for an asynchronous job" : "")));
     }
     timeout = std::chrono::milliseconds(*ms);
   }
@@ -343,7 +370,9 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
   // A kept body's lease holds the body and the route's working-memory hint: what the job needs
   // of it is kept, the rest given back; what it needs beyond it is taken when it is admitted.
   std::uint64_t memory = job.memory_bytes;
-  if (input.body_memory) {
+  if (input.body_memory && async) {
+    input.body_memory.shrink_to(body_bytes);
+  } else if (input.body_memory) {
     const auto total = body_bytes + job.memory_bytes;
     const auto held = input.body_memory.bytes();
     if (held >= total) input.body_memory.shrink_to(total);
@@ -358,6 +387,7 @@ std::vector<std::string> router::route_names() const {
   for (const auto& f : fixed_routes) {
     if ((!f.live_view || ui_) && std::find(names.begin(), names.end(), f.name) == names.end()) names.emplace_back(f.name);
   }
+  for (const auto& name : {"job_status", "job_result", "job_cancel"}) names.emplace_back(name);
   for (const auto& [name, kind] : jobs_.kinds()) {
     for (const auto& r : kind.routes) names.push_back(r.name);
   }

@@ -28,10 +28,12 @@
 #include <csignal>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <variant>
 
 #include <sys/prctl.h>
 
+#include "server/async_jobs.hpp"
 #include "workers/fatal_signals.hpp"
 #include "workers/helpers.hpp"
 
@@ -72,12 +74,17 @@ struct server::state {
         reloads(reloads_of(kinds)),
         routes(calibrated(std::move(kinds), admit), view(), cfg),
         pipeline(cfg, pool, admit, flows, stats, &log),
+        async(io.get_executor(),
+              async_limits{.max_timeout = cfg.async_max_timeout, .keep = cfg.jobs_keep, .store_bytes = cfg.jobs_store_bytes},
+              pipeline, pool, admit, cfg.workers),
         ctx{.cfg = cfg,
             .routes = routes,
             .jobs = pipeline,
             .stats = stats,
             .log = log,
-            .request_id_prefix = random_prefix()},
+            .request_id_prefix = random_prefix(),
+            .async = &async,
+            .fingerprints = &fingerprints},
         acceptor(io),
         drain_timer(io),
         lag_timer(io),
@@ -230,7 +237,10 @@ struct server::state {
   std::string metrics_text() const {
     auto g = gauges();
     if (cpu_stat_file) g.cpu_quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
-    return stats.render(g, read_process_stats());
+    auto text = stats.render(g, read_process_stats());
+    std::ostringstream more;
+    async.write_metrics(more);
+    return text + more.str();
   }
 
   void log_event(log_level level, std::string_view event, const nlohmann::json& fields = nlohmann::json::object()) {
@@ -346,6 +356,7 @@ struct server::state {
       return;
     }
     ctx.draining = true;
+    async.stop();
     log_event(log_level::info, "draining", {{"connections", ctx.connections.size()},
                                    {"drain_timeout_ms", cfg.drain_timeout.count()}});
     sys::error_code ignored;
@@ -418,6 +429,8 @@ struct server::state {
   const std::vector<std::pair<std::string, std::function<std::string()>>> reloads;  // the kinds' own, on SIGHUP
   router routes;
   job_pipeline pipeline;
+  async_jobs async;  // after the pipeline it feeds
+  fingerprinter fingerprints;
   session_context ctx;
   tcp::acceptor acceptor;
   net::steady_timer accept_gate{io};  // accept_loop waits on it while full; cancelled when a slot frees

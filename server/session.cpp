@@ -1,6 +1,8 @@
 // The one translation unit of the server that includes Beast: it is heavy to compile.
 #include <crunch/session.hpp>
 
+#include "server/async_jobs.hpp"
+
 #include <crunch/decimal.hpp>
 #include <crunch/wiping.hpp>
 
@@ -564,6 +566,70 @@ net::awaitable<bool> read_request(beast::tcp_stream& stream, request_buffer& buf
   co_return true;
 }
 
+// A job answer, and for an asynchronous job the id the store gave it.
+struct job_answer : answer {
+  std::string accepted;  // the asynchronous job's id, once the store took it
+};
+
+// Prepares the request's job and runs it — or, `async`, hands it to the job store. The client
+// leaving mid-job is counted and logged here (a.client_gone: there is no one to write to).
+net::awaitable<job_answer> run_job(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                   connection& conn, std::string_view request_id, request& in,
+                                   const std::string& remote, bool async) {
+  job_answer a;
+  const auto& req = in.head();
+  const auto& match = std::get<route_match>(in.routed.next);
+  auto prepared = in.file_body ? ctx.routes.prepare(match, {},
+                                                    job_input{.body = std::move(*in.file_body),
+                                                              .content_type = req[http::field::content_type],
+                                                              .accept = req[http::field::accept],
+                                                              .body_memory = std::move(in.body_memory)},
+                                                    async)
+                               : ctx.routes.prepare(match, in.parser.get().body(), {}, async);
+  if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+  if (auto* refused = std::get_if<reply>(&prepared)) {
+    a.r = std::move(*refused);
+    co_return a;
+  }
+  auto job = std::move(std::get<job_request>(prepared));
+  job.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
+  job.request_id = request_id;
+  const auto route = job.route;
+  if (async) {
+    auto submitted = ctx.async->submit(std::move(job), in.routed.client, in.received);
+    if (submitted.id.empty()) a.r = std::move(submitted.refused);
+    a.accepted = std::move(submitted.id);
+    a.r.route = route;
+    co_return a;
+  }
+  stream.expires_never();
+  conn.in_job = true;
+  static_cast<answer&>(a) = co_await ctx.jobs.run(std::move(job), in.received, peer_closed(stream, buffer));
+  conn.in_job = false;
+  a.r.route = route;
+  if (a.client_gone) {
+    const auto took = clock::now() - in.received;
+    ctx.stats.count_request(route, a.r.status, took);
+    log_access(ctx, remote, request_id, req.method_string(), req.target(), a, 0, took, in.routed.client);
+  }
+  co_return a;
+}
+
+// The answer to a request whose job the store holds: the job's own answer when it ends within the
+// client's Prefer wait=, else 202 with where to find it.
+net::awaitable<reply> async_answer(session_context& ctx, const std::string& owner, const std::string& id,
+                                   const preferences& prefs) {
+  if (prefs.wait && prefs.wait->count() > 0) {
+    const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
+    if (co_await ctx.async->wait(owner, id, std::min(*prefs.wait, longest))) co_return ctx.async->result(owner, id);
+  }
+  co_return ctx.async->accepted(id);
+}
+
+net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                          connection& conn, const std::string& remote, std::string_view request_id,
+                                          request& in);
+
 // What to answer: the route's reply, or its job's, run on a worker while the connection is
 // watched for the client leaving. nullopt when the client left during the job (counted and
 // logged here: there is no one to write to).
@@ -574,35 +640,99 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
   if (auto* r = std::get_if<reply>(&in.routed.next)) {
     a.r = std::move(*r);
     if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+    if (in.routed.job) {
+      const auto route = a.r.route;
+      const auto& owner = in.routed.client;
+      // Prefer: wait=N on a status or a result: answered once the job has ended, or after N
+      // seconds (a long poll, instead of asking again and again).
+      if (in.routed.job->what != job_lookup::action::cancel) {
+        std::vector<std::string_view> prefer;
+        for (auto [it, end] = in.head().equal_range("Prefer"); it != end; ++it) prefer.push_back(it->value());
+        if (const auto wait = prefer.empty() ? std::nullopt : parse_prefer(prefer).wait; wait && wait->count() > 0) {
+          const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
+          co_await ctx.async->wait(owner, in.routed.job->id, std::min(*wait, longest));
+        }
+      }
+      switch (in.routed.job->what) {
+        case job_lookup::action::status: a.r = ctx.async->status(owner, in.routed.job->id); break;
+        case job_lookup::action::result: a.r = ctx.async->result(owner, in.routed.job->id); break;
+        case job_lookup::action::cancel: a.r = co_await ctx.async->cancel(owner, in.routed.job->id); break;
+      }
+      a.r.route = route;
+    }
     co_return a;
   }
+  a = co_await answer_job_request(stream, buffer, ctx, conn, remote, request_id, in);
+  if (a.client_gone) co_return std::nullopt;
+  // Whether it ran asynchronously, or was replayed, depends on Prefer and Idempotency-Key.
+  auto vary = std::find_if(a.r.headers.begin(), a.r.headers.end(), [](const auto& h) { return h.first == "Vary"; });
+  if (vary == a.r.headers.end()) {
+    a.r.headers.emplace_back("Vary", "Prefer");
+  } else {
+    vary->second += ", Prefer";
+  }
+  co_return a;
+}
+
+// A job route's answer: run now, or handed to the job store (Prefer: respond-async), or replayed
+// for its Idempotency-Key. a.client_gone: the client left mid-job (counted and logged already).
+net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
+                                          connection& conn, const std::string& remote, std::string_view request_id,
+                                          request& in) {
+  answer a;
   const auto& req = in.head();
   const auto& match = std::get<route_match>(in.routed.next);
-  auto prepared = in.file_body ? ctx.routes.prepare(match, {},
-                                                    job_input{.body = std::move(*in.file_body),
-                                                              .content_type = req[http::field::content_type],
-                                                              .accept = req[http::field::accept],
-                                                              .body_memory = std::move(in.body_memory)})
-                               : ctx.routes.prepare(match, in.parser.get().body());
-  if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
-  if (auto* refused = std::get_if<reply>(&prepared)) {
-    a.r = std::move(*refused);
-    co_return a;
+  // What the request asks of the job store, if anything: to run asynchronously (RFC 7240), and
+  // its idempotency key.
+  std::vector<std::string_view> prefer;
+  for (auto [it, end] = req.equal_range("Prefer"); it != end; ++it) prefer.push_back(it->value());
+  const auto prefs = prefer.empty() ? preferences{} : parse_prefer(prefer);
+  std::optional<std::string> key;
+  if (auto [it, end] = req.equal_range("Idempotency-Key"); it != end) {
+    key = std::next(it) == end ? parse_idempotency_key(it->value()) : std::nullopt;
+    if (!key) {
+      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+      a.r = error_reply(400, "invalid_idempotency_key",
+                        "Idempotency-Key must be sent once, as a string of 1 to 255 printable ASCII characters");
+      a.r.route = match.route->name;
+      co_return a;
+    }
   }
-  auto job = std::move(std::get<job_request>(prepared));
-  job.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
-  job.request_id = request_id;
-  const auto route = job.route;
-  stream.expires_never();
-  conn.in_job = true;
-  a = co_await ctx.jobs.run(std::move(job), in.received, peer_closed(stream, buffer));
-  conn.in_job = false;
-  a.r.route = route;
+  if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
+  const auto& owner = in.routed.client;
+  if (key) {
+    const std::string_view body = in.file_body ? std::string_view(*in.file_body)
+                                               : std::string_view(in.parser.get().body().data(), in.parser.get().body().size());
+    const auto fingerprint = co_await ctx.fingerprints->fingerprint(req.method_string(), req.target(),
+                                                                     req[http::field::content_type], body);
+    auto claim = ctx.async->claim_key(owner, *key, fingerprint);
+    if (claim.answer || !claim.job.empty()) {
+      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+      if (claim.answer) {
+        a.r = std::move(*claim.answer);
+      } else {
+        a.r = co_await async_answer(ctx, owner, claim.job, prefs);
+      }
+      a.r.route = match.route->name;
+      co_return a;
+    }
+  }
+  if (prefs.respond_async) {
+    auto submitted = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, true);
+    if (!submitted.accepted.empty()) {
+      if (key) ctx.async->bind_key(owner, *key, submitted.accepted);
+      submitted.r = co_await async_answer(ctx, owner, submitted.accepted, prefs);
+    } else if (key) {
+      ctx.async->release_key(owner, *key);
+    }
+    submitted.r.route = match.route->name;
+    co_return std::move(submitted);
+  }
+  a = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   if (a.client_gone) {
-    const auto took = clock::now() - in.received;
-    ctx.stats.count_request(route, a.r.status, took);
-    log_access(ctx, remote, request_id, req.method_string(), req.target(), a, 0, took, in.routed.client);
-    co_return std::nullopt;
+    ctx.async->release_key(owner, *key);
+  } else {
+    ctx.async->settle_key(owner, *key, a.r);
   }
   co_return a;
 }

@@ -45,6 +45,14 @@ struct config {
   std::chrono::milliseconds default_timeout{10'000};      ///< deadline of a job when the client names none
   std::chrono::milliseconds max_timeout{60'000};          ///< longest deadline a client may ask for
   std::chrono::milliseconds drain_timeout{10'000};        ///< how long shutdown waits for in-flight work
+  /// Longest deadline of an asynchronous job (Prefer: respond-async), and the deadline of one
+  /// whose client names none.
+  std::chrono::milliseconds async_max_timeout{3'600'000};
+  /// How long an ended asynchronous job, its result and an idempotency record are kept.
+  std::chrono::milliseconds jobs_keep{3'600'000};
+  /// What the job store may hold (records, queued bodies, results, idempotency records), charged to
+  /// the memory budget too; 0 = a quarter of the memory budget, at most 64 MiB.
+  std::uint64_t jobs_store_bytes = 0;
   std::chrono::milliseconds read_timeout{10'000};         ///< to receive one whole request, and to send a response
   std::chrono::milliseconds idle_timeout{60'000};         ///< a kept-alive connection may wait this long for its next request
   std::size_t max_header_bytes = 8 * 1024;                ///< request line and headers

@@ -71,6 +71,14 @@ struct route_match {
   std::string_view query;           ///< after the '?', undecoded
 };
 
+/// A request for an asynchronous job (GET or DELETE /v1/jobs/{id}, GET /v1/jobs/{id}/result),
+/// which the job store answers.
+struct job_lookup {
+  enum class action { status, result, cancel };
+  action what = action::status;
+  std::string id;  ///< as sent: the store answers 404 for an id it does not know
+};
+
 /// What a head leads to.
 struct head_route {
   std::variant<reply, route_match> next;  ///< an answer, or a job route to prepare once the body is read
@@ -81,6 +89,7 @@ struct head_route {
   std::uint64_t working_memory = 0;       ///< a file route's job_route::working_memory_hint
   bool event_stream = false;              ///< GET /v1/events: `next` is the stream's 200, the session streams
   std::string client = {};                ///< with API keys: the name of the request's key, once checked
+  std::optional<job_lookup> job = {};     ///< for the job store to answer (`next` holds its route's name)
 };
 
 /// What the cheap routes read of the running server.
@@ -109,8 +118,11 @@ class router {
   head_route route(const request_head& head) const;
 
   /// For a matched route, once the body is read: its arguments checked, the job prepared — or the
-  /// 400 that says why not. A JSON route's body is `body`; a file route's comes in `input`.
-  std::variant<reply, job_request> prepare(const route_match& match, std::string_view body, job_input input = {}) const;
+  /// 400 that says why not. A JSON route's body is `body`; a file route's comes in `input`. An
+  /// asynchronous job (`async`) takes its deadline within --async-max-timeout, and a kept body's
+  /// lease keeps the body alone: its working memory is taken when it leaves the backlog.
+  std::variant<reply, job_request> prepare(const route_match& match, std::string_view body, job_input input = {},
+                                           bool async = false) const;
 
   /// The largest body any route takes: a parser's limit before the route is known.
   std::size_t largest_body_limit() const noexcept { return largest_body_limit_; }
@@ -145,6 +157,7 @@ class router {
   server_view view_;
   std::chrono::milliseconds default_timeout_;
   std::chrono::milliseconds max_timeout_;
+  std::chrono::milliseconds async_max_timeout_;
   std::size_t max_body_bytes_;
   std::uint64_t memory_budget_;
   bool ui_;

@@ -23,6 +23,9 @@
 
 namespace crunch {
 
+class async_jobs;
+class fingerprinter;
+
 /// A connection's entry in the server's list, through which a drain can close it.
 struct connection {
   net::cancellation_signal cancel;  ///< emitting terminal ends the session's current wait
@@ -45,6 +48,8 @@ struct session_context {
   std::uint64_t request_count = 0;    ///< for generated X-Request-Id
   std::size_t refusing = 0;           ///< connections being refused (over max_connections) now
   live_view* live = nullptr;          ///< snapshots for /v1/events; null when the live view is off
+  async_jobs* async = nullptr;        ///< the job store: asynchronous jobs and idempotency keys
+  const fingerprinter* fingerprints = nullptr;  ///< for requests with an Idempotency-Key
 };
 
 /// Answers a connection over --max-connections with 503 `too_many_connections` and closes it
