@@ -36,6 +36,14 @@ fail() { echo "example check FAILED: $*" >&2; tail -5 "$work/service.log" >&2; e
 answer="$(curl -sf "http://127.0.0.1:$port/v1/primes/1000000")"
 [[ "$answer" == '{"n":1000000,"primes":78498}' ]] || fail "/v1/primes/1000000 answered $answer"
 echo "/v1/primes/1000000 -> $answer"
+# Its own kind is asynchronous for free: 202 with a Location, whose result is the same answer.
+location="$(curl -sf -D- -o /dev/null -H 'Prefer: respond-async' "http://127.0.0.1:$port/v1/primes/1000000" |
+  tr -d '\r' | sed -n 's/^Location: //p')"
+[[ "$location" == /v1/jobs/* ]] || fail "Prefer: respond-async gave no Location"
+curl -sf -o /dev/null -H 'Prefer: wait=30' "http://127.0.0.1:$port$location"
+async="$(curl -sf "http://127.0.0.1:$port$location/result")"
+[[ "$async" == "$answer" ]] || fail "the asynchronous result is $async"
+echo "Prefer: respond-async -> $location -> $async"
 kinds="$(curl -sf "http://127.0.0.1:$port/v1/kinds" | python3 -c 'import json,sys; print(" ".join(k["name"] for k in json.load(sys.stdin)["kinds"]))')"
 [[ " $kinds " == *" primes "* && " $kinds " == *" fib "* ]] || fail "/v1/kinds lists: $kinds"
 echo "/v1/kinds lists: $kinds"

@@ -15,6 +15,9 @@ with open(doc_path, encoding="utf-8") as f:
 
 words = set()
 seeds = 0
+for w in ("Prefer: respond-async", "Prefer: wait=", "respond-async, wait=", "Idempotency-Key: ", "/v1/jobs/",
+          "/result", "DELETE "):
+    words.add(w.encode("utf-8"))
 
 
 def word(text):
@@ -49,6 +52,12 @@ for path, item in doc["paths"].items():
             with open(f"{seed_dir}/{name}", "wb") as out:
                 out.write(head.encode("utf-8") + b"\r\n" + body)
             seeds += 1
+            if i == 0:
+                # The same, asynchronous and with an idempotency key: the job store's paths.
+                extra = "Prefer: respond-async\r\nIdempotency-Key: \"seed-1\"\r\n"
+                with open(f"{seed_dir}/{name}_async", "wb") as out:
+                    out.write(head.encode("utf-8") + extra.encode("utf-8") + b"\r\n" + body)
+                seeds += 1
 
 
 def quoted(b):

@@ -107,6 +107,7 @@ void live_view::take_snapshot(clock::time_point now) {
       {"loop_lag_ms", std::move(lag)},
       {"workers", {{"busy", g.workers_busy}, {"total", g.workers}}},
       {"queue", {{"depth", g.queue_depth}, {"limit", g.queue_limit}}},
+      {"backlog", {{"jobs", g.backlog_jobs}, {"seconds", rounded(g.backlog_seconds)}}},
       {"memory", {{"in_use_bytes", g.memory_in_use}, {"budget_bytes", g.memory_budget}}},
       {"connections", g.connections_open},
       {"event_streams", streams_},

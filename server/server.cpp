@@ -225,6 +225,8 @@ struct server::state {
             .flows_tracked = flows.tracked(),
             .flows_overflowed = flows.overflowed(),
             .memory_kept = pool.memory_kept(),
+            .backlog_jobs = async.backlog(),
+            .backlog_seconds = async.backlog_seconds(),
             .helper_processes = helper_gauges()};
   }
 

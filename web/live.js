@@ -99,6 +99,7 @@
     $("f-lag").textContent = ms(s.loop_lag_ms.p99);
     $("f-workers").textContent = `${s.workers.busy} / ${s.workers.total}`;
     $("f-queue").textContent = `${s.queue.depth} / ${s.queue.limit}`;
+    $("f-backlog").textContent = s.backlog.jobs === 0 ? "0" : `${s.backlog.jobs} · ${s.backlog.seconds.toFixed(1)} s`;
     $("f-completed").textContent = j.completed.toFixed(1);
     $("f-refused").textContent = refused.toFixed(1);
     $("f-requests").textContent = s.requests_per_s.toFixed(0);

@@ -107,6 +107,8 @@ struct metrics_gauges {
   std::size_t flows_tracked = 0;       ///< flows the table knows, idle ones included
   std::uint64_t flows_overflowed = 0;  ///< jobs whose new flow found the table full
   std::uint64_t memory_kept = 0;       ///< bytes idle workers keep for their next job (in memory_in_use)
+  std::size_t backlog_jobs = 0;        ///< asynchronous jobs waiting in the job store's backlog
+  double backlog_seconds = 0;          ///< their estimated work, in seconds of one worker
   /// Helper processes of the isolated kinds (isolation.hpp), by kind.
   struct helpers {
     std::string kind;

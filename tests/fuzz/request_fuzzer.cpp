@@ -57,6 +57,10 @@ class fuzzed_server {
     c.workers = 1;
     c.default_timeout = std::chrono::milliseconds(50);  // a fuzzed /fib/90 must not stall the run
     c.max_timeout = std::chrono::milliseconds(200);
+    // Asynchronous jobs as short: a fuzzed Prefer: respond-async must not hold the worker an hour.
+    c.async_max_timeout = std::chrono::milliseconds(200);
+    c.jobs_keep = std::chrono::seconds(1);
+    c.jobs_store_bytes = 4 << 20;
     c.read_timeout = std::chrono::seconds(2);
     c.idle_timeout = std::chrono::seconds(2);
     c.drain_timeout = std::chrono::milliseconds(100);
