@@ -184,10 +184,6 @@ std::optional<std::string_view> query_value(std::string_view query, std::string_
   return std::nullopt;
 }
 
-namespace {
-
-// A query value's %XX escapes decoded (a client's URL library writes "icc,copyright" as
-// "icc%2Ccopyright"); nullopt for a '%' not followed by two hex digits.
 std::optional<std::string> percent_decoded(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -211,7 +207,6 @@ std::optional<std::string> percent_decoded(std::string_view text) {
   return out;
 }
 
-}  // namespace
 
 std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<parameter>& declared,
                                                              std::string_view path_segment, std::string_view query,

@@ -188,6 +188,7 @@ struct async_jobs::job {
   std::shared_ptr<net::steady_timer> stop;   // while running: cancelling it stops the job
   std::shared_ptr<net::steady_timer> ended;  // cancelled when it ends: wakes waiters
   bool cancel_requested = false;
+  std::optional<callback_url> callback;  // where its status goes once it has ended
 };
 
 struct async_jobs::idempotency_record {
@@ -225,7 +226,8 @@ bool async_jobs::take(std::uint64_t bytes, memory_lease& lease) {
   return static_cast<bool>(lease);
 }
 
-async_jobs::submitted async_jobs::submit(job_request request, std::string owner, steady::time_point received) {
+async_jobs::submitted async_jobs::submit(job_request request, std::string owner, steady::time_point received,
+                                         std::optional<callback_url> callback) {
   if (stopping_) {
     return {{}, unavailable("draining", "server is shutting down; retry on another instance", std::chrono::seconds(1))};
   }
@@ -255,6 +257,7 @@ async_jobs::submitted async_jobs::submit(job_request request, std::string owner,
   j->working_memory = request.memory_bytes;
   j->may_run_inline = request.may_run_inline;
   j->body_memory = std::move(request.body_memory);
+  j->callback = std::move(callback);
   j->counted = need;
   j->ended = std::make_shared<net::steady_timer>(io_, steady::time_point::max());
   bytes_ += need;
@@ -376,6 +379,14 @@ void async_jobs::finish(job& j, job_status status, reply answer) {
   j.answer = std::move(answer);
   ++ended_[static_cast<std::size_t>(status)];
   notify(j);
+  if (j.callback && callbacks_ != nullptr && !stopping_) {
+    // A Standard Webhooks message: its type, when, and the job's status document.
+    nlohmann::json message = {{"type", std::string("job.") + to_string(status)},
+                              {"timestamp", rfc3339(j.finished)},
+                              {"data", nlohmann::json::parse(status_document(j))}};
+    callbacks_->deliver(std::move(*j.callback), j.id, message.dump());
+    j.callback.reset();
+  }
   const auto expires = j.ended_at + limits_.keep;
   expiries_.emplace(expires, j.id);
   schedule_sweep(expires);

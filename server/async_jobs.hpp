@@ -24,6 +24,8 @@
 #include <crunch/router.hpp>
 #include <crunch/worker_pool.hpp>
 
+#include "server/callbacks.hpp"
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -108,7 +110,18 @@ class async_jobs {
 
   /// Accepts `job` (prepared with the store's deadline bounds; received at `received`) for
   /// `owner` (the API key's name, empty without keys), or refuses it when the store is full.
-  submitted submit(job_request job, std::string owner, steady::time_point received);
+  /// `callback`: where its status goes once it has ended (callbacks.hpp), checked already.
+  submitted submit(job_request job, std::string owner, steady::time_point received,
+                   std::optional<callback_url> callback = std::nullopt);
+
+  /// Why `url` may not be a callback here; "no callbacks" without a sender.
+  std::optional<std::string> callback_policy_refuses(const callback_url& url) const {
+    if (callbacks_ == nullptr) return "this server takes no callbacks";
+    return callbacks_->policy().refuse(url);
+  }
+
+  /// Sends ended jobs' callbacks through `sender` (null: none).
+  void set_callbacks(callback_sender* sender) { callbacks_ = sender; }
 
   /// Completes once `owner`'s job `id` has ended, or after `wait`, whichever is first. True: it
   /// has ended.
@@ -181,6 +194,7 @@ class async_jobs {
   const admission& admit_;
   std::size_t workers_;
   bool stopping_ = false;
+  callback_sender* callbacks_ = nullptr;
 
   job_map jobs_;
   // The backlog: a FIFO of job ids per flow, and the flows with jobs waiting, in turn.

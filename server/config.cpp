@@ -163,6 +163,39 @@ const std::vector<option>& options() {
        "what the job store may hold: jobs, queued bodies, results, idempotency keys; held in memory and lost when "
        "crunchd stops (default: a quarter of the memory budget, at most 64MiB)",
        size(&config::jobs_store_bytes, 1ULL << 20)},
+      {"callback-allow", "CRUNCH_CALLBACK_ALLOW", "PREFIX,...",
+       "URL prefixes an asynchronous job's callback_url must start with, e.g. https://hooks.example.com/ "
+       "(default: none, no callbacks)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         c.callback_allow.clear();
+         std::string_view rest = text;
+         while (!rest.empty()) {
+           const auto comma = rest.find(',');
+           const auto prefix = rest.substr(0, comma);
+           if (!(prefix.starts_with("http://") || prefix.starts_with("https://")) || prefix.size() <= 8 ||
+               prefix.find_first_of(" \t") != std::string_view::npos) {
+             return "must be http:// or https:// URL prefixes with a host, separated by commas";
+           }
+           c.callback_allow.emplace_back(prefix);
+           rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+         }
+         if (c.callback_allow.empty()) return "must name at least one prefix";
+         return std::nullopt;
+       }},
+      {"callback-allow-private", "CRUNCH_CALLBACK_ALLOW_PRIVATE", "true|false",
+       "callbacks may go to loopback, private and link-local addresses too (default false)",
+       boolean(&config::callback_allow_private)},
+      {"webhook-secret-file", "CRUNCH_WEBHOOK_SECRET_FILE", "FILE",
+       "Standard Webhooks secrets callbacks are signed with, whsec_<base64> one a line, current first, each "
+       "signing; reread on SIGHUP (needed with --callback-allow)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text.empty()) return "must name a file";
+         c.webhook_secret_file = text;
+         return std::nullopt;
+       }},
+      {"callback-retry-for", "CRUNCH_CALLBACK_RETRY_FOR", "DURATION",
+       "how long a callback is retried, with exponential backoff from 1s, after its first attempt (default 1h)",
+       duration(&config::callback_retry_for, std::chrono::milliseconds(0))},
       {"drain-timeout", "CRUNCH_DRAIN_TIMEOUT", "DURATION",
        "on SIGTERM, how long in-flight requests may take to finish (default 10s)",
        duration(&config::drain_timeout, std::chrono::milliseconds(0))},
@@ -416,6 +449,9 @@ std::variant<config, config_exit> parse_config(const std::vector<std::string>& a
   }
   if (c.protect_metrics && c.api_keys.empty()) {
     return config_exit{2, "crunchd: invalid --protect-metrics: needs --api-keys"};
+  }
+  if (!c.callback_allow.empty() && c.webhook_secret_file.empty()) {
+    return config_exit{2, "crunchd: invalid --callback-allow: needs --webhook-secret-file, to sign the callbacks"};
   }
   if (c.default_timeout > c.max_timeout) {
     return config_exit{2, "crunchd: invalid --default-timeout: longer than --max-timeout"};

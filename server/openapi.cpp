@@ -98,6 +98,7 @@ document operation(const job_route& r, bool isolated, const document& base) {
   parameters.push_back({{"$ref", "#/components/parameters/TimeoutMs"}});
   parameters.push_back({{"$ref", "#/components/parameters/Prefer"}});
   parameters.push_back({{"$ref", "#/components/parameters/IdempotencyKey"}});
+  parameters.push_back({{"$ref", "#/components/parameters/CallbackUrl"}});
   op["parameters"] = std::move(parameters);
 
   if (r.json_body) {

@@ -74,6 +74,10 @@ struct server::state {
         reloads(reloads_of(kinds)),
         routes(calibrated(std::move(kinds), admit), view(), cfg),
         pipeline(cfg, pool, admit, flows, stats, &log),
+        callbacks(io.get_executor(),
+                  callback_sender::settings{.policy = {cfg.callback_allow, cfg.callback_allow_private},
+                                            .retry_for = cfg.callback_retry_for},
+                  log),
         async(io.get_executor(),
               async_limits{.max_timeout = cfg.async_max_timeout, .keep = cfg.jobs_keep, .store_bytes = cfg.jobs_store_bytes},
               pipeline, pool, admit, cfg.workers),
@@ -89,6 +93,14 @@ struct server::state {
         drain_timer(io),
         lag_timer(io),
         cpu_stat_file(cgroup_cpu_stat_file()) {
+    if (!cfg.webhook_secret_file.empty()) {
+      try {
+        callbacks.set_secrets(std::make_shared<webhook_secrets>(webhook_secrets::load(cfg.webhook_secret_file)));
+      } catch (const std::exception& e) {
+        throw config_error(std::string("crunchd: invalid --webhook-secret-file: ") + e.what());
+      }
+    }
+    async.set_callbacks(&callbacks);
     if (cfg.ui) {
       live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
@@ -132,7 +144,17 @@ struct server::state {
   // SIGHUP: reads the key file and the kinds' files again. Connections stay; a request is checked
   // against the keys current when its head arrives. A file that cannot be used keeps what it replaced.
   void reload() {
+    if (!cfg.webhook_secret_file.empty()) {
+      try {
+        auto secrets = std::make_shared<webhook_secrets>(webhook_secrets::load(cfg.webhook_secret_file));
+        log_event(log_level::info, "webhook_secrets_reloaded", {{"secrets", secrets->size()}});
+        callbacks.set_secrets(std::move(secrets));
+      } catch (const std::exception& e) {
+        log_event(log_level::error, "webhook_secrets_reload_failed", {{"error", e.what()}});
+      }
+    }
     if (!keys && reloads.empty()) {
+      if (!cfg.webhook_secret_file.empty()) return;
       log_event(log_level::warn, "reload_ignored", {{"reason", "no --api-keys file and no kind with files to reload"}});
       return;
     }
@@ -242,6 +264,7 @@ struct server::state {
     auto text = stats.render(g, read_process_stats());
     std::ostringstream more;
     async.write_metrics(more);
+    callbacks.write_metrics(more);
     return text + more.str();
   }
 
@@ -359,6 +382,7 @@ struct server::state {
     }
     ctx.draining = true;
     async.stop();
+    callbacks.stop();
     log_event(log_level::info, "draining", {{"connections", ctx.connections.size()},
                                    {"drain_timeout_ms", cfg.drain_timeout.count()}});
     sys::error_code ignored;
@@ -431,6 +455,7 @@ struct server::state {
   const std::vector<std::pair<std::string, std::function<std::string()>>> reloads;  // the kinds' own, on SIGHUP
   router routes;
   job_pipeline pipeline;
+  callback_sender callbacks;
   async_jobs async;  // after the pipeline it feeds
   fingerprinter fingerprints;
   session_context ctx;

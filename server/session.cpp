@@ -575,7 +575,8 @@ struct job_answer : answer {
 // leaving mid-job is counted and logged here (a.client_gone: there is no one to write to).
 net::awaitable<job_answer> run_job(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
                                    connection& conn, std::string_view request_id, request& in,
-                                   const std::string& remote, bool async) {
+                                   const std::string& remote, bool async,
+                                   std::optional<callback_url> callback = std::nullopt) {
   job_answer a;
   const auto& req = in.head();
   const auto& match = std::get<route_match>(in.routed.next);
@@ -596,7 +597,7 @@ net::awaitable<job_answer> run_job(beast::tcp_stream& stream, request_buffer& bu
   job.request_id = request_id;
   const auto route = job.route;
   if (async) {
-    auto submitted = ctx.async->submit(std::move(job), in.routed.client, in.received);
+    auto submitted = ctx.async->submit(std::move(job), in.routed.client, in.received, std::move(callback));
     if (submitted.id.empty()) a.r = std::move(submitted.refused);
     a.accepted = std::move(submitted.id);
     a.r.route = route;
@@ -698,6 +699,31 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
       co_return a;
     }
   }
+  // Where an asynchronous job's status goes once it has ended (callbacks.hpp), checked now.
+  std::optional<callback_url> callback;
+  if (const auto text = query_value(match.query, "callback_url")) {
+    std::string why;
+    if (!prefs.respond_async) {
+      why = "callback_url needs Prefer: respond-async";
+    } else if (const auto decoded = percent_decoded(*text); !decoded) {
+      why = "callback_url has a malformed %-escape";
+    } else {
+      auto parsed = parse_callback_url(*decoded);
+      if (auto* reason = std::get_if<std::string>(&parsed)) {
+        why = std::move(*reason);
+      } else if (auto refused = ctx.async->callback_policy_refuses(std::get<callback_url>(parsed))) {
+        why = std::move(*refused);
+      } else {
+        callback = std::move(std::get<callback_url>(parsed));
+      }
+    }
+    if (!why.empty()) {
+      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+      a.r = error_reply(400, "invalid_callback_url", why);
+      a.r.route = match.route->name;
+      co_return a;
+    }
+  }
   if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   const auto& owner = in.routed.client;
   if (key) {
@@ -718,7 +744,7 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     }
   }
   if (prefs.respond_async) {
-    auto submitted = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, true);
+    auto submitted = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, true, std::move(callback));
     if (!submitted.accepted.empty()) {
       if (key) ctx.async->bind_key(owner, *key, submitted.accepted);
       submitted.r = co_await async_answer(ctx, owner, submitted.accepted, prefs);

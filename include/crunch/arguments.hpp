@@ -81,6 +81,10 @@ std::variant<job_arguments, invalid_argument> read_arguments(const std::vector<p
                                                              std::string_view path_segment, std::string_view query,
                                                              std::optional<std::string_view> json_body);
 
+/// A query value's %XX escapes decoded (a client's URL library writes "icc,copyright" as
+/// "icc%2Ccopyright"); nullopt for a '%' not followed by two hex digits.
+std::optional<std::string> percent_decoded(std::string_view text);
+
 /// The value of `name` in a query string ("a=1&b=2"), undecoded; nullopt when absent.
 std::optional<std::string_view> query_value(std::string_view query, std::string_view name);
 

@@ -53,6 +53,14 @@ struct config {
   /// What the job store may hold (records, queued bodies, results, idempotency records), charged to
   /// the memory budget too; 0 = a quarter of the memory budget, at most 64 MiB.
   std::uint64_t jobs_store_bytes = 0;
+  /// URL prefixes an asynchronous job's callback_url must start with; empty: no callbacks.
+  std::vector<std::string> callback_allow;
+  /// Callbacks may go to loopback, private and link-local addresses too.
+  bool callback_allow_private = false;
+  /// The Standard Webhooks secrets callbacks are signed with (whsec_..., one a line).
+  std::string webhook_secret_file;
+  /// How long a callback is retried after its first attempt.
+  std::chrono::milliseconds callback_retry_for{3'600'000};
   std::chrono::milliseconds read_timeout{10'000};         ///< to receive one whole request, and to send a response
   std::chrono::milliseconds idle_timeout{60'000};         ///< a kept-alive connection may wait this long for its next request
   std::size_t max_header_bytes = 8 * 1024;                ///< request line and headers
