@@ -48,7 +48,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libseccomp-dev \
-      libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
+      libssl-dev ca-certificates libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
       liborc-0.4-dev zlib1g-dev libaom-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=vips /opt/vips /opt/vips
@@ -82,6 +82,7 @@ RUN mkdir -p /rootfs/opt/vips/lib /rootfs/lib/crunch \
  && ldd build/crunchd build/libcrunch_vips.so | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u > /rootfs.libs \
  && while read -r lib; do mkdir -p "/rootfs$(dirname "$lib")" && cp -L "$lib" "/rootfs$lib"; done < /rootfs.libs \
  && cp /opt/vips/config.txt /rootfs/opt/vips/ \
+ && mkdir -p /rootfs/etc/ssl/certs && cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ \
  && mv /rootfs.libs /rootfs/opt/vips/libraries.txt
 
 # --- runtime: crunchd, its libraries, nothing else ------------------------------------------------
@@ -91,6 +92,7 @@ FROM scratch
 COPY --from=build /rootfs/ /
 # No ld.so.cache in here: the loader is told where the libraries are.
 ENV LD_LIBRARY_PATH=/opt/vips/lib:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     CRUNCH_ADDRESS=0.0.0.0 \
     CRUNCH_PORT=8080
 # A numeric user (there is no /etc/passwd), so Kubernetes' runAsNonRoot can check it.

@@ -80,6 +80,9 @@ class callback_sender {
     std::chrono::milliseconds first_delay{1000};       ///< before the first retry; doubles each time
     std::chrono::milliseconds max_delay{300'000};      ///< between two attempts, at most
     std::chrono::milliseconds attempt_timeout{10'000};  ///< to connect, send and read one answer
+    /// Certificates of the authorities an https:// receiver's certificate may chain to, besides
+    /// the system's (a PEM file; --callback-ca-file). Empty: the system's alone.
+    std::string ca_file;
   };
 
   callback_sender(net::any_io_executor io, settings s, logger& log);
@@ -106,6 +109,8 @@ class callback_sender {
   net::any_io_executor io_;
   settings settings_;
   logger& log_;
+  struct tls;
+  std::unique_ptr<tls> tls_;  // the TLS client context https:// callbacks share
   std::shared_ptr<const webhook_secrets> secrets_;
   std::shared_ptr<state> state_;
 };

@@ -193,6 +193,14 @@ const std::vector<option>& options() {
          c.webhook_secret_file = text;
          return std::nullopt;
        }},
+      {"callback-ca-file", "CRUNCH_CALLBACK_CA_FILE", "FILE",
+       "PEM certificates of authorities an https:// callback receiver may present a certificate from, besides the "
+       "system's (default: the system's alone)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text.empty()) return "must name a file";
+         c.callback_ca_file = text;
+         return std::nullopt;
+       }},
       {"callback-retry-for", "CRUNCH_CALLBACK_RETRY_FOR", "DURATION",
        "how long a callback is retried, with exponential backoff from 1s, after its first attempt (default 1h)",
        duration(&config::callback_retry_for, std::chrono::milliseconds(0))},

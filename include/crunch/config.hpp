@@ -59,6 +59,8 @@ struct config {
   bool callback_allow_private = false;
   /// The Standard Webhooks secrets callbacks are signed with (whsec_..., one a line).
   std::string webhook_secret_file;
+  /// Authorities an https:// callback receiver's certificate may chain to, besides the system's.
+  std::string callback_ca_file;
   /// How long a callback is retried after its first attempt.
   std::chrono::milliseconds callback_retry_for{3'600'000};
   std::chrono::milliseconds read_timeout{10'000};         ///< to receive one whole request, and to send a response

@@ -1,9 +1,11 @@
 // A callback receiver, as a team would write one with the Standard Webhooks reference library:
 // it verifies every delivery's signature, answers the first FAILS deliveries with a 503, and
 // exits 0 once it has taken one whose signature verified (printing its message), 1 otherwise.
+// With TLS_KEY and TLS_CERT (PEM files) in its environment it serves HTTPS.
 //   node receiver.mjs SECRET_FILE PORT_FILE FAILS
 import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { Webhook } from "standardwebhooks";
 
 const [secretFile, portFile, failsText] = process.argv.slice(2);
@@ -17,7 +19,10 @@ const timer = setTimeout(() => {
   process.exit(1);
 }, 60000);
 
-const server = http.createServer((req, res) => {
+const tls = process.env.TLS_KEY
+  ? { key: fs.readFileSync(process.env.TLS_KEY), cert: fs.readFileSync(process.env.TLS_CERT) }
+  : null;
+const handler = (req, res) => {
   let body = "";
   req.on("data", (d) => (body += d));
   req.on("end", () => {
@@ -41,5 +46,6 @@ const server = http.createServer((req, res) => {
     clearTimeout(timer);
     server.close();
   });
-});
+};
+const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
 server.listen(0, "127.0.0.1", () => fs.writeFileSync(portFile, String(server.address().port)));
