@@ -11,6 +11,9 @@ At once, for SECONDS:
   vanishing  clients that close mid-upload (part of the body sent) and mid-job (all of it sent,
              gone before the answer), one after another
   info       /v1/image/info of the photo now and then
+  async      thumbnails submitted asynchronously (Prefer: respond-async), some with a repeated
+             Idempotency-Key, each cancelled at once, cancelled mid-job, or waited for (a long poll)
+             and its result checked
 
 Prints one JSON line of counts. Exits 1 when crunchd stopped answering, or answered anything but
 200, 503 (overloaded) or 504 (deadline) to a well-formed request.
@@ -70,8 +73,8 @@ def read_response(s, buffer):
     return status, rest[:length], rest[length:]
 
 
-def request(method, target, body=b"", content_type=None):
-    head = f"{method} {target} HTTP/1.1\r\nHost: stress\r\n"
+def request(method, target, body=b"", content_type=None, extra=""):
+    head = f"{method} {target} HTTP/1.1\r\nHost: stress\r\n{extra}"
     if content_type:
         head += f"Content-Type: {content_type}\r\n"
     if body or method == "POST":
@@ -174,6 +177,48 @@ def vanishing():
         s.close()
 
 
+def asynchronous():
+    rng = random.Random(32)
+    s, buffer = connect(), b""
+    keys = 0
+    while time.monotonic() < end:
+        if rng.random() < 0.7:
+            keys += 1
+        extra = f"Prefer: respond-async\r\nIdempotency-Key: stress-{keys}\r\n"
+        s.sendall(request("POST", "/v1/image/thumbnail?width=300&format=webp", photo, "image/jpeg", extra))
+        status, answer, buffer = read_response(s, buffer)
+        if status == 503:
+            count("async_503")
+            time.sleep(0.05)
+            continue
+        if status != 202:
+            fail(f"async submit: {status} {answer[:200]!r}")
+            continue
+        count("async_202")
+        job = "/v1/jobs/" + json.loads(answer)["id"]
+        fate = rng.random()
+        if fate < 0.25:
+            s.sendall(request("DELETE", job))  # at once: queued or just started
+        elif fate < 0.5:
+            time.sleep(rng.uniform(0, 0.1))
+            s.sendall(request("DELETE", job))  # mid-job, or after it
+        else:
+            s.sendall(request("GET", job, extra="Prefer: wait=30\r\n"))
+        status, answer, buffer = read_response(s, buffer)
+        if status != 200:
+            fail(f"async {job}: {status} {answer[:200]!r}")
+            continue
+        state = json.loads(answer)["status"]
+        count(f"async_{state}")
+        s.sendall(request("GET", job + "/result"))
+        status, answer, buffer = read_response(s, buffer)
+        if state == "succeeded":
+            if status != 200 or not (answer[:4] == b"RIFF" and answer[8:12] == b"WEBP"):
+                fail(f"async result of a succeeded job: {status} {answer[:80]!r}")
+        elif status != 409:
+            fail(f"async result of a job {state}: {status} {answer[:200]!r}")
+
+
 def guarded(work):
     def run():
         try:
@@ -184,7 +229,7 @@ def guarded(work):
 
 
 threads = [threading.Thread(target=guarded(w)) for w in
-           [probe, hashes, thumbnails, thumbnails, thumbnails, thumbnails, vanishing, info]]
+           [probe, hashes, thumbnails, thumbnails, thumbnails, thumbnails, vanishing, info, asynchronous]]
 for t in threads:
     t.start()
 for t in threads:
