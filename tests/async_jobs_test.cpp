@@ -409,7 +409,9 @@ TEST(async_jobs, ten_thousand_queued_jobs_stay_within_the_store_and_the_next_get
   std::cout << "[ info ] " << jobs << " queued jobs: RSS grew by " << grown / 1024 / 1024 << " MiB, "
             << grown / static_cast<double>(jobs) << " bytes a job; counted " << async_jobs::record_bytes << "\n";
   // (A sanitizer's allocator adds redzones and a quarantine to every allocation: not a measure.)
-  if (sanitizer_slack == 1) EXPECT_LE(grown, static_cast<double>(jobs * async_jobs::record_bytes));
+  if (sanitizer_slack == 1) {
+    EXPECT_LE(grown, static_cast<double>(jobs * async_jobs::record_bytes));
+  }
   EXPECT_GE(sample(after, "crunch_job_memory_bytes"), static_cast<double>(jobs * async_jobs::record_bytes));
 }
 

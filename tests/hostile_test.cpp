@@ -69,6 +69,23 @@ std::vector<hostile_case> cases() {
       {"percent_encoded_path", get("/%66ib/5"), 404, false},
       {"double_slash", get("//fib/5"), 404, false},
       {"root", get("/"), 200, false},  // the live view
+      // The job store's headers and routes.
+      {"prefer_wait_for_ever", get("/fib/5", "Host: x\r\nPrefer: respond-async, wait=999999999\r\n"), 200, false},
+      {"prefer_wait_overflowing", get("/fib/5", "Host: x\r\nPrefer: wait=99999999999999999999, respond-async\r\n"), 202,
+       false},
+      {"prefer_junk", get("/fib/5", "Host: x\r\nPrefer: ;;==,,respond-async=1, \"\r\nPrefer: ,\r\n"), 200, false},
+      {"idempotency_key_too_long", get("/fib/5", "Host: x\r\nIdempotency-Key: " + std::string(256, 'k') + "\r\n"), 400,
+       false},
+      {"idempotency_key_control_byte", get("/fib/5", "Host: x\r\nIdempotency-Key: a\x01b\r\n"), 400, true},  // Beast: a malformed field
+      {"idempotency_key_twice", get("/fib/5", "Host: x\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n"), 400, false},
+      {"callback_url_without_async", get("/fib/5?callback_url=http%3A%2F%2Fexample.com%2F"), 400, false},
+      {"callback_url_bad_escape", get("/fib/5?callback_url=%zz", "Host: x\r\nPrefer: respond-async\r\n"), 400, false},
+      {"callback_url_long", get("/fib/5?callback_url=http://" + std::string(3000, 'a'), "Host: x\r\nPrefer: respond-async\r\n"),
+       400, false},
+      {"job_id_long", get("/v1/jobs/" + std::string(5000, 'A')), 404, false},
+      {"job_id_empty", get("/v1/jobs/"), 404, false},
+      {"job_result_of_nothing", get("/v1/jobs//result"), 404, false},
+      {"job_delete_with_body", "DELETE /v1/jobs/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 404, false},
       {"root_with_a_dot_segment", get("/ui/../"), 404, false},
       {"events_with_a_dot_segment", get("/v1/events/.."), 404, false},
       {"long_query", get("/fib/5?" + std::string(6000, 'q')), 200, false},
