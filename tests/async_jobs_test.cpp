@@ -432,6 +432,26 @@ TEST(async_jobs, a_job_whose_deadline_passes_in_the_backlog_expires_without_runn
   EXPECT_EQ(probe->started(), 1);
 }
 
+TEST(async_jobs, ended_jobs_and_their_keys_are_forgotten_after_jobs_keep) {
+  auto cfg = test_config(1);
+  cfg.jobs_keep = 1s;
+  running_server s(cfg);
+  http_connection c(s.port());
+  const auto accepted = c.get("/fib/20", respond_async + "Idempotency-Key: short-lived\r\n");
+  ASSERT_EQ(accepted->status, 202u);
+  const auto id = id_of(*accepted);
+  ASSERT_FALSE(wait_ended(c, id).is_null());
+  EXPECT_GT(sample(c.get("/metrics")->body, "crunch_async_store_bytes"), 0);
+  // Forgotten a second after it ended (its key: a second after its deadline); the store is empty again.
+  ASSERT_TRUE(wait_for_metric(c, "\ncrunch_async_jobs_stored 0\n", 200000));
+  EXPECT_EQ(c.get("/v1/jobs/" + id)->status, 404u);
+  EXPECT_EQ(c.get("/v1/jobs/" + id + "/result")->status, 404u);
+  // Its key now names a job that is gone: the same request runs again, as a new job.
+  const auto again = c.get("/fib/20", respond_async + "Idempotency-Key: short-lived\r\n");
+  ASSERT_EQ(again->status, 202u);
+  EXPECT_NE(id_of(*again), id);
+}
+
 TEST(async_jobs, the_drain_ends_with_jobs_running_and_queued) {
   auto probe = std::make_shared<job_probe>();
   auto cfg = test_config(1);

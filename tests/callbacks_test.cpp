@@ -244,5 +244,21 @@ TEST(callbacks, a_receiver_that_answers_410_is_not_called_again) {
   EXPECT_EQ(hook.requests().size(), 1u);
 }
 
+TEST(callbacks, the_drain_does_not_wait_for_a_callback_being_retried) {
+  secret_file secrets(secret + "\n");
+  receiver hook(std::vector<std::string>(100, "500 Internal Server Error"));
+  running_server s(callback_config(secrets, "http://127.0.0.1:", true));
+  {
+    http_connection c(s.port());
+    ASSERT_EQ(c.get("/fib/10?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/", respond_async)->status,
+              202u);
+    ASSERT_TRUE(wait_for_metric(c, "\ncrunch_callback_attempts_total 1\n"));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  s.stop();  // its next attempt is due in about a second, and it would retry for an hour
+  ASSERT_TRUE(s.wait_stopped(10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 450ms);  // under the least backoff (0.5 s)
+}
+
 }  // namespace
 }  // namespace crunch::testing
