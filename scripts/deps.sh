@@ -4,7 +4,8 @@
 set -euo pipefail
 
 crunch_packages=(g++ cmake ninja-build ccache pkg-config
-                 libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libseccomp-dev libssl-dev libvips-dev
+                 libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libseccomp-dev libssl-dev libhiredis-dev libvips-dev
+                 redis-server
                  curl)
 # And what each kind says it needs (kinds/<name>/debian-packages: names, one or more a line).
 for list in "$(dirname "${BASH_SOURCE[0]}")"/../kinds/*/debian-packages; do

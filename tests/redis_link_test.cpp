@@ -1,0 +1,143 @@
+// The Redis link against a real redis-server (Debian's), started on a free loopback port.
+#include "server/redis_link.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace crunch {
+namespace {
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A redis-server of the test's own, without persistence; killed and reaped by the destructor.
+class redis_server {
+ public:
+  explicit redis_server(std::uint16_t port) : port_(port) { start(); }
+  ~redis_server() { stop(); }
+  void start() {
+    const std::string p = std::to_string(port_);
+    std::vector<std::string> args = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                     "--daemonize", "no", "--loglevel", "warning"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ASSERT_EQ(posix_spawnp(&pid_, "redis-server", nullptr, nullptr, argv.data(), environ), 0);
+  }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  std::uint16_t port_;
+  pid_t pid_ = -1;
+};
+
+// Runs `words` on `link` and the io_context until the reply comes.
+redis_reply ask(net::io_context& io, redis_link& link, std::vector<std::string> words) {
+  redis_reply out;
+  bool done = false;
+  link.send(std::move(words), [&](redis_reply r) {
+    out = std::move(r);
+    done = true;
+  });
+  // The reply is posted from the link's thread: until then the io_context has no work of its
+  // own, and would stop.
+  auto work = net::make_work_guard(io);
+  io.restart();
+  while (!done) io.run_one();
+  return out;
+}
+
+// Asks PING until the server answers (it is starting): a condition wait, bounded.
+bool wait_ready(net::io_context& io, redis_link& link) {
+  for (int i = 0; i < 500; ++i) {
+    if (ask(io, link, {"PING"}).text == "PONG") return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the server's start, not ours to signal
+  }
+  return false;
+}
+
+TEST(redis_link, urls_name_a_host_a_port_and_a_database) {
+  auto a = std::get<redis_address>(parse_redis_url("redis://redis:6380/2"));
+  EXPECT_EQ(a.host, "redis");
+  EXPECT_EQ(a.port, 6380);
+  EXPECT_EQ(a.db, 2);
+  a = std::get<redis_address>(parse_redis_url("redis://10.0.0.5"));
+  EXPECT_EQ(a.port, 6379);
+  EXPECT_EQ(a.db, 0);
+  for (const auto* bad : {"http://x", "redis://", "redis://x:0", "redis://x:99999", "redis://x/16", "redis://x/a",
+                          "redis://us er@x"}) {
+    EXPECT_TRUE(std::holds_alternative<std::string>(parse_redis_url(bad))) << bad;
+  }
+}
+
+TEST(redis_link, commands_are_binary_safe_and_a_stream_group_hands_out_and_reclaims_entries) {
+  const auto port = free_port();
+  redis_server server(port);
+  net::io_context io;
+  redis_link link(io.get_executor(), {"127.0.0.1", port, 1});
+  ASSERT_TRUE(wait_ready(io, link));
+  const std::string binary("a\0b\r\n\xff", 6);
+  EXPECT_EQ(ask(io, link, {"SET", "k", binary}).text, "OK");
+  EXPECT_EQ(ask(io, link, {"GET", "k"}).text, binary);
+  EXPECT_EQ(ask(io, link, {"GET", "absent"}).kind, redis_reply::type::nil);
+  EXPECT_EQ(ask(io, link, {"NOSUCHCOMMAND"}).kind, redis_reply::type::error);
+
+  // What the job store does with a stream: a group, a read that takes an entry, and another
+  // consumer claiming it once it has been idle (the replica that took it died).
+  EXPECT_TRUE(ask(io, link, {"XGROUP", "CREATE", "jobs", "replicas", "$", "MKSTREAM"}).ok());
+  EXPECT_EQ(ask(io, link, {"XADD", "jobs", "*", "id", "job-1"}).kind, redis_reply::type::string);
+  const auto read = ask(io, link, {"XREADGROUP", "GROUP", "replicas", "a", "COUNT", "1", "STREAMS", "jobs", ">"});
+  ASSERT_EQ(read.kind, redis_reply::type::array);
+  const auto& entry = read.elements.at(0).elements.at(1).elements.at(0);
+  EXPECT_EQ(entry.elements.at(1).elements.at(1).text, "job-1");
+  const auto claimed = ask(io, link, {"XAUTOCLAIM", "jobs", "replicas", "b", "0", "0-0", "COUNT", "10"});
+  ASSERT_EQ(claimed.kind, redis_reply::type::array);
+  EXPECT_EQ(claimed.elements.at(1).elements.at(0).elements.at(0).text, entry.elements.at(0).text);
+  EXPECT_EQ(ask(io, link, {"XACK", "jobs", "replicas", entry.elements.at(0).text}).integer, 1);
+}
+
+TEST(redis_link, a_lost_server_is_an_error_and_the_link_reconnects_when_it_is_back) {
+  const auto port = free_port();
+  redis_server server(port);
+  net::io_context io;
+  redis_link link(io.get_executor(), {"127.0.0.1", port, 0}, std::chrono::milliseconds(500));
+  ASSERT_TRUE(wait_ready(io, link));
+  server.stop();
+  const auto lost = ask(io, link, {"PING"});
+  EXPECT_EQ(lost.kind, redis_reply::type::error);
+  server.start();
+  EXPECT_TRUE(wait_ready(io, link));
+}
+
+}  // namespace
+}  // namespace crunch
