@@ -36,18 +36,36 @@ std::uint16_t free_port() {
 }
 
 // A redis-server of the test's own, without persistence; killed and reaped by the destructor.
+// start() returns once it says it accepts connections (its log, read through a pipe).
 class redis_server {
  public:
   explicit redis_server(std::uint16_t port) : port_(port) { start(); }
   ~redis_server() { stop(); }
-  void start() {
+  bool start() {
     const std::string p = std::to_string(port_);
     std::vector<std::string> args = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                     "--daemonize", "no", "--loglevel", "warning"};
+                                     "--daemonize", "no", "--loglevel", "notice"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ASSERT_EQ(posix_spawnp(&pid_, "redis-server", nullptr, nullptr, argv.data(), environ), 0);
+    int out[2];
+    if (::pipe(out) != 0) return false;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    const int spawned = posix_spawnp(&pid_, "redis-server", &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    std::string log;
+    char chunk[512];
+    while (spawned == 0 && log.find("Ready to accept connections") == std::string::npos) {
+      const auto n = ::read(out[0], chunk, sizeof chunk);  // ends when redis-server exits
+      if (n <= 0) break;
+      log.append(chunk, static_cast<std::size_t>(n));
+    }
+    ::close(out[0]);  // what it logs later goes nowhere (SIGPIPE is its own to ignore: it does)
+    return log.find("Ready to accept connections") != std::string::npos;
   }
   void stop() {
     if (pid_ <= 0) return;
@@ -77,14 +95,7 @@ redis_reply ask(net::io_context& io, redis_link& link, std::vector<std::string> 
   return out;
 }
 
-// Asks PING until the server answers (it is starting): a condition wait, bounded.
-bool wait_ready(net::io_context& io, redis_link& link) {
-  for (int i = 0; i < 500; ++i) {
-    if (ask(io, link, {"PING"}).text == "PONG") return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the server's start, not ours to signal
-  }
-  return false;
-}
+bool wait_ready(net::io_context& io, redis_link& link) { return ask(io, link, {"PING"}).text == "PONG"; }
 
 TEST(redis_link, urls_name_a_host_a_port_and_a_database) {
   auto a = std::get<redis_address>(parse_redis_url("redis://redis:6380/2"));
@@ -135,8 +146,8 @@ TEST(redis_link, a_lost_server_is_an_error_and_the_link_reconnects_when_it_is_ba
   server.stop();
   const auto lost = ask(io, link, {"PING"});
   EXPECT_EQ(lost.kind, redis_reply::type::error);
-  server.start();
-  EXPECT_TRUE(wait_ready(io, link));
+  ASSERT_TRUE(server.start());
+  EXPECT_TRUE(wait_ready(io, link));  // the link connects again by itself
 }
 
 }  // namespace
