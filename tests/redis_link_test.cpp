@@ -1,4 +1,5 @@
 // The Redis link against a real redis-server (Debian's), started on a free loopback port.
+#include "server/redis_jobs.hpp"
 #include "server/redis_link.hpp"
 
 #include <gtest/gtest.h>
@@ -148,6 +149,157 @@ TEST(redis_link, a_lost_server_is_an_error_and_the_link_reconnects_when_it_is_ba
   EXPECT_EQ(lost.kind, redis_reply::type::error);
   ASSERT_TRUE(server.start());
   EXPECT_TRUE(wait_ready(io, link));  // the link connects again by itself
+}
+
+// Runs the io_context until `done` is true (a reply posted from the link's thread).
+void until(net::io_context& io, const bool& done) {
+  auto work = net::make_work_guard(io);
+  io.restart();
+  while (!done) io.run_one();
+}
+
+TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
+  const auto port = free_port();
+  redis_server server(port);
+  net::io_context io;
+  redis_link link(io.get_executor(), {"127.0.0.1", port, 0});
+  ASSERT_TRUE(wait_ready(io, link));
+  redis_jobs a(link, "replica-a");
+  redis_jobs b(link, "replica-b");
+  bool done = false;
+  a.prepare([&](bool ok, std::string error) {
+    EXPECT_TRUE(ok) << error;
+    done = true;
+  });
+  until(io, done);
+  done = false;
+  b.prepare([&](bool ok, std::string) {  // a second replica finds the group there: no error
+    EXPECT_TRUE(ok);
+    done = true;
+  });
+  until(io, done);
+
+  for (const auto* id : {"j1", "j2", "j3"}) {
+    done = false;
+    a.enqueue(id, {{"status", "queued"}, {"route", "fib"}, {"target", "/fib/30"}}, [&](bool ok) {
+      EXPECT_TRUE(ok);
+      done = true;
+    });
+    until(io, done);
+  }
+  std::int64_t waiting = -1;
+  done = false;
+  a.backlog([&](std::int64_t w, std::int64_t) {
+    waiting = w;
+    done = true;
+  });
+  until(io, done);
+  EXPECT_EQ(waiting, 3);
+
+  // Replica a has room for two, b for one: each takes only what it can run.
+  std::vector<redis_entry> taken_by_a;
+  std::vector<redis_entry> taken_by_b;
+  done = false;
+  a.take(2, [&](std::vector<redis_entry> e) {
+    taken_by_a = std::move(e);
+    done = true;
+  });
+  until(io, done);
+  done = false;
+  b.take(5, [&](std::vector<redis_entry> e) {
+    taken_by_b = std::move(e);
+    done = true;
+  });
+  until(io, done);
+  ASSERT_EQ(taken_by_a.size(), 2u);
+  ASSERT_EQ(taken_by_b.size(), 1u);
+  EXPECT_EQ(taken_by_a[0].job, "j1");
+  EXPECT_EQ(taken_by_b[0].job, "j3");
+
+  // a starts j1 and keeps it claimed; it "dies" with j2 taken. b takes over what has been idle:
+  // with a minimum idle time of 0, both of a's entries; with an hour, none.
+  bool started = false;
+  done = false;
+  a.start("j1", [&](bool running) {
+    started = running;
+    done = true;
+  });
+  until(io, done);
+  EXPECT_TRUE(started);
+  done = false;
+  a.heartbeat({taken_by_a[0].entry}, [&](bool ok) {
+    EXPECT_TRUE(ok);
+    done = true;
+  });
+  until(io, done);
+  std::vector<redis_entry> claimed;
+  done = false;
+  b.claim_stale(std::chrono::hours(1), 10, [&](std::vector<redis_entry> e) {
+    claimed = std::move(e);
+    done = true;
+  });
+  until(io, done);
+  EXPECT_TRUE(claimed.empty());
+  done = false;
+  b.claim_stale(std::chrono::milliseconds(0), 10, [&](std::vector<redis_entry> e) {
+    claimed = std::move(e);
+    done = true;
+  });
+  until(io, done);
+  ASSERT_EQ(claimed.size(), 3u);  // a's two and b's own, none acknowledged yet
+
+  // j1 runs twice (a was not dead after all): the first end is stored, the second is not.
+  bool stored = false;
+  done = false;
+  a.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"body", "first"}}, std::chrono::seconds(60),
+           [&](bool s) {
+             stored = s;
+             done = true;
+           });
+  until(io, done);
+  EXPECT_TRUE(stored);
+  done = false;
+  b.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"body", "second"}}, std::chrono::seconds(60),
+           [&](bool s) {
+             stored = s;
+             done = true;
+           });
+  until(io, done);
+  EXPECT_FALSE(stored);
+  redis_job_fields fields;
+  done = false;
+  b.read("j1", [&](redis_job_fields f) {
+    fields = std::move(f);
+    done = true;
+  });
+  until(io, done);
+  EXPECT_EQ(fields["body"], "first");
+  EXPECT_EQ(fields["status"], "succeeded");
+  EXPECT_EQ(fields["route"], "fib");
+  done = false;
+  a.start("j1", [&](bool running) {  // an ended job is not started again
+    started = running;
+    done = true;
+  });
+  until(io, done);
+  EXPECT_FALSE(started);
+
+  // Idempotency keys: the first claim takes it, the second gets what it holds.
+  std::optional<std::string> held = "x";
+  done = false;
+  a.claim_key("alice", "k", "fp|j1", std::chrono::seconds(60), [&](std::optional<std::string> h) {
+    held = std::move(h);
+    done = true;
+  });
+  until(io, done);
+  EXPECT_FALSE(held);
+  done = false;
+  b.claim_key("alice", "k", "fp|j9", std::chrono::seconds(60), [&](std::optional<std::string> h) {
+    held = std::move(h);
+    done = true;
+  });
+  until(io, done);
+  EXPECT_EQ(held, "fp|j1");
 }
 
 }  // namespace

@@ -1,0 +1,89 @@
+#pragma once
+/// The job store's Redis side (issue 32, --jobs-store redis://...): what replicas share.
+///
+///   crunch:job:{id}   a hash: the job's request (so that any replica can prepare it again), its
+///                     status and times, and once it has ended its answer; it expires --jobs-keep
+///                     after the end
+///   crunch:jobs       a stream of job ids, read by the consumer group "replicas": each replica
+///                     takes only as many entries as it has free workers (XREADGROUP COUNT),
+///                     keeps the ones it runs claimed (XCLAIM JUSTID, a heartbeat), and takes over
+///                     entries idle past claim-after, whose replica died (XAUTOCLAIM)
+///   crunch:key:{owner}\n{key}   an idempotency record: fingerprint and job id, SET NX with expiry
+///
+/// Delivery is at least once; the first answer stored wins (a script checks the status), so a
+/// job run twice is answered once. Every call here is one round trip on a redis_link: replies
+/// come back on the I/O thread.
+
+#include "server/redis_link.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace crunch {
+
+/// A job as the shared store holds it: fields by name (request fields, status, answer).
+using redis_job_fields = std::map<std::string, std::string>;
+
+/// An entry a replica took from the stream: its stream id and the job's id.
+struct redis_entry {
+  std::string entry;  ///< the stream entry's id, e.g. "1796655755-0"
+  std::string job;    ///< the job's id
+};
+
+class redis_jobs {
+ public:
+  /// `consumer`: this replica's name in the group (unique per process: host and pid).
+  redis_jobs(redis_link& commands, std::string consumer, std::string prefix = "crunch");
+
+  /// Creates the stream and the group if they are not there yet.
+  void prepare(std::function<void(bool ok, std::string error)> done);
+
+  /// Stores job `id` with `fields` (status queued) and queues it, atomically.
+  void enqueue(const std::string& id, const redis_job_fields& fields, std::function<void(bool ok)> done);
+
+  /// Takes up to `count` new entries for this replica, without waiting.
+  void take(std::size_t count, std::function<void(std::vector<redis_entry>)> done);
+
+  /// Takes over up to `count` entries idle for `min_idle` (their replica died), for this replica.
+  void claim_stale(std::chrono::milliseconds min_idle, std::size_t count,
+                   std::function<void(std::vector<redis_entry>)> done);
+
+  /// Keeps `entries` this replica runs from looking idle (so that none is taken over).
+  void heartbeat(const std::vector<std::string>& entries, std::function<void(bool ok)> done);
+
+  /// Marks job `id` running on this replica, unless it has ended already (then `done(false)`).
+  void start(const std::string& id, std::function<void(bool running)> done);
+
+  /// Stores job `id`'s end — `fields` with its status and answer — unless another run stored one
+  /// first, acknowledges `entry`, and lets the job expire `keep` later. `done(true)` when this
+  /// end was the one stored.
+  void finish(const std::string& id, const std::string& entry, const redis_job_fields& fields,
+              std::chrono::milliseconds keep, std::function<void(bool stored)> done);
+
+  /// Job `id`'s fields; empty when there is no such job (or it has expired).
+  void read(const std::string& id, std::function<void(redis_job_fields)> done);
+
+  /// Takes idempotency `key` for `owner` with `value` (fingerprint and job id) for `keep`, or
+  /// gives the value it holds already.
+  void claim_key(const std::string& owner, const std::string& key, const std::string& value,
+                 std::chrono::milliseconds keep, std::function<void(std::optional<std::string> held)> done);
+
+  /// Entries waiting in the group (never delivered) and delivered but not acknowledged.
+  void backlog(std::function<void(std::int64_t waiting, std::int64_t pending)> done);
+
+ private:
+  std::string job_key(const std::string& id) const { return prefix_ + ":job:" + id; }
+
+  redis_link& link_;
+  std::string consumer_;
+  std::string prefix_;
+  std::string stream_;
+  std::string group_ = "replicas";
+};
+
+}  // namespace crunch
