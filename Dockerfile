@@ -48,7 +48,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config libboost1.81-dev nlohmann-json3-dev libgtest-dev libsodium-dev libseccomp-dev \
-      libssl-dev ca-certificates libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
+      libssl-dev ca-certificates libhiredis-dev redis-server libglib2.0-dev libexpat1-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev liblcms2-dev \
       liborc-0.4-dev zlib1g-dev libaom-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=vips /opt/vips /opt/vips

@@ -163,6 +163,18 @@ const std::vector<option>& options() {
        "what the job store may hold: jobs, queued bodies, results, idempotency keys; held in memory and lost when "
        "crunchd stops (default: a quarter of the memory budget, at most 64MiB)",
        size(&config::jobs_store_bytes, 1ULL << 20)},
+      {"jobs-store", "CRUNCH_JOBS_STORE", "memory|redis://HOST:PORT/DB",
+       "where asynchronous jobs live: memory (this replica's alone, lost when it stops), or a Redis 7 that replicas "
+       "share (default memory)",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text != "memory" && !text.starts_with("redis://")) return "must be memory or redis://host:port/db";
+         c.jobs_store = text;
+         return std::nullopt;
+       }},
+      {"jobs-claim-after", "CRUNCH_JOBS_CLAIM_AFTER", "DURATION",
+       "with a Redis store: a job whose replica has not kept it claimed this long (it died) is taken over by "
+       "another (default 30s)",
+       duration(&config::jobs_claim_after, std::chrono::milliseconds(300))},
       {"callback-allow", "CRUNCH_CALLBACK_ALLOW", "PREFIX,...",
        "URL prefixes an asynchronous job's callback_url must start with, e.g. https://hooks.example.com/ "
        "(default: none, no callbacks)",

@@ -342,6 +342,19 @@ head_route router::route(const request_head& head) const {
   return answer(error_reply(404, "not_found", "no route for this path"));
 }
 
+std::optional<route_match> router::match_job(std::string_view method, std::string_view target) const {
+  const auto question = target.find('?');
+  const auto path = target.substr(0, question);
+  const auto query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+  for (const auto& [name, kind] : jobs_.kinds()) {
+    for (const auto& r : kind.routes) {
+      if (r.method != method) continue;
+      if (const auto segment = match_path(r.path, path)) return route_match{&kind, &r, *segment, query};
+    }
+  }
+  return std::nullopt;
+}
+
 std::variant<reply, job_request> router::prepare(const route_match& match, std::string_view body, job_input input,
                                                  bool async) const {
   const auto& r = *match.route;

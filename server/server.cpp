@@ -34,6 +34,7 @@
 #include <sys/prctl.h>
 
 #include "server/async_jobs.hpp"
+#include "server/shared_jobs.hpp"
 #include "workers/fatal_signals.hpp"
 #include "workers/helpers.hpp"
 
@@ -102,6 +103,13 @@ struct server::state {
       }
     }
     async.set_callbacks(&callbacks);
+    if (cfg.jobs_store != "memory") {
+      auto address = parse_redis_url(cfg.jobs_store);
+      if (auto* why = std::get_if<std::string>(&address)) throw config_error("crunchd: invalid --jobs-store: " + *why);
+      shared.emplace(io.get_executor(), std::get<redis_address>(address), routes, pipeline, cfg.workers, cfg.jobs_keep,
+                     cfg.jobs_claim_after, log);
+      ctx.shared = &*shared;
+    }
     if (cfg.ui) {
       live.emplace(io.get_executor(), stats, [this] { return gauges(); }, cfg.event_interval);
       ctx.live = &*live;
@@ -384,6 +392,7 @@ struct server::state {
     ctx.draining = true;
     async.stop();
     callbacks.stop();
+    if (shared) shared->stop();
     log_event(log_level::info, "draining", {{"connections", ctx.connections.size()},
                                    {"drain_timeout_ms", cfg.drain_timeout.count()}});
     sys::error_code ignored;
@@ -458,6 +467,7 @@ struct server::state {
   job_pipeline pipeline;
   callback_sender callbacks;
   async_jobs async;  // after the pipeline it feeds
+  std::optional<shared_jobs> shared;  // with --jobs-store redis://
   fingerprinter fingerprints;
   session_context ctx;
   tcp::acceptor acceptor;
@@ -550,6 +560,7 @@ void server::run() {
   });
   net::co_spawn(s.io, s.watch_loop_lag(), net::detached);
   if (s.live) net::co_spawn(s.io, s.live->run(), net::detached);
+  if (s.shared) s.shared->start();
   s.completions.open();
   s.io.run();
   s.pool.shutdown();

@@ -2,6 +2,7 @@
 #include <crunch/session.hpp>
 
 #include "server/async_jobs.hpp"
+#include "server/shared_jobs.hpp"
 
 #include <crunch/decimal.hpp>
 #include <crunch/wiping.hpp>
@@ -654,6 +655,17 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
           co_await ctx.async->wait(owner, in.routed.job->id, std::min(*wait, longest));
         }
       }
+      if (ctx.shared != nullptr) {
+        switch (in.routed.job->what) {
+          case job_lookup::action::status: a.r = co_await ctx.shared->status(owner, in.routed.job->id); break;
+          case job_lookup::action::result: a.r = co_await ctx.shared->result(owner, in.routed.job->id); break;
+          case job_lookup::action::cancel:
+            a.r = error_reply(501, "not_implemented", "cancelling a job in the shared store is not built yet");
+            break;
+        }
+        a.r.route = route;
+        co_return a;
+      }
       switch (in.routed.job->what) {
         case job_lookup::action::status: a.r = ctx.async->status(owner, in.routed.job->id); break;
         case job_lookup::action::result: a.r = ctx.async->result(owner, in.routed.job->id); break;
@@ -725,6 +737,37 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     }
   }
   if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
+  if (prefs.respond_async && ctx.shared != nullptr) {
+    // The shared store keeps the request for whichever replica runs it: never a password.
+    if (in.routed.sensitive || key || callback) {
+      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+      a.r = error_reply(400, "not_in_shared_store",
+                        in.routed.sensitive ? "a password is never written to the shared job store: ask synchronously"
+                                            : "Idempotency-Key and callback_url with the shared job store are not built yet");
+      a.r.route = match.route->name;
+      co_return a;
+    }
+    shared_jobs::stored_request stored;
+    stored.method = std::string(req.method_string());
+    stored.target = std::string(req.target());
+    stored.content_type = std::string(req[http::field::content_type]);
+    stored.accept = std::string(req[http::field::accept]);
+    stored.body = in.file_body ? std::move(*in.file_body)
+                               : std::string(in.parser.get().body().data(), in.parser.get().body().size());
+    stored.owner = in.routed.client;
+    stored.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
+    stored.timeout = ctx.cfg.async_max_timeout;
+    if (const auto t = query_value(match.query, "timeout_ms")) {
+      if (const auto ms = parse_decimal(*t, 1, static_cast<std::uint64_t>(ctx.cfg.async_max_timeout.count()))) {
+        stored.timeout = std::chrono::milliseconds(*ms);
+      }
+    }
+    stored.kind = match.kind->name;
+    stored.route = match.route->name;
+    a.r = co_await ctx.shared->submit(std::move(stored));
+    a.r.route = match.route->name;
+    co_return a;
+  }
   const auto& owner = in.routed.client;
   if (key) {
     const std::string_view body = in.file_body ? std::string_view(*in.file_body)

@@ -53,6 +53,10 @@ struct config {
   /// What the job store may hold (records, queued bodies, results, idempotency records), charged to
   /// the memory budget too; 0 = a quarter of the memory budget, at most 64 MiB.
   std::uint64_t jobs_store_bytes = 0;
+  /// Where asynchronous jobs live: "memory", or redis://host:port/db shared by replicas.
+  std::string jobs_store = "memory";
+  /// A job a replica took and has not kept claimed for this long is taken over by another.
+  std::chrono::milliseconds jobs_claim_after{30'000};
   /// URL prefixes an asynchronous job's callback_url must start with; empty: no callbacks.
   std::vector<std::string> callback_allow;
   /// Callbacks may go to loopback, private and link-local addresses too.

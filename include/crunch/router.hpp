@@ -117,6 +117,10 @@ class router {
   /// Routes a request on its head alone.
   head_route route(const request_head& head) const;
 
+  /// The job route `method` and `target` name, without a key check: for a job stored by another
+  /// replica, whose request was checked when it was submitted. nullopt when none does.
+  std::optional<route_match> match_job(std::string_view method, std::string_view target) const;
+
   /// For a matched route, once the body is read: its arguments checked, the job prepared — or the
   /// 400 that says why not. A JSON route's body is `body`; a file route's comes in `input`. An
   /// asynchronous job (`async`) takes its deadline within --async-max-timeout, and a kept body's

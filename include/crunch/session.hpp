@@ -25,6 +25,7 @@ namespace crunch {
 
 class async_jobs;
 class fingerprinter;
+class shared_jobs;
 
 /// A connection's entry in the server's list, through which a drain can close it.
 struct connection {
@@ -50,6 +51,7 @@ struct session_context {
   live_view* live = nullptr;          ///< snapshots for /v1/events; null when the live view is off
   async_jobs* async = nullptr;        ///< the job store: asynchronous jobs and idempotency keys
   const fingerprinter* fingerprints = nullptr;  ///< for requests with an Idempotency-Key
+  shared_jobs* shared = nullptr;      ///< with --jobs-store redis://: asynchronous jobs go there
 };
 
 /// Answers a connection over --max-connections with 503 `too_many_connections` and closes it
