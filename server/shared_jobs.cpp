@@ -165,12 +165,20 @@ net::awaitable<void> shared_jobs::consume() {
   while (!stopping_) {
     const auto free = workers_ > running_.size() ? workers_ - running_.size() : 0;
     if (free > 0) {
-      auto taken = co_await await_callback<std::vector<redis_entry>>(
-          [&](auto done) { jobs_.take(free, std::move(done)); });
-      if (taken.empty() && steady::now() - last_claim > claim_after_ / 2) {
+      // A dead replica's jobs first, every half claim-after, whatever else is waiting: a steady
+      // stream of new jobs must not leave them behind for ever.
+      std::vector<redis_entry> taken;
+      if (steady::now() - last_claim > claim_after_ / 2) {
         last_claim = steady::now();
         taken = co_await await_callback<std::vector<redis_entry>>(
             [&](auto done) { jobs_.claim_stale(claim_after_, free, std::move(done)); });
+        // XAUTOCLAIM hands back this replica's own entries too, once idle: they are running here.
+        std::erase_if(taken, [&](const redis_entry& e) { return running_.contains(e.entry); });
+      }
+      if (taken.size() < free) {
+        auto fresh = co_await await_callback<std::vector<redis_entry>>(
+            [&](auto done) { jobs_.take(free - taken.size(), std::move(done)); });
+        taken.insert(taken.end(), fresh.begin(), fresh.end());
       }
       for (auto& e : taken) {
         running_[e.entry] = std::make_shared<net::steady_timer>(io_, steady::time_point::max());
