@@ -79,7 +79,13 @@ while pending and time.time() - start < 120:
 print(f"redis check: 300 jobs across 3 replicas, one killed: {300 - len(pending)} succeeded "
       f"with their synchronous answers in {time.time() - start:.1f} s, {len(pending)} missing")
 ok = not pending
-for p, _ in survivors: p.kill(); p.wait()
+for p, _ in survivors:
+    if p.poll() is not None:
+        print(f"redis check: a surviving replica exited by itself ({p.returncode})"); ok = False
+    p.kill(); p.wait()
+    log = p.stdout.read()
+    if "Sanitizer" in log or "fatal_signal" in log:
+        print("redis check: a replica reported:\n" + log[-3000:]); ok = False
 redis.kill(); redis.wait()
 
 # AOF: queued jobs survive a Redis restart.
