@@ -31,13 +31,17 @@ constexpr std::uint64_t key_record_bytes = 512;
 constexpr auto retry_pause = std::chrono::milliseconds(50);
 constexpr std::size_t id_bytes = 16;  // 128 random bits
 
-std::string new_id() {
+}  // namespace
+
+std::string new_job_id() {
   unsigned char raw[id_bytes];
   randombytes_buf(raw, sizeof raw);
   char text[sodium_base64_ENCODED_LEN(id_bytes, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
   sodium_bin2base64(text, sizeof text, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   return text;
 }
+
+namespace {
 
 // "2026-12-07T13:45:00.123Z"
 std::string rfc3339(wall::time_point t) {
@@ -59,9 +63,13 @@ std::uint64_t size_of(const reply& r) {
   return n;
 }
 
+}  // namespace
+
 net::awaitable<void> until_cancelled(std::shared_ptr<net::steady_timer> signal) {
   co_await signal->async_wait(use_tuple);
 }
+
+namespace {
 
 std::string key_of(std::string_view owner, std::string_view key) {
   std::string k(owner);
@@ -242,7 +250,7 @@ async_jobs::submitted async_jobs::submit(job_request request, std::string owner,
                             "the job store is full (--jobs-store-bytes, or the memory budget); retry later",
                             std::max(std::chrono::seconds(1), std::min(wait, std::chrono::seconds(60))))};
   }
-  j->id = new_id();
+  j->id = new_job_id();
   j->owner = std::move(owner);
   j->flow = std::move(request.flow);
   j->kind = request.kind;

@@ -45,6 +45,13 @@
 
 namespace crunch {
 
+/// A new job id: 128 random bits, base64url (22 characters).
+std::string new_job_id();
+
+/// Completes when `signal` (a timer set to never expire) is cancelled: how a job's stop is asked
+/// for, raced against the job in job_pipeline::run.
+net::awaitable<void> until_cancelled(std::shared_ptr<net::steady_timer> signal);
+
 /// Where an asynchronous job is.
 enum class job_status { queued, running, succeeded, failed, cancelled, expired };
 /// Its name in the status document: "queued", "running", ...

@@ -1,5 +1,7 @@
 #include "server/shared_jobs.hpp"
 
+#include "server/async_jobs.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -7,7 +9,6 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <nlohmann/json.hpp>
-#include <sodium.h>
 
 #include <unistd.h>
 
@@ -21,14 +22,6 @@ using wall = std::chrono::system_clock;
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(wall::now().time_since_epoch()).count();
-}
-
-std::string new_id() {
-  unsigned char raw[16];
-  randombytes_buf(raw, sizeof raw);
-  char text[sodium_base64_ENCODED_LEN(16, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-  sodium_bin2base64(text, sizeof text, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  return text;
 }
 
 // A callback API as an awaitable. The state is shared with the callback, which may come after
@@ -49,10 +42,6 @@ net::awaitable<T> await_callback(Start start) {
   });
   if (!st->done) co_await st->timer->async_wait(use_tuple);
   co_return std::move(st->value);
-}
-
-net::awaitable<void> until_cancelled(std::shared_ptr<net::steady_timer> signal) {
-  co_await signal->async_wait(use_tuple);
 }
 
 nlohmann::json status_of(const redis_job_fields& f, const std::string& id) {
@@ -107,7 +96,7 @@ net::awaitable<redis_job_fields> shared_jobs::read(const std::string& id) {
 }
 
 net::awaitable<reply> shared_jobs::submit(stored_request r) {
-  const auto id = new_id();
+  const auto id = new_job_id();
   redis_job_fields fields = {{"status", "queued"},           {"owner", r.owner},
                              {"method", r.method},           {"target", r.target},
                              {"content_type", r.content_type}, {"accept", r.accept},

@@ -323,28 +323,10 @@ TEST(async_jobs, a_request_that_failed_for_load_releases_its_key) {
   EXPECT_TRUE(retried->header("idempotent-replayed").empty());
 }
 
-// A key file that exists for one test.
-class key_file {
- public:
-  explicit key_file(const std::string& text) {
-    std::random_device random;
-    path_ = std::filesystem::temp_directory_path() /
-            ("crunch-keys-" + std::to_string(getpid()) + "-" + std::to_string(random()));
-    std::ofstream(path_) << text;
-  }
-  ~key_file() { std::filesystem::remove(path_); }
-  key_file(const key_file&) = delete;
-  key_file& operator=(const key_file&) = delete;
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 TEST(async_jobs, jobs_results_and_keys_are_seen_only_by_the_api_key_that_made_them) {
   const std::string alice = "Authorization: Bearer alice-0123456789abcdef\r\n";
   const std::string bob = "Authorization: Bearer bob-0123456789abcdef00\r\n";
-  key_file keys("alice:alice-0123456789abcdef\nbob:bob-0123456789abcdef00\n");
+  temp_file keys("crunch-keys-", "alice:alice-0123456789abcdef\nbob:bob-0123456789abcdef00\n");
   auto cfg = test_config(1);
   cfg.api_keys = keys.path();
   running_server s(cfg);

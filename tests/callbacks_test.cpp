@@ -130,25 +130,10 @@ class receiver {
   std::thread thread_;
 };
 
-// A secret file that exists for one test.
-class secret_file {
- public:
-  explicit secret_file(const std::string& text) {
-    path_ = std::filesystem::temp_directory_path() / ("crunch-whsec-" + std::to_string(getpid()) + "-" +
-                                                      std::to_string(std::random_device{}()));
-    std::ofstream(path_) << text;
-  }
-  ~secret_file() { std::filesystem::remove(path_); }
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 const std::string secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const std::string respond_async = "Prefer: respond-async\r\n";
 
-config callback_config(const secret_file& secrets, std::string allow, bool allow_private) {
+config callback_config(const temp_file& secrets, std::string allow, bool allow_private) {
   auto cfg = test_config(1);
   cfg.callback_allow = {std::move(allow)};
   cfg.callback_allow_private = allow_private;
@@ -164,7 +149,7 @@ std::string header_of(const std::string& request, const std::string& name) {
 }
 
 TEST(callbacks, urls_at_loopback_private_link_local_or_unspecified_addresses_are_refused) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   running_server s(callback_config(secrets, "http://", false));
   http_connection c(s.port());
   for (const auto* url : {"http://127.0.0.1/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data",
@@ -176,7 +161,7 @@ TEST(callbacks, urls_at_loopback_private_link_local_or_unspecified_addresses_are
     EXPECT_NE(r->body.find("address"), std::string::npos) << r->body;
   }
   // Outside the allowed prefixes, or without Prefer: respond-async: refused too.
-  secret_file more(secret + "\n");
+  temp_file more("crunch-whsec-", secret + "\n");
   running_server narrow(callback_config(more, "http://hooks.example.com/", false));
   http_connection n(narrow.port());
   EXPECT_EQ(n.get("/fib/10?callback_url=http://hooks.example.com.evil.test/", respond_async)->status, 400u);
@@ -184,7 +169,7 @@ TEST(callbacks, urls_at_loopback_private_link_local_or_unspecified_addresses_are
 }
 
 TEST(callbacks, a_name_that_resolves_to_loopback_is_refused_when_it_is_called) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   receiver hook({});
   running_server s(callback_config(secrets, "http://localhost:", false));
   http_connection c(s.port());
@@ -196,7 +181,7 @@ TEST(callbacks, a_name_that_resolves_to_loopback_is_refused_when_it_is_called) {
 }
 
 TEST(callbacks, a_redirect_is_never_followed) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   receiver hook({"302 Found\r\nLocation: http://169.254.169.254/latest/meta-data"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
@@ -208,7 +193,7 @@ TEST(callbacks, a_redirect_is_never_followed) {
 }
 
 TEST(callbacks, a_receiver_that_fails_twice_gets_the_signed_status_on_the_third_try) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   receiver hook({"500 Internal Server Error", "503 Service Unavailable"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
@@ -234,7 +219,7 @@ TEST(callbacks, a_receiver_that_fails_twice_gets_the_signed_status_on_the_third_
 }
 
 TEST(callbacks, a_receiver_that_answers_410_is_not_called_again) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   receiver hook({"410 Gone"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
@@ -245,7 +230,7 @@ TEST(callbacks, a_receiver_that_answers_410_is_not_called_again) {
 }
 
 TEST(callbacks, the_drain_does_not_wait_for_a_callback_being_retried) {
-  secret_file secrets(secret + "\n");
+  temp_file secrets("crunch-whsec-", secret + "\n");
   receiver hook(std::vector<std::string>(100, "500 Internal Server Error"));
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   {

@@ -19,36 +19,18 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-// A key file that exists for one test.
-class key_file {
- public:
-  explicit key_file(const std::string& text) {
-    std::random_device random;
-    path_ = std::filesystem::temp_directory_path() /
-            ("crunch-keys-" + std::to_string(getpid()) + "-" + std::to_string(random()));
-    std::ofstream(path_) << text;
-  }
-  ~key_file() { std::filesystem::remove(path_); }
-  key_file(const key_file&) = delete;
-  key_file& operator=(const key_file&) = delete;
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 const std::string alice_key = "alice-0123456789abcdef";
 
 std::string bearer(const std::string& key) { return "Authorization: Bearer " + key + "\r\n"; }
 
-config with_keys(const key_file& keys) {
+config with_keys(const temp_file& keys) {
   auto cfg = test_config(1);
   cfg.api_keys = keys.path();
   return cfg;
 }
 
 TEST(clients, with_api_keys_a_job_needs_a_valid_key_while_probes_stay_open) {
-  key_file keys("alice:" + alice_key + "\n");
+  temp_file keys("crunch-keys-", "alice:" + alice_key + "\n");
   running_server server(with_keys(keys));
 
   const auto missing = http_connection(server.port()).get("/fib/10");
@@ -87,7 +69,7 @@ TEST(clients, with_api_keys_a_job_needs_a_valid_key_while_probes_stay_open) {
 }
 
 TEST(clients, a_request_without_a_key_is_refused_before_its_body_is_read_and_costs_no_worker) {
-  key_file keys("alice:" + alice_key + "\n");
+  temp_file keys("crunch-keys-", "alice:" + alice_key + "\n");
   auto probe = std::make_shared<job_probe>();
   running_server server(with_keys(keys), test_jobs(probe));
   // A body announced and never sent: the 401 comes from the head alone, and the connection closes.
@@ -116,7 +98,7 @@ TEST(clients, a_request_without_a_key_is_refused_before_its_body_is_read_and_cos
 }
 
 TEST(clients, protect_metrics_puts_the_scrape_and_the_live_views_data_behind_a_key) {
-  key_file keys("prometheus:" + alice_key + "\n");
+  temp_file keys("crunch-keys-", "prometheus:" + alice_key + "\n");
   auto cfg = with_keys(keys);
   cfg.protect_metrics = true;
   running_server server(cfg);
@@ -130,7 +112,7 @@ TEST(clients, protect_metrics_puts_the_scrape_and_the_live_views_data_behind_a_k
 }
 
 TEST(clients, fair_key_key_makes_each_api_key_a_flow_by_its_name) {
-  key_file keys("alice:" + alice_key + "\nbob:bob-0123456789abcdefgh\n");
+  temp_file keys("crunch-keys-", "alice:" + alice_key + "\nbob:bob-0123456789abcdefgh\n");
   auto cfg = with_keys(keys);
   cfg.fair_key_ = fair_key::key;
   running_server server(cfg);

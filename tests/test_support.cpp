@@ -17,15 +17,28 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <random>
 #include <stdexcept>
 
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 namespace crunch::testing {
 
 namespace http = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
+
+temp_file::temp_file(const std::string& prefix, const std::string& text)
+    : path_((std::filesystem::temp_directory_path() /
+             (prefix + std::to_string(getpid()) + "-" + std::to_string(std::random_device{}())))
+                .string()) {
+  std::ofstream(path_) << text;
+}
+
+temp_file::~temp_file() { std::filesystem::remove(path_); }
 
 config test_config(std::size_t workers) {
   config c;

@@ -49,6 +49,20 @@ class running_server {
   std::thread thread_;
 };
 
+/// A file that exists for one test, in the temporary directory (a key file, a secret file),
+/// removed by the destructor.
+class temp_file {
+ public:
+  temp_file(const std::string& prefix, const std::string& text);
+  ~temp_file();
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  std::string path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 /// A parsed HTTP response.
 struct http_reply {
   unsigned status = 0;
