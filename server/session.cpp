@@ -151,6 +151,18 @@ std::string flow_of(const config& cfg, const head_route& routed, const http::req
   return {};
 }
 
+/// The target as the access log writes it: a callback_url's value is left out, since receivers
+/// often put their token in the URL (a Slack-style webhook path, a ?token=).
+std::string_view loggable_target(std::string_view target, std::string& scratch) {
+  const auto at = target.find("callback_url=");
+  if (at == std::string_view::npos) return target;
+  const auto end = target.find('&', at);
+  scratch.assign(target.substr(0, at + 13));
+  scratch += "(redacted)";
+  if (end != std::string_view::npos) scratch += target.substr(end);
+  return scratch;
+}
+
 /// One access line: who asked what, what it got, and where the time went.
 /// `client` is the name of its API key, when it had one: never the key.
 void log_access(session_context& ctx, const std::string& remote, std::string_view request_id, std::string_view method,
@@ -161,8 +173,9 @@ void log_access(session_context& ctx, const std::string& remote, std::string_vie
   line.field("request_id", request_id)
       .field("remote", remote);
   if (!client.empty()) line.field("client", client);
+  std::string scratch;
   line.field("method", method)
-      .field("target", target)
+      .field("target", loggable_target(target, scratch))
       .field("route", a.r.route)
       .field("status", std::uint64_t{a.r.status})
       .field("bytes", std::uint64_t{bytes})

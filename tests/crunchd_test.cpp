@@ -627,6 +627,31 @@ TEST(crunchd, sigterm_with_queued_jobs_answers_what_cannot_finish_with_503_and_e
   EXPECT_EQ(p.wait_exit(), 0);
 }
 
+TEST(crunchd, the_access_log_leaves_a_callback_url_out) {
+  // Receivers often carry their token in the URL (a Slack-style path, a ?token=).
+  temp_file secrets("crunch-whsec-", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+  crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1", "--callback-allow", "http://127.0.0.1:",
+                     "--callback-allow-private", "true", "--webhook-secret-file", secrets.path(),
+                     "--callback-retry-for", "0s"});
+  const auto port = started_port(p);
+  http_connection c(port);
+  EXPECT_EQ(c.get("/fib/10?callback_url=http://127.0.0.1:9/hooks/T000/s3cr3t-token&timeout_ms=5000",
+                  "Prefer: respond-async\r\n")
+                ->status,
+            202u);
+  p.signal(SIGTERM);
+  bool found = false;
+  for (auto line = p.stdout_line(); !line.empty(); line = p.stdout_line()) {
+    EXPECT_EQ(line.find("s3cr3t-token"), std::string::npos) << line;
+    const auto event = nlohmann::json::parse(line);
+    if (event.at("event") != "access") continue;
+    found = true;
+    EXPECT_EQ(event.at("target"), "/fib/10?callback_url=(redacted)&timeout_ms=5000");
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(p.wait_exit(), 0);
+}
+
 TEST(crunchd, access_log_line_carries_the_request_id) {
   crunchd_process p({"--address", "127.0.0.1", "--port", "0", "--workers", "1"});
   const auto port = started_port(p);
