@@ -50,7 +50,7 @@ wait_ready() {  # port
 if podman image exists debian:bookworm && podman image exists debian:bookworm-slim; then
   echo "== base images: already here"
 else
-  mirror="$(apt-get indextargets --format '$(RELEASE) $(REPO_URI)' | awk '$1 == "bookworm" { print $2; exit }')"
+  mirror="$(apt-get indextargets --format '$(RELEASE) $(REPO_URI)' | awk '$1 == "bookworm" && !found { print $2; found = 1 }')"
   [[ -n "$mirror" ]] || { echo "no bookworm mirror in the apt sources" >&2; exit 1; }
   echo "== base images: debootstrap --variant=minbase bookworm from $mirror"
   debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \

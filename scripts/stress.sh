@@ -50,7 +50,7 @@ wrapper=()
 env_for=()
 case "$mode" in
   malloc-check)
-    debug_malloc="$(ldconfig -p | awk '/libc_malloc_debug.so.0/ {print $NF; exit}')"
+    debug_malloc="$(ldconfig -p | awk '/libc_malloc_debug.so.0/ && !found {print $NF; found = 1}')"
     [[ -n "$debug_malloc" ]] || { echo "no libc_malloc_debug.so.0 (glibc >= 2.34)" >&2; exit 2; }
     env_for=(LD_PRELOAD="$debug_malloc" GLIBC_TUNABLES=glibc.malloc.check=3 MALLOC_PERTURB_=165) ;;
   valgrind)
