@@ -41,10 +41,8 @@ std::string new_job_id() {
   return text;
 }
 
-namespace {
-
 // "2026-12-07T13:45:00.123Z"
-std::string rfc3339(wall::time_point t) {
+std::string rfc3339(std::chrono::system_clock::time_point t) {
   const auto since = t.time_since_epoch();
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since);
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(since - seconds).count();
@@ -56,6 +54,8 @@ std::string rfc3339(wall::time_point t) {
                 tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return text;
 }
+
+namespace {
 
 std::uint64_t size_of(const reply& r) {
   std::uint64_t n = r.body.capacity();
@@ -143,6 +143,8 @@ fingerprinter::fingerprinter() {
   if (sodium_init() < 0) throw std::runtime_error("libsodium could not start");
   randombytes_buf(key_.data(), key_.size());
 }
+
+fingerprinter::fingerprinter(const std::array<unsigned char, 32>& key) : key_(key) {}
 
 net::awaitable<std::string> fingerprinter::fingerprint(std::string_view method, std::string_view target,
                                                        std::string_view content_type, std::string_view body) const {
@@ -674,7 +676,16 @@ void async_jobs::stop() {
   }
 }
 
-void async_jobs::write_metrics(std::ostream& out) const {
+job_backlog async_jobs::backlog_figures() const {
+  double oldest = 0;
+  const auto now = steady::now();
+  for (const auto& [flow, queue] : backlog_by_flow_) {
+    if (!queue.empty()) oldest = std::max(oldest, std::chrono::duration<double>(now - queue.front()->received).count());
+  }
+  return {backlog_size_, backlog_seconds(), oldest};
+}
+
+void async_jobs::write_metrics(std::ostream& out, const job_backlog* shared) const {
   exposition e(out);
   e.single("crunch_async_jobs_accepted_total", "counter", "Asynchronous jobs accepted (202).", static_cast<double>(accepted_));
   e.single("crunch_async_jobs_refused_total", "counter",
@@ -690,17 +701,13 @@ void async_jobs::write_metrics(std::ostream& out) const {
   e.single("crunch_async_jobs_running", "gauge", "Asynchronous jobs handed to the workers now.", static_cast<double>(running_));
   e.single("crunch_async_jobs_stored", "gauge", "Asynchronous jobs the store holds: queued, running and ended.",
            static_cast<double>(jobs_.size()));
+  const auto backlog = shared != nullptr ? *shared : backlog_figures();
   e.single("crunch_async_backlog_jobs", "gauge", "Asynchronous jobs waiting in the backlog: the signal to scale on.",
-           static_cast<double>(backlog_size_));
+           static_cast<double>(backlog.jobs));
   e.single("crunch_async_backlog_seconds", "gauge",
-           "Estimated seconds of work waiting in the backlog (jobs of kinds with a cost model), on one worker.",
-           backlog_seconds());
-  double oldest = 0;
-  const auto now = steady::now();
-  for (const auto& [flow, queue] : backlog_by_flow_) {
-    if (!queue.empty()) oldest = std::max(oldest, std::chrono::duration<double>(now - queue.front()->received).count());
-  }
-  e.single("crunch_async_backlog_oldest_seconds", "gauge", "Age of the oldest job waiting in the backlog.", oldest);
+           "Estimated seconds of work waiting in the backlog, on one worker.", backlog.seconds);
+  e.single("crunch_async_backlog_oldest_seconds", "gauge", "Age of the oldest job waiting in the backlog.",
+           backlog.oldest_seconds);
   e.single("crunch_async_store_bytes", "gauge", "Bytes the job store holds: records, queued bodies, answers, idempotency records.",
            static_cast<double>(bytes_));
   e.single("crunch_async_store_limit_bytes", "gauge", "What the job store may hold (--jobs-store-bytes).",

@@ -48,6 +48,9 @@ namespace crunch {
 /// A new job id: 128 random bits, base64url (22 characters).
 std::string new_job_id();
 
+/// "2026-12-07T13:45:00.123Z": a status document's times.
+std::string rfc3339(std::chrono::system_clock::time_point t);
+
 /// Completes when `signal` (a timer set to never expire) is cancelled: how a job's stop is asked
 /// for, raced against the job in job_pipeline::run.
 net::awaitable<void> until_cancelled(std::shared_ptr<net::steady_timer> signal);
@@ -77,6 +80,8 @@ std::optional<std::string> parse_idempotency_key(std::string_view value);
 class fingerprinter {
  public:
   fingerprinter();
+  /// With a key shared by replicas (the shared job store's), so that they agree on fingerprints.
+  explicit fingerprinter(const std::array<unsigned char, 32>& key);
   /// The fingerprint of a request whose body is `body`: computed in slices of 256 KiB, yielding
   /// to the loop between them, so a 25 MiB body does not hold the I/O thread for 25 ms.
   net::awaitable<std::string> fingerprint(std::string_view method, std::string_view target,
@@ -84,6 +89,14 @@ class fingerprinter {
 
  private:
   std::array<unsigned char, 32> key_{};
+};
+
+/// The backlog, the signal to scale on: jobs waiting, their estimated seconds of work on one
+/// worker, and how long the oldest has waited.
+struct job_backlog {
+  std::size_t jobs = 0;
+  double seconds = 0;
+  double oldest_seconds = 0;
 };
 
 /// The store's limits.
@@ -167,10 +180,13 @@ class async_jobs {
   void stop();
 
   /// The /metrics section of the store.
-  void write_metrics(std::ostream& out) const;
+  /// `shared`: the backlog of the shared store (Redis), which replaces this store's.
+  void write_metrics(std::ostream& out, const job_backlog* shared = nullptr) const;
 
   /// Jobs queued, for the live view and the metrics.
   std::size_t backlog() const noexcept { return backlog_size_; }
+  /// The backlog's figures.
+  job_backlog backlog_figures() const;
   /// Estimated seconds of work in the backlog (jobs of kinds with a cost model).
   double backlog_seconds() const noexcept { return std::max(0.0, backlog_seconds_); }
   /// Bytes the store holds.

@@ -108,6 +108,7 @@ struct server::state {
       if (auto* why = std::get_if<std::string>(&address)) throw config_error("crunchd: invalid --jobs-store: " + *why);
       shared.emplace(io.get_executor(), std::get<redis_address>(address), routes, pipeline, cfg.workers, cfg.jobs_keep,
                      cfg.jobs_claim_after, log);
+      shared->set_callbacks(&callbacks);
       ctx.shared = &*shared;
     }
     if (cfg.ui) {
@@ -256,8 +257,8 @@ struct server::state {
             .flows_tracked = flows.tracked(),
             .flows_overflowed = flows.overflowed(),
             .memory_kept = pool.memory_kept(),
-            .backlog_jobs = async.backlog(),
-            .backlog_seconds = async.backlog_seconds(),
+            .backlog_jobs = shared ? shared->backlog().jobs : async.backlog(),
+            .backlog_seconds = shared ? shared->backlog().seconds : async.backlog_seconds(),
             .helper_processes = helper_gauges()};
   }
 
@@ -272,7 +273,8 @@ struct server::state {
     if (cpu_stat_file) g.cpu_quota = read_cpu_stat(*cpu_stat_file).value_or(cpu_throttling{});
     auto text = stats.render(g, read_process_stats());
     std::ostringstream more;
-    async.write_metrics(more);
+    async.write_metrics(more, shared ? &shared->backlog() : nullptr);
+    if (shared) shared->write_metrics(more);
     callbacks.write_metrics(more);
     return text + more.str();
   }

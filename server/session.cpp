@@ -665,16 +665,18 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
         for (auto [it, end] = in.head().equal_range("Prefer"); it != end; ++it) prefer.push_back(it->value());
         if (const auto wait = prefer.empty() ? std::nullopt : parse_prefer(prefer).wait; wait && wait->count() > 0) {
           const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
-          co_await ctx.async->wait(owner, in.routed.job->id, std::min(*wait, longest));
+          if (ctx.shared != nullptr) {
+            co_await ctx.shared->wait(owner, in.routed.job->id, std::min<std::chrono::milliseconds>(*wait, longest));
+          } else {
+            co_await ctx.async->wait(owner, in.routed.job->id, std::min(*wait, longest));
+          }
         }
       }
       if (ctx.shared != nullptr) {
         switch (in.routed.job->what) {
           case job_lookup::action::status: a.r = co_await ctx.shared->status(owner, in.routed.job->id); break;
           case job_lookup::action::result: a.r = co_await ctx.shared->result(owner, in.routed.job->id); break;
-          case job_lookup::action::cancel:
-            a.r = error_reply(501, "not_implemented", "cancelling a job in the shared store is not built yet");
-            break;
+          case job_lookup::action::cancel: a.r = co_await ctx.shared->cancel(owner, in.routed.job->id); break;
         }
         a.r.route = route;
         co_return a;
@@ -752,11 +754,10 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
   if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   if (prefs.respond_async && ctx.shared != nullptr) {
     // The shared store keeps the request for whichever replica runs it: never a password.
-    if (in.routed.sensitive || key || callback) {
-      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+    if (in.routed.sensitive) {
+      forget_body(in.parser.get().body(), buffer);
       a.r = error_reply(400, "not_in_shared_store",
-                        in.routed.sensitive ? "a password is never written to the shared job store: ask synchronously"
-                                            : "Idempotency-Key and callback_url with the shared job store are not built yet");
+                        "a password is never written to the shared job store: ask synchronously");
       a.r.route = match.route->name;
       co_return a;
     }
@@ -767,6 +768,11 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     stored.accept = std::string(req[http::field::accept]);
     stored.body = in.file_body ? std::move(*in.file_body)
                                : std::string(in.parser.get().body().data(), in.parser.get().body().size());
+    if (key) {
+      stored.idempotency_key = key;
+      stored.fingerprint = (co_await ctx.shared->fingerprint(stored.method, stored.target, stored.content_type,
+                                                             stored.body)).value_or("");
+    }
     stored.owner = in.routed.client;
     stored.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
     stored.timeout = ctx.cfg.async_max_timeout;
@@ -777,7 +783,20 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     }
     stored.kind = match.kind->name;
     stored.route = match.route->name;
+    if (callback) stored.callback = callback->url;
+    const auto owner = stored.owner;
     a.r = co_await ctx.shared->submit(std::move(stored));
+    // respond-async, wait=N: the job's answer when it ends within N seconds.
+    const std::string_view jobs_prefix = "/v1/jobs/";
+    const auto location = std::find_if(a.r.headers.begin(), a.r.headers.end(), [](const auto& h) { return h.first == "Location"; });
+    if (a.r.status == 202 && prefs.wait && prefs.wait->count() > 0 && location != a.r.headers.end() &&
+        location->second.starts_with(jobs_prefix)) {
+      const auto id = location->second.substr(jobs_prefix.size());
+      const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
+      if (co_await ctx.shared->wait(owner, id, std::min<std::chrono::milliseconds>(*prefs.wait, longest))) {
+        a.r = co_await ctx.shared->result(owner, id);
+      }
+    }
     a.r.route = match.route->name;
     co_return a;
   }

@@ -158,6 +158,19 @@ void until(net::io_context& io, const bool& done) {
   while (!done) io.run_one();
 }
 
+// Calls `start` with a callback and runs the io_context until it has been called: its value.
+template <typename T, typename Start>
+T ask(net::io_context& io, Start start) {
+  T value{};
+  bool done = false;
+  start([&](T v) {
+    value = std::move(v);
+    done = true;
+  });
+  until(io, done);
+  return value;
+}
+
 TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
   const auto port = free_port();
   redis_server server(port);
@@ -187,14 +200,11 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
     });
     until(io, done);
   }
-  std::int64_t waiting = -1;
-  done = false;
-  a.backlog([&](std::int64_t w, std::int64_t) {
-    waiting = w;
-    done = true;
-  });
-  until(io, done);
-  EXPECT_EQ(waiting, 3);
+  const auto queued = ask<std::optional<redis_backlog>>(io, [&](auto reply_to) { a.backlog(std::move(reply_to)); });
+  ASSERT_TRUE(queued);
+  EXPECT_EQ(queued->waiting, 3);
+  EXPECT_EQ(queued->pending, 0);
+  ASSERT_TRUE(queued->oldest_ms);
 
   // Replica a has room for two, b for one: each takes only what it can run.
   std::vector<redis_entry> taken_by_a;
@@ -251,7 +261,7 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
   // j1 runs twice (a was not dead after all): the first end is stored, the second is not.
   bool stored = false;
   done = false;
-  a.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"body", "first"}}, std::chrono::seconds(60),
+  a.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"result_body", "first"}}, std::chrono::seconds(60),
            [&](bool s) {
              stored = s;
              done = true;
@@ -259,7 +269,7 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
   until(io, done);
   EXPECT_TRUE(stored);
   done = false;
-  b.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"body", "second"}}, std::chrono::seconds(60),
+  b.finish("j1", taken_by_a[0].entry, {{"status", "succeeded"}, {"result_body", "second"}}, std::chrono::seconds(60),
            [&](bool s) {
              stored = s;
              done = true;
@@ -273,7 +283,7 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
     done = true;
   });
   until(io, done);
-  EXPECT_EQ(fields["body"], "first");
+  EXPECT_EQ(fields["result_body"], "first");
   EXPECT_EQ(fields["status"], "succeeded");
   EXPECT_EQ(fields["route"], "fib");
   done = false;
@@ -284,22 +294,79 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
   until(io, done);
   EXPECT_FALSE(started);
 
-  // Idempotency keys: the first claim takes it, the second gets what it holds.
-  std::optional<std::string> held = "x";
-  done = false;
-  a.claim_key("alice", "k", "fp|j1", std::chrono::seconds(60), [&](std::optional<std::string> h) {
-    held = std::move(h);
-    done = true;
+  // Taken and running: the backlog has none waiting, two pending (j1 acknowledged, j2 and j3 not).
+  const auto running = ask<std::optional<redis_backlog>>(io, [&](auto reply_to) { a.backlog(std::move(reply_to)); });
+  ASSERT_TRUE(running);
+  EXPECT_EQ(running->waiting, 0);
+  EXPECT_EQ(running->pending, 2);
+  EXPECT_FALSE(running->oldest_ms);
+}
+
+TEST(redis_jobs, an_idempotency_key_is_taken_with_its_job_and_delete_ends_a_queued_job_or_flags_a_running_one) {
+  const auto port = free_port();
+  redis_server server(port);
+  net::io_context io;
+  redis_link link(io.get_executor(), {"127.0.0.1", port, 0});
+  ASSERT_TRUE(wait_ready(io, link));
+  redis_jobs a(link, "replica-a");
+  redis_jobs b(link, "replica-b");
+  EXPECT_TRUE(ask<bool>(io, [&](auto reply_to) { a.prepare([reply_to](bool ok, std::string) { reply_to(ok); }); }));
+
+  // The fingerprint key: the first replica's is kept, the second gets it.
+  EXPECT_EQ(ask<std::optional<std::string>>(io, [&](auto reply_to) { a.shared_secret("aaaa", std::move(reply_to)); }), "aaaa");
+  EXPECT_EQ(ask<std::optional<std::string>>(io, [&](auto reply_to) { b.shared_secret("bbbb", std::move(reply_to)); }), "aaaa");
+
+  // A key is taken with its job; the same key again queues nothing and gives what it holds, for
+  // the same owner only.
+  const redis_job_fields fields = {{"status", "queued"}, {"owner", "alice"}, {"body", "{}"}};
+  auto first = ask<redis_enqueued>(io, [&](auto reply_to) {
+    a.enqueue("j1", fields, redis_key_claim{"alice", "k", "fp\nj1", std::chrono::seconds(60)}, std::move(reply_to));
   });
-  until(io, done);
-  EXPECT_FALSE(held);
-  done = false;
-  b.claim_key("alice", "k", "fp|j9", std::chrono::seconds(60), [&](std::optional<std::string> h) {
-    held = std::move(h);
-    done = true;
+  EXPECT_TRUE(first.ok);
+  EXPECT_FALSE(first.held);
+  auto again = ask<redis_enqueued>(io, [&](auto reply_to) {
+    b.enqueue("j2", fields, redis_key_claim{"alice", "k", "fp\nj2", std::chrono::seconds(60)}, std::move(reply_to));
   });
-  until(io, done);
-  EXPECT_EQ(held, "fp|j1");
+  EXPECT_TRUE(again.ok);
+  EXPECT_EQ(again.held, "fp\nj1");
+  auto other_owner = ask<redis_enqueued>(io, [&](auto reply_to) {
+    b.enqueue("j3", {{"status", "queued"}, {"owner", "bob"}}, redis_key_claim{"bob", "k", "fp\nj3", std::chrono::seconds(60)},
+              std::move(reply_to));
+  });
+  EXPECT_FALSE(other_owner.held);
+  auto waiting = ask<std::optional<redis_backlog>>(io, [&](auto reply_to) { a.backlog(std::move(reply_to)); });
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(waiting->waiting, 2);  // j1 and j3: j2 was never queued
+
+  // DELETE: another owner's job is missing; a queued job ends at once and leaves the stream, its
+  // body dropped; a second DELETE finds it ended.
+  const redis_job_fields end = {{"status", "cancelled"}, {"result_status", "409"}};
+  EXPECT_EQ(ask<redis_cancel>(io, [&](auto reply_to) { a.cancel("bob", "j1", end, std::chrono::seconds(60), std::move(reply_to)); }),
+            redis_cancel::missing);
+  EXPECT_EQ(ask<redis_cancel>(io, [&](auto reply_to) { a.cancel("alice", "j1", end, std::chrono::seconds(60), std::move(reply_to)); }),
+            redis_cancel::cancelled);
+  EXPECT_EQ(ask<redis_cancel>(io, [&](auto reply_to) { a.cancel("alice", "j1", end, std::chrono::seconds(60), std::move(reply_to)); }),
+            redis_cancel::ended);
+  auto j1 = ask<redis_job_fields>(io, [&](auto reply_to) { a.read("j1", std::move(reply_to)); });
+  EXPECT_EQ(j1["status"], "cancelled");
+  EXPECT_FALSE(j1.contains("body"));
+  waiting = ask<std::optional<redis_backlog>>(io, [&](auto reply_to) { a.backlog(std::move(reply_to)); });
+  ASSERT_TRUE(waiting);
+  EXPECT_EQ(waiting->waiting, 1);
+
+  // A running job is flagged; its replica finds the flag among the jobs it runs.
+  const auto taken = ask<std::vector<redis_entry>>(io, [&](auto reply_to) { b.take(5, std::move(reply_to)); });
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_EQ(taken[0].job, "j3");  // j1's entry was deleted with its DELETE
+  EXPECT_TRUE(ask<bool>(io, [&](auto reply_to) { b.start("j3", std::move(reply_to)); }));
+  EXPECT_TRUE(ask<std::vector<std::string>>(io, [&](auto reply_to) { b.cancel_requests({"j3"}, std::move(reply_to)); }).empty());
+  EXPECT_EQ(ask<redis_cancel>(io, [&](auto reply_to) { a.cancel("bob", "j3", end, std::chrono::seconds(60), std::move(reply_to)); }),
+            redis_cancel::flagged);
+  EXPECT_EQ(ask<std::vector<std::string>>(io, [&](auto reply_to) { b.cancel_requests({"j3", "j9"}, std::move(reply_to)); }),
+            std::vector<std::string>{"j3"});
+  const auto only = std::vector<std::string>{"status", "owner", "nothing"};
+  const auto some = ask<redis_job_fields>(io, [&](auto reply_to) { a.read("j3", only, std::move(reply_to)); });
+  EXPECT_EQ(some, (redis_job_fields{{"owner", "bob"}, {"status", "running"}}));
 }
 
 }  // namespace
