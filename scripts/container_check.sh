@@ -239,10 +239,13 @@ podman logs "$name" 2>&1 | tail -3
 [[ "$code" == 0 ]] || { echo "crunchd exited $code" >&2; exit 1; }
 (( took_ms <= 6000 )) || { echo "took longer than the 5 s drain timeout (+1 s grace)" >&2; exit 1; }
 [[ "$(cat "$work/inflight.code")" == 200 ]] || { echo "the job in flight was not answered 200" >&2; exit 1; }
-echo "== docker/compose.yaml with podman-compose: three replicas behind nginx"
-# The same compose file users run; only the balancer's image is local (docker/compose.ci.yaml).
+echo "== docker/compose.yaml with podman-compose: three replicas behind nginx, their jobs on one Redis"
+# The same compose file users run; only the balancer's and Redis's images are local
+# (docker/compose.ci.yaml): Debian's nginx and redis-server.
 printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*\nCMD ["nginx", "-g", "daemon off;"]\n' \
   | podman build --pull=never -q -t crunch-ci-nginx:latest - >/dev/null
+printf 'FROM debian:bookworm\nRUN apt-get update && apt-get install -y --no-install-recommends redis-server && rm -rf /var/lib/apt/lists/* && mkdir -p /data\nCMD ["redis-server"]\n' \
+  | podman build --pull=never -q -t crunch-ci-redis:latest - >/dev/null
 podman tag "$image" crunch:latest
 lb_port="$(free_port)"
 # The API keys go in as a compose secret file, as the README makes them.
@@ -265,6 +268,27 @@ for i in 1 2 3; do
   grep -qF '"client":"ci"' <<<"$logs" || { echo "crunch$i did not log the key's name" >&2; exit 1; }
 done
 echo "keys from a compose secret file: 401 without one; the key's name in the access lines, never the key"
+# Asynchronous jobs through nginx: each submitted to one replica and asked after on the others.
+auth=(-H "Authorization: Bearer $key")
+ids=()
+for n in 20 21 22 23 24 25; do
+  ids+=("$(curl -sf "${auth[@]}" -H 'Prefer: respond-async' "http://127.0.0.1:$lb_port/fib/$n" |
+           python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+done
+succeeded=0
+for id in "${ids[@]}"; do
+  for _ in $(seq 100); do
+    status="$(curl -s "${auth[@]}" "http://127.0.0.1:$lb_port/v1/jobs/$id" |
+              python3 -c 'import json,sys; print(json.load(sys.stdin).get("status", "missing"))' 2>/dev/null || echo missing)"
+    [[ "$status" == succeeded ]] && { succeeded=$((succeeded + 1)); break; }
+    [[ "$status" == queued || "$status" == running ]] || { echo "job $id through nginx: $status" >&2; exit 1; }
+    sleep 0.1
+  done
+done
+(( succeeded == ${#ids[@]} )) || { echo "$succeeded of ${#ids[@]} asynchronous jobs succeeded through nginx" >&2; exit 1; }
+replicas_ran="$(for i in 1 2 3; do curl -s "${auth[@]}" "http://127.0.0.1:$lb_port/metrics" | sed -n 's/^crunch_shared_store_up //p'; done | sort -u | xargs)"
+[[ "$replicas_ran" == 1 ]] || { echo "crunch_shared_store_up through nginx: $replicas_ran" >&2; exit 1; }
+echo "${#ids[@]} asynchronous jobs through nginx, each asked after on every replica: all succeeded; Redis up for each"
 "${compose[@]}" down -t 12 >/dev/null 2>&1
 
 echo "container check passed"

@@ -2,7 +2,8 @@
 # Checks crunchd's /metrics against the real Prometheus tools (Debian's prometheus package):
 #  1. promtool check metrics on a real scrape taken after some traffic;
 #  2. a Prometheus server on loopback scrapes crunchd while traffic runs, and its HTTP API must
-#     return data for a request-rate query and for the loop-lag p99 quantile.
+#     return data for a request-rate query, for the loop-lag p99 quantile, and for the query of
+#     the KEDA ScaledObject (docker/k8s/jobs-on-redis) that scales on the backlog.
 # Loopback only; every wait is bounded; everything it starts is stopped on exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,4 +87,8 @@ if [[ -z "$ok" ]]; then
 fi
 echo "request rate by route:"; query 'sum by (route) (rate(crunch_http_requests_total[5s]))' >/dev/null
 echo "loop lag p99 (seconds):"; query 'histogram_quantile(0.99, sum by (le) (rate(crunch_event_loop_lag_seconds_bucket[5s])))' >/dev/null
+keda_query="$(sed -n 's/^ *query: *//p' "$root/docker/k8s/jobs-on-redis/scaledobject.yaml")"
+[[ -n "$keda_query" ]] || { echo "no query in docker/k8s/jobs-on-redis/scaledobject.yaml" >&2; exit 1; }
+echo "the ScaledObject's backlog query, $keda_query:"
+[[ "$(query "$keda_query")" -eq 1 ]] || { echo "Prometheus has no single value for the ScaledObject's query" >&2; exit 1; }
 echo "Prometheus check passed"
