@@ -187,6 +187,29 @@ oldest = metric(pa, "crunch_async_backlog_oldest_seconds")
 assert seen >= 5 and oldest > 0, (seen, oldest)
 assert metric(pa, "crunch_shared_store_up") == 1
 print(f"redis check: /metrics on each replica: {seen:.0f} jobs waiting, the oldest {oldest:.1f} s")
+# DELETE of a job whose replica then died: the replica that takes it over ends it, unrun.
+for p in (pa, pb, pc):  # the backlog above drains first
+    for _ in range(600):
+        if metric(p, "crunch_async_backlog_jobs") == 0 and metric(p, "crunch_workers_busy") == 0: break
+        time.sleep(0.05)
+s, body, _ = http(pa, "/fib/47?timeout_ms=120000", {**ALICE, "Prefer": "respond-async"})
+orphan = json.loads(body)["id"]
+for _ in range(400):
+    doc = json.loads(http(pb, f"/v1/jobs/{orphan}", ALICE)[1])
+    if doc["status"] == "running": break
+    time.sleep(0.05)
+assert doc["status"] == "running", doc
+runner_pid = int(doc["replica"].rsplit(":", 1)[1])
+runner = next((p, port) for p, port in first if p.pid == runner_pid)
+runner[0].send_signal(signal.SIGKILL); runner[0].wait()
+other = next(port for p, port in first if p.pid != runner_pid)
+asked = time.time()
+s, body, _ = http(other, f"/v1/jobs/{orphan}", ALICE, method="DELETE", timeout=60)
+doc = json.loads(body)
+# Ended, and never started again: the last replica to start it is still the dead one.
+assert s == 200 and doc["status"] == "cancelled" and doc["replica"].endswith(f":{runner_pid}"), (s, body)
+print(f"redis check: DELETE of a job whose replica was killed: ended cancelled {time.time() - asked:.1f} s later, "
+      "by the replica that took it over, without running it")
 for p, _ in first:
     p.kill(); p.wait()
     log = p.stdout.read()

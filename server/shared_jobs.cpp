@@ -84,6 +84,19 @@ const std::vector<std::string> result_fields = {"status", "owner", "result_statu
 
 constexpr std::array<const char*, 2> wait_fields = {"status", "owner"};
 
+// The end of a job DELETE stopped: its status and its answer, the synchronous form's 409.
+redis_job_fields cancelled_end(std::string_view message) {
+  const auto error = nlohmann::json{{"code", "job_cancelled"}, {"message", message}};
+  auto body = nlohmann::json{{"error", error}}.dump();
+  return {{"status", "cancelled"},
+          {"result_status", "409"},
+          {"result_type", "application/json"},
+          {"result_bytes", std::to_string(body.size())},
+          {"result_body", std::move(body)},
+          {"error", error.dump()},
+          {"finished_ms", std::to_string(now_ms())}};
+}
+
 reply not_found() { return error_reply(404, "not_found", "no such job (it may have expired)"); }
 
 // The media type is a literal in a reply: the ones crunch's kinds answer, looked up by name.
@@ -276,13 +289,7 @@ net::awaitable<bool> shared_jobs::wait(std::string owner, std::string id, std::c
 }
 
 net::awaitable<reply> shared_jobs::cancel(std::string owner, std::string id) {
-  const auto error = nlohmann::json{{"code", "job_cancelled"}, {"message", "the job was cancelled (DELETE) before it ran"}};
-  const redis_job_fields end = {{"status", "cancelled"},
-                                {"result_status", "409"},
-                                {"result_type", "application/json"},
-                                {"result_body", nlohmann::json{{"error", error}}.dump()},
-                                {"error", error.dump()},
-                                {"finished_ms", std::to_string(now_ms())}};
+  const auto end = cancelled_end("the job was cancelled (DELETE) before it ran");
   const auto outcome = co_await await_callback<redis_cancel>(
       [&](auto done) { jobs_.cancel(owner, id, end, keep_, std::move(done)); });
   switch (outcome) {
@@ -416,8 +423,14 @@ net::awaitable<void> shared_jobs::consume() {
 
 net::awaitable<void> shared_jobs::run(redis_entry e) {
   auto f = co_await read(e.job);
-  const bool started = !f.empty() && co_await await_callback<bool>([&](auto done) { jobs_.start(e.job, std::move(done)); });
+  // A job DELETE flagged while its replica died is not run again by the one taking it over.
+  const bool flagged = f.contains("cancel");
+  const bool started = !f.empty() && !flagged &&
+                       co_await await_callback<bool>([&](auto done) { jobs_.start(e.job, std::move(done)); });
   redis_job_fields end;
+  if (flagged) {
+    end = cancelled_end("the job was cancelled (DELETE) before it finished");
+  }
   if (started) {
     f["replica"] = consumer_;  // as the start stored them, for the callback's status document
     f["started_at"] = std::to_string(now_ms());
