@@ -436,6 +436,7 @@ net::awaitable<void> shared_jobs::run(redis_entry e) {
     f["started_at"] = std::to_string(now_ms());
     const auto match = routes_.match_job(f["method"], f["target"]);
     reply answer;
+    bool cancelled = false;
     const auto began = steady::now();
     if (!match) {
       answer = error_reply(400, "invalid_argument", "no route for the stored request");
@@ -461,11 +462,12 @@ net::awaitable<void> shared_jobs::run(redis_entry e) {
           running_.erase(e.entry);
           co_return;
         }
-        answer = a.client_gone ? error_reply(409, "job_cancelled", "the job was cancelled (DELETE) before it finished")
-                               : std::move(a.r);
+        cancelled = a.client_gone;
+        answer = cancelled ? error_reply(409, "job_cancelled", "the job was cancelled (DELETE) before it finished")
+                           : std::move(a.r);
       }
     }
-    const bool cancelled = running_.at(e.entry).cancel_requested;
+    // A job that ended as DELETE came keeps its own end; only one DELETE stopped is cancelled.
     const auto status = cancelled                                        ? "cancelled"
                         : answer.status >= 200 && answer.status < 300 ? "succeeded"
                         : answer.status == 504                        ? "expired"
