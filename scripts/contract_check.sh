@@ -6,12 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(cd "${1:-$root/build}" && pwd)"
 source "$root/scripts/deps.sh"
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  crunch_packages=()
-else
-  crunch_packages=(nodejs npm)  # Debian's Node 18 runs both tools
-fi
-crunch_install_deps
+crunch_install_node
 cd "$root/scripts/contract"
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 npx --no-install redocly lint --config redocly.yaml "$root/api/openapi.json" --format=summary

@@ -24,3 +24,11 @@ crunch_install_deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+# What the Node.js tools need alone: Debian's nodejs and npm (Node 18 runs them), unless a node
+# is on the PATH already.
+crunch_install_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  crunch_packages=(nodejs npm)
+  crunch_install_deps
+}

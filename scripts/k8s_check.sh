@@ -4,12 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/deps.sh"
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  crunch_packages=()
-else
-  crunch_packages=(nodejs npm)
-fi
-crunch_install_deps
+crunch_install_node
 cd "$root/scripts/k8s"
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 node validate.mjs "$root/docker/k8s"

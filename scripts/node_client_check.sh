@@ -8,12 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(cd "${1:-$root/build}" && pwd)"
 source "$root/scripts/deps.sh"
-if command -v node >/dev/null && command -v npm >/dev/null; then
-  crunch_packages=()
-else
-  crunch_packages=(nodejs npm)
-fi
-crunch_install_deps
+crunch_install_node
 [[ -x "$build/crunchd" && -x "$build/make_image" ]] || cmake --build "$build" --target crunchd make_image >/dev/null
 work="$(mktemp -d)"
 pid=""

@@ -223,16 +223,7 @@ export class Crunch {
       if (value === undefined) throw new TypeError(`${kind}/${route} needs the path parameter ${name}`);
       return encodeURIComponent(String(value));
     });
-    const res = await this.call(r.method, path, options.query ?? {}, input, options, options.contentType, options.accept);
-    const data = Buffer.from(await res.arrayBuffer());
-    const contentType = res.headers.get("content-type") ?? "";
-    return {
-      status: res.status,
-      contentType,
-      data,
-      json: contentType.startsWith("application/json") ? JSON.parse(data.toString("utf8")) : undefined,
-      headers: res.headers,
-    };
+    return resultOf(await this.call(r.method, path, options.query ?? {}, input, options, options.contentType, options.accept));
   }
 
   /** Asynchronous jobs (Prefer: respond-async): they outlive the request that made them. */
@@ -253,16 +244,7 @@ export class Crunch {
     },
     /** The job's answer, as the synchronous request would have had it; a CrunchError (409) before it has succeeded. */
     result: async (id: string, options: CallOptions = {}): Promise<RunResult> => {
-      const res = await this.call("GET", `/v1/jobs/${encodeURIComponent(id)}/result`, {}, undefined, options);
-      const data = Buffer.from(await res.arrayBuffer());
-      const contentType = res.headers.get("content-type") ?? "";
-      return {
-        status: res.status,
-        contentType,
-        data,
-        json: contentType.startsWith("application/json") ? JSON.parse(data.toString("utf8")) : undefined,
-        headers: res.headers,
-      };
+      return resultOf(await this.call("GET", `/v1/jobs/${encodeURIComponent(id)}/result`, {}, undefined, options));
     },
     /** Cancels it: a queued job ends, a running one is stopped; its status once it has. */
     cancel: async (id: string, options: CallOptions = {}): Promise<JobStatus> => {
@@ -376,6 +358,13 @@ function imageType(input: Input, options: { contentType?: string }): string {
 function toStream(input: Readable | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>) {
   if (input instanceof ReadableStream) return input;
   return Readable.toWeb(input instanceof Readable ? input : Readable.from(input)) as ReadableStream<Uint8Array>;
+}
+
+async function resultOf(res: Response): Promise<RunResult> {
+  const data = Buffer.from(await res.arrayBuffer());
+  const contentType = res.headers.get("content-type") ?? "";
+  const json = contentType.startsWith("application/json") ? JSON.parse(data.toString("utf8")) : undefined;
+  return { status: res.status, contentType, data, json, headers: res.headers };
 }
 
 async function errorOf(res: Response): Promise<CrunchError> {
