@@ -106,8 +106,8 @@ struct server::state {
     if (cfg.jobs_store != "memory") {
       auto address = parse_redis_url(cfg.jobs_store);
       if (auto* why = std::get_if<std::string>(&address)) throw config_error("crunchd: invalid --jobs-store: " + *why);
-      shared.emplace(io.get_executor(), std::get<redis_address>(address), routes, pipeline, cfg.workers, cfg.jobs_keep,
-                     cfg.jobs_claim_after, log);
+      shared.emplace(io.get_executor(), std::get<redis_address>(address), routes, pipeline, pool, cfg.workers,
+                     cfg.jobs_keep, cfg.jobs_claim_after, log);
       shared->set_callbacks(&callbacks);
       ctx.shared = &*shared;
     }

@@ -112,8 +112,8 @@ std::string_view known_type(const std::string& type) {
 }  // namespace
 
 shared_jobs::shared_jobs(net::any_io_executor io, redis_address address, const router& routes, job_pipeline& pipeline,
-                         std::size_t workers, std::chrono::milliseconds keep, std::chrono::milliseconds claim_after,
-                         logger& log)
+                         worker_pool& pool, std::size_t workers, std::chrono::milliseconds keep,
+                         std::chrono::milliseconds claim_after, logger& log)
     : io_(io),
       link_(io, std::move(address)),
       consumer_([] {
@@ -124,6 +124,7 @@ shared_jobs::shared_jobs(net::any_io_executor io, redis_address address, const r
       jobs_(link_, consumer_),
       routes_(routes),
       pipeline_(pipeline),
+      pool_(pool),
       workers_(workers),
       keep_(keep),
       claim_after_(claim_after),
@@ -444,11 +445,24 @@ net::awaitable<void> shared_jobs::run(redis_entry e) {
       // Its deadline counts from when it was accepted, on whichever replica that was.
       const auto age = std::chrono::milliseconds(now_ms() - number(f, "created_ms"));
       const auto received = steady::now() - age;
+      // An upload read back from Redis is charged to the memory budget as a received one is: it
+      // waits here, holding its worker's place, until the budget has room for it.
+      memory_lease body_memory;
+      if (const auto bytes = f["body"].size();
+          match->route->file_body() && (pool_.memory_budget() == 0 || bytes <= pool_.memory_budget())) {
+        for (body_memory = pool_.try_lease(bytes); !body_memory && !stopping_; body_memory = pool_.try_lease(bytes)) {
+          co_await pause(poll_every);
+        }
+        if (!body_memory) {  // the drain came first: another replica takes it over
+          running_.erase(e.entry);
+          co_return;
+        }
+      }
       auto prepared = routes_.prepare(*match, match->route->json_body ? std::string_view(f["body"]) : std::string_view{},
-                                      job_input{.body = match->route->file_body() ? f["body"] : std::string{},
+                                      job_input{.body = match->route->file_body() ? std::move(f["body"]) : std::string{},
                                                 .content_type = f["content_type"],
                                                 .accept = f["accept"],
-                                                .body_memory = {}},
+                                                .body_memory = std::move(body_memory)},
                                       true);
       if (auto* refused = std::get_if<reply>(&prepared)) {
         answer = std::move(*refused);

@@ -16,6 +16,7 @@
 #include <crunch/job_pipeline.hpp>
 #include <crunch/log.hpp>
 #include <crunch/router.hpp>
+#include <crunch/worker_pool.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -54,8 +55,10 @@ class shared_jobs {
     std::string fingerprint;
   };
 
+  /// `pool`: the memory budget a job's body, read back from Redis, is charged to.
   shared_jobs(net::any_io_executor io, redis_address address, const router& routes, job_pipeline& pipeline,
-              std::size_t workers, std::chrono::milliseconds keep, std::chrono::milliseconds claim_after, logger& log);
+              worker_pool& pool, std::size_t workers, std::chrono::milliseconds keep,
+              std::chrono::milliseconds claim_after, logger& log);
   ~shared_jobs();
 
   /// Where ended jobs' callbacks go (the replica that stores the end delivers it).
@@ -113,6 +116,7 @@ class shared_jobs {
   redis_jobs jobs_;
   const router& routes_;
   job_pipeline& pipeline_;
+  worker_pool& pool_;
   std::size_t workers_;
   std::chrono::milliseconds keep_;
   std::chrono::milliseconds claim_after_;
