@@ -245,5 +245,25 @@ TEST(callbacks, the_drain_does_not_wait_for_a_callback_being_retried) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 450ms);  // under the least backoff (0.5 s)
 }
 
+TEST(callbacks, without_an_https_prefix_there_is_no_tls_client_and_an_https_url_is_never_sent_in_clear) {
+  receiver hook({});
+  net::io_context io;
+  std::FILE* sink = std::tmpfile();
+  logger log(log_format::json, log_level::warn, sink);
+  callback_sender::settings settings;
+  settings.policy = {{"http://127.0.0.1:"}, true};
+  callback_sender sender(io.get_executor(), settings, log);
+  auto url = std::get<callback_url>(parse_callback_url("https://127.0.0.1:" + std::to_string(hook.port()) + "/hook"));
+  sender.deliver(url, "job-1", "{}");
+  io.run();  // the delivery's coroutine has ended
+  std::ostringstream metrics;
+  sender.write_metrics(metrics);
+  EXPECT_NE(metrics.str().find("\ncrunch_callback_attempts_total 0\n"), std::string::npos) << metrics.str();
+  EXPECT_TRUE(hook.requests().empty());
+  log.close();
+  std::fclose(sink);
+}
+
+
 }  // namespace
 }  // namespace crunch::testing
