@@ -7,6 +7,7 @@
 # baseline. One command, bounded in time (ROUNDS x 3 x (SECONDS + 4) s):
 #   ./bench/node-app/run.sh
 #   ROUNDS=3 SECONDS_PER_RUN=20 LOGINS=20 AVATARS=6 ./bench/node-app/run.sh
+#   MODES="crunch" APP_PRIORITY="chrt -f 1" ./bench/node-app/run.sh   (what CPU contention costs the app)
 # The same argon2id cost everywhere (m=19456 KiB, t=2, p=1: crunch's default); avatars are a
 # 1600x1200 JPEG made 256 px wide as WebP at quality 80. Writes bench/results/node-app.json.
 set -euo pipefail
@@ -17,6 +18,8 @@ rounds="${ROUNDS:-2}"
 seconds="${SECONDS_PER_RUN:-15}"
 logins="${LOGINS:-20}"
 avatars="${AVATARS:-6}"
+modes="${MODES:-inproc piscina crunch}"
+read -r -a app_priority <<<"${APP_PRIORITY:-}"
 probe_rate=100
 [[ -x "$build/crunchd" && -x "$build/make_image" ]] || cmake --build "$build" --target crunchd make_image >/dev/null
 (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build)
@@ -52,7 +55,7 @@ rt=(chrt -f 2)
 "${rt[@]}" true 2>/dev/null || { rt=(); echo "chrt -f 2 is not allowed here: the real-time probe runs as an ordinary one" >&2; }
 
 start_app() {  # MODE: sets app_pid and url
-  MODE="$1" node "$here/app.mjs" >"$work/app-$1.log" 2>&1 &
+  MODE="$1" "${app_priority[@]}" node "$here/app.mjs" >"$work/app-$1.log" 2>&1 &
   app_pid=$!
   pids+=("$app_pid")
   url="http://127.0.0.1:$(port_of "$work/app-$1.log")"
@@ -73,7 +76,7 @@ kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
 echo "idle: /healthz $idle, at real-time priority $idle_rt; loop delay $idle_loop"
 
 for round in $(seq "$rounds"); do
-  for mode in inproc piscina crunch; do
+  for mode in $modes; do
     start_app "$mode"
     node "$here/load.mjs" "$url" 3 "$logins" "$avatars" "$work/photo.jpg" "$password" >/dev/null  # warm-up
     curl -sf "$url/stats" >/dev/null                                                               # resets the delay histogram
@@ -98,13 +101,15 @@ idle, idle_rt, idle_loop = json.loads(sys.argv[3]), json.loads(sys.argv[4]), jso
 out = {"offered": {"logins_per_s": float(sys.argv[5]), "avatars_per_s": float(sys.argv[6]), "seconds": float(sys.argv[7])},
        "idle": {"healthz": idle, "healthz_rt": idle_rt, "loop": idle_loop}, "runs": runs, "median": {}}
 med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None
-print(f"\noffered: {sys.argv[5]} logins/s and {sys.argv[6]} avatars/s, open loop, {sys.argv[7]} s a run; medians of {len(runs) // 3} rounds")
+rounds = len({r["round"] for r in runs})
+print(f"\noffered: {sys.argv[5]} logins/s and {sys.argv[6]} avatars/s, open loop, {sys.argv[7]} s a run; medians of {rounds} rounds")
 print(f"idle app: /healthz p99 {idle['p99_ms']:.2f} ms, at real-time priority {idle_rt['p99_ms']:.2f} ms; "
       f"loop delay p99 {idle_loop['p99_ms']:.2f} ms, max {idle_loop['max_ms']:.2f} ms (the 1 ms timer included)\n")
 print("| mode | logins/s | avatars/s | login p99 ms | avatar p99 ms | loop delay p99 ms | loop delay max ms | /healthz p99 ms | /healthz p99 ms (chrt -f 2) | failed |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for mode in ("inproc", "piscina", "crunch"):
     rs = [r for r in runs if r["mode"] == mode]
+    if not rs: continue
     m = {
         "logins_per_s": med([r["load"]["login"]["per_s"] for r in rs]),
         "avatars_per_s": med([r["load"]["avatar"]["per_s"] for r in rs]),
