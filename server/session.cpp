@@ -784,19 +784,10 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     stored.kind = match.kind->name;
     stored.route = match.route->name;
     if (callback) stored.callback = callback->url;
-    const auto owner = stored.owner;
-    a.r = co_await ctx.shared->submit(std::move(stored));
     // respond-async, wait=N: the job's answer when it ends within N seconds.
-    const std::string_view jobs_prefix = "/v1/jobs/";
-    const auto location = std::find_if(a.r.headers.begin(), a.r.headers.end(), [](const auto& h) { return h.first == "Location"; });
-    if (a.r.status == 202 && prefs.wait && prefs.wait->count() > 0 && location != a.r.headers.end() &&
-        location->second.starts_with(jobs_prefix)) {
-      const auto id = location->second.substr(jobs_prefix.size());
-      const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
-      if (co_await ctx.shared->wait(owner, id, std::min<std::chrono::milliseconds>(*prefs.wait, longest))) {
-        a.r = co_await ctx.shared->result(owner, id);
-      }
-    }
+    const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
+    const auto wait = prefs.wait ? std::min<std::chrono::milliseconds>(*prefs.wait, longest) : std::chrono::milliseconds{};
+    a.r = co_await ctx.shared->submit(std::move(stored), wait);
     a.r.route = match.route->name;
     co_return a;
   }

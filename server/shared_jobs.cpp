@@ -196,10 +196,21 @@ reply shared_jobs::status_reply(const redis_job_fields& f, const std::string& id
   return r;
 }
 
-net::awaitable<reply> shared_jobs::submit(stored_request r) {
+net::awaitable<reply> shared_jobs::submit(stored_request r, std::chrono::milliseconds wait) {
+  const auto owner = r.owner;
+  auto queued = co_await queue(std::move(r));
+  const auto& id = queued.second;
+  if (queued.first.status == 202 && wait.count() > 0 && co_await this->wait(owner, id, wait)) {
+    co_return co_await result(owner, id);
+  }
+  co_return std::move(queued.first);
+}
+
+net::awaitable<std::pair<reply, std::string>> shared_jobs::queue(stored_request r) {
   if (r.idempotency_key && r.fingerprint.empty()) {
-    co_return unavailable("store_unavailable", "the shared job store (Redis) is not reachable yet; retry",
-                          std::chrono::seconds(1));
+    co_return std::pair{unavailable("store_unavailable", "the shared job store (Redis) is not reachable yet; retry",
+                                    std::chrono::seconds(1)),
+                        std::string()};
   }
   const auto id = new_job_id();
   redis_job_fields fields = {{"status", "queued"},
@@ -221,24 +232,26 @@ net::awaitable<reply> shared_jobs::submit(stored_request r) {
   const auto queued = co_await await_callback<redis_enqueued>(
       [&](auto done) { jobs_.enqueue(id, fields, key, std::move(done)); });
   if (!queued.ok) {
-    co_return unavailable("store_unavailable", "the shared job store (Redis) did not take the job; retry",
-                          std::chrono::seconds(1));
+    co_return std::pair{unavailable("store_unavailable", "the shared job store (Redis) did not take the job; retry",
+                                    std::chrono::seconds(1)),
+                        std::string()};
   }
   if (queued.held) {
     // The key was taken before: by this same request (its job), or by another (422).
     const auto newline = queued.held->find('\n');
     if (newline == std::string::npos || queued.held->substr(0, newline) != r.fingerprint) {
-      co_return error_reply(422, "idempotency_key_reused",
-                            "this Idempotency-Key was sent before with a different request; use a new key");
+      co_return std::pair{error_reply(422, "idempotency_key_reused",
+                                      "this Idempotency-Key was sent before with a different request; use a new key"),
+                          std::string()};
     }
     const auto earlier = queued.held->substr(newline + 1);
     const auto f = co_await read(earlier, status_fields);
-    if (f.empty() || field(f, "owner") != r.owner) co_return not_found();
+    if (f.empty() || field(f, "owner") != r.owner) co_return std::pair{not_found(), std::string()};
     ++replays_;
-    co_return status_reply(f, earlier, 202);
+    co_return std::pair{status_reply(f, earlier, 202), earlier};
   }
   ++accepted_;
-  co_return status_reply(fields, id, 202);
+  co_return std::pair{status_reply(fields, id, 202), id};
 }
 
 net::awaitable<reply> shared_jobs::status(std::string owner, std::string id) {

@@ -29,6 +29,7 @@
 #include <ostream>
 #include <set>
 #include <string>
+#include <utility>
 
 namespace crunch {
 
@@ -75,8 +76,9 @@ class shared_jobs {
                                                          std::string_view content_type, std::string_view body) const;
 
   /// Stores and queues the job: 202 with its Location; with an idempotency key already taken, the
-  /// job it names (202) or 422 for another request; 503 when Redis cannot take it.
-  net::awaitable<reply> submit(stored_request request);
+  /// job it names (202) or 422 for another request; 503 when Redis cannot take it. With `wait`
+  /// (respond-async, wait=N), the job's result instead when it ends within that time.
+  net::awaitable<reply> submit(stored_request request, std::chrono::milliseconds wait = {});
   /// GET /v1/jobs/{id}.
   net::awaitable<reply> status(std::string owner, std::string id);
   /// GET /v1/jobs/{id}/result: the synchronous form's answer once it succeeded; 409 before, or
@@ -101,6 +103,8 @@ class shared_jobs {
     bool cancel_requested = false;
   };
 
+  /// submit's part without waiting: the answer, and the job's id when there is one.
+  net::awaitable<std::pair<reply, std::string>> queue(stored_request request);
   net::awaitable<void> consume();
   net::awaitable<void> run(redis_entry entry);
   net::awaitable<redis_job_fields> read(const std::string& id);

@@ -171,14 +171,22 @@ T ask(net::io_context& io, Start start) {
   return value;
 }
 
-TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
-  const auto port = free_port();
-  redis_server server(port);
+// A redis-server of the test's own, and two replicas' views of the job store on one link.
+struct two_replicas {
+  std::uint16_t port = free_port();
+  redis_server server{port};
   net::io_context io;
-  redis_link link(io.get_executor(), {"127.0.0.1", port, 0});
-  ASSERT_TRUE(wait_ready(io, link));
-  redis_jobs a(link, "replica-a");
-  redis_jobs b(link, "replica-b");
+  redis_link link{io.get_executor(), {"127.0.0.1", port, 0}};
+  redis_jobs a{link, "replica-a"};
+  redis_jobs b{link, "replica-b"};
+};
+
+TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
+  two_replicas replicas;
+  ASSERT_TRUE(wait_ready(replicas.io, replicas.link));
+  auto& io = replicas.io;
+  auto& a = replicas.a;
+  auto& b = replicas.b;
   bool done = false;
   a.prepare([&](bool ok, std::string error) {
     EXPECT_TRUE(ok) << error;
@@ -303,13 +311,11 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
 }
 
 TEST(redis_jobs, an_idempotency_key_is_taken_with_its_job_and_delete_ends_a_queued_job_or_flags_a_running_one) {
-  const auto port = free_port();
-  redis_server server(port);
-  net::io_context io;
-  redis_link link(io.get_executor(), {"127.0.0.1", port, 0});
-  ASSERT_TRUE(wait_ready(io, link));
-  redis_jobs a(link, "replica-a");
-  redis_jobs b(link, "replica-b");
+  two_replicas replicas;
+  ASSERT_TRUE(wait_ready(replicas.io, replicas.link));
+  auto& io = replicas.io;
+  auto& a = replicas.a;
+  auto& b = replicas.b;
   EXPECT_TRUE(ask<bool>(io, [&](auto reply_to) { a.prepare([reply_to](bool ok, std::string) { reply_to(ok); }); }));
 
   // The fingerprint key: the first replica's is kept, the second gets it.
