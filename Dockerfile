@@ -70,16 +70,16 @@ COPY server server
 COPY bench bench
 COPY tests tests
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCRUNCH_WERROR=ON \
- && cmake --build build --target crunchd crunch_vips crunch_tests \
+ && cmake --build build --target crunchd crunch-callback crunch_vips crunch_tests \
  && cd build && ctest --output-on-failure --timeout 300 \
- && strip crunchd libcrunch_vips.so
-# The runtime's file system: crunchd, its image module (loaded by the first image job: crunchd
-# looks in ../lib/crunch/ from its own directory), and exactly the shared libraries they load
-# (ldd's closure), at the paths the dynamic loader looks in.
+ && strip crunchd crunch-callback libcrunch_vips.so
+# The runtime's file system: crunchd, the program its callbacks run in (beside it), its image
+# module (loaded by the first image job: crunchd looks in ../lib/crunch/ from its own directory),
+# and exactly the shared libraries they load (ldd's closure), at the paths the loader looks in.
 RUN mkdir -p /rootfs/opt/vips/lib /rootfs/lib/crunch \
- && cp build/crunchd /rootfs/crunchd \
+ && cp build/crunchd build/crunch-callback /rootfs/ \
  && cp build/libcrunch_vips.so /rootfs/lib/crunch/ \
- && ldd build/crunchd build/libcrunch_vips.so | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u > /rootfs.libs \
+ && ldd build/crunchd build/crunch-callback build/libcrunch_vips.so | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u > /rootfs.libs \
  && while read -r lib; do mkdir -p "/rootfs$(dirname "$lib")" && cp -L "$lib" "/rootfs$lib"; done < /rootfs.libs \
  && cp /opt/vips/config.txt /rootfs/opt/vips/ \
  && mkdir -p /rootfs/etc/ssl/certs && cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ \

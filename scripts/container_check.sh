@@ -23,7 +23,7 @@ project="crunchci$$"
 export CRUNCH_API_KEYS_FILE="$work/api_keys"  # the compose file's secret, written before compose runs
 compose=(podman-compose -p "$project" -f "$root/docker/compose.yaml" -f "$root/docker/compose.ci.yaml")
 cleanup() {
-  podman rm -f -i -t 0 "$name" "$name-cpus" "$name-mem" >/dev/null 2>&1 || true
+  podman rm -f -i -t 0 "$name" "$name-cpus" "$name-mem" "$name-hooks" >/dev/null 2>&1 || true
   "${compose[@]}" down -t 2 >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -117,6 +117,18 @@ for helper in $helpers; do
   [[ "$fields" == *"Seccomp: 2"* && "$fields" == *"NoNewPrivs: 1"* && "$fields" != *"Uid: 0 "* ]] || {
     echo "a helper runs without its sandbox, or as root" >&2; exit 1; }
 done
+# Callback attempts run in /crunch-callback, beside crunchd: it must run with the image's OpenSSL,
+# and crunchd must find it (it does not start with --callback-allow otherwise).
+said="$(podman exec "$name" /crunch-callback --tls hooks.example.com 127.0.0.1:9 </dev/null)"
+echo "crunch-callback in the image, to a closed port: $said"
+[[ "$said" == '{"failed":"connect: Connection refused"}' ]] || { echo "crunch-callback does not run in the image" >&2; exit 1; }
+echo "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" >"$work/whsec" && chmod 644 "$work/whsec"
+port_hooks="$(free_port)"
+podman run -d --health-interval disable --name "$name-hooks" -p "127.0.0.1:$port_hooks:8080" \
+  -v "$work/whsec:/run/whsec:ro" "$image" --callback-allow https://hooks.example.com/ --webhook-secret-file /run/whsec >/dev/null
+wait_healthz "$port_hooks" || { podman logs "$name-hooks" >&2; exit 1; }
+podman rm -f -t 0 "$name-hooks" >/dev/null
+echo "crunchd with --callback-allow https://... starts in the image (it found /crunch-callback)"
 podman cp "$name:/opt/vips/libraries.txt" "$work/libraries.txt"
 size="$(podman image inspect "$image" --format '{{.Size}}')"
 echo "image: $((size / 1048576)) MiB, $(wc -l <"$work/libraries.txt") shared libraries:" $(xargs -n1 basename <"$work/libraries.txt")

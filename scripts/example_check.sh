@@ -2,8 +2,9 @@
 # crunch as a library, as a team would use it: installs the build (cmake --install) into a scratch
 # prefix, builds examples/own-kind out of tree against it (find_package(crunch), crunch::core),
 # starts the service on loopback, and checks that it serves its own kind beside crunch's: the
-# kind's answer, its own flag (--primes-max-n, in --help too), /v1/kinds listing it, a thumbnail
-# through the installed image module, and a clean exit on SIGTERM. Every wait is bounded; what it starts is stopped on exit.
+# kind's answer, its own flag (--primes-max-n, in --help too), /v1/kinds listing it, a callback
+# through the installed crunch-callback, a thumbnail through the installed image module, and a
+# clean exit on SIGTERM. Every wait is bounded; what it starts is stopped on exit.
 #   ./scripts/example_check.sh [BUILD_DIR=build]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,8 +14,10 @@ crunch_install_deps
 build="$(cd "${1:-$root/build}" && pwd)"
 work="$(mktemp -d)"
 pid=""
+receiver=""
 cleanup() {
   [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [[ -n "$receiver" ]] && kill "$receiver" 2>/dev/null && wait "$receiver" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -27,8 +30,29 @@ echo "built examples/own-kind against it: $(stat -c %s "$work/own/primes-service
 
 # Installed somewhere other than the prefix it was configured for, the image module is named.
 port="$(free_port)"
+# So is the program callbacks run in, which a service finds beside itself or at the configured prefix.
+helper="$work/prefix/libexec/crunch/crunch-callback"
+[[ -x "$helper" ]] || { echo "cmake --install put no crunch-callback in libexec/crunch/" >&2; exit 1; }
+echo "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" >"$work/whsec"
+# A receiver for one callback: answers 200 and says what it got.
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+        print(self.headers["webhook-id"], body.decode(), flush=True)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()' >"$work/receiver.out" 2>&1 &
+receiver=$!
+for _ in $(seq 100); do [[ -s "$work/receiver.out" ]] && break; sleep 0.05; done
+receiver_port="$(head -1 "$work/receiver.out")"
 CRUNCH_IMAGE_LIBRARY="$(find "$work/prefix" -name libcrunch_vips.so)" \
-  "$work/own/primes-service" --address 127.0.0.1 --port "$port" --primes-max-n 1000000 >"$work/service.log" 2>&1 &
+  "$work/own/primes-service" --address 127.0.0.1 --port "$port" --primes-max-n 1000000 \
+  --callback-allow http://127.0.0.1: --callback-allow-private true --webhook-secret-file "$work/whsec" \
+  --callback-helper "$helper" >"$work/service.log" 2>&1 &
 pid=$!
 wait_healthz "$port" || { cat "$work/service.log" >&2; exit 1; }
 
@@ -44,6 +68,13 @@ curl -sf -o /dev/null -H 'Prefer: wait=30' "http://127.0.0.1:$port$location"
 async="$(curl -sf "http://127.0.0.1:$port$location/result")"
 [[ "$async" == "$answer" ]] || fail "the asynchronous result is $async"
 echo "Prefer: respond-async -> $location -> $async"
+# And its jobs call back, through the installed crunch-callback.
+id="$(curl -sf -H 'Prefer: respond-async' \
+  "http://127.0.0.1:$port/v1/primes/1000?callback_url=http://127.0.0.1:$receiver_port/hook" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+for _ in $(seq 200); do grep -q "^$id " "$work/receiver.out" && break; sleep 0.05; done
+grep -q "^$id .*job.succeeded" "$work/receiver.out" || fail "no callback for job $id: $(cat "$work/receiver.out")"
+echo "a callback for job $id came through $helper"
 kinds="$(curl -sf "http://127.0.0.1:$port/v1/kinds" | python3 -c 'import json,sys; print(" ".join(k["name"] for k in json.load(sys.stdin)["kinds"]))')"
 [[ " $kinds " == *" primes "* && " $kinds " == *" fib "* ]] || fail "/v1/kinds lists: $kinds"
 echo "/v1/kinds lists: $kinds"

@@ -8,6 +8,11 @@
 /// resolved once and the connection made to the address checked; loopback, private, link-local,
 /// unspecified, multicast and broadcast addresses are refused unless --callback-allow-private;
 /// and a redirect is never followed. Used on the I/O thread only.
+///
+/// The policy, the signature and the retries are crunchd's. Each attempt's connection, TLS
+/// handshake and exchange run in a crunch-callback process (callback_helper.cpp), given the
+/// addresses crunchd checked and the signed request: the process that parses a receiver's
+/// certificate and answer holds no secret, and crunchd itself does not map OpenSSL.
 
 #include <crunch/log.hpp>
 #include <crunch/net.hpp>
@@ -25,6 +30,10 @@
 #include <string_view>
 #include <variant>
 #include <vector>
+
+namespace boost::asio {
+class thread_pool;
+}
 
 namespace crunch {
 
@@ -80,6 +89,8 @@ class callback_sender {
     std::chrono::milliseconds first_delay{1000};       ///< before the first retry; doubles each time
     std::chrono::milliseconds max_delay{300'000};      ///< between two attempts, at most
     std::chrono::milliseconds attempt_timeout{10'000};  ///< to connect, send and read one answer
+    /// The crunch-callback program (config::callback_helper).
+    std::string helper;
     /// Certificates of the authorities an https:// receiver's certificate may chain to, besides
     /// the system's (a PEM file; --callback-ca-file). Empty: the system's alone.
     std::string ca_file;
@@ -109,8 +120,7 @@ class callback_sender {
   net::any_io_executor io_;
   settings settings_;
   logger& log_;
-  struct tls;
-  std::unique_ptr<tls> tls_;  // the TLS client context https:// callbacks share
+  std::unique_ptr<net::thread_pool> spawner_;  // starts crunch-callback; only when callbacks are allowed
   std::shared_ptr<const webhook_secrets> secrets_;
   std::shared_ptr<state> state_;
 };

@@ -10,10 +10,12 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 namespace crunch {
 
@@ -211,6 +213,14 @@ const std::vector<option>& options() {
        [](config& c, const std::string& text) -> std::optional<std::string> {
          if (text.empty()) return "must name a file";
          c.callback_ca_file = text;
+         return std::nullopt;
+       }},
+      {"callback-helper", "CRUNCH_CALLBACK_HELPER", "FILE",
+       "the crunch-callback program each callback attempt runs in, holding no secret (default: beside this "
+       "program, else " CRUNCH_INSTALLED_CALLBACK_HELPER ")",
+       [](config& c, const std::string& text) -> std::optional<std::string> {
+         if (text.empty()) return "must name a file";
+         c.callback_helper = text;
          return std::nullopt;
        }},
       {"callback-retry-for", "CRUNCH_CALLBACK_RETRY_FOR", "DURATION",
@@ -493,6 +503,31 @@ std::size_t open_files_for_connections() {
   return limit.rlim_cur > reserved + 1 ? static_cast<std::size_t>(std::min<rlim_t>(limit.rlim_cur - reserved, 1u << 30)) : 1;
 }
 
+namespace {
+
+// The crunch-callback program: `given`, else the one beside this program's executable (a build
+// tree, the container image), else the installed one. Throws config_error when it cannot be run.
+std::string find_callback_helper(const std::string& given) {
+  std::vector<std::string> candidates;
+  if (!given.empty()) {
+    candidates.push_back(given);
+  } else {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) candidates.push_back((self.parent_path() / "crunch-callback").string());
+    candidates.emplace_back(CRUNCH_INSTALLED_CALLBACK_HELPER);
+  }
+  for (const auto& path : candidates) {
+    if (::access(path.c_str(), X_OK) == 0) return path;
+  }
+  std::string tried;
+  for (const auto& path : candidates) tried += (tried.empty() ? "" : " or ") + path;
+  throw config_error("crunchd: --callback-allow needs the crunch-callback program, which each callback attempt runs "
+                     "in; it is not at " + tried + " (--callback-helper)");
+}
+
+}  // namespace
+
 config resolve_defaults(config c) {
   if (c.workers == 0) c.workers = usable_cpus();
   if (c.queue_limit == 0) c.queue_limit = 8 * c.workers;
@@ -515,6 +550,7 @@ config resolve_defaults(config c) {
                        " MiB is more than half the memory budget (" + std::to_string(c.memory_budget >> 20) + " MiB)");
   }
   c.max_connections = std::min(c.max_connections, open_files_for_connections());
+  if (!c.callback_allow.empty()) c.callback_helper = find_callback_helper(c.callback_helper);
   return c;
 }
 

@@ -78,6 +78,7 @@ struct server::state {
         callbacks(io.get_executor(),
                   callback_sender::settings{.policy = {cfg.callback_allow, cfg.callback_allow_private},
                                             .retry_for = cfg.callback_retry_for,
+                                            .helper = cfg.callback_helper,
                                             .ca_file = cfg.callback_ca_file},
                   log),
         async(io.get_executor(),

@@ -138,6 +138,7 @@ config callback_config(const temp_file& secrets, std::string allow, bool allow_p
   cfg.callback_allow = {std::move(allow)};
   cfg.callback_allow_private = allow_private;
   cfg.webhook_secret_file = secrets.path();
+  cfg.callback_helper = CRUNCH_CALLBACK_PATH;  // the test binary has none beside it
   return cfg;
 }
 
@@ -245,25 +246,53 @@ TEST(callbacks, the_drain_does_not_wait_for_a_callback_being_retried) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 450ms);  // under the least backoff (0.5 s)
 }
 
-TEST(callbacks, without_an_https_prefix_there_is_no_tls_client_and_an_https_url_is_never_sent_in_clear) {
+TEST(callbacks, an_https_url_is_never_sent_in_clear_and_an_attempt_that_hangs_is_killed_at_its_timeout) {
+  // A receiver that speaks plain HTTP: it gets a TLS ClientHello, never the message, and does not
+  // answer it; crunch-callback waits for a ServerHello until crunchd kills it.
   receiver hook({});
   net::io_context io;
   std::FILE* sink = std::tmpfile();
   logger log(log_format::json, log_level::warn, sink);
   callback_sender::settings settings;
-  settings.policy = {{"http://127.0.0.1:"}, true};
+  settings.policy = {{"https://127.0.0.1:"}, true};
+  settings.retry_for = 0ms;
+  settings.attempt_timeout = 300ms;
+  settings.helper = CRUNCH_CALLBACK_PATH;
   callback_sender sender(io.get_executor(), settings, log);
   auto url = std::get<callback_url>(parse_callback_url("https://127.0.0.1:" + std::to_string(hook.port()) + "/hook"));
-  sender.deliver(url, "job-1", "{}");
-  io.run();  // the delivery's coroutine has ended
+  const auto start = std::chrono::steady_clock::now();
+  sender.deliver(url, "job-1", R"({"type":"job.succeeded"})");
+  io.run();  // the delivery's coroutine has ended: the helper was killed and reaped
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
   std::ostringstream metrics;
   sender.write_metrics(metrics);
-  EXPECT_NE(metrics.str().find("\ncrunch_callback_attempts_total 0\n"), std::string::npos) << metrics.str();
-  EXPECT_TRUE(hook.requests().empty());
+  EXPECT_NE(metrics.str().find("\ncrunch_callback_attempts_total 1\n"), std::string::npos) << metrics.str();
+  EXPECT_NE(metrics.str().find("crunch_callbacks_total{outcome=\"gave_up\"} 1\n"), std::string::npos) << metrics.str();
   log.close();
+  std::rewind(sink);
+  std::string logged(4096, '\0');
+  logged.resize(std::fread(logged.data(), 1, logged.size(), sink));
+  EXPECT_NE(logged.find("no answer within 300 ms"), std::string::npos) << logged;
   std::fclose(sink);
+  for (const auto& seen : hook.requests()) {
+    EXPECT_EQ(seen.find("job.succeeded"), std::string::npos);
+    EXPECT_EQ(seen.find("webhook-id"), std::string::npos);
+    ASSERT_FALSE(seen.empty());
+    EXPECT_EQ(seen[0], '\x16');  // a TLS handshake record
+  }
 }
 
+TEST(callbacks, without_its_helper_program_a_server_with_callbacks_does_not_start) {
+  temp_file secrets("crunch-whsec-", secret + "\n");
+  auto cfg = callback_config(secrets, "http://127.0.0.1:", true);
+  cfg.callback_helper = "/nonexistent/crunch-callback";
+  try {
+    (void)resolve_defaults(cfg);
+    FAIL() << "started without crunch-callback";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/crunch-callback"), std::string::npos) << e.what();
+  }
+}
 
 }  // namespace
 }  // namespace crunch::testing

@@ -65,6 +65,9 @@ struct config {
   std::string webhook_secret_file;
   /// Authorities an https:// callback receiver's certificate may chain to, besides the system's.
   std::string callback_ca_file;
+  /// The crunch-callback program each callback attempt runs in. Empty: the one beside this
+  /// program's executable, else the installed one (libexec/crunch/crunch-callback).
+  std::string callback_helper;
   /// How long a callback is retried after its first attempt.
   std::chrono::milliseconds callback_retry_for{3'600'000};
   std::chrono::milliseconds read_timeout{10'000};         ///< to receive one whole request, and to send a response
