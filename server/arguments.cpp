@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <stdexcept>
 
 namespace crunch {
@@ -178,6 +179,25 @@ std::optional<std::string_view> query_value(std::string_view query, std::string_
     const auto pair = query.substr(0, amp);
     const auto eq = pair.find('=');
     if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string_view> repeated_query_key(std::string_view query) {
+  // A handful of keys: each compared with those before it.
+  std::array<std::string_view, 32> seen{};
+  std::size_t count = 0;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    const auto key = pair.substr(0, pair.find('='));
+    if (!key.empty() && std::find(seen.begin(), seen.begin() + static_cast<std::ptrdiff_t>(count), key) !=
+        seen.begin() + static_cast<std::ptrdiff_t>(count)) {
+      return key;
+    }
+    if (count < seen.size()) seen[count++] = key;
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }

@@ -360,6 +360,10 @@ std::variant<reply, job_request> router::prepare(const route_match& match, std::
   const auto& r = *match.route;
   auto timeout = async ? async_max_timeout_ : default_timeout_;
   const auto longest = async ? async_max_timeout_ : max_timeout_;
+  if (const auto twice = repeated_query_key(match.query)) {
+    return on_route(r.name, error_reply(400, "invalid_argument",
+                                        std::string(*twice) + " is given more than once in the query"));
+  }
   if (const auto text = query_value(match.query, "timeout_ms")) {
     const auto ms = parse_decimal(*text, 1, static_cast<std::uint64_t>(longest.count()));
     if (!ms) {

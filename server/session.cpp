@@ -28,7 +28,9 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <charconv>
+#include <ctime>
 #include <iterator>
 #include <limits>
 #include <optional>
@@ -210,6 +212,46 @@ struct framing {
   std::string_view request_id;
 };
 
+/// The Date field's value (RFC 9110 §6.6.1), in IMF-fixdate form: "Sun, 06 Nov 1994 08:49:37 GMT".
+/// Formatted again only when the second has changed; the coarse clock is read from the vDSO.
+std::string_view http_date() {
+  static constexpr std::string_view days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  thread_local std::time_t formatted_for = -1;
+  thread_local std::array<char, 29> text{};
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  if (now.tv_sec != formatted_for) {
+    std::tm t{};
+    ::gmtime_r(&now.tv_sec, &t);
+    auto two = [](char* at, int v) {
+      at[0] = static_cast<char>('0' + v / 10);
+      at[1] = static_cast<char>('0' + v % 10);
+    };
+    char* p = text.data();
+    std::copy_n(days[static_cast<std::size_t>(t.tm_wday)].data(), 3, p);
+    p[3] = ',';
+    p[4] = ' ';
+    two(p + 5, t.tm_mday);
+    p[7] = ' ';
+    std::copy_n(months[static_cast<std::size_t>(t.tm_mon)].data(), 3, p + 8);
+    p[11] = ' ';
+    const int year = t.tm_year + 1900;
+    two(p + 12, year / 100);
+    two(p + 14, year % 100);
+    p[16] = ' ';
+    two(p + 17, t.tm_hour);
+    p[19] = ':';
+    two(p + 20, t.tm_min);
+    p[22] = ':';
+    two(p + 23, t.tm_sec);
+    std::copy_n(" GMT", 4, p + 25);
+    formatted_for = now.tv_sec;
+  }
+  return {text.data(), text.size()};
+}
+
 void append_header(std::string& wire, std::string_view name, std::string_view value) {
   wire += name;
   wire += ": ";
@@ -230,6 +272,7 @@ void render(const answer& a, const framing& f, clock::duration total, std::strin
   wire += ' ';
   wire += http::obsolete_reason(static_cast<http::status>(a.r.status));
   wire += "\r\n";
+  append_header(wire, "Date", http_date());
   append_header(wire, "Server", server_name);
   append_header(wire, "Content-Type", a.r.content_type);
   append_header(wire, "X-Request-Id", f.request_id);
@@ -271,6 +314,23 @@ net::awaitable<void> linger_close(beast::tcp_stream& stream) {
   }
 }
 
+/// The first field of `req` that may be given once (RFC 9110 §5.3: its value is not a list) and is
+/// given more than once; two Content-Types or two Hosts leave open which one a proxy and crunch
+/// each took.
+std::optional<std::string_view> repeated_singleton(const http::fields& req) {
+  static constexpr std::array<http::field, 3> known = {http::field::host, http::field::content_type,
+                                                       http::field::authorization};
+  // Idempotency-Key, given twice, is refused where keys are read, and the connection kept.
+  static constexpr std::array<std::string_view, 1> named = {"X-Request-Id"};
+  for (const auto f : known) {
+    if (req.count(f) > 1) return http::to_string(f);
+  }
+  for (const auto name : named) {
+    if (req.count(name) > 1) return name;
+  }
+  return std::nullopt;
+}
+
 /// A request head that is answered with an error and a closed connection, whatever its target.
 std::optional<reply> refuse_head(const request_parser& parser, const config& cfg) {
   const auto& req = parser.get();
@@ -281,6 +341,8 @@ std::optional<reply> refuse_head(const request_parser& parser, const config& cfg
     r = error_reply(400, "bad_request", "Transfer-Encoding of a request must end in chunked");
   } else if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) > cfg.max_headers) {
     r = error_reply(431, "header_too_large", "more than " + std::to_string(cfg.max_headers) + " header fields");
+  } else if (const auto twice = repeated_singleton(req)) {
+    r = error_reply(400, "bad_request", std::string(*twice) + " is given more than once");
   } else if (const auto expect = req[http::field::expect];
              !expect.empty() && req.version() >= 11 && !beast::iequals(expect, "100-continue")) {
     r = error_reply(417, "expectation_failed", "the only expectation understood is 100-continue");
@@ -428,6 +490,7 @@ net::awaitable<void> stream_events(beast::tcp_stream& stream, session_context& c
   static const std::string server_name = std::string("crunch/") + version();
   // No length: the stream ends when the connection does.
   std::string wire = req.version() == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
+  append_header(wire, "Date", http_date());
   append_header(wire, "Server", server_name);
   append_header(wire, "Content-Type", "text/event-stream");
   append_header(wire, "Cache-Control", "no-store");

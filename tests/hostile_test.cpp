@@ -78,6 +78,15 @@ std::vector<hostile_case> cases() {
        false},
       {"idempotency_key_control_byte", get("/fib/5", "Host: x\r\nIdempotency-Key: a\x01b\r\n"), 400, true},  // Beast: a malformed field
       {"idempotency_key_twice", get("/fib/5", "Host: x\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n"), 400, false},
+      // A field that may be given once, given twice (RFC 9110 §5.3); a query key given twice.
+      {"two_content_types", "POST /v1/zstd/compress HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                            "Content-Type: application/zstd\r\nContent-Length: 2\r\n\r\nhi", 400, true},
+      {"two_hosts", get("/healthz", "Host: x\r\nHost: y\r\n"), 400, true},
+      {"two_authorizations", get("/fib/5", "Host: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"), 400, true},
+      {"two_request_ids", get("/healthz", "Host: x\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n"), 400, true},
+      {"query_key_twice", get("/fib/5?timeout_ms=60000&timeout_ms=1"), 400, false},
+      {"unknown_query_key_twice", get("/fib/5?x=1&x=2"), 400, false},
+      {"query_with_empty_pairs", get("/fib/5?&&timeout_ms=1000&&"), 200, false},
       {"callback_url_without_async", get("/fib/5?callback_url=http%3A%2F%2Fexample.com%2F"), 400, false},
       {"callback_url_bad_escape", get("/fib/5?callback_url=%zz", "Host: x\r\nPrefer: respond-async\r\n"), 400, false},
       {"callback_url_long", get("/fib/5?callback_url=http://" + std::string(3000, 'a'), "Host: x\r\nPrefer: respond-async\r\n"),

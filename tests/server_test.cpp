@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -36,6 +37,25 @@ TEST_F(server_test, fib_answers_value_and_headers) {
   EXPECT_NE(timing.find("compute;dur="), std::string::npos) << timing;
   EXPECT_FALSE(r->header("x-request-id").empty());
   EXPECT_EQ(r->header("server").rfind("crunch/", 0), 0u);
+}
+
+TEST_F(server_test, every_response_carries_a_date_in_imf_fixdate_form) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  for (const auto* target : {"/healthz", "/fib/20", "/no/such/route", "/metrics"}) {
+    const auto before = std::chrono::system_clock::now();
+    const auto r = c.get(target);
+    const auto after = std::chrono::system_clock::now();
+    ASSERT_TRUE(r) << target;
+    const auto date = r->header("date");
+    // RFC 9110 §5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT".
+    std::tm t{};
+    const char* end = ::strptime(date.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &t);
+    ASSERT_TRUE(end != nullptr && *end == '\0' && date.size() == 29) << target << ": '" << date << "'";
+    const auto when = std::chrono::system_clock::from_time_t(::timegm(&t));
+    EXPECT_GE(when, std::chrono::floor<std::chrono::seconds>(before) - 1s) << date;
+    EXPECT_LE(when, after + 1s) << date;
+  }
 }
 
 TEST_F(server_test, a_tiny_fib_runs_on_the_io_thread_and_a_larger_one_on_a_worker) {

@@ -88,4 +88,8 @@ std::optional<std::string> percent_decoded(std::string_view text);
 /// The value of `name` in a query string ("a=1&b=2"), undecoded; nullopt when absent.
 std::optional<std::string_view> query_value(std::string_view query, std::string_view name);
 
+/// The first key that `query` (without the '?') gives more than once, as written: no parameter is
+/// a list, so `width=1&width=999999` is refused rather than read as either.
+std::optional<std::string_view> repeated_query_key(std::string_view query);
+
 }  // namespace crunch
