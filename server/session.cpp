@@ -34,6 +34,7 @@
 #include <iterator>
 #include <limits>
 #include <optional>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -212,14 +213,16 @@ struct framing {
   std::string_view request_id;
 };
 
-/// The Date field's value (RFC 9110 §6.6.1), in IMF-fixdate form: "Sun, 06 Nov 1994 08:49:37 GMT".
-/// Formatted again only when the second has changed; the coarse clock is read from the vDSO.
-std::string_view http_date() {
+/// The Date header line (RFC 9110 §6.6.1), its value in IMF-fixdate form:
+/// "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n". Formatted again only when the second has changed (the
+/// coarse clock is read from the vDSO), and appended whole: one copy per response.
+std::string_view date_line() {
   static constexpr std::string_view days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  static constexpr std::string_view name = "Date: ";
   thread_local std::time_t formatted_for = -1;
-  thread_local std::array<char, 29> text{};
+  thread_local std::array<char, 6 + 29 + 2> line{};
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
   if (now.tv_sec != formatted_for) {
@@ -229,7 +232,7 @@ std::string_view http_date() {
       at[0] = static_cast<char>('0' + v / 10);
       at[1] = static_cast<char>('0' + v % 10);
     };
-    char* p = text.data();
+    char* p = std::copy_n(name.data(), name.size(), line.data());
     std::copy_n(days[static_cast<std::size_t>(t.tm_wday)].data(), 3, p);
     p[3] = ',';
     p[4] = ' ';
@@ -246,10 +249,10 @@ std::string_view http_date() {
     two(p + 20, t.tm_min);
     p[22] = ':';
     two(p + 23, t.tm_sec);
-    std::copy_n(" GMT", 4, p + 25);
+    std::copy_n(" GMT\r\n", 6, p + 25);
     formatted_for = now.tv_sec;
   }
-  return {text.data(), text.size()};
+  return {line.data(), line.size()};
 }
 
 void append_header(std::string& wire, std::string_view name, std::string_view value) {
@@ -272,7 +275,7 @@ void render(const answer& a, const framing& f, clock::duration total, std::strin
   wire += ' ';
   wire += http::obsolete_reason(static_cast<http::status>(a.r.status));
   wire += "\r\n";
-  append_header(wire, "Date", http_date());
+  wire += date_line();
   append_header(wire, "Server", server_name);
   append_header(wire, "Content-Type", a.r.content_type);
   append_header(wire, "X-Request-Id", f.request_id);
@@ -316,17 +319,31 @@ net::awaitable<void> linger_close(beast::tcp_stream& stream) {
 
 /// The first field of `req` that may be given once (RFC 9110 §5.3: its value is not a list) and is
 /// given more than once; two Content-Types or two Hosts leave open which one a proxy and crunch
-/// each took.
+/// each took. One pass over the fields, which Beast keeps with their names already looked up.
+/// (Idempotency-Key, given twice, is refused where keys are read, and the connection kept.)
 std::optional<std::string_view> repeated_singleton(const http::fields& req) {
-  static constexpr std::array<http::field, 3> known = {http::field::host, http::field::content_type,
-                                                       http::field::authorization};
-  // Idempotency-Key, given twice, is refused where keys are read, and the connection kept.
-  static constexpr std::array<std::string_view, 1> named = {"X-Request-Id"};
-  for (const auto f : known) {
-    if (req.count(f) > 1) return http::to_string(f);
-  }
-  for (const auto name : named) {
-    if (req.count(name) > 1) return name;
+  bool host = false;
+  bool type = false;
+  bool authorization = false;
+  bool request_id = false;
+  auto again = [](bool& seen) { return std::exchange(seen, true); };
+  for (const auto& f : req) {
+    switch (f.name()) {
+      case http::field::host:
+        if (again(host)) return "Host";
+        break;
+      case http::field::content_type:
+        if (again(type)) return "Content-Type";
+        break;
+      case http::field::authorization:
+        if (again(authorization)) return "Authorization";
+        break;
+      case http::field::unknown:
+        if (beast::iequals(f.name_string(), "X-Request-Id") && again(request_id)) return "X-Request-Id";
+        break;
+      default:
+        break;
+    }
   }
   return std::nullopt;
 }
@@ -490,7 +507,7 @@ net::awaitable<void> stream_events(beast::tcp_stream& stream, session_context& c
   static const std::string server_name = std::string("crunch/") + version();
   // No length: the stream ends when the connection does.
   std::string wire = req.version() == 10 ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.1 200 OK\r\n";
-  append_header(wire, "Date", http_date());
+  wire += date_line();
   append_header(wire, "Server", server_name);
   append_header(wire, "Content-Type", "text/event-stream");
   append_header(wire, "Cache-Control", "no-store");
