@@ -1,3 +1,4 @@
+#include "bounded_wait.hpp"
 #include <crunch/completion_queue.hpp>
 #include <crunch/worker_pool.hpp>
 
@@ -19,6 +20,8 @@
 #include <vector>
 
 namespace crunch {
+
+using testing::spin_until;
 namespace {
 
 // An item that runs a function when delivered and counts its own destruction.
@@ -192,7 +195,7 @@ TEST_F(pool_with_queue, a_batch_with_a_cancelled_job_delivers_the_rest_and_the_c
   io_held.get_future().get();
   release.count_down();
   // Wait, off the I/O thread, until all three jobs have ended and their completions are queued.
-  while (pool.busy() != 0 || pool.queued() != 0) std::this_thread::yield();
+  EXPECT_TRUE(spin_until([&] { return pool.busy() == 0 && pool.queued() == 0; })) << "the three jobs did not end";
   hold.count_down();
   all.get_future().get();
   EXPECT_EQ(ok.load(), 2);

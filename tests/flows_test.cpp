@@ -1,4 +1,5 @@
 // The fair queue: flow_table's tags and shares, and worker_pool's queue in their order.
+#include "bounded_wait.hpp"
 #include <crunch/flows.hpp>
 #include <crunch/worker_pool.hpp>
 
@@ -19,6 +20,9 @@
 #include <vector>
 
 namespace crunch {
+
+using testing::run_until;
+using testing::spin_until;
 namespace {
 
 using namespace std::chrono_literals;
@@ -210,11 +214,11 @@ class ordered_pool : public ::testing::Test {
   // Blocks the one worker until open() is called.
   void block() {
     pool_.async_submit([this](std::stop_token) { blocker_.wait(); return 0; }, [](sys::error_code, job_result<int>) {});
-    while (pool_.busy() == 0) std::this_thread::yield();
+    EXPECT_TRUE(spin_until([this] { return pool_.busy() != 0; })) << "the blocking job never started";
   }
   void open_and_finish(std::size_t jobs) {
     blocker_.count_down();
-    while (completed() < jobs) io_.run_one();
+    EXPECT_TRUE(run_until(io_, [&] { return completed() >= jobs; })) << completed() << " of " << jobs << " jobs completed";
   }
   std::size_t completed() const { return errors_.size(); }
 

@@ -1,5 +1,6 @@
 // The job pipeline without a socket: an io_context on the test's thread, a real worker pool, and
 // clients whose departure the test decides.
+#include "bounded_wait.hpp"
 #include <crunch/job_pipeline.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -15,6 +16,9 @@
 #include <thread>
 
 namespace crunch {
+
+using testing::run_until;
+using testing::spin_until;
 namespace {
 
 using namespace std::chrono_literals;
@@ -76,8 +80,8 @@ job_function returns(int value) {
 job_function until_stopped(std::latch& started, std::atomic<bool>& stopped) {
   return [&](std::stop_token stop) -> std::optional<job_output> {
     started.count_down();
-    while (!stop.stop_requested()) std::this_thread::yield();
-    stopped = true;
+    // Bounded: a job never stopped ends anyway, and the test's own checks say so.
+    stopped = spin_until([&] { return stop.stop_requested(); });
     return std::nullopt;
   };
 }
@@ -166,7 +170,7 @@ TEST_F(job_pipeline_test, a_full_queue_refuses_at_once_with_retry_after) {
   started.wait();                      // the only worker is busy
   start(request(returns(2)), queued);  // fills the queue of one
   start(request(returns(3)), refused);
-  while (!refused) io.run_one();
+  ASSERT_TRUE(run_until(io, [&] { return refused.has_value(); })) << "the third job got no answer";
   EXPECT_EQ(refused->r.status, 503u);
   EXPECT_EQ(error_of(*refused).at("code"), "overloaded");
   EXPECT_FALSE(header(*refused, "Retry-After").empty());
@@ -241,7 +245,7 @@ TEST_F(job_pipeline_test, a_drain_cuts_the_queued_jobs_that_cannot_finish_in_tim
   io.poll();
   EXPECT_EQ(pipeline.pending(), 2u);
   EXPECT_EQ(pipeline.cut_jobs_that_cannot_finish(1s), 1u);
-  while (!queued) io.run_one();
+  ASSERT_TRUE(run_until(io, [&] { return queued.has_value(); })) << "the queued job was not cut";
   EXPECT_EQ(queued->r.status, 503u);
   EXPECT_EQ(error_of(*queued).at("code"), "draining");
   EXPECT_FALSE(running);
