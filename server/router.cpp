@@ -99,6 +99,19 @@ nlohmann::json describe(const parameter& p) {
   return d;
 }
 
+// The route's first example that succeeds, sent once: the live view starts its form from it.
+const route_example* form_example(const job_route& r) {
+  for (const auto& e : r.examples) {
+    if (e.status == 200 && e.repeat == 1) return &e;
+  }
+  return nullptr;
+}
+
+// Whether a form's text box can hold `body`.
+bool is_text(std::string_view body) {
+  return std::all_of(body.begin(), body.end(), [](unsigned char c) { return c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f); });
+}
+
 // Who may ask for a fixed route when the server has API keys.
 enum class guard {
   open,           // anyone
@@ -437,6 +450,11 @@ std::string router::kinds_document() const {
       } else if (r.file_body()) {
         route["content_types"] = r.media_types;
         route["max_body_bytes"] = body_limit(r);
+      }
+      if (const auto* e = form_example(r)) {
+        route["example"] = {{"target", e->target}};
+        if (!e->body.empty() && is_text(e->body)) route["example"]["body"] = e->body;
+        if (!e->content_type.empty()) route["example"]["content_type"] = e->content_type;
       }
       routes.push_back(std::move(route));
     }

@@ -1,5 +1,5 @@
 // The live view: charts of /v1/events snapshots (one per interval) and of /healthz as timed from
-// this page, plus a form that runs one job of each kind. No framework and no build step; uPlot
+// this page, plus a form for each route of each kind, built from /v1/kinds. No framework and no build step; uPlot
 // draws the charts. `window.crunchLive` exposes what the page has seen, for the browser check.
 "use strict";
 (() => {
@@ -194,7 +194,7 @@
   let probes = 0;
   probe();
 
-  // --- run one job -------------------------------------------------------------------------------
+  // --- run one job: a form for every route of every kind, built from /v1/kinds ---------------------
 
   const result = $("result");
   function say(title, response, bodyNode) {
@@ -212,6 +212,16 @@
     pre.textContent = t;
     return pre;
   }
+  // An answer that is neither text nor an image (a zstd frame): its size, and a link to it.
+  function download(blob, type) {
+    const p = document.createElement("p");
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "answer";
+    a.textContent = `${blob.size} bytes of ${type || "data"}`;
+    p.append(a);
+    return p;
+  }
   async function run(title, request) {
     result.textContent = `${title}…`;
     try {
@@ -223,31 +233,168 @@
         img.src = URL.createObjectURL(blob);
         img.alt = `thumbnail, ${blob.size} bytes`;
         say(title, response, img);
-      } else {
+      } else if (type.startsWith("text/") || type.includes("json")) {
         say(title, response, text(await response.text()));
+      } else {
+        say(title, response, download(await response.blob(), type));
       }
     } catch (err) {
       result.textContent = `${title}: ${err}`;
     }
   }
-  $("run-fib").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const n = e.target.n.value;
-    run(`GET /fib/${n}`, () => fetch(`/fib/${encodeURIComponent(n)}`, { headers: auth() }));
-  });
-  $("run-hash").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const password = e.target.password.value;
-    run("POST /v1/password/hash", () =>
-      fetch("/v1/password/hash", { method: "POST", headers: { "Content-Type": "application/json", ...auth() }, body: JSON.stringify({ password }) }));
-  });
-  $("run-thumb").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const f = e.target;
-    const file = f.file.files[0];
-    if (!file) return;
-    const query = new URLSearchParams({ width: f.width.value, format: f.format.value });
-    run(`POST /v1/image/thumbnail?${query}`, () =>
-      fetch(`/v1/image/thumbnail?${query}`, { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream", ...auth() }, body: file }));
-  });
+
+  // The values a route's example request gives its parameters: "/fib/30" against "/fib/{n}" is
+  // n = 30; its query's keys; a JSON body's fields.
+  function exampleValues(route) {
+    const values = {};
+    const e = route.example;
+    if (!e) return values;
+    const [path, query = ""] = e.target.split("?");
+    const at = route.path.indexOf("{");
+    if (at >= 0) values[route.path.slice(at + 1, route.path.indexOf("}", at))] = decodeURIComponent(path.slice(at));
+    for (const [k, v] of new URLSearchParams(query)) values[k] = v;
+    if (route.content_type === "application/json" && e.body) {
+      try {
+        Object.assign(values, JSON.parse(e.body));
+      } catch {
+        // not an object: the form starts empty
+      }
+    }
+    return values;
+  }
+
+  // A labelled input for one parameter, as its declaration bounds it.
+  function field(p, value) {
+    const label = document.createElement("label");
+    label.append(`${p.name} `);
+    let el;
+    if (p.enum) {
+      el = document.createElement("select");
+      if (!p.required) el.append(new Option("", ""));
+      for (const v of p.enum) el.append(new Option(v, v));
+    } else {
+      el = document.createElement("input");
+      if (p.type === "integer") {
+        el.type = "number";
+        el.min = String(p.minimum);
+        el.max = String(p.maximum);
+      } else {
+        el.type = /password|secret/i.test(p.name) ? "password" : "text";
+        el.autocomplete = "off";
+        if (p.max_bytes) el.maxLength = p.max_bytes;
+      }
+    }
+    el.name = p.name;
+    el.required = p.required;
+    el.title = p.description ?? "";
+    const v = value ?? p.default;
+    if (v !== undefined) el.value = String(v);
+    label.append(el);
+    return label;
+  }
+
+  // The request a route's form describes: its target and fetch's init.
+  function request(route, form, params) {
+    let path = route.path;
+    const query = new URLSearchParams();
+    const json = {};
+    for (const p of params) {
+      const value = form.elements.namedItem(p.name)?.value ?? "";
+      if (value === "") continue;
+      if (p.in === "path") path = path.replace(`{${p.name}}`, encodeURIComponent(value));
+      else if (p.in === "query") query.set(p.name, value);
+      else json[p.name] = p.type === "integer" ? Number(value) : value;
+    }
+    const q = query.toString();
+    const init = { method: route.method, headers: auth() };
+    if (route.content_type === "application/json") {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(json);
+    } else if (route.content_types) {
+      const file = form.elements.namedItem("file")?.files?.[0];
+      if (file) {
+        init.body = file;
+        init.headers["Content-Type"] = file.type || route.content_types[0];
+      } else {
+        init.body = form.elements.namedItem("text")?.value ?? "";
+        init.headers["Content-Type"] = route.content_types.includes("text/plain") ? "text/plain" : route.content_types[0];
+      }
+    }
+    return { target: q ? `${path}?${q}` : path, init };
+  }
+
+  // One form: the parameters its example sets or it needs, the others under "more", and for a
+  // file body a file input (and a text box, when the route takes text).
+  function routeForm(route) {
+    const form = document.createElement("form");
+    form.id = `run-${route.name}`;
+    form.className = "card";
+    const title = document.createElement("p");
+    title.className = "route";
+    title.textContent = `${route.method} ${route.path}`;
+    title.title = route.summary;
+    form.append(title);
+    const values = exampleValues(route);
+    const params = route.parameters.filter((p) => p.name !== "timeout_ms");
+    const shown = (p) => p.required || p.name in values;
+    for (const p of params.filter(shown)) form.append(field(p, values[p.name]));
+    if (route.content_types) {
+      const takesText = route.content_types.some((t) => t.startsWith("text/") || t === "application/json");
+      if (takesText) {
+        const label = document.createElement("label");
+        label.append("text ");
+        const area = document.createElement("textarea");
+        area.name = "text";
+        area.rows = 2;
+        area.value = route.example?.body ?? "";
+        label.append(area);
+        form.append(label);
+      }
+      const label = document.createElement("label");
+      label.append(takesText ? "or a file " : "file ");
+      const file = document.createElement("input");
+      file.type = "file";
+      file.name = "file";
+      file.accept = route.content_types.join(",");
+      file.required = !takesText;
+      label.append(file);
+      form.append(label);
+    }
+    const others = params.filter((p) => !shown(p));
+    if (others.length) {
+      const more = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "more";
+      more.append(summary, ...others.map((p) => field(p)));
+      form.append(more);
+    }
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Run";
+    form.append(button);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const { target, init } = request(route, form, params);
+      run(`${route.method} ${target}`, () => fetch(target, init));
+    });
+    return form;
+  }
+
+  const forms = $("forms");
+  async function buildForms() {
+    try {
+      const r = await fetch("/v1/kinds", { headers: auth() });
+      if (!r.ok) {
+        forms.replaceChildren(text(`/v1/kinds answered ${r.status}: the forms need it (an API key?)`));
+        return;
+      }
+      const { kinds } = await r.json();
+      forms.replaceChildren(...kinds.flatMap((k) => k.routes.map(routeForm)));
+      seen.forms = kinds.flatMap((k) => k.routes.map((route) => route.name));
+    } catch (err) {
+      forms.replaceChildren(text(`/v1/kinds: ${err}`));
+    }
+  }
+  buildForms();
+  keyInput.addEventListener("change", buildForms);
 })();

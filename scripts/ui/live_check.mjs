@@ -79,7 +79,11 @@ try {
   check(seen.canvases >= 5, `${seen.canvases} charts drawn`);
   check(seen.status === "live", `status says "${seen.status}"`);
 
-  // One job of each kind from the form.
+  // A form for each route, built from /v1/kinds, and one job of each kind run from its form.
+  await page.waitForFunction(() => window.crunchLive.forms && window.crunchLive.forms.length > 0, { timeout: 15000 });
+  const forms = await page.evaluate(() => window.crunchLive.forms);
+  const declared = (await (await fetch(`${origin}/v1/kinds`)).json()).kinds.flatMap((k) => k.routes.map((r) => r.name));
+  for (const route of declared) check(forms.includes(route), `a form for ${route} (forms: ${forms.join(", ")})`);
   const runForm = async (form, expect) => {
     await page.$eval("#result", (el) => delete el.dataset.status);
     await page.click(`${form} button[type=submit]`);
@@ -87,14 +91,20 @@ try {
     const r = await page.$eval("#result", (el) => ({ status: el.dataset.status, text: el.innerText, img: !!el.querySelector("img") }));
     check(r.status === "200" && expect(r), `${form}: ${r.text.split("\n")[0]}`);
     check(/compute;dur=/.test(r.text), `${form}: Server-Timing shown`);
+    return r;
   };
   await page.$eval("#run-fib input[name=n]", (el) => (el.value = "25"));
   await runForm("#run-fib", (r) => r.text.includes('"result":75025'));
-  await runForm("#run-hash", (r) => r.text.includes("$argon2id$"));
+  await runForm("#run-password_hash", (r) => r.text.includes("$argon2id$"));
+  // zstd: a text typed into its form, compressed; the answer is a frame (shown as its size).
+  await page.$eval("#run-zstd_compress textarea[name=text]", (el) => (el.value = "crunch ".repeat(200)));
+  await runForm("#run-zstd_compress", (r) => /\d+ bytes of application\/zstd/.test(r.text));
   if (opt.image) {
-    const input = await page.$("#run-thumb input[type=file]");
+    await page.$eval("#run-image_thumbnail input[name=width]", (el) => (el.value = "320"));
+    await page.$eval("#run-image_thumbnail select[name=format]", (el) => (el.value = "webp"));
+    const input = await page.$("#run-image_thumbnail input[type=file]");
     await input.uploadFile(opt.image);
-    await runForm("#run-thumb", (r) => r.img);
+    await runForm("#run-image_thumbnail", (r) => r.img);
   }
 
   // Idle first, for comparison.

@@ -463,6 +463,15 @@ export interface components {
                     /** @description A route whose body is a file: the media types it takes. */
                     content_types?: string[];
                     max_body_bytes?: number;
+                    /** @description A request this route answers 200: what the live view's form for the route starts from. */
+                    example?: {
+                        /** @description Path and query, e.g. /fib/30. */
+                        target: string;
+                        /** @description The body, when it is text. */
+                        body?: string;
+                        /** @description A file body's media type. */
+                        content_type?: string;
+                    };
                     parameters: components["schemas"]["Parameter"][];
                 }[];
             }[];
