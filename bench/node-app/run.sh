@@ -8,6 +8,7 @@
 #   ./bench/node-app/run.sh
 #   ROUNDS=3 SECONDS_PER_RUN=20 LOGINS=20 AVATARS=6 ./bench/node-app/run.sh
 #   MODES="crunch" APP_PRIORITY="chrt -f 1" ./bench/node-app/run.sh   (what CPU contention costs the app)
+#   PIN=1 ./bench/node-app/run.sh   (the app on CPU 0, everything else -- crunchd, the load, the probes -- on CPU 1)
 # The same argon2id cost everywhere (m=19456 KiB, t=2, p=1: crunch's default); avatars are a
 # 1600x1200 JPEG made 256 px wide as WebP at quality 80. Writes bench/results/node-app.json.
 set -euo pipefail
@@ -20,6 +21,14 @@ logins="${LOGINS:-20}"
 avatars="${AVATARS:-6}"
 modes="${MODES:-inproc piscina crunch}"
 read -r -a app_priority <<<"${APP_PRIORITY:-}"
+# PIN=1: the app has a CPU of its own, in every mode (its libuv pool and Piscina's workers with it);
+# crunchd, the load generator and the probes share the other.
+app_cpu=()
+rest_cpu=()
+if [[ -n "${PIN:-}" ]]; then
+  app_cpu=(taskset -c 0)
+  rest_cpu=(taskset -c 1)
+fi
 probe_rate=100
 [[ -x "$build/crunchd" && -x "$build/make_image" ]] || cmake --build "$build" --target crunchd make_image >/dev/null
 (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build)
@@ -47,15 +56,16 @@ port_of() {  # the port a process logged, as "port":N
 
 source "$root/scripts/loopback.sh"
 crunch_port="$(free_port)"
-"$build/crunchd" --address 127.0.0.1 --port "$crunch_port" --log-level warn --workers 2 >"$work/crunchd.log" 2>&1 &
+"${rest_cpu[@]}" "$build/crunchd" --address 127.0.0.1 --port "$crunch_port" --log-level warn --workers 2 >"$work/crunchd.log" 2>&1 &
 pids+=($!)
 wait_healthz "$crunch_port"
 export CRUNCH_URL="http://127.0.0.1:$crunch_port"
 rt=(chrt -f 2)
 "${rt[@]}" true 2>/dev/null || { rt=(); echo "chrt -f 2 is not allowed here: the real-time probe runs as an ordinary one" >&2; }
+rt=("${rest_cpu[@]}" "${rt[@]}")
 
 start_app() {  # MODE: sets app_pid and url
-  MODE="$1" "${app_priority[@]}" node "$here/app.mjs" >"$work/app-$1.log" 2>&1 &
+  MODE="$1" "${app_cpu[@]}" "${app_priority[@]}" node "$here/app.mjs" >"$work/app-$1.log" 2>&1 &
   app_pid=$!
   pids+=("$app_pid")
   url="http://127.0.0.1:$(port_of "$work/app-$1.log")"
@@ -69,7 +79,7 @@ mkdir -p "$(dirname "$results")"
 # monitorEventLoopDelay's figures include its 1 ms timer: an idle loop shows about 1.1 ms.
 start_app crunch
 curl -sf "$url/stats" >/dev/null
-idle="$(node "$here/probe.mjs" "$url" 5 "$probe_rate")"
+idle="$("${rest_cpu[@]}" node "$here/probe.mjs" "$url" 5 "$probe_rate")"
 idle_rt="$("${rt[@]}" node "$here/probe.mjs" "$url" 5 "$probe_rate")"
 idle_loop="$(curl -sf "$url/stats")"
 kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
@@ -78,13 +88,13 @@ echo "idle: /healthz $idle, at real-time priority $idle_rt; loop delay $idle_loo
 for round in $(seq "$rounds"); do
   for mode in $modes; do
     start_app "$mode"
-    node "$here/load.mjs" "$url" 3 "$logins" "$avatars" "$work/photo.jpg" "$password" >/dev/null  # warm-up
+    "${rest_cpu[@]}" node "$here/load.mjs" "$url" 3 "$logins" "$avatars" "$work/photo.jpg" "$password" >/dev/null  # warm-up
     curl -sf "$url/stats" >/dev/null                                                               # resets the delay histogram
-    node "$here/probe.mjs" "$url" "$seconds" "$probe_rate" >"$work/probe" &
+    "${rest_cpu[@]}" node "$here/probe.mjs" "$url" "$seconds" "$probe_rate" >"$work/probe" &
     probe=$!
     "${rt[@]}" node "$here/probe.mjs" "$url" "$seconds" "$probe_rate" >"$work/probe-rt" &
     probe_rt=$!
-    load="$(node "$here/load.mjs" "$url" "$seconds" "$logins" "$avatars" "$work/photo.jpg" "$password")"
+    load="$("${rest_cpu[@]}" node "$here/load.mjs" "$url" "$seconds" "$logins" "$avatars" "$work/photo.jpg" "$password")"
     wait "$probe" "$probe_rt"
     loop="$(curl -sf "$url/stats")"
     kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
