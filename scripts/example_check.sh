@@ -17,7 +17,7 @@ pid=""
 receiver=""
 cleanup() {
   [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  [[ -n "$receiver" ]] && kill "$receiver" 2>/dev/null && wait "$receiver" 2>/dev/null
+  if [[ -n "$receiver" ]]; then kill "$receiver" 2>/dev/null; wait "$receiver" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
