@@ -3,6 +3,7 @@
 #include <crunch/cpu_budget.hpp>
 #include <crunch/decimal.hpp>
 #include <crunch/memory_budget.hpp>
+#include <crunch/net.hpp>
 
 #include <boost/asio/ip/address.hpp>
 

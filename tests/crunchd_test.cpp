@@ -1,6 +1,8 @@
 // Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
 #include "test_support.hpp"
 
+#include <crunch/net.hpp>
+
 #include <fib/fib.hpp>
 #include <image/image.hpp>
 #include <password/argon2.hpp>

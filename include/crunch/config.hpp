@@ -2,7 +2,7 @@
 /// crunchd's configuration: command-line flags, each with a CRUNCH_* environment twin.
 
 #include <crunch/log.hpp>
-#include <crunch/worker_pool.hpp>
+#include <crunch/scheduling.hpp>
 
 #include <chrono>
 #include <cstddef>

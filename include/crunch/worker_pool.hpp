@@ -10,6 +10,7 @@
 /// busy — and its memory charged — until then, and its result is dropped.
 
 #include <crunch/completion_queue.hpp>
+#include <crunch/scheduling.hpp>
 #include <crunch/isolation.hpp>
 #include <crunch/memory_lease.hpp>
 #include <crunch/net.hpp>
@@ -47,13 +48,6 @@
 
 namespace crunch {
 
-/// OS scheduling class of the worker threads, so that the I/O thread wins the CPU.
-enum class worker_priority {
-  normal,  ///< same as the I/O thread
-  batch,   ///< SCHED_BATCH and nice +19
-  idle,    ///< SCHED_IDLE: runs only when nothing else wants the CPU
-};
-
 /// Gives the calling thread the workers' scheduling class. Threads it starts inherit it (but for
 /// the shortened time slice, which the kernel resets in a new thread), and so do processes it
 /// starts (a worker's helpers).
@@ -83,13 +77,6 @@ class confined_to_one_cpu {
  private:
   cpu_set_t before_{};
   bool confined_ = false;
-};
-
-/// OS scheduling of the I/O thread.
-enum class io_priority {
-  automatic,  ///< real-time (SCHED_FIFO 1) when the OS allows it, else normal
-  realtime,   ///< real-time, or crunchd refuses to start
-  normal,     ///< SCHED_OTHER, nice 0, like any thread
 };
 
 /// Gives the calling thread — the I/O thread — real-time scheduling, SCHED_FIFO at priority 1,
