@@ -91,6 +91,7 @@ struct image_info {
   std::uint32_t orientation = 1;   ///< EXIF, 1..8
   bool alpha = false;
   std::uint32_t frames = 1;        ///< pages of an animated GIF or WebP
+  bool frames_at_least = false;    ///< `frames` is where the loader stopped counting: there may be more
   std::string colour_space;        ///< libvips's interpretation: "srgb", "b-w", "cmyk", "rgb16", ...
   bool icc_profile = false;
 };
@@ -167,6 +168,10 @@ inline constexpr std::size_t max_png_text_bytes = 4096;
 /// image's coefficients, so a small file of many scans costs what a huge image would. Encoders
 /// write about ten (libjpeg's default progression) and rarely more than a few tens.
 inline constexpr std::size_t max_jpeg_scans = 128;
+
+/// Where libvips's GIF loader stops counting frames: a GIF that says this many may have more
+/// (image_info::frames_at_least).
+inline constexpr std::uint32_t gif_frames_counted = 4097;
 
 /// Bytes of text chunks in a PNG, their headers and CRCs included; 0 for anything else.
 std::size_t png_text_bytes(std::string_view png);

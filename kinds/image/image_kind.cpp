@@ -143,6 +143,7 @@ std::optional<isolated_output> info_in_helper(std::string_view, std::string_view
     const nlohmann::json answer = {{"format", format_name(i.format)}, {"width", i.width},
                                    {"height", i.height},              {"orientation", i.orientation},
                                    {"alpha", i.alpha},                {"frames", i.frames},
+                                   {"frames_at_least", i.frames_at_least},
                                    {"colour_space", i.colour_space},  {"icc_profile", i.icc_profile}};
     return isolated_output{200, answer.dump()};
   } catch (const image_error& e) {
@@ -333,7 +334,8 @@ job_kind build_image(const config& cfg) {
   info.summary = "what the image in the body says of itself, read from its header: no pixel is decoded";
   info.description =
       "Width and height as stored, the EXIF orientation (5..8 show it turned a quarter), alpha, the number of "
-      "frames (an animated GIF or WebP), libvips's colour space and whether an ICC profile is embedded. Only the "
+      "frames (an animated GIF or WebP; for a GIF of 4,097 frames or more, a lower bound, and frames_at_least says "
+      "so), libvips's colour space and whether an ICC profile is embedded. Only the "
       "header is read (a GIF's frames are walked, not decoded), so it answers for an image far over "
       "--max-image-pixels — a pixel bomb's claim is reported, not refused. The body is refused like a thumbnail's: "
       "over --max-image-bytes, not an image of its Content-Type, or damaged before its header ends.";
@@ -344,8 +346,8 @@ job_kind build_image(const config& cfg) {
   info.answer = {"The header's facts.",
                  {{"type", "object"},
                   {"additionalProperties", false},
-                  {"required", {"format", "width", "height", "orientation", "alpha", "frames", "colour_space",
-                                "icc_profile"}},
+                  {"required", {"format", "width", "height", "orientation", "alpha", "frames", "frames_at_least",
+                                "colour_space", "icc_profile"}},
                   {"properties",
                    {{"format", {{"type", "string"}, {"enum", {"jpeg", "png", "webp", "gif"}}}},
                     {"width", {{"type", "integer"}, {"minimum", 1}}},
@@ -353,6 +355,11 @@ job_kind build_image(const config& cfg) {
                     {"orientation", {{"type", "integer"}, {"minimum", 1}, {"maximum", 8}}},
                     {"alpha", {{"type", "boolean"}}},
                     {"frames", {{"type", "integer"}, {"minimum", 1}}},
+                    {"frames_at_least",
+                     {{"type", "boolean"},
+                      {"description",
+                       "true when frames is where the loader stopped counting (a GIF's walk stops at 4,097 frames): "
+                       "the image has at least that many"}}},
                     {"colour_space", {{"type", "string"}}},
                     {"icc_profile", {{"type", "boolean"}}}}}}};
   info.examples = {{"a 4x4 PNG with alpha", "/v1/image/info", tiny_png, 1, "image/png"},

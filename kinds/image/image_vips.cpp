@@ -345,6 +345,9 @@ image_info info(std::string_view bytes) {
   out.orientation = static_cast<std::uint32_t>(vips_image_get_orientation(header.get()));
   out.alpha = vips_image_hasalpha(header.get()) != 0;
   out.frames = static_cast<std::uint32_t>(std::max(1, vips_image_get_n_pages(header.get())));
+  // libvips 8.14's GIF loader stops walking frames at 4,097 (GIFs of 5,000, 20,000 and 300,000
+  // frames all say 4,097): from there the count is a lower bound.
+  out.frames_at_least = out.format == image_format::gif && out.frames >= gif_frames_counted;
   const char* space = vips_enum_nick(VIPS_TYPE_INTERPRETATION, vips_image_guess_interpretation(header.get()));
   out.colour_space = space != nullptr ? space : "unknown";
   out.icc_profile = vips_image_get_typeof(header.get(), VIPS_META_ICC_NAME) != 0;

@@ -257,6 +257,7 @@ TEST(image_kind, info_answers_from_the_header_and_refuses_like_a_thumbnail) {
                                          {"orientation", 6},
                                          {"alpha", false},
                                          {"frames", 1},
+                                         {"frames_at_least", false},
                                          {"colour_space", "srgb"},
                                          {"icc_profile", false}}));
   // The 30 GB pixel bomb: its claim answered in milliseconds, where a thumbnail of it is refused.
@@ -272,6 +273,26 @@ TEST(image_kind, info_answers_from_the_header_and_refuses_like_a_thumbnail) {
   EXPECT_EQ(c.post("/v1/image/info", "image/png", synthetic_image(8, 8, image_format::jpeg))->status, 400u);
   EXPECT_EQ(c.post("/v1/image/info", "image/png", "")->status, 400u);
   EXPECT_EQ(c.post("/v1/image/info", "text/plain", "hello")->status, 415u);
+}
+
+TEST(image_kind, info_counts_a_gifs_frames_or_says_the_count_is_a_lower_bound) {
+  running_server s(test_config());
+  http_connection c(s.port());
+  // A GIF of `n` one-pixel frames, each its own image block.
+  auto gif = [](std::size_t n) {
+    const std::string frame("\x2c\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\0", 15);
+    std::string out("GIF89a\x01\0\x01\0\x80\0\0\0\0\0\xff\xff\xff", 19);
+    for (std::size_t i = 0; i < n; ++i) out += frame;
+    return out + ";";
+  };
+  const auto few = c.post("/v1/image/info", "image/gif", gif(100));
+  ASSERT_EQ(few->status, 200u) << few->body;
+  EXPECT_EQ(json_of(*few).at("frames"), 100);
+  EXPECT_EQ(json_of(*few).at("frames_at_least"), false);
+  const auto many = c.post("/v1/image/info?timeout_ms=60000", "image/gif", gif(20'000));
+  ASSERT_EQ(many->status, 200u) << many->body;
+  EXPECT_EQ(json_of(*many).at("frames"), gif_frames_counted);
+  EXPECT_EQ(json_of(*many).at("frames_at_least"), true);
 }
 
 }  // namespace

@@ -325,7 +325,7 @@ export interface paths {
         put?: never;
         /**
          * what the image in the body says of itself, read from its header: no pixel is decoded
-         * @description Width and height as stored, the EXIF orientation (5..8 show it turned a quarter), alpha, the number of frames (an animated GIF or WebP), libvips's colour space and whether an ICC profile is embedded. Only the header is read (a GIF's frames are walked, not decoded), so it answers for an image far over --max-image-pixels — a pixel bomb's claim is reported, not refused. The body is refused like a thumbnail's: over --max-image-bytes, not an image of its Content-Type, or damaged before its header ends.
+         * @description Width and height as stored, the EXIF orientation (5..8 show it turned a quarter), alpha, the number of frames (an animated GIF or WebP; for a GIF of 4,097 frames or more, a lower bound, and frames_at_least says so), libvips's colour space and whether an ICC profile is embedded. Only the header is read (a GIF's frames are walked, not decoded), so it answers for an image far over --max-image-pixels — a pixel bomb's claim is reported, not refused. The body is refused like a thumbnail's: over --max-image-bytes, not an image of its Content-Type, or damaged before its header ends.
          */
         post: operations["imageInfo"];
         delete?: never;
@@ -1735,6 +1735,8 @@ export interface operations {
                         /** @enum {string} */
                         format: "jpeg" | "png" | "webp" | "gif";
                         frames: number;
+                        /** @description true when frames is where the loader stopped counting (a GIF's walk stops at 4,097 frames): the image has at least that many */
+                        frames_at_least: boolean;
                         height: number;
                         icc_profile: boolean;
                         orientation: number;
