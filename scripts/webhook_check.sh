@@ -60,6 +60,8 @@ receiver=""
 cat "$work/receiver.log"
 grep -q 'delivery 3 verified and taken: .*"type":"job.succeeded"' "$work/receiver.log" || fail "not the job's status"
 grep -q '"result":{"bytes":' "$work/receiver.log" || fail "the message has no result"
+# crunchd logs the delivery once its crunch-callback has exited, a moment after the receiver answered.
+for _ in $(seq 100); do grep -q '"event":"callback"' "$work/crunchd.log" && break; sleep 0.1; done
 grep -q '"event":"callback".*"attempts":3.*"outcome":"delivered"' "$work/crunchd.log" || fail "crunchd logged no delivery"
 
 # HTTPS: an authority, and a certificate it signed for 127.0.0.1.
