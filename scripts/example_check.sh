@@ -24,6 +24,10 @@ trap cleanup EXIT
 
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
 echo "installed: $(cd "$work/prefix" && find . -type f | sort | tr '\n' ' ')"
+# The API and nothing else: what a kind and a service include (and all that they include).
+headers="$(cd "$work/prefix/include/crunch" && ls | tr '\n' ' ')"
+expected="arguments.hpp config.hpp cpu_pacer.hpp isolation.hpp jobs.hpp kinds.hpp log.hpp memory_lease.hpp scheduling.hpp server.hpp service.hpp wiping.hpp worker_memory.hpp "
+[[ "$headers" == "$expected" ]] || { echo "installed headers: $headers; expected: $expected" >&2; exit 1; }
 cmake -S "$root/examples/own-kind" -B "$work/own" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/own" >/dev/null
 echo "built examples/own-kind against it: $(stat -c %s "$work/own/primes-service") bytes"
