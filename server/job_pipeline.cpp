@@ -108,7 +108,7 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.count_job(job_outcome::rejected_queue_full);
     flows_.count_refused(flow);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
-    co_return answer{overloaded("job queue is full; retry later", wait), std::nullopt, false, true};
+    co_return answer{.r = overloaded("job queue is full; retry later", wait), .overloaded = true};
   }
   if (decision.hopeless) {
     // Alone on an idle worker, by its kind's model, it would still be late: refused now, not
@@ -125,9 +125,9 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
   if (!decision.admit) {
     stats_.count_job(job_outcome::rejected_would_miss_deadline);
     flows_.count_refused(flow);
-    co_return answer{overloaded("the work queued ahead would make this job miss its deadline; retry later",
-                                decision.retry_after),
-                     std::nullopt, false, true};
+    co_return answer{.r = overloaded("the work queued ahead would make this job miss its deadline; retry later",
+                                     decision.retry_after),
+                     .overloaded = true};
   }
 
   // A job that keeps its request's body holds memory already, so it must not wait for more: a
@@ -140,9 +140,9 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     if (request.memory_bytes > 0 && !memory) {
       stats_.count_job(job_outcome::rejected_memory);
       flows_.count_refused(flow);
-      co_return answer{overloaded("the memory budget is taken by the jobs and uploads in flight; retry later",
-                                  std::chrono::seconds(1)),
-                       std::nullopt, false, true};
+      co_return answer{.r = overloaded("the memory budget is taken by the jobs and uploads in flight; retry later",
+                                       std::chrono::seconds(1)),
+                       .overloaded = true};
     }
     // Held by the job, so given back when the worker is done with it (or it leaves the queue).
     auto held = std::make_shared<std::pair<memory_lease, memory_lease>>(std::move(request.body_memory), std::move(memory));
@@ -168,6 +168,10 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     pending_.erase(pending_.iterator_to(pending));
     flows_.release(flow, booking, std::chrono::duration_cast<flow_table::duration>(computed));
   };
+  // Which ended the race: the job's answer, its deadline, or its client leaving.
+  constexpr std::size_t job_answered = 0;
+  constexpr std::size_t deadline_passed = 1;
+  constexpr std::size_t client_left = 2;
   std::variant<std::tuple<sys::error_code, job_result<std::optional<job_output>>>, std::tuple<sys::error_code>,
                std::monostate>
       raced;
@@ -179,13 +183,14 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     settle(clock::duration::zero());
     throw;
   }
-  settle(raced.index() == 0 ? std::get<1>(std::get<0>(raced)).timing.computing : clock::duration::zero());
+  settle(raced.index() == job_answered ? std::get<1>(std::get<job_answered>(raced)).timing.computing
+                                        : clock::duration::zero());
 
-  if (raced.index() == 2) {
+  if (raced.index() == client_left) {
     stats_.count_job(job_outcome::cancelled_client_gone);
-    co_return answer{error_reply(499, "client_closed", "client closed the connection"), std::nullopt, true};
+    co_return answer{.r = error_reply(499, "client_closed", "client closed the connection"), .client_gone = true};
   }
-  if (raced.index() == 1) {
+  if (raced.index() == deadline_passed) {
     if (pending.cut_by_drain) {
       stats_.count_job(job_outcome::drained);
       co_return answer{draining(), std::nullopt};
@@ -193,7 +198,7 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     stats_.count_job(job_outcome::deadline_exceeded);
     co_return answer{deadline_exceeded(request.timeout), std::nullopt};
   }
-  auto& [ec, result] = std::get<0>(raced);
+  auto& [ec, result] = std::get<job_answered>(raced);
   if (!ec || ec == pool_errc::job_failed) {
     stats_.observe_job(request.kind, result.timing.queued, result.timing.computing);
   }
@@ -215,7 +220,7 @@ net::awaitable<answer> job_pipeline::run(job_request request, clock::time_point 
     flows_.count_refused(flow);
     flows_.refund(flow, booking);
     const auto wait = std::chrono::ceil<std::chrono::seconds>(decision.expected_wait);
-    co_return answer{overloaded("job queue is full; retry later", wait), result.timing, false, true};
+    co_return answer{.r = overloaded("job queue is full; retry later", wait), .timing = result.timing, .overloaded = true};
   }
   if (ec == pool_errc::job_failed) {
     stats_.count_job(job_outcome::failed);

@@ -26,10 +26,10 @@ namespace crunch {
 
 /// A reply and where its time went: what a session writes.
 struct answer {
-  reply r;                           ///< status, body, headers
-  std::optional<job_timing> timing;  ///< queue and compute time, for Server-Timing, when a job ran
-  bool client_gone = false;          ///< nobody to answer: close without writing
-  bool overloaded = false;           ///< refused for load: pause the connection before its next request
+  reply r = {};                           ///< status, body, headers
+  std::optional<job_timing> timing = {};  ///< queue and compute time, for Server-Timing, when a job ran
+  bool client_gone = false;               ///< nobody to answer: close without writing
+  bool overloaded = false;                ///< refused for load: pause the connection before its next request
   /// What admission expected the job to take, when it ran on a worker and its kind has a cost
   /// model: the access line carries it at debug level, beside what it took.
   std::optional<admission::duration> estimate = {};
