@@ -111,13 +111,19 @@ std::vector<kind_setting> zstd_settings() {
   };
 }
 
-job_kind build_zstd(const config& cfg) {
-  const int max_level = static_cast<int>(cfg.setting("zstd-max-level"));
-  const int window_log = static_cast<int>(cfg.setting("zstd-max-window-log"));
-  const std::uint64_t max_output = cfg.setting("zstd-max-output-bytes");
-  const auto max_input = static_cast<std::size_t>(cfg.setting("zstd-max-input-bytes"));
-  auto measured = std::make_shared<weights>();
+// What every route of the kind is bounded by (its flags), and the weights its calibration measured.
+struct zstd_limits {
+  int max_level;
+  int window_log;
+  std::uint64_t max_output;
+  std::size_t max_input;
+  std::shared_ptr<weights> measured;
+};
 
+job_route compress_route(const zstd_limits& limits) {
+  const auto max_level = limits.max_level;
+  const auto window_log = limits.window_log;
+  const auto measured = limits.measured;
   job_route compress;
   compress.name = "zstd_compress";
   compress.method = "POST";
@@ -130,7 +136,7 @@ job_kind build_zstd(const config& cfg) {
                           static_cast<std::uint64_t>(max_level), static_cast<std::uint64_t>(std::min(3, max_level)),
                           "compression level: 1 fastest, 19 smallest"}};
   compress.media_types = {"application/octet-stream", "text/plain", "application/json"};
-  compress.max_body_bytes = max_input;
+  compress.max_body_bytes = limits.max_input;
   compress.working_memory_hint = zstd_compress_memory(1 << 20, 3, window_log);
   compress.answer = {"The frame.", nullptr, {"application/zstd"}};
   compress.examples = {
@@ -148,7 +154,42 @@ job_kind build_zstd(const config& cfg) {
     const double weight = measured->level[static_cast<std::size_t>(level)].load(std::memory_order_relaxed);
     return prepared_job{std::move(run), static_cast<double>(bytes) * weight, memory};
   };
+  return compress;
+}
 
+// A decompression: the first frame's header is read here, on the I/O thread (a few bytes, never
+// the frames themselves), and the job refused or priced from it.
+std::variant<prepared_job, invalid_argument> prepare_decompress(const zstd_limits& limits, job_input& input) {
+  auto read = zstd_read_header(input.body);
+  if (auto* why = std::get_if<std::string>(&read)) return invalid_argument{*why, "invalid_zstd"};
+  const auto header = std::get<zstd_header>(read);
+  if (header.window_bytes > (std::uint64_t{1} << limits.window_log)) {
+    return invalid_argument{"the frame needs a window of " + std::to_string(header.window_bytes) +
+                                " bytes, above this server's 2^" + std::to_string(limits.window_log),
+                            "invalid_zstd"};
+  }
+  if (header.content_size && *header.content_size > limits.max_output) {
+    return invalid_argument{"the frame declares " + std::to_string(*header.content_size) +
+                                " bytes, above this server's limit of " + std::to_string(limits.max_output),
+                            "output_too_large"};
+  }
+  // The output may be what the first frame declares, or the limit when it declares nothing; that
+  // much of the budget the job holds, and its decoder stops there: frames after the first must
+  // fit in what it declared (the memory charged is never exceeded, and finding where the first
+  // frame ends would mean walking its blocks here, on the I/O thread).
+  const std::uint64_t output = header.content_size.value_or(limits.max_output);
+  const bool declared = header.content_size.has_value();
+  const auto memory = zstd_decompress_memory(output, header.window_bytes);
+  auto run = [body = std::move(input.body),
+              params = std::to_string(output) + " " + std::to_string(limits.window_log) + " " + (declared ? "1" : "0"),
+              memory](std::stop_token stop) {
+    return in_helper("decompress", params, body, memory, "application/octet-stream", stop);
+  };
+  const double weight = limits.measured->decompress.load(std::memory_order_relaxed);
+  return prepared_job{std::move(run), static_cast<double>(output) * weight, memory};
+}
+
+job_route decompress_route(const zstd_limits& limits) {
   job_route decompress;
   decompress.name = "zstd_decompress";
   decompress.method = "POST";
@@ -160,8 +201,8 @@ job_kind build_zstd(const config& cfg) {
       "declare its size, or lies about it, is stopped with a 400 as soon as its output passes the limit. Several "
       "frames are decompressed one after the other; checksums are verified.";
   decompress.media_types = {"application/zstd", "application/octet-stream"};
-  decompress.max_body_bytes = max_input;
-  decompress.working_memory_hint = zstd_decompress_memory(4 << 20, std::uint64_t{1} << window_log);
+  decompress.max_body_bytes = limits.max_input;
+  decompress.working_memory_hint = zstd_decompress_memory(4 << 20, std::uint64_t{1} << limits.window_log);
   decompress.error_codes = {{"invalid_zstd", "the body is not whole zstd frames, or needs a window above the server's"},
                             {"output_too_large", "the frames hold, or declare, more than --zstd-max-output-bytes"}};
   decompress.answer = {"The content.", nullptr, {"application/octet-stream"}};
@@ -173,38 +214,16 @@ job_kind build_zstd(const config& cfg) {
       {"24 MiB of zeros in 1 ms", "/v1/zstd/decompress?timeout_ms=1", zeros_frame(24 << 20), 1, "application/zstd",
        504},
   };
-  decompress.prepare = [measured, window_log, max_output](const job_arguments&,
-                                                          job_input& input) -> std::variant<prepared_job, invalid_argument> {
-    // The first frame's header, on the I/O thread: a few bytes, never the frames themselves.
-    auto read = zstd_read_header(input.body);
-    if (auto* why = std::get_if<std::string>(&read)) return invalid_argument{*why, "invalid_zstd"};
-    const auto header = std::get<zstd_header>(read);
-    if (header.window_bytes > (std::uint64_t{1} << window_log)) {
-      return invalid_argument{"the frame needs a window of " + std::to_string(header.window_bytes) +
-                                  " bytes, above this server's 2^" + std::to_string(window_log),
-                              "invalid_zstd"};
-    }
-    if (header.content_size && *header.content_size > max_output) {
-      return invalid_argument{"the frame declares " + std::to_string(*header.content_size) +
-                                  " bytes, above this server's limit of " + std::to_string(max_output),
-                              "output_too_large"};
-    }
-    // The output may be what the first frame declares, or the limit when it declares nothing; that
-    // much of the budget the job holds, and its decoder stops there: frames after the first must
-    // fit in what it declared (the memory charged is never exceeded, and finding where the first
-    // frame ends would mean walking its blocks here, on the I/O thread).
-    const std::uint64_t output = header.content_size.value_or(max_output);
-    const bool declared = header.content_size.has_value();
-    const auto memory = zstd_decompress_memory(output, header.window_bytes);
-    auto run = [body = std::move(input.body),
-                params = std::to_string(output) + " " + std::to_string(window_log) + " " + (declared ? "1" : "0"),
-                memory](std::stop_token stop) {
-      return in_helper("decompress", params, body, memory, "application/octet-stream", stop);
-    };
-    const double weight = measured->decompress.load(std::memory_order_relaxed);
-    return prepared_job{std::move(run), static_cast<double>(output) * weight, memory};
-  };
+  decompress.prepare = [limits](const job_arguments&, job_input& input) { return prepare_decompress(limits, input); };
+  return decompress;
+}
 
+job_kind build_zstd(const config& cfg) {
+  const zstd_limits limits{static_cast<int>(cfg.setting("zstd-max-level")),
+                           static_cast<int>(cfg.setting("zstd-max-window-log")), cfg.setting("zstd-max-output-bytes"),
+                           static_cast<std::size_t>(cfg.setting("zstd-max-input-bytes")), std::make_shared<weights>()};
+  const auto max_level = limits.max_level;
+  const auto measured = limits.measured;
   job_kind kind;
   kind.name = "zstd";
   kind.cost_unit = "level-1 bytes";
@@ -220,7 +239,7 @@ job_kind build_zstd(const config& cfg) {
     measured->decompress.store(costs.decompress, std::memory_order_relaxed);
     return costs.ns_per_byte;
   };
-  kind.routes = {std::move(compress), std::move(decompress)};
+  kind.routes = {compress_route(limits), decompress_route(limits)};
   return kind;
 }
 
