@@ -2,6 +2,8 @@
 // attempt's connection, TLS and HTTP exchange run in a crunch-callback process (callback_helper.cpp).
 #include "server/callbacks.hpp"
 
+#include "workers/descriptor.hpp"
+
 #include <crunch/config.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -255,23 +257,6 @@ void callback_sender::stop() {
 
 namespace {
 
-class descriptor {
- public:
-  explicit descriptor(int fd = -1) : fd_(fd) {}
-  descriptor(const descriptor&) = delete;
-  descriptor& operator=(const descriptor&) = delete;
-  ~descriptor() { reset(); }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
 attempt_result failed(std::string detail) { return {std::nullopt, std::nullopt, std::move(detail)}; }
 
 std::string system_error(std::string_view what, int error) { return std::string(what) + ": " + std::strerror(error); }
@@ -282,20 +267,20 @@ std::variant<pid_t, std::string> spawn_helper(const std::vector<std::string>& ar
                                               int output) {
   // The request is written to memory now, so that neither side ever waits on the other to read it.
   descriptor input(::memfd_create("crunch-callback-request", MFD_CLOEXEC));
-  if (input.get() < 0) return system_error("memfd_create", errno);
+  if (input.fd < 0) return system_error("memfd_create", errno);
   for (std::size_t written = 0; written < request.size();) {
-    const auto n = ::write(input.get(), request.data() + written, request.size() - written);
+    const auto n = ::write(input.fd, request.data() + written, request.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return system_error("writing the request", errno);
     written += static_cast<std::size_t>(n);
   }
-  if (::lseek(input.get(), 0, SEEK_SET) != 0) return system_error("lseek", errno);
+  if (::lseek(input.fd, 0, SEEK_SET) != 0) return system_error("lseek", errno);
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, input.get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, input.fd, 0);
   posix_spawn_file_actions_adddup2(&actions, output, 1);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   // Signals as a new program expects them: none blocked, none ignored (crunchd ignores SIGPIPE).
@@ -426,7 +411,7 @@ net::awaitable<attempt_result> attempt(const callback_url& url, const callback_s
   // posix_spawn stops its calling thread until the new process has started its program (0.2 ms
   // measured): on a thread of its own, not on the loop's.
   const auto spawned =
-      co_await net::co_spawn(spawner, spawn_helper_there(args, request, output_write.get()), net::use_awaitable);
+      co_await net::co_spawn(spawner, spawn_helper_there(args, request, output_write.fd), net::use_awaitable);
   if (const auto* why = std::get_if<std::string>(&spawned)) co_return failed(*why);
   const auto pid = std::get<pid_t>(spawned);
   output_write.reset();  // the helper's end: its exit is the end of what it says

@@ -1,5 +1,6 @@
 #include "helpers.hpp"
 
+#include "descriptor.hpp"
 #include "fatal_signals.hpp"
 #include "helper_protocol.hpp"
 
@@ -169,25 +170,6 @@ std::uint64_t round_up_pow2(std::uint64_t n) {
   while (p < n) p <<= 1;
   return p;
 }
-
-struct descriptor {
-  int fd = -1;
-  descriptor() = default;
-  explicit descriptor(int f) : fd(f) {}
-  descriptor(descriptor&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  descriptor& operator=(descriptor&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd = std::exchange(o.fd, -1);
-    }
-    return *this;
-  }
-  ~descriptor() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
 
 // A memfd that neither side can shrink, nor seal further.
 descriptor shared_memory(const char* name) {
