@@ -172,7 +172,11 @@ T ask(net::io_context& io, Start start) {
 }
 
 // A redis-server of the test's own, and two replicas' views of the job store on one link.
-struct two_replicas {
+// Two replicas of the job store on one Redis, linked once it answers.
+class two_replicas : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(wait_ready(io, link)); }
+
   std::uint16_t port = free_port();
   redis_server server{port};
   net::io_context io;
@@ -181,12 +185,7 @@ struct two_replicas {
   redis_jobs b{link, "replica-b"};
 };
 
-TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
-  two_replicas replicas;
-  ASSERT_TRUE(wait_ready(replicas.io, replicas.link));
-  auto& io = replicas.io;
-  auto& a = replicas.a;
-  auto& b = replicas.b;
+TEST_F(two_replicas, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first_answer_wins) {
   bool done = false;
   a.prepare([&](bool ok, std::string error) {
     EXPECT_TRUE(ok) << error;
@@ -310,12 +309,7 @@ TEST(redis_jobs, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_first
   EXPECT_FALSE(running->oldest_ms);
 }
 
-TEST(redis_jobs, an_idempotency_key_is_taken_with_its_job_and_delete_ends_a_queued_job_or_flags_a_running_one) {
-  two_replicas replicas;
-  ASSERT_TRUE(wait_ready(replicas.io, replicas.link));
-  auto& io = replicas.io;
-  auto& a = replicas.a;
-  auto& b = replicas.b;
+TEST_F(two_replicas, an_idempotency_key_is_taken_with_its_job_and_delete_ends_a_queued_job_or_flags_a_running_one) {
   EXPECT_TRUE(ask<bool>(io, [&](auto reply_to) { a.prepare([reply_to](bool ok, std::string) { reply_to(ok); }); }));
 
   // The fingerprint key: the first replica's is kept, the second gets it.
