@@ -25,3 +25,14 @@ function(crunch_kind name)
   set_property(GLOBAL APPEND PROPERTY crunch_kind_test_pkg_modules ${kind_PKG_MODULES} ${kind_TEST_PKG_MODULES})
   set_property(GLOBAL APPEND PROPERTY crunch_kind_tests ${kind_TESTS})
 endfunction()
+
+# crunch_bench_tool(<name> <source>): a kind's benchmark program (bench/run.sh runs it from the
+# build directory's top), built only without sanitizers: it measures speed.
+function(crunch_bench_tool name source)
+  if(CRUNCH_SANITIZE)
+    return()
+  endif()
+  add_executable(${name} ${source})
+  target_link_libraries(${name} PRIVATE crunch_core)
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}")
+endfunction()

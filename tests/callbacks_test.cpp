@@ -156,7 +156,7 @@ TEST(callbacks, urls_at_loopback_private_link_local_or_unspecified_addresses_are
   http_connection c(s.port());
   for (const auto* url : {"http://127.0.0.1/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data",
                           "http://[::1]/hook", "http://0.0.0.0/hook", "http://[::ffff:127.0.0.1]:8080/"}) {
-    const auto r = c.get(std::string("/fib/10?callback_url=") + url, respond_async);
+    const auto r = c.get(std::string("/work/1?callback_url=") + url, respond_async);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400u) << url;
     EXPECT_EQ(error_code_of(*r), "invalid_callback_url") << url;
@@ -166,8 +166,8 @@ TEST(callbacks, urls_at_loopback_private_link_local_or_unspecified_addresses_are
   temp_file more("crunch-whsec-", secret + "\n");
   running_server narrow(callback_config(more, "http://hooks.example.com/", false));
   http_connection n(narrow.port());
-  EXPECT_EQ(n.get("/fib/10?callback_url=http://hooks.example.com.evil.test/", respond_async)->status, 400u);
-  EXPECT_EQ(n.get("/fib/10?callback_url=http://hooks.example.com/x")->status, 400u);
+  EXPECT_EQ(n.get("/work/1?callback_url=http://hooks.example.com.evil.test/", respond_async)->status, 400u);
+  EXPECT_EQ(n.get("/work/1?callback_url=http://hooks.example.com/x")->status, 400u);
 }
 
 TEST(callbacks, a_name_that_resolves_to_loopback_is_refused_when_it_is_called) {
@@ -175,7 +175,7 @@ TEST(callbacks, a_name_that_resolves_to_loopback_is_refused_when_it_is_called) {
   receiver hook({});
   running_server s(callback_config(secrets, "http://localhost:", false));
   http_connection c(s.port());
-  const auto r = c.get("/fib/10?callback_url=http://localhost:" + std::to_string(hook.port()) + "/hook", respond_async);
+  const auto r = c.get("/work/1?callback_url=http://localhost:" + std::to_string(hook.port()) + "/hook", respond_async);
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 202u) << r->body;  // a name: judged by its addresses when it is called
   EXPECT_TRUE(wait_for_metric(c, "\ncrunch_callbacks_total{outcome=\"refused\"} 1\n"));
@@ -187,7 +187,7 @@ TEST(callbacks, a_redirect_is_never_followed) {
   receiver hook({"302 Found\r\nLocation: http://169.254.169.254/latest/meta-data"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
-  const auto r = c.get("/fib/10?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/hook", respond_async);
+  const auto r = c.get("/work/1?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/hook", respond_async);
   ASSERT_EQ(r->status, 202u) << r->body;
   EXPECT_TRUE(wait_for_metric(c, "\ncrunch_callbacks_total{outcome=\"refused\"} 1\n"));
   EXPECT_EQ(hook.requests().size(), 1u);
@@ -199,7 +199,7 @@ TEST(callbacks, a_receiver_that_fails_twice_gets_the_signed_status_on_the_third_
   receiver hook({"500 Internal Server Error", "503 Service Unavailable"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
-  const auto r = c.get("/fib/20?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/hook?x=1", respond_async);
+  const auto r = c.get("/work/1?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/hook?x=1", respond_async);
   ASSERT_EQ(r->status, 202u) << r->body;
   const auto id = json_of(*r).at("id").get<std::string>();
   ASSERT_TRUE(wait_for_metric(c, "\ncrunch_callbacks_total{outcome=\"delivered\"} 1\n", 200000));
@@ -225,7 +225,7 @@ TEST(callbacks, a_receiver_that_answers_410_is_not_called_again) {
   receiver hook({"410 Gone"});
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   http_connection c(s.port());
-  ASSERT_EQ(c.get("/fib/10?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/", respond_async)->status,
+  ASSERT_EQ(c.get("/work/1?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/", respond_async)->status,
             202u);
   EXPECT_TRUE(wait_for_metric(c, "\ncrunch_callbacks_total{outcome=\"gone\"} 1\n"));
   EXPECT_EQ(hook.requests().size(), 1u);
@@ -237,7 +237,7 @@ TEST(callbacks, the_drain_does_not_wait_for_a_callback_being_retried) {
   running_server s(callback_config(secrets, "http://127.0.0.1:", true));
   {
     http_connection c(s.port());
-    ASSERT_EQ(c.get("/fib/10?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/", respond_async)->status,
+    ASSERT_EQ(c.get("/work/1?callback_url=http://127.0.0.1:" + std::to_string(hook.port()) + "/", respond_async)->status,
               202u);
     ASSERT_TRUE(wait_for_metric(c, "\ncrunch_callback_attempts_total 1\n"));
   }

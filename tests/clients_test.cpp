@@ -33,24 +33,24 @@ TEST(clients, with_api_keys_a_job_needs_a_valid_key_while_probes_stay_open) {
   temp_file keys("crunch-keys-", "alice:" + alice_key + "\n");
   running_server server(with_keys(keys));
 
-  const auto missing = http_connection(server.port()).get("/fib/10");
+  const auto missing = http_connection(server.port()).get("/work/1");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 401u);
   EXPECT_EQ(error_code_of(*missing), "unauthorized");
   EXPECT_EQ(missing->header("www-authenticate"), R"(Bearer realm="crunch")");
 
-  const auto wrong = http_connection(server.port()).get("/fib/10", bearer("alice-0123456789abcdeX"));
+  const auto wrong = http_connection(server.port()).get("/work/1", bearer("alice-0123456789abcdeX"));
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 401u);
   EXPECT_EQ(wrong->header("www-authenticate"), R"(Bearer realm="crunch", error="invalid_token")");
-  const auto basic = http_connection(server.port()).get("/fib/10", "Authorization: Basic YWxpY2U6\r\n");
+  const auto basic = http_connection(server.port()).get("/work/1", "Authorization: Basic YWxpY2U6\r\n");
   EXPECT_EQ(basic->status, 401u);
 
   http_connection c(server.port());
-  const auto right = c.get("/fib/25", bearer(alice_key));  // large enough for a worker, and a flow
+  const auto right = c.get("/work/2", bearer(alice_key));  // on a worker, and a flow
   ASSERT_TRUE(right);
   EXPECT_EQ(right->status, 200u) << right->body;
-  EXPECT_EQ(c.get("/fib/24", "authorization: bearer " + alice_key + "\r\n")->status, 200u);
+  EXPECT_EQ(c.get("/work/1", "authorization: bearer " + alice_key + "\r\n")->status, 200u);
 
   // Probes, scrapes and the live view's data are open unless --protect-metrics.
   for (const auto* open : {"/healthz", "/readyz", "/metrics", "/v1/stats", "/v1/kinds", "/openapi.json"}) {
@@ -74,7 +74,7 @@ TEST(clients, a_request_without_a_key_is_refused_before_its_body_is_read_and_cos
   running_server server(with_keys(keys), test_jobs(probe));
   // A body announced and never sent: the 401 comes from the head alone, and the connection closes.
   http_connection c(server.port(), 5s);
-  c.send("POST /v1/password/hash HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n");
+  c.send("POST /v1/work/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n");
   const auto refused = c.read();
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 401u);
@@ -82,10 +82,10 @@ TEST(clients, a_request_without_a_key_is_refused_before_its_body_is_read_and_cos
   EXPECT_TRUE(c.closed_by_peer());
   // Before the body's limits too: a client without a key learns nothing of the route.
   http_connection large(server.port(), 5s);
-  large.send("POST /v1/password/hash HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n");
+  large.send("POST /v1/work/echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 2000000\r\n\r\n");
   EXPECT_EQ(large.read()->status, 401u);
   for (int i = 0; i < 20; ++i) {
-    EXPECT_EQ(http_connection(server.port()).get("/spin/50", bearer("not-a-key-of-anyone-at-all"))->status, 401u);
+    EXPECT_EQ(http_connection(server.port()).get("/work/50", bearer("not-a-key-of-anyone-at-all"))->status, 401u);
   }
   http_connection observer(server.port());
   const auto metrics = observer.get("/metrics")->body;
@@ -93,7 +93,7 @@ TEST(clients, a_request_without_a_key_is_refused_before_its_body_is_read_and_cos
   EXPECT_NE(metrics.find("\ncrunch_jobs_total{outcome=\"completed\"} 0\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\ncrunch_auth_failures_total{reason=\"invalid\"} 20\n"), std::string::npos) << metrics;
   // And a key lets the same job run.
-  EXPECT_EQ(observer.get("/spin/1", bearer(alice_key))->status, 200u);
+  EXPECT_EQ(observer.get("/work/1", bearer(alice_key))->status, 200u);
   EXPECT_EQ(probe->started(), 1);
 }
 
@@ -117,8 +117,8 @@ TEST(clients, fair_key_key_makes_each_api_key_a_flow_by_its_name) {
   cfg.fair_key_ = fair_key::key;
   running_server server(cfg);
   http_connection c(server.port());
-  EXPECT_EQ(c.get("/fib/20", bearer(alice_key))->status, 200u);
-  EXPECT_EQ(c.get("/fib/20", bearer("bob-0123456789abcdefgh"))->status, 200u);
+  EXPECT_EQ(c.get("/work/1", bearer(alice_key))->status, 200u);
+  EXPECT_EQ(c.get("/work/1", bearer("bob-0123456789abcdefgh"))->status, 200u);
   const auto body = c.get("/v1/flows", bearer(alice_key))->body;
   const auto doc = nlohmann::json::parse(body);
   EXPECT_EQ(doc.at("tracked"), 2);
@@ -152,7 +152,7 @@ TEST(clients, a_flooding_client_cannot_starve_one_that_sends_a_request_at_a_time
       while (!done) {
         http_connection c(port, 20s);
         while (!done) {
-          const auto r = c.get("/spin/100", "X-Client-Id: flood\r\n");
+          const auto r = c.get("/work/100", "X-Client-Id: flood\r\n");
           if (!r) break;
           (r->status == 200 ? flood_served : flood_refused)++;
           if (!r->keep_alive) break;
@@ -171,7 +171,7 @@ TEST(clients, a_flooding_client_cannot_starve_one_that_sends_a_request_at_a_time
     // room and show nothing of fair queuing.
     ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_job_queue_depth 8\n")) << "the flood stopped filling the queue";
     const auto start = clock::now();
-    const auto r = polite.get("/spin/20", "X-Client-Id: polite\r\n");
+    const auto r = polite.get("/work/20", "X-Client-Id: polite\r\n");
     const auto took = clock::now() - start;
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200u) << r->body;

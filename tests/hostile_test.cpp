@@ -38,7 +38,7 @@ std::vector<hostile_case> cases() {
       {"http10_without_keep_alive", "GET /healthz HTTP/1.0\r\n\r\n", 200, true},
       {"http10_with_keep_alive", "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, false},
       {"head_healthz", "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, false, true},
-      {"head_fib", "HEAD /fib/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false, true},
+      {"head_job", "HEAD /work/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false, true},
       {"expect_continue_with_body", get("/healthz", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n") + "abc",
        200, false},
       {"chunked_body", get("/healthz", "Host: x\r\nTransfer-Encoding: chunked\r\n") + "3\r\nabc\r\n0\r\n\r\n", 200,
@@ -58,38 +58,38 @@ std::vector<hostile_case> cases() {
        true},
       {"chunk_size_overflow", get("/healthz", "Host: x\r\nTransfer-Encoding: chunked\r\n") + "ffffffffffffffffff\r\n",
        400, true},
-      {"unknown_method_on_job", "BREW /fib/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
+      {"unknown_method_on_job", "BREW /work/5 HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
       {"unknown_method_on_healthz", "PURGE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
       {"lowercase_method", "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
-      {"post_with_body", "POST /fib/5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", 405, false},
+      {"post_with_body", "POST /work/5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", 405, false},
       {"delete_metrics", "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405, false},
       {"absolute_form", get("http://x/healthz"), 200, false},
       {"asterisk_form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400, false},
-      {"dot_segments", get("/fib/../healthz"), 404, false},
-      {"percent_encoded_path", get("/%66ib/5"), 404, false},
-      {"double_slash", get("//fib/5"), 404, false},
+      {"dot_segments", get("/work/../healthz"), 404, false},
+      {"percent_encoded_path", get("/%77ork/5"), 404, false},
+      {"double_slash", get("//work/5"), 404, false},
       {"root", get("/"), 200, false},  // the live view
       // The job store's headers and routes.
-      {"prefer_wait_for_ever", get("/fib/5", "Host: x\r\nPrefer: respond-async, wait=999999999\r\n"), 200, false},
-      {"prefer_wait_overflowing", get("/fib/5", "Host: x\r\nPrefer: wait=99999999999999999999, respond-async\r\n"), 202,
+      {"prefer_wait_for_ever", get("/work/5", "Host: x\r\nPrefer: respond-async, wait=999999999\r\n"), 200, false},
+      {"prefer_wait_overflowing", get("/work/5", "Host: x\r\nPrefer: wait=99999999999999999999, respond-async\r\n"), 202,
        false},
-      {"prefer_junk", get("/fib/5", "Host: x\r\nPrefer: ;;==,,respond-async=1, \"\r\nPrefer: ,\r\n"), 200, false},
-      {"idempotency_key_too_long", get("/fib/5", "Host: x\r\nIdempotency-Key: " + std::string(256, 'k') + "\r\n"), 400,
+      {"prefer_junk", get("/work/5", "Host: x\r\nPrefer: ;;==,,respond-async=1, \"\r\nPrefer: ,\r\n"), 200, false},
+      {"idempotency_key_too_long", get("/work/5", "Host: x\r\nIdempotency-Key: " + std::string(256, 'k') + "\r\n"), 400,
        false},
-      {"idempotency_key_control_byte", get("/fib/5", "Host: x\r\nIdempotency-Key: a\x01b\r\n"), 400, true},  // Beast: a malformed field
-      {"idempotency_key_twice", get("/fib/5", "Host: x\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n"), 400, false},
+      {"idempotency_key_control_byte", get("/work/5", "Host: x\r\nIdempotency-Key: a\x01b\r\n"), 400, true},  // Beast: a malformed field
+      {"idempotency_key_twice", get("/work/5", "Host: x\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n"), 400, false},
       // A field that may be given once, given twice (RFC 9110 §5.3); a query key given twice.
-      {"two_content_types", "POST /v1/zstd/compress HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                            "Content-Type: application/zstd\r\nContent-Length: 2\r\n\r\nhi", 400, true},
+      {"two_content_types", "POST /v1/work/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\nhi", 400, true},
       {"two_hosts", get("/healthz", "Host: x\r\nHost: y\r\n"), 400, true},
-      {"two_authorizations", get("/fib/5", "Host: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"), 400, true},
+      {"two_authorizations", get("/work/5", "Host: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"), 400, true},
       {"two_request_ids", get("/healthz", "Host: x\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n"), 400, true},
-      {"query_key_twice", get("/fib/5?timeout_ms=60000&timeout_ms=1"), 400, false},
-      {"unknown_query_key_twice", get("/fib/5?x=1&x=2"), 400, false},
-      {"query_with_empty_pairs", get("/fib/5?&&timeout_ms=1000&&"), 200, false},
-      {"callback_url_without_async", get("/fib/5?callback_url=http%3A%2F%2Fexample.com%2F"), 400, false},
-      {"callback_url_bad_escape", get("/fib/5?callback_url=%zz", "Host: x\r\nPrefer: respond-async\r\n"), 400, false},
-      {"callback_url_long", get("/fib/5?callback_url=http://" + std::string(3000, 'a'), "Host: x\r\nPrefer: respond-async\r\n"),
+      {"query_key_twice", get("/work/5?timeout_ms=60000&timeout_ms=1"), 400, false},
+      {"unknown_query_key_twice", get("/work/5?x=1&x=2"), 400, false},
+      {"query_with_empty_pairs", get("/work/5?&&timeout_ms=1000&&"), 200, false},
+      {"callback_url_without_async", get("/work/5?callback_url=http%3A%2F%2Fexample.com%2F"), 400, false},
+      {"callback_url_bad_escape", get("/work/5?callback_url=%zz", "Host: x\r\nPrefer: respond-async\r\n"), 400, false},
+      {"callback_url_long", get("/work/5?callback_url=http://" + std::string(3000, 'a'), "Host: x\r\nPrefer: respond-async\r\n"),
        400, false},
       {"job_id_long", get("/v1/jobs/" + std::string(5000, 'A')), 404, false},
       {"job_id_empty", get("/v1/jobs/"), 404, false},
@@ -97,8 +97,8 @@ std::vector<hostile_case> cases() {
       {"job_delete_with_body", "DELETE /v1/jobs/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 404, false},
       {"root_with_a_dot_segment", get("/ui/../"), 404, false},
       {"events_with_a_dot_segment", get("/v1/events/.."), 404, false},
-      {"long_query", get("/fib/5?" + std::string(6000, 'q')), 200, false},
-      {"request_line_over_the_limit", get("/fib/5?" + std::string(9000, 'q')), 431, true},
+      {"long_query", get("/work/5?" + std::string(6000, 'q')), 200, false},
+      {"request_line_over_the_limit", get("/work/5?" + std::string(9000, 'q')), 431, true},
       {"header_over_the_limit", get("/healthz", "Host: x\r\nX-Big: " + std::string(9000, 'h') + "\r\n"), 431, true},
       {"many_small_headers", get("/healthz", many_headers), 200, false},
       {"too_many_headers", get("/healthz", too_many_headers), 431, true},
@@ -110,19 +110,19 @@ std::vector<hostile_case> cases() {
       {"unknown_version", "GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, true},
       {"no_version", "GET /healthz\r\n\r\n", 400, true},
       {"bare_lf_line_ends", "GET /healthz HTTP/1.1\nHost: x\n\n", 400, true},
-      {"nul_in_target", std::string("GET /fib/\0" "5 HTTP/1.1\r\nHost: x\r\n\r\n", 34), 400, true},
+      {"nul_in_target", std::string("GET /work/") + '\0' + "5 HTTP/1.1\r\nHost: x\r\n\r\n", 400, true},
       {"space_in_header_name", "GET /healthz HTTP/1.1\r\nHo st: x\r\n\r\n", 400, true},
       {"header_without_colon", "GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400, true},
       {"empty_line_first", "\r\n" + get("/healthz"), 400, true},
       {"tls_client_hello", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11), 400, true},
-      {"n_negative", get("/fib/-1"), 400, false},
-      {"n_too_big", get("/fib/93"), 400, false},
-      {"n_400_digits", get("/fib/" + std::string(400, '9')), 400, false},
-      {"n_not_ascii", get("/fib/\xc3\xa9"), 400, false},
-      {"timeout_huge", get("/fib/5?timeout_ms=99999999999999999999999"), 400, false},
-      {"timeout_zero", get("/fib/5?timeout_ms=0"), 400, false},
+      {"ms_negative", get("/work/-1"), 400, false},
+      {"ms_too_big", get("/work/3600001"), 400, false},
+      {"ms_400_digits", get("/work/" + std::string(400, '9')), 400, false},
+      {"ms_not_ascii", get("/work/\xc3\xa9"), 400, false},
+      {"timeout_huge", get("/work/5?timeout_ms=99999999999999999999999"), 400, false},
+      {"timeout_zero", get("/work/5?timeout_ms=0"), 400, false},
       {"hostile_request_id", get("/healthz", "Host: x\r\nX-Request-Id: <script>alert(1)</script>\r\n"), 200, false},
-      {"fib_through_it_all", get("/fib/10"), 200, false},
+      {"work_through_it_all", get("/work/1"), 200, false},
   };
 }
 
@@ -165,9 +165,9 @@ TEST_P(hostile, gets_its_answer_and_the_connection_its_fate) {
     EXPECT_TRUE(conn.closed_by_peer()) << "the server must close after this";
   } else {
     // Still open, and still in sync: the next answer belongs to the next request.
-    const auto next = conn.get("/fib/6");
+    const auto next = conn.get("/work/6");
     ASSERT_TRUE(next) << "the connection should have stayed open";
-    EXPECT_EQ(nlohmann::json::parse(next->body).at("result"), 8);
+    EXPECT_EQ(nlohmann::json::parse(next->body).at("ms"), 6);
   }
 }
 

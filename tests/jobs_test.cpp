@@ -2,6 +2,8 @@
 #include <crunch/jobs.hpp>
 #include <crunch/kinds.hpp>
 
+#include "work_kind.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -99,45 +101,30 @@ TEST(calibrating_on_first_job, a_calibration_that_throws_leaves_the_job_to_answe
   EXPECT_EQ(calls, 1);
 }
 
-// crunchd's kinds declare their own flags; config.hpp names none of them. The names and the
-// environment twins are what crunchd has always read.
-TEST(builtin_kinds, declare_their_flags_with_the_environment_names_crunchd_reads) {
+// A kind declares its own flags (config.hpp names none of them), with their environment twins;
+// build_jobs fills in their defaults and runs the kind's check.
+TEST(build_jobs, reads_a_kinds_own_settings_and_runs_its_check) {
+  const auto kinds = std::vector<kind_declaration>{testing::work_kind()};
   std::vector<std::string> names;
-  for (const auto& s : settings_of({builtin_kind("password"), builtin_kind("image")})) names.push_back("--" + s.name + " " + s.env());
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "--password-m-cost CRUNCH_PASSWORD_M_COST", "--password-t-cost CRUNCH_PASSWORD_T_COST",
-                       "--password-max-m-cost CRUNCH_PASSWORD_MAX_M_COST",
-                       "--password-max-t-cost CRUNCH_PASSWORD_MAX_T_COST",
-                       "--password-max-bcrypt-cost CRUNCH_PASSWORD_MAX_BCRYPT_COST",
-                       "--password-max-crypt-rounds CRUNCH_PASSWORD_MAX_CRYPT_ROUNDS",
-                       "--password-pepper-file CRUNCH_PASSWORD_PEPPER_FILE",
-                       "--calibrate-password CRUNCH_CALIBRATE_PASSWORD", "--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
-                       "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES", "--max-image-effort CRUNCH_MAX_IMAGE_EFFORT"}));
-}
+  for (const auto& s : settings_of(kinds)) names.push_back("--" + s.name + " " + s.env());
+  EXPECT_EQ(names, std::vector<std::string>{"--work-max-ms CRUNCH_WORK_MAX_MS"});
 
-TEST(build_jobs, fills_in_the_kinds_defaults_and_runs_their_checks) {
-  const auto jobs = build_jobs(builtin_kinds(), config{});
-  const auto* password = jobs.find("password");
-  ASSERT_NE(password, nullptr);
-  const auto& m = password->routes.at(0).parameters.at(1);
-  EXPECT_EQ(m.name, "m_cost_kib");
-  EXPECT_EQ(m.default_value, 19'456u);  // --password-m-cost's default
-  EXPECT_EQ(m.maximum, 262'144u);       // --password-max-m-cost's
-  EXPECT_EQ(jobs.find("image")->routes.at(0).max_body_bytes, 25u << 20);
+  const auto jobs = build_jobs(kinds, config{});
+  const auto& ms = jobs.find("work")->routes.at(0).parameters.at(0);
+  EXPECT_EQ(ms.name, "ms");
+  EXPECT_EQ(ms.maximum, 3'600'000u);  // --work-max-ms's default
+  config shorter;
+  shorter.settings["work-max-ms"] = 50;
+  EXPECT_EQ(build_jobs(kinds, shorter).find("work")->routes.at(0).parameters.at(0).maximum, 50u);
 
-  config over;
-  over.settings["password-m-cost"] = 300'000;
+  config none;
+  none.settings["work-max-ms"] = 0;
   try {
-    (void)build_jobs(builtin_kinds(), over);
-    ADD_FAILURE() << "a default above its maximum was accepted";
+    (void)build_jobs(kinds, none);
+    ADD_FAILURE() << "a configuration its check refuses was accepted";
   } catch (const config_error& e) {
-    EXPECT_STREQ(e.what(), "crunchd: invalid --password-m-cost: above --password-max-m-cost");
+    EXPECT_STREQ(e.what(), "crunchd: invalid --work-max-ms: 0 leaves no work");
   }
-  config small;
-  small.memory_budget = 8u << 20;  // less than one 19 MiB hash
-  EXPECT_THROW((void)build_jobs(builtin_kinds(), small), config_error);
-  small.settings["password-m-cost"] = 1024;
-  EXPECT_NO_THROW((void)build_jobs({builtin_kind("password")}, small));
 }
 
 }  // namespace

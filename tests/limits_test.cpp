@@ -64,7 +64,7 @@ TEST(limits, connections_over_the_limit_get_503_and_the_others_go_on) {
   ASSERT_TRUE(wait_for_metric(observer, "\ncrunch_connections_open 2\n"));
 
   http_connection third(s.port());
-  third.send_get("/fib/10");
+  third.send_get("/work/1");
   const auto refused = third.read();
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 503u);
@@ -73,7 +73,7 @@ TEST(limits, connections_over_the_limit_get_503_and_the_others_go_on) {
   EXPECT_TRUE(third.closed_by_peer());
 
   // The two open connections are unharmed, and the refusal is counted.
-  EXPECT_EQ(second.get("/fib/10")->status, 200u);
+  EXPECT_EQ(second.get("/work/1")->status, 200u);
   EXPECT_TRUE(wait_for_metric(observer, "\ncrunch_connections_refused_total 1\n"));
 }
 

@@ -56,14 +56,14 @@ TEST_F(live_view_unit, a_snapshot_has_the_intervals_lag_quantiles_and_the_gauges
 }
 
 TEST_F(live_view_unit, rates_are_the_counts_of_the_interval_over_its_length) {
-  stats.add_kind("fib");
+  stats.add_kind("work");
   stats.count_job(job_outcome::completed);  // before the interval: in the total only
   const auto start = live_view::clock::now();
   live.take_snapshot(start);
   for (int i = 0; i < 10; ++i) {
     stats.count_job(job_outcome::completed);
-    stats.observe_job("fib", 1ms, 2ms);
-    stats.count_request("fib", 200, 3ms);
+    stats.observe_job("work", 1ms, 2ms);
+    stats.count_request("work", 200, 3ms);
   }
   for (int i = 0; i < 3; ++i) stats.count_job(job_outcome::rejected_queue_full);
   live.take_snapshot(start + 500ms);
@@ -71,7 +71,7 @@ TEST_F(live_view_unit, rates_are_the_counts_of_the_interval_over_its_length) {
   EXPECT_DOUBLE_EQ(s.at("jobs_per_s").at("completed").get<double>(), 20);
   EXPECT_DOUBLE_EQ(s.at("jobs_per_s").at("rejected_queue_full").get<double>(), 6);
   EXPECT_DOUBLE_EQ(s.at("jobs_per_s").at("failed").get<double>(), 0);
-  EXPECT_DOUBLE_EQ(s.at("jobs_run_per_s").at("fib").get<double>(), 20);
+  EXPECT_DOUBLE_EQ(s.at("jobs_run_per_s").at("work").get<double>(), 20);
   EXPECT_DOUBLE_EQ(s.at("requests_per_s").get<double>(), 20);
   EXPECT_EQ(s.at("jobs_total").at("completed"), 11);
   EXPECT_EQ(s.at("jobs_total").at("rejected_queue_full"), 3);
@@ -163,7 +163,7 @@ TEST(live_view, events_stream_snapshots_past_the_idle_and_read_timeouts) {
 TEST(live_view, stats_shows_the_jobs_that_ran) {
   running_server server(live_config());
   http_connection c(server.port());
-  ASSERT_EQ(c.get("/fib/20")->status, 200u);
+  ASSERT_EQ(c.get("/work/1")->status, 200u);
   // The next snapshot counts it.
   for (int i = 0; i < 1000; ++i) {
     const auto stats = c.get("/v1/stats");

@@ -29,15 +29,15 @@ TEST(exposition, histogram_lines_with_inf_sum_and_count) {
   std::ostringstream text;
   exposition out(text);
   out.header("x_seconds", "histogram", "A test.");
-  out.histogram_samples("x_seconds", label("kind", "fib"), h);
+  out.histogram_samples("x_seconds", label("kind", "work"), h);
   EXPECT_EQ(text.str(),
             "# HELP x_seconds A test.\n"
             "# TYPE x_seconds histogram\n"
-            "x_seconds_bucket{kind=\"fib\",le=\"0.25\"} 1\n"
-            "x_seconds_bucket{kind=\"fib\",le=\"1\"} 1\n"
-            "x_seconds_bucket{kind=\"fib\",le=\"+Inf\"} 2\n"
-            "x_seconds_sum{kind=\"fib\"} 3.1\n"
-            "x_seconds_count{kind=\"fib\"} 2\n");
+            "x_seconds_bucket{kind=\"work\",le=\"0.25\"} 1\n"
+            "x_seconds_bucket{kind=\"work\",le=\"1\"} 1\n"
+            "x_seconds_bucket{kind=\"work\",le=\"+Inf\"} 2\n"
+            "x_seconds_sum{kind=\"work\"} 3.1\n"
+            "x_seconds_count{kind=\"work\"} 2\n");
 }
 
 TEST(exposition, unlabelled_samples_and_numbers) {
@@ -59,10 +59,10 @@ TEST(exposition, label_values_are_escaped) {
 
 TEST(metrics, render_has_every_family_once_with_help_and_type) {
   metrics m;
-  m.count_request("fib", 200, 3ms);
-  m.count_request("fib", 400, 10us);
+  m.count_request("work", 200, 3ms);
+  m.count_request("work", 400, 10us);
   m.count_request("weird\"route", 404, 10us);
-  m.observe_job("fib", 1ms, 100ms);
+  m.observe_job("work", 1ms, 100ms);
   m.count_job(job_outcome::completed);
   m.observe_loop_lag(20us);
   metrics_gauges gauges{2, 1, 3, 16, 48 << 20, 19 << 20, 5, false, 0, {131, 119, 4'500'000'000}, 0.25};
@@ -78,9 +78,9 @@ TEST(metrics, render_has_every_family_once_with_help_and_type) {
     EXPECT_NE(first, std::string::npos) << family;
     EXPECT_EQ(text.find(type, first + 1), std::string::npos) << family << " declared twice";
   }
-  EXPECT_NE(text.find("crunch_http_requests_total{route=\"fib\",code=\"200\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_http_requests_total{route=\"work\",code=\"200\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_http_requests_total{route=\"weird\\\"route\",code=\"404\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("crunch_job_run_seconds_count{kind=\"fib\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("crunch_job_run_seconds_count{kind=\"work\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_jobs_total{outcome=\"completed\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_event_loop_lag_seconds_bucket{le=\"2.5e-05\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("crunch_job_queue_depth 3\n"), std::string::npos);

@@ -66,8 +66,8 @@ TEST_F(openapi_test, job_operations_come_from_their_declarations) {
       EXPECT_EQ(route.answer.schema.is_null(), !route.answer.media_types.empty()) << "a JSON answer has a schema, a file answer media types";
     }
   }
-  EXPECT_EQ(operation_id("password_hash"), "passwordHash");
-  EXPECT_EQ(operation_id("fib"), "fib");
+  EXPECT_EQ(operation_id("work_echo"), "workEcho");
+  EXPECT_EQ(operation_id("work"), "work");
 }
 
 TEST_F(openapi_test, every_job_route_is_described_with_its_parameters_and_bounds) {

@@ -201,7 +201,7 @@ TEST_F(two_replicas, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_f
 
   for (const auto* id : {"j1", "j2", "j3"}) {
     done = false;
-    a.enqueue(id, {{"status", "queued"}, {"route", "fib"}, {"target", "/fib/30"}}, [&](bool ok) {
+    a.enqueue(id, {{"status", "queued"}, {"route", "work"}, {"target", "/work/30"}}, [&](bool ok) {
       EXPECT_TRUE(ok);
       done = true;
     });
@@ -292,7 +292,7 @@ TEST_F(two_replicas, replicas_share_a_queue_take_over_a_dead_ones_jobs_and_the_f
   until(io, done);
   EXPECT_EQ(fields["result_body"], "first");
   EXPECT_EQ(fields["status"], "succeeded");
-  EXPECT_EQ(fields["route"], "fib");
+  EXPECT_EQ(fields["route"], "work");
   done = false;
   a.start("j1", [&](bool running) {  // an ended job is not started again
     started = running;

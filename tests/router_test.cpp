@@ -1,7 +1,8 @@
 #include <crunch/kinds.hpp>
 #include <crunch/media_type.hpp>
-#include <password/password.hpp>
 #include <crunch/router.hpp>
+
+#include "work_kind.hpp"
 
 #include <gtest/gtest.h>
 
@@ -20,9 +21,9 @@ struct router_test : ::testing::Test {
     c.memory_budget = 64ULL << 20;
     return c;
   }();
-  router routes{default_jobs(cfg),
+  router routes{build_jobs({testing::work_kind()}, cfg),
                 server_view{[this] { return draining; }, [] { return std::string("m 1\n"); },
-                            [](std::string_view kind) { return kind == "fib" ? std::optional<double>(0.9) : std::nullopt; },
+                            [](std::string_view kind) { return kind == "work" ? std::optional<double>(0.9) : std::nullopt; },
                             [] { return std::string(R"({"snapshot":7})"); }},
                 cfg};
 
@@ -66,51 +67,51 @@ TEST_F(router_test, metrics_is_prometheus_text) {
   EXPECT_EQ(r.content_type.rfind("text/plain", 0), 0u);
 }
 
-TEST_F(router_test, fib_becomes_a_job_with_the_default_deadline) {
-  auto j = job("GET", "/fib/20");
-  EXPECT_EQ(j.kind, "fib");
-  EXPECT_EQ(j.route, "fib");
+TEST_F(router_test, a_job_route_becomes_a_job_with_its_cost_memory_and_the_default_deadline) {
+  auto j = job("GET", "/work/2?mib=3");
+  EXPECT_EQ(j.kind, "work");
+  EXPECT_EQ(j.route, "work");
   EXPECT_EQ(j.timeout, 10s);
+  EXPECT_EQ(j.cost_units, 2.0);
+  EXPECT_EQ(j.memory_bytes, 3u << 20);
   ASSERT_TRUE(j.job);
   const auto body = j.job(std::stop_token{});
   ASSERT_TRUE(body);
   EXPECT_EQ(body->content_type, "application/json");
-  const auto value = nlohmann::json::parse(body->body);
-  EXPECT_EQ(value.at("result"), 6765);
-  EXPECT_EQ(value.at("result_string"), "6765");
+  EXPECT_EQ(nlohmann::json::parse(body->body), (nlohmann::json{{"ms", 2}}));
 }
 
 TEST_F(router_test, client_may_shorten_the_deadline_but_not_exceed_the_maximum) {
-  EXPECT_EQ(job("GET", "/fib/5?timeout_ms=250").timeout, 250ms);
-  for (const char* target : {"/fib/5?timeout_ms=60001", "/fib/5?timeout_ms=0", "/fib/5?timeout_ms=-3",
-                             "/fib/5?timeout_ms=abc", "/fib/5?timeout_ms=", "/fib/5?timeout_ms=+9"}) {
+  EXPECT_EQ(job("GET", "/work/5?timeout_ms=250").timeout, 250ms);
+  for (const char* target : {"/work/5?timeout_ms=60001", "/work/5?timeout_ms=0", "/work/5?timeout_ms=-3",
+                             "/work/5?timeout_ms=abc", "/work/5?timeout_ms=", "/work/5?timeout_ms=+9"}) {
     const auto a = answer("GET", target);
     EXPECT_EQ(a.status, 400u) << target;
     EXPECT_EQ(error_of(a).at("code"), "invalid_argument") << target;
   }
 }
 
-TEST_F(router_test, bad_n_is_400_with_the_error_shape) {
-  for (const char* target : {"/fib/-1", "/fib/93", "/fib/abc", "/fib/1e3", "/fib/+5", "/fib/%207", "/fib/ 7",
-                             "/fib/", "/fib/4.0", "/fib/0x10", "/fib/99999999999999999999",
-                             "/fib/18446744073709551656"}) {
+TEST_F(router_test, a_bad_path_integer_is_400_with_the_error_shape) {
+  for (const char* target : {"/work/-1", "/work/3600001", "/work/abc", "/work/1e3", "/work/+5", "/work/%207",
+                             "/work/ 7", "/work/", "/work/4.0", "/work/0x10", "/work/99999999999999999999",
+                             "/work/18446744073709551656", "/work/1?mib=4097", "/work/1?held=2"}) {
     const auto r = answer("GET", target);
     EXPECT_EQ(r.status, 400u) << target;
     EXPECT_EQ(error_of(r).at("code"), "invalid_argument") << target;
-    EXPECT_EQ(error_of(r).at("message"), "n must be an integer in 0..92") << target;
   }
-  const auto huge = answer("GET", "/fib/" + std::string(400, '7'));
+  EXPECT_EQ(error_of(answer("GET", "/work/-1")).at("message"), "ms must be an integer in 0..3600000");
+  const auto huge = answer("GET", "/work/" + std::string(400, '7'));
   EXPECT_EQ(huge.status, 400u);
 }
 
-TEST_F(router_test, bounds_of_n_are_accepted) {
-  EXPECT_TRUE(job("GET", "/fib/0").job);
-  EXPECT_TRUE(job("GET", "/fib/92").job);
-  EXPECT_TRUE(job("GET", "/fib/0040").job);  // leading zeros
+TEST_F(router_test, the_bounds_of_an_integer_are_accepted) {
+  EXPECT_TRUE(job("GET", "/work/0").job);
+  EXPECT_TRUE(job("GET", "/work/3600000").job);
+  EXPECT_TRUE(job("GET", "/work/0040").job);  // leading zeros
 }
 
 TEST_F(router_test, unknown_routes_are_404) {
-  for (const char* target : {"/index.html", "/ui/", "/ui/nope.js", "/v1/event", "/fib", "/fib/1/2", "/nope", "/nope/1", "/healthz/x", "/FIB/1"}) {
+  for (const char* target : {"/index.html", "/ui/", "/ui/nope.js", "/v1/event", "/work", "/work/1/2", "/nope", "/nope/1", "/healthz/x", "/WORK/1"}) {
     const auto r = answer("GET", target);
     EXPECT_EQ(r.status, 404u) << target;
     EXPECT_EQ(error_of(r).at("code"), "not_found") << target;
@@ -161,7 +162,7 @@ TEST_F(router_test, events_is_handed_to_the_session_as_a_stream) {
 TEST_F(router_test, without_the_ui_its_routes_do_not_exist) {
   config off = cfg;
   off.ui = false;
-  const router plain{default_jobs(off), server_view{[] { return false; }, [] { return std::string(); }, {}, {}}, off};
+  const router plain{build_jobs({testing::work_kind()}, off), server_view{[] { return false; }, [] { return std::string(); }, {}, {}}, off};
   for (const char* target : {"/", "/ui/live.js", "/v1/stats", "/v1/events"}) {
     const auto head = plain.route({"GET", target, {}, std::nullopt});
     ASSERT_TRUE(std::holds_alternative<reply>(head.next)) << target;
@@ -171,21 +172,21 @@ TEST_F(router_test, without_the_ui_its_routes_do_not_exist) {
 }
 
 TEST_F(router_test, wrong_method_is_405_with_allow) {
-  const auto post = answer("POST", "/fib/3");
+  const auto post = answer("POST", "/work/3");
   EXPECT_EQ(post.status, 405u);
-  EXPECT_EQ(post.route, "fib");  // counted under its route, as before
+  EXPECT_EQ(post.route, "work");  // counted under its route, as before
   ASSERT_EQ(post.headers.size(), 1u);
   EXPECT_EQ(post.headers[0], (std::pair<std::string, std::string>{"Allow", "GET"}));
   const auto del = answer("DELETE", "/healthz");
   EXPECT_EQ(del.status, 405u);
   EXPECT_EQ(del.headers[0].second, "GET, HEAD");
-  EXPECT_EQ(answer("HEAD", "/fib/3").status, 405u);
+  EXPECT_EQ(answer("HEAD", "/work/3").status, 405u);
 }
 
 TEST_F(router_test, absolute_form_routes_on_its_path) {
   EXPECT_EQ(answer("GET", "http://example.com/healthz").status, 200u);
   EXPECT_EQ(answer("GET", "https://example.com:8443/readyz").status, 200u);
-  EXPECT_EQ(job("GET", "http://x/fib/5?timeout_ms=9").timeout, 9ms);
+  EXPECT_EQ(job("GET", "http://x/work/5?timeout_ms=9").timeout, 9ms);
   EXPECT_EQ(answer("GET", "http://example.com").route, "ui");  // the path "/": the live view
   EXPECT_EQ(answer("GET", "http://example.com/nope").status, 404u);
   EXPECT_EQ(answer("GET", "http://example.com?x").status, 400u);
@@ -196,71 +197,59 @@ TEST_F(router_test, target_must_be_a_path) {
   EXPECT_EQ(answer("GET", "").status, 400u);
 }
 
-TEST_F(router_test, a_password_hash_is_a_job_with_its_cost_and_memory) {
-  const auto j = job("POST", "/v1/password/hash", "application/json", R"({"password":"hunter2"})");
-  EXPECT_EQ(j.kind, "password");
-  EXPECT_EQ(j.route, "password_hash");
-  EXPECT_EQ(j.cost_units, 19456.0 * 2);               // m × t at the defaults
-  EXPECT_EQ(j.memory_bytes, password_job_memory(19456));   // Argon2's blocks and a little
-  const auto custom = job("POST", "/v1/password/hash", "application/json; charset=utf-8",
-                          R"({"t_cost":3,"password":"hunter2","m_cost_kib":8192})");
-  EXPECT_EQ(custom.cost_units, 8192.0 * 3);
-}
-
 TEST_F(router_test, json_routes_want_application_json) {
   for (const char* type : {"", "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json"}) {
-    const auto r = answer("POST", "/v1/password/hash", type, R"({"password":"x"})");
+    const auto r = answer("POST", "/v1/work/note", type, R"({"note":"x"})");
     EXPECT_EQ(r.status, 415u) << type;
     EXPECT_EQ(error_of(r).at("code"), "unsupported_media_type") << type;
-    EXPECT_EQ(r.route, "password_hash");
+    EXPECT_EQ(r.route, "work_note");
   }
-  EXPECT_TRUE(job("POST", "/v1/password/hash", "Application/JSON ; charset=UTF-8", R"({"password":"x"})").job);
+  EXPECT_TRUE(job("POST", "/v1/work/note", "Application/JSON ; charset=UTF-8", R"({"note":"x"})").job);
 }
 
 TEST_F(router_test, a_body_over_the_routes_limit_is_refused_on_its_head) {
-  const auto head = routes.route({"POST", "/v1/password/verify", "application/json", 4097});
+  const auto head = routes.route({"POST", "/v1/work/note", "application/json", 4097});
   EXPECT_TRUE(head.refuse_body);
   EXPECT_EQ(std::get<reply>(head.next).status, 413u);
   EXPECT_EQ(head.body_limit, 4096u);
-  const auto fits = routes.route({"POST", "/v1/password/verify", "application/json", 4096});
+  const auto fits = routes.route({"POST", "/v1/work/note", "application/json", 4096});
   EXPECT_FALSE(fits.refuse_body);
   EXPECT_TRUE(std::holds_alternative<route_match>(fits.next));
   // Routes without a body of their own take up to --max-body-bytes, as before.
   EXPECT_TRUE(routes.route({"GET", "/healthz", "", 65537}).refuse_body);
-  EXPECT_FALSE(routes.route({"GET", "/fib/3", "", 65536}).refuse_body);
-  EXPECT_FALSE(routes.route({"GET", "/fib/3", "", std::nullopt}).refuse_body);  // chunked: bounded while read
-  // An image takes --max-image-bytes; only bodies that are not files are held in a buffer.
-  EXPECT_EQ(routes.largest_body_limit(), 25u << 20);
+  EXPECT_FALSE(routes.route({"GET", "/work/3", "", 65536}).refuse_body);
+  EXPECT_FALSE(routes.route({"GET", "/work/3", "", std::nullopt}).refuse_body);  // chunked: bounded while read
+  // /v1/work/echo takes a file of 1 MiB; only bodies that are not files are held in a buffer.
+  EXPECT_EQ(routes.largest_body_limit(), 1u << 20);
   EXPECT_EQ(routes.largest_buffered_body(), 65536u);
 }
 
-TEST_F(router_test, an_image_route_checks_its_content_type_and_size_on_the_head) {
-  const auto fits = routes.route({"POST", "/v1/image/thumbnail?width=10", "image/jpeg", 1000});
+TEST_F(router_test, a_file_route_checks_its_content_type_and_size_on_the_head) {
+  const auto fits = routes.route({"POST", "/v1/work/echo?ms=1", "text/plain", 1000});
   EXPECT_TRUE(std::holds_alternative<route_match>(fits.next));
   EXPECT_TRUE(fits.file_body);
   EXPECT_FALSE(fits.sensitive);
-  EXPECT_EQ(fits.body_limit, 25u << 20);
-  EXPECT_TRUE(std::holds_alternative<route_match>(routes.route({"POST", "/v1/image/thumbnail", "IMAGE/PNG; q=1", 1}).next));
-  for (const auto* type : {"", "text/plain", "image/tiff", "image/svg+xml", "application/json"}) {
-    const auto refused = routes.route({"POST", "/v1/image/thumbnail", type, 1000});
+  EXPECT_EQ(fits.body_limit, 1u << 20);
+  EXPECT_TRUE(std::holds_alternative<route_match>(routes.route({"POST", "/v1/work/echo", "TEXT/PLAIN; q=1", 1}).next));
+  for (const auto* type : {"", "text/html", "video/mp4", "text/plainx", "application/xml"}) {
+    const auto refused = routes.route({"POST", "/v1/work/echo", type, 1000});
     ASSERT_TRUE(std::holds_alternative<reply>(refused.next)) << type;
     EXPECT_EQ(std::get<reply>(refused.next).status, 415u) << type;
-    EXPECT_EQ(std::get<reply>(refused.next).route, "image_thumbnail");
+    EXPECT_EQ(std::get<reply>(refused.next).route, "work_echo");
   }
-  const auto too_large = routes.route({"POST", "/v1/image/thumbnail", "image/jpeg", (25u << 20) + 1});
+  const auto too_large = routes.route({"POST", "/v1/work/echo", "text/plain", (1u << 20) + 1});
   EXPECT_TRUE(too_large.refuse_body);
   EXPECT_EQ(std::get<reply>(too_large.next).status, 413u);
 }
 
-TEST_F(router_test, password_routes_take_only_post) {
-  const auto r = answer("GET", "/v1/password/hash");
+TEST_F(router_test, a_post_route_takes_only_post) {
+  const auto r = answer("GET", "/v1/work/note");
   EXPECT_EQ(r.status, 405u);
   EXPECT_EQ(r.headers.at(0), (std::pair<std::string, std::string>{"Allow", "POST"}));
-  EXPECT_EQ(answer("POST", "/v1/password").status, 404u);
-  EXPECT_EQ(answer("POST", "/v1/password/hash/x").status, 404u);
+  EXPECT_EQ(answer("POST", "/v1/work/note/x").status, 404u);
 }
 
-TEST_F(router_test, bad_bodies_are_400_naming_the_field_and_never_the_password) {
+TEST_F(router_test, bad_bodies_are_400_naming_the_field_and_never_the_secret) {
   const std::string secret_text = "correct-horse-battery-staple";
   struct bad {
     std::string body;
@@ -268,46 +257,32 @@ TEST_F(router_test, bad_bodies_are_400_naming_the_field_and_never_the_password) 
   };
   for (const auto& [body, message] : std::vector<bad>{
            {"", "the body is not valid JSON (at byte 1)"},
-           {R"({"password":")" + secret_text, "the body is not valid JSON (at byte 42)"},
-           {R"(["password"])", "the body must be a JSON object"},
-           {R"("password")", "the body must be a JSON object"},
-           {R"({"password":")" + secret_text + R"(","colour":"blue"})", "unknown field 'colour'"},
-           {R"({"password":")" + secret_text + R"(","password":"x"})", "field 'password' is given twice"},
-           {R"({"m_cost_kib":19456})", "password is missing: must be a string of 1..1024 bytes"},
-           {R"({"password":42})", "password must be a string of 1..1024 bytes"},
-           {R"({"password":""})", "password must be a string of 1..1024 bytes"},
-           {R"({"password":")" + std::string(1025, 'x') + R"("})", "password must be a string of 1..1024 bytes"},
-           {R"({"password":")" + secret_text + R"(","m_cost_kib":"19456"})", "m_cost_kib must be an integer in 8..262144"},
-           {R"({"password":")" + secret_text + R"(","m_cost_kib":-1})", "m_cost_kib must be an integer in 8..262144"},
-           {R"({"password":")" + secret_text + R"(","m_cost_kib":19456.5})", "m_cost_kib must be an integer in 8..262144"},
-           {R"({"password":")" + secret_text + R"(","m_cost_kib":262145})", "m_cost_kib must be an integer in 8..262144"},
-           {R"({"password":")" + secret_text + R"(","t_cost":0})", "t_cost must be an integer in 1..6"},
-           {R"({"password":")" + secret_text + R"(","t_cost":[2]})", "t_cost must be an integer in 1..6"},
-           {R"({"password":")" + secret_text + R"(","t_cost":null})", "t_cost must be an integer in 1..6"},
-           {R"({"password":")" + secret_text + R"("} {})", "the body is not valid JSON (at byte 45)"},
+           {R"({"note":")" + secret_text, "the body is not valid JSON (at byte 38)"},
+           {R"(["note"])", "the body must be a JSON object"},
+           {R"("note")", "the body must be a JSON object"},
+           {R"({"note":")" + secret_text + R"(","colour":"blue"})", "unknown field 'colour'"},
+           {R"({"note":")" + secret_text + R"(","note":"x"})", "field 'note' is given twice"},
+           {R"({"ms":1})", "note is missing: must be a string of 1..1024 bytes"},
+           {R"({"note":42})", "note must be a string of 1..1024 bytes"},
+           {R"({"note":""})", "note must be a string of 1..1024 bytes"},
+           {R"({"note":")" + std::string(1025, 'x') + R"("})", "note must be a string of 1..1024 bytes"},
+           {R"({"note":")" + secret_text + R"(","ms":"19456"})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","ms":-1})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","ms":1.5})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","ms":3600001})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","ms":[2]})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","ms":null})", "ms must be an integer in 0..3600000"},
+           {R"({"note":")" + secret_text + R"(","tag":"blue"})", "tag must be one of red, green"},
+           {R"({"note":")" + secret_text + R"("} {})", "the body is not valid JSON (at byte 41)"},
        }) {
-    const auto r = answer("POST", "/v1/password/hash", "application/json", body);
+    const auto r = answer("POST", "/v1/work/note", "application/json", body);
     EXPECT_EQ(r.status, 400u) << body;
     EXPECT_EQ(error_of(r).at("code"), "invalid_argument") << body;
     EXPECT_EQ(error_of(r).at("message"), message) << body;
     EXPECT_EQ(r.body.find("horse"), std::string::npos) << r.body;
-    EXPECT_EQ(r.route, "password_hash");
+    EXPECT_EQ(r.route, "work_note");
   }
-}
-
-TEST_F(router_test, verify_reads_the_hash_before_any_work) {
-  // node-argon2's parameter order, m, p, t.
-  const auto ok = job("POST", "/v1/password/verify", "application/json",
-                      R"({"password":"x","hash":"$argon2id$v=19$m=19456,p=1,t=2$YXUXL+k5GqhbV72azzUVhQ$AGdpnWrJcCC4PBttlvHAOOm/cnwARCXeC7tZAxHeDYg"})");
-  EXPECT_EQ(ok.route, "password_verify");
-  EXPECT_EQ(ok.memory_bytes, password_job_memory(19456));
-  const auto malformed = answer("POST", "/v1/password/verify", "application/json", R"({"password":"x","hash":"$argon2id$nope"})");
-  EXPECT_EQ(malformed.status, 400u);
-  EXPECT_EQ(error_of(malformed).at("message").get<std::string>().rfind("hash is not an Argon2 PHC string", 0), 0u);
-  const auto greedy = answer("POST", "/v1/password/verify", "application/json",
-                             R"({"password":"x","hash":"$argon2id$v=19$m=4194304,t=2,p=1$YXUXL+k5GqhbV72azzUVhQ$AGdpnWrJcCC4PBttlvHAOOm/cnwARCXeC7tZAxHeDYg"})");
-  EXPECT_EQ(greedy.status, 400u);
-  EXPECT_EQ(error_of(greedy).at("message"), "hash asks for m=4194304 KiB, above this server's bound of 262144");
+  EXPECT_TRUE(job("POST", "/v1/work/note", "application/json", R"({"note":"x","tag":"green","ms":2})").job);
 }
 
 TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
@@ -318,26 +293,27 @@ TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
   EXPECT_EQ(doc.at("memory_budget_bytes"), 64ULL << 20);
   std::map<std::string, nlohmann::json> kinds;
   for (const auto& k : doc.at("kinds")) kinds[k.at("name")] = k;
-  for (const auto* name : {"fib", "image", "password"}) ASSERT_TRUE(kinds.count(name)) << name;
-  const auto& thumbnail = kinds["image"].at("routes").at(0);
-  EXPECT_EQ(thumbnail.at("path"), "/v1/image/thumbnail");
-  EXPECT_EQ(thumbnail.at("content_types"), (nlohmann::json{"image/jpeg", "image/png", "image/webp", "image/gif"}));
-  EXPECT_EQ(thumbnail.at("max_body_bytes"), 25 << 20);
-  EXPECT_EQ(thumbnail.at("parameters").at(2).at("enum"), (nlohmann::json{"inside", "cover", "fill", "outside"}));
-  EXPECT_EQ(thumbnail.at("parameters").at(0).at("required"), false);
-  EXPECT_EQ(kinds["fib"].at("cost").at("ns_per_unit"), 0.9);
-  EXPECT_TRUE(kinds["password"].at("cost").at("ns_per_unit").is_null());
-  const auto& fib_route = kinds["fib"].at("routes").at(0);
-  EXPECT_EQ(fib_route.at("path"), "/fib/{n}");
-  EXPECT_EQ(fib_route.at("parameters").at(0).at("maximum"), 92);
-  EXPECT_EQ(fib_route.at("parameters").at(1).at("name"), "timeout_ms");
-  EXPECT_EQ(fib_route.at("parameters").at(1).at("maximum"), 60000);
-  const auto& hash_route = kinds["password"].at("routes").at(0);
-  EXPECT_EQ(hash_route.at("path"), "/v1/password/hash");
-  EXPECT_EQ(hash_route.at("max_body_bytes"), 4096);
-  EXPECT_EQ(hash_route.at("parameters").at(1).at("name"), "m_cost_kib");
-  EXPECT_EQ(hash_route.at("parameters").at(1).at("default"), 19456);
-  EXPECT_EQ(hash_route.at("parameters").at(1).at("maximum"), 262144);
+  ASSERT_EQ(kinds.size(), 1u);
+  const auto& work = kinds["work"];
+  EXPECT_EQ(work.at("cost").at("ns_per_unit"), 0.9);
+  EXPECT_EQ(work.at("cost").at("unit"), "ms");
+  const auto& burn = work.at("routes").at(0);
+  EXPECT_EQ(burn.at("path"), "/work/{ms}");
+  EXPECT_EQ(burn.at("parameters").at(0).at("maximum"), 3600000);
+  EXPECT_EQ(burn.at("parameters").at(0).at("required"), true);
+  EXPECT_EQ(burn.at("parameters").at(1).at("name"), "mib");
+  EXPECT_EQ(burn.at("parameters").at(1).at("required"), false);
+  EXPECT_EQ(burn.at("parameters").back().at("name"), "timeout_ms");
+  EXPECT_EQ(burn.at("parameters").back().at("maximum"), 60000);
+  const auto& echo = work.at("routes").at(1);
+  EXPECT_EQ(echo.at("content_types"), (nlohmann::json{"text/plain", "application/octet-stream", "application/json"}));
+  EXPECT_EQ(echo.at("max_body_bytes"), 1 << 20);
+  const auto& note = work.at("routes").at(2);
+  EXPECT_EQ(note.at("path"), "/v1/work/note");
+  EXPECT_EQ(note.at("max_body_bytes"), 4096);
+  EXPECT_EQ(note.at("parameters").at(1).at("name"), "ms");
+  EXPECT_EQ(note.at("parameters").at(1).at("default"), 0);
+  EXPECT_EQ(note.at("parameters").at(2).at("enum"), (nlohmann::json{"red", "green"}));
   EXPECT_EQ(answer("POST", "/v1/kinds").status, 405u);
 }
 
@@ -349,13 +325,13 @@ TEST(error_reply, escapes_hostile_text) {
 
 // The one reader of Content-Type values: parameters, blanks around and case ignored, nothing else.
 TEST(media_type, names_the_type_whatever_the_parameters_and_case) {
-  EXPECT_EQ(media_type_of(" image/JPEG ; q=1"), "image/JPEG");
+  EXPECT_EQ(media_type_of(" text/PLAIN ; q=1"), "text/PLAIN");
   EXPECT_TRUE(names_media_type("Application/Json; charset=utf-8", "application/json"));
-  EXPECT_TRUE(names_media_type("\timage/webp", "image/webp"));
+  EXPECT_TRUE(names_media_type("\ttext/csv", "text/csv"));
   EXPECT_FALSE(names_media_type("application/jsonx", "application/json"));
   EXPECT_FALSE(names_media_type("application/json-patch+json", "application/json"));
   EXPECT_FALSE(names_media_type("", "application/json"));
-  EXPECT_FALSE(names_media_type("image/ jpeg", "image/jpeg"));
+  EXPECT_FALSE(names_media_type("text/ csv", "text/csv"));
 }
 
 // Every "not now" answer: 503, the JSON error, and a Retry-After of at least a second.

@@ -1,5 +1,7 @@
 #include "sandboxed_kind.hpp"
 
+#include "work_kind.hpp"
+
 #include <crunch/isolation.hpp>
 
 #include <chrono>
@@ -171,6 +173,7 @@ std::vector<kind_declaration> kinds_for_tests() {
   auto kinds = builtin_kinds();
   kinds.push_back(sandboxed_kind());
   kinds.push_back(crashing_kind());
+  kinds.push_back(work_kind());
   return kinds;
 }
 

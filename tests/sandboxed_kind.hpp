@@ -29,7 +29,8 @@ kind_declaration sandboxed_kind();
 /// The "crashing" kind.
 kind_declaration crashing_kind();
 
-/// What the test programs serve and what their helpers run: the built-in kinds and these two.
+/// What the test programs serve and what their helpers run: the built-in kinds, these two and
+/// the work kind (work_kind.hpp).
 std::vector<kind_declaration> kinds_for_tests();
 
 }  // namespace crunch::testing

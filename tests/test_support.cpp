@@ -55,7 +55,7 @@ config test_config(std::size_t workers) {
   return c;
 }
 
-running_server::running_server(config cfg) : running_server(cfg, default_jobs(cfg)) {}
+running_server::running_server(config cfg) : running_server(cfg, test_jobs(std::make_shared<job_probe>(), cfg)) {}
 
 running_server::running_server(config cfg, job_registry jobs) : server_(std::move(cfg), std::move(jobs)) {
   thread_ = std::thread([this] {
@@ -289,87 +289,19 @@ bool wait_for_metric(http_connection& observer, const std::string& line, int att
   return false;
 }
 
-void job_probe::note_started() {
-  std::lock_guard lock(mutex_);
-  ++started_;
-  changed_.notify_all();
-}
-
-void job_probe::note_stopped() {
-  std::lock_guard lock(mutex_);
-  ++stopped_;
-  changed_.notify_all();
-}
-
-bool job_probe::wait_started(int n, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] { return started_ >= n; });
-}
-
-bool job_probe::wait_stopped(int n, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] { return stopped_ >= n; });
-}
-
-int job_probe::started() {
-  std::lock_guard lock(mutex_);
-  return started_;
-}
-
-int job_probe::stopped() {
-  std::lock_guard lock(mutex_);
-  return stopped_;
-}
-
-namespace {
-
-job_function spinner(std::shared_ptr<job_probe> probe, int ms) {
-  return [probe, ms](std::stop_token stop) -> std::optional<job_output> {
-    probe->note_started();
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    volatile std::uint64_t sink = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      for (int i = 0; i < 1000; ++i) sink = sink + 1;
-      if (stop.stop_requested()) {
-        probe->note_stopped();
-        return std::nullopt;
-      }
-    }
-    return job_output::json({{"spun_ms", ms}});
-  };
-}
-
-}  // namespace
-
-// A kind with one GET route at /{name}/{ms}, ms in 0..1,000,000.
-job_kind test_kind(std::string name, std::function<std::variant<prepared_job, invalid_argument>(std::uint64_t)> make,
-                   std::function<double()> calibrate = {}) {
+job_kind opaque_job(std::shared_ptr<job_probe> probe) {
   job_route route;
-  route.name = name;
+  route.name = "opaque";
   route.method = "GET";
-  route.path = "/" + name + "/{ms}";
+  route.path = "/opaque/{ms}";
   route.parameters = {{"ms", parameter_source::path, parameter_type::integer, 0, 1'000'000, std::nullopt, "ms"}};
-  route.prepare = [make = std::move(make)](const job_arguments& args, job_input&) { return make(args.integer("ms")); };
+  route.prepare = [probe](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
+    return prepared_job{burning(probe, args.integer("ms")), 0, 0};
+  };
   job_kind kind;
-  kind.name = std::move(name);
-  kind.calibrate = std::move(calibrate);
+  kind.name = "opaque";
   kind.routes.push_back(std::move(route));
   return kind;
-}
-
-job_kind spin_job(std::shared_ptr<job_probe> probe) {
-  return test_kind(
-      "spin",
-      [probe](std::uint64_t ms) -> std::variant<prepared_job, invalid_argument> {
-        return prepared_job{spinner(probe, static_cast<int>(ms)), static_cast<double>(ms), 0};
-      },
-      [] { return 1e6; });  // one cost unit is one millisecond
-}
-
-job_kind opaque_job(std::shared_ptr<job_probe> probe) {
-  return test_kind("opaque", [probe](std::uint64_t ms) -> std::variant<prepared_job, invalid_argument> {
-    return prepared_job{spinner(probe, static_cast<int>(ms)), 0, 0};
-  });
 }
 
 job_kind throw_job() {
@@ -389,9 +321,10 @@ job_kind throw_job() {
   return kind;
 }
 
-job_registry test_jobs(std::shared_ptr<job_probe> probe) {
-  auto jobs = default_jobs(config{});
-  jobs.add(spin_job(probe));
+job_registry test_jobs(std::shared_ptr<job_probe> probe, const config& cfg) {
+  auto kinds = builtin_kinds();
+  kinds.push_back(work_kind(probe));
+  auto jobs = build_jobs(kinds, cfg);
   jobs.add(opaque_job(std::move(probe)));
   jobs.add(throw_job());
   return jobs;

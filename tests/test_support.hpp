@@ -6,6 +6,8 @@
 #include <crunch/kinds.hpp>
 #include <crunch/server.hpp>
 
+#include "work_kind.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -28,7 +30,7 @@ config test_config(std::size_t workers = 2);
 /// A crunch::server on its own I/O thread. The destructor drains it and joins the thread.
 class running_server {
  public:
-  /// Serves default_jobs(cfg).
+  /// Serves test_jobs() with a probe of its own.
   explicit running_server(config cfg);
   running_server(config cfg, job_registry jobs);
   ~running_server();
@@ -171,36 +173,16 @@ double memory_held(const std::string& metrics);
 /// One Server-Sent Event's data from a /v1/events stream, as JSON; nullopt if the stream ended.
 std::optional<nlohmann::json> next_event(http_connection& stream);
 
-/// What the test job kinds report, for tests to wait on instead of sleeping.
-class job_probe {
- public:
-  void note_started();
-  void note_stopped();
-  /// Waits until at least `n` jobs started; false on timeout.
-  bool wait_started(int n, std::chrono::milliseconds timeout = std::chrono::seconds(20));
-  /// Waits until at least `n` jobs saw their stop token; false on timeout.
-  bool wait_stopped(int n, std::chrono::milliseconds timeout = std::chrono::seconds(20));
-  int started();
-  int stopped();
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  int started_ = 0;
-  int stopped_ = 0;
-};
-
-/// GET /spin/{ms}: burns CPU for ms milliseconds, or until its stop token fires. Its cost model
-/// is exact (one unit = 1 ms), so admission decisions in tests are deterministic.
-job_kind spin_job(std::shared_ptr<job_probe> probe);
-
-/// GET /opaque/{ms}: the same, with no cost model: only the queue limit and deadline bound it.
+/// GET /opaque/{ms}: burns CPU as /work/{ms} does, with no cost model: only the queue limit and
+/// the deadline bound it.
 job_kind opaque_job(std::shared_ptr<job_probe> probe);
 
 /// GET /throw/{message}: throws std::runtime_error(message) on the worker.
 job_kind throw_job();
 
-/// Test jobs plus the default ones (at the default configuration).
-job_registry test_jobs(std::shared_ptr<job_probe> probe);
+/// What a test server serves: the built-in kinds, whichever are built (for their own tests, in
+/// kinds/), the work kind reporting to `probe`, opaque and throw, configured by `cfg`. The core's
+/// tests name only the test kinds.
+job_registry test_jobs(std::shared_ptr<job_probe> probe, const config& cfg = config{});
 
 }  // namespace crunch::testing

@@ -55,5 +55,28 @@ TEST(fib_kind, stops_within_100_ms_of_its_deadline_or_of_its_client_leaving) {
       300);
 }
 
+TEST(fib_kind, answers_the_value_exactly_and_a_tiny_one_on_the_io_thread) {
+  testing::running_server s(testing::test_config());
+  testing::http_connection c(s.port());
+  const auto r = c.get("/fib/20");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(testing::json_of(*r), (nlohmann::json{{"n", 20}, {"result", 6765}, {"result_string", "6765"}}));
+  const auto before = testing::sample(c.get("/metrics")->body, "crunch_jobs_inline_total");
+  EXPECT_EQ(testing::json_of(*c.get("/fib/1")).at("result"), 1);  // one call: on the I/O thread
+  EXPECT_EQ(testing::sample(c.get("/metrics")->body, "crunch_jobs_inline_total"), before + 1);
+}
+
+TEST(fib_kind, every_bad_n_is_400_with_its_bounds) {
+  testing::running_server s(testing::test_config());
+  testing::http_connection c(s.port());
+  for (const std::string n : {"-1", "93", "x", "18446744073709551656"}) {
+    const auto r = c.get("/fib/" + n);
+    ASSERT_TRUE(r) << n;
+    EXPECT_EQ(r->status, 400u) << n;
+    EXPECT_EQ(testing::json_of(*r).at("error").at("message"), "n must be an integer in 0..92");
+  }
+}
+
 }  // namespace
 }  // namespace crunch

@@ -23,13 +23,22 @@ std::pair<std::uint32_t, std::uint32_t> size_of(const std::string& bytes) {
   return {h.width, h.height};
 }
 
-// A committed GIF (tests/data/README.md says why): 100x50.
+// A committed GIF (data/README.md says why): 100x50.
 std::string test_gif() {
-  std::ifstream in(CRUNCH_TEST_DATA "/gradient-100x50.gif", std::ios::binary);
+  std::ifstream in(CRUNCH_KINDS_SOURCE "/image/data/gradient-100x50.gif", std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::string metrics_of(http_connection& c) { return c.get("/metrics")->body; }
+
+TEST(image_kind, declares_its_flags_with_the_environment_names_crunchd_reads) {
+  std::vector<std::string> names;
+  for (const auto& s : settings_of({builtin_kind("image")})) names.push_back("--" + s.name + " " + s.env());
+  EXPECT_EQ(names, (std::vector<std::string>{"--max-image-pixels CRUNCH_MAX_IMAGE_PIXELS",
+                                             "--max-image-bytes CRUNCH_MAX_IMAGE_BYTES",
+                                             "--max-image-effort CRUNCH_MAX_IMAGE_EFFORT"}));
+  EXPECT_EQ(build_jobs({builtin_kind("image")}, config{}).find("image")->routes.at(0).max_body_bytes, 25u << 20);
+}
 
 TEST(image_kind, thumbnails_over_http_with_the_format_asked_for) {
   running_server s(test_config());

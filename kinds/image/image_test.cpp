@@ -51,13 +51,13 @@ decoded decode(const std::string& bytes) {
   return d;
 }
 
-// A committed GIF (tests/data/README.md says why): 100x50.
+// A committed GIF (data/README.md says why): 100x50.
 std::string test_gif() {
-  std::ifstream in(CRUNCH_TEST_DATA "/gradient-100x50.gif", std::ios::binary);
+  std::ifstream in(CRUNCH_KINDS_SOURCE "/image/data/gradient-100x50.gif", std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// The tests' image of `format`: generated, but for a GIF, which is read from tests/data.
+// The tests' image of `format`: generated, but for a GIF, which is read from data/.
 std::string test_image(std::uint32_t width, std::uint32_t height, image_format format) {
   if (format == image_format::gif) return test_gif();
   return synthetic_image(width, height, format);

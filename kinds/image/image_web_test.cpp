@@ -233,7 +233,7 @@ TEST(image_kind, format_auto_follows_accept_and_says_vary) {
   const auto png = synthetic_image(64, 64, image_format::png);
   const auto gif = c.post("/v1/image/thumbnail?width=50&format=auto", "image/gif",
                           [] {
-                            std::ifstream in(CRUNCH_TEST_DATA "/gradient-100x50.gif", std::ios::binary);
+                            std::ifstream in(CRUNCH_KINDS_SOURCE "/image/data/gradient-100x50.gif", std::ios::binary);
                             return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
                           }(),
                           "Accept: */*\r\n");

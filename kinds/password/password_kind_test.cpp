@@ -27,6 +27,40 @@ config small_hashes(std::size_t workers = 2) {
 
 std::string body(const nlohmann::json& j) { return j.dump(); }
 
+// The kind's flags and environment twins are what crunchd has always read; build_jobs fills in
+// their defaults and runs the kind's checks.
+TEST(password_kind, declares_its_flags_and_checks_them_against_each_other_and_the_budget) {
+  std::vector<std::string> names;
+  for (const auto& s : settings_of({builtin_kind("password")})) names.push_back("--" + s.name + " " + s.env());
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "--password-m-cost CRUNCH_PASSWORD_M_COST", "--password-t-cost CRUNCH_PASSWORD_T_COST",
+                       "--password-max-m-cost CRUNCH_PASSWORD_MAX_M_COST",
+                       "--password-max-t-cost CRUNCH_PASSWORD_MAX_T_COST",
+                       "--password-max-bcrypt-cost CRUNCH_PASSWORD_MAX_BCRYPT_COST",
+                       "--password-max-crypt-rounds CRUNCH_PASSWORD_MAX_CRYPT_ROUNDS",
+                       "--password-pepper-file CRUNCH_PASSWORD_PEPPER_FILE",
+                       "--calibrate-password CRUNCH_CALIBRATE_PASSWORD"}));
+  const auto jobs = build_jobs({builtin_kind("password")}, config{});
+  const auto& m = jobs.find("password")->routes.at(0).parameters.at(1);
+  EXPECT_EQ(m.name, "m_cost_kib");
+  EXPECT_EQ(m.default_value, 19'456u);  // --password-m-cost's default
+  EXPECT_EQ(m.maximum, 262'144u);       // --password-max-m-cost's
+
+  config over;
+  over.settings["password-m-cost"] = 300'000;
+  try {
+    (void)build_jobs({builtin_kind("password")}, over);
+    ADD_FAILURE() << "a default above its maximum was accepted";
+  } catch (const config_error& e) {
+    EXPECT_STREQ(e.what(), "crunchd: invalid --password-m-cost: above --password-max-m-cost");
+  }
+  config small;
+  small.memory_budget = 8u << 20;  // less than one 19 MiB hash
+  EXPECT_THROW((void)build_jobs({builtin_kind("password")}, small), config_error);
+  small.settings["password-m-cost"] = 1024;
+  EXPECT_NO_THROW((void)build_jobs({builtin_kind("password")}, small));
+}
+
 TEST(password_kind, hash_then_verify_over_http) {
   running_server s(small_hashes());
   http_connection c(s.port());
