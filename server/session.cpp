@@ -833,11 +833,11 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
   }
   if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   if (prefs.respond_async && ctx.shared != nullptr) {
-    // The shared store keeps the request for whichever replica runs it: never a password.
+    // The shared store keeps the request for whichever replica runs it: never a secret.
     if (in.routed.sensitive) {
       forget_body(in.parser.get().body(), buffer);
       a.r = error_reply(400, "not_in_shared_store",
-                        "a password is never written to the shared job store: ask synchronously");
+                        "this route's body is a secret, never written to the shared job store: ask synchronously");
       a.r.route = match.route->name;
       co_return a;
     }

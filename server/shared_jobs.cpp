@@ -99,16 +99,6 @@ redis_job_fields cancelled_end(std::string_view message) {
 
 reply not_found() { return error_reply(404, "not_found", "no such job (it may have expired)"); }
 
-// The media type is a literal in a reply: the ones crunch's kinds answer, looked up by name.
-std::string_view known_type(const std::string& type) {
-  static constexpr std::string_view known[] = {"application/json", "application/zstd", "application/octet-stream",
-                                               "image/jpeg", "image/png", "image/webp", "image/avif", "text/plain"};
-  for (const auto k : known) {
-    if (k == type) return k;
-  }
-  return {};
-}
-
 }  // namespace
 
 shared_jobs::shared_jobs(net::any_io_executor io, redis_address address, const router& routes, job_pipeline& pipeline,
@@ -279,12 +269,12 @@ net::awaitable<reply> shared_jobs::result(std::string owner, std::string id) {
   }
   reply r{static_cast<unsigned>(number(f, "result_status")), std::move(f["result_body"]), "application/json", {}};
   const auto type = field(f, "result_type");
-  r.content_type = known_type(type);
-  if (r.content_type.empty()) {
-    // A kind of crunch's library users: its own media type, kept for the replies that name it.
-    r.content_type = interned_types_.size() < 64 ? std::string_view(*interned_types_.insert(type).first)
+  // A reply's media type outlives it: each one the kinds answer is kept here, once (they are few;
+  // a store that names more than 64 gets octet-stream for the rest).
+  const auto kept = interned_types_.find(type);
+  r.content_type = kept != interned_types_.end()   ? std::string_view(*kept)
+                   : interned_types_.size() < 64 ? std::string_view(*interned_types_.insert(type).first)
                                                  : std::string_view("application/octet-stream");
-  }
   for (const auto& h : nlohmann::json::parse(field(f, "result_headers"), nullptr, false)) {
     if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string()) r.headers.emplace_back(h[0], h[1]);
   }

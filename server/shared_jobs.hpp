@@ -140,7 +140,7 @@ class shared_jobs {
   std::uint64_t replays_ = 0;
   std::uint64_t taken_over_ = 0;  // entries of dead replicas taken over here
   std::map<std::string, std::uint64_t, std::less<>> ended_;  // ends stored here, by status
-  std::set<std::string, std::less<>> interned_types_;  // results' media types no kind of crunch's names
+  std::set<std::string, std::less<>> interned_types_;  // results' media types, kept for the replies that name them
 };
 
 }  // namespace crunch
