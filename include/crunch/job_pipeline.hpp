@@ -21,6 +21,8 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <tuple>
+#include <variant>
 
 namespace crunch {
 
@@ -77,6 +79,30 @@ class job_pipeline {
   std::size_t pending() const { return pending_.size(); }
 
  private:
+  /// What admission decided for a job it let in, and what the rest of its run needs of it.
+  struct admitted {
+    std::optional<admission::duration> cost;  ///< its estimate, when its kind has a model
+    admission::duration time_left{};          ///< of its deadline, when it came
+    bool runs_here = false;                   ///< tiny by its model: on the I/O thread, now
+    flow_table::flow* flow = nullptr;         ///< its client's fair share
+    std::uint64_t virtual_now = 0;            ///< the pool's virtual time it is booked at
+    admission::decision decision = {};
+    std::uint64_t pool_memory = 0;            ///< what the pool takes for it (0: it holds its own)
+  };
+  /// How a job's race ended: its answer, its deadline, or its client leaving.
+  using race_result = std::variant<std::tuple<sys::error_code, job_result<std::optional<job_output>>>,
+                                   std::tuple<sys::error_code>, std::monostate>;
+
+  /// The steps of run(): a job no server state could ever fit is refused; admission lets it in
+  /// or refuses it now; a job that keeps its body takes its memory now or is refused; then it
+  /// races its deadline and its client on a worker, and how that ended becomes its answer.
+  std::optional<answer> refuse_what_never_fits(const job_request& request) const;
+  std::variant<answer, admitted> admit(const job_request& request, std::chrono::steady_clock::time_point received);
+  std::optional<answer> hold_memory(job_request& request, admitted& job);
+  net::awaitable<answer> race(job_request request, std::chrono::steady_clock::time_point received,
+                              net::awaitable<void> client_gone, admitted& job);
+  answer answer_of(sys::error_code ec, job_result<std::optional<job_output>> result, const job_request& request,
+                   admitted& job, const flow_table::booking& booking);
   answer run_inline(job_request request);
   void log_helper_failure(const job_request& request, const job_result<std::optional<job_output>>& result);
 

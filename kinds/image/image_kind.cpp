@@ -193,25 +193,9 @@ std::vector<kind_setting> image_settings() {
   };
 }
 
-job_kind build_image(const config& cfg) {
-  // libvips is loaded by the first image job, on its worker; that it can be is checked now, so
-  // that a crunchd installed without its image module does not start.
-  find_image_library();
-  const std::uint64_t max_pixels = cfg.setting("max-image-pixels");
-
-  job_route thumbnail;
-  thumbnail.name = "image_thumbnail";
-  thumbnail.method = "POST";
-  thumbnail.path = "/v1/image/thumbnail";
-  thumbnail.summary =
-      "a thumbnail of the image in the body (JPEG, PNG, WebP or GIF): EXIF orientation applied, sRGB, "
-      "metadata stripped";
-  thumbnail.media_types = {"image/jpeg", "image/png", "image/webp", "image/gif"};
-  thumbnail.max_body_bytes = static_cast<std::size_t>(cfg.setting("max-image-bytes"));
-  // A 12-megapixel photo to a 400 px thumbnail plans ~8.6 MB (plan_thumbnail), with room to spare.
-  thumbnail.working_memory_hint = 12u << 20;
-  const auto max_effort = cfg.setting("max-image-effort");
-  thumbnail.parameters = {
+// The thumbnail route's parameters: a table.
+std::vector<parameter> thumbnail_parameters(std::uint64_t max_effort) {
+  return {
       {"width", parameter_source::query, parameter_type::integer, 1, max_side, std::nullopt,
        "width of the box, in pixels; at least one of width and height", {}, true},
       {"height", parameter_source::query, parameter_type::integer, 1, max_side, std::nullopt,
@@ -239,6 +223,108 @@ job_kind build_image(const config& cfg) {
        "Artist), or both",
        {"icc", "copyright", "icc,copyright", "copyright,icc"}, true},
   };
+}
+
+// What the query asks of the thumbnail, before the image is known (its format and quality wait
+// for the header).
+std::variant<thumbnail_spec, invalid_argument> spec_of(const job_arguments& args) {
+  thumbnail_spec spec;
+  if (args.has("width")) spec.width = static_cast<std::uint32_t>(args.integer("width"));
+  if (args.has("height")) spec.height = static_cast<std::uint32_t>(args.integer("height"));
+  if (spec.width == 0 && spec.height == 0) return invalid_argument{"give width, height or both: integers in 1..8192"};
+  spec.fit = args.has("fit") ? fit_of(args.string("fit").view()) : image_fit::inside;
+  if (args.has("crop")) {
+    if (spec.fit != image_fit::cover || spec.width == 0 || spec.height == 0) {
+      return invalid_argument{"crop is for fit=cover with both width and height"};
+    }
+    spec.crop = crop_of(args.string("crop").view());
+  }
+  spec.enlarge = args.has("enlarge") && args.string("enlarge").view() == "true";
+  spec.effort = static_cast<std::uint32_t>(args.integer("effort"));
+  if (args.has("keep")) {
+    const auto keep = args.string("keep").view();
+    spec.keep_icc = keep.find("icc") != std::string_view::npos;
+    spec.keep_copyright = keep.find("copyright") != std::string_view::npos;
+  }
+  return spec;
+}
+
+// A thumbnail job: the header read and checked against the limits, the format settled, the
+// work planned and priced.
+std::variant<prepared_job, invalid_argument> prepare_thumbnail(std::uint64_t max_pixels, const job_arguments& args,
+                                                               job_input& input) {
+  auto asked = spec_of(args);
+  if (auto* bad = std::get_if<invalid_argument>(&asked)) return *bad;
+  auto spec = std::get<thumbnail_spec>(asked);
+  // The header, read here on the I/O thread: a few bytes (a JPEG's markers up to its frame
+  // header), never a decoder. What it declares prices the job, and a bomb costs nothing.
+  auto sniffed = header_of(input);
+  if (auto* bad = std::get_if<invalid_argument>(&sniffed)) return *bad;
+  const auto header = std::get<image_header>(sniffed);
+  if (header.width == 0 || header.height == 0) return bad_image("the image declares no pixels");
+  if (header.pixels() > max_pixels) {
+    return bad_image("the image declares " + std::to_string(header.width) + "x" + std::to_string(header.height) +
+                     " pixels, more than this server's limit of " + std::to_string(max_pixels));
+  }
+  const bool negotiated = args.has("format") && args.string("format").view() == "auto";
+  if (negotiated) {
+    spec.format = negotiate_format(input.accept, header.bands == 2 || header.bands == 4);
+  } else if (args.has("format")) {
+    spec.format = output_format_of(args.string("format").view());
+  } else {
+    spec.format = header.format == image_format::gif ? image_format::png : header.format;
+  }
+  spec.quality = args.has("quality") ? static_cast<std::uint32_t>(args.integer("quality"))
+                 : spec.format == image_format::avif ? 50
+                                                     : 80;
+  const auto plan = plan_thumbnail(header, spec);
+  if (plan.output_pixels > max_pixels) {
+    return invalid_argument{"the thumbnail would have " + std::to_string(plan.output_pixels) +
+                            " pixels, more than this server's limit of " + std::to_string(max_pixels)};
+  }
+
+  auto run = [bytes = std::move(input.body), order = encode({header, spec, plan}), media = media_type(spec.format),
+              negotiated, memory = plan.memory_bytes](std::stop_token stop) -> std::optional<job_output> {
+    auto out = run_isolated("image", "thumbnail", order, bytes, {memory}, std::move(stop));
+    if (!out) return std::nullopt;
+    auto answer = answer_of(std::move(*out), media);
+    if (negotiated && answer.status == 200) answer.headers.emplace_back("Vary", "Accept");  // one answer per Accept
+    return answer;
+  };
+  return prepared_job{std::move(run), plan.cost_units, plan.memory_bytes};
+}
+
+// An info job: priced by its bytes (the loader reads the header, and walks a GIF's frames).
+std::variant<prepared_job, invalid_argument> prepare_info(job_input& input) {
+  auto sniffed = header_of(input);
+  if (auto* bad = std::get_if<invalid_argument>(&sniffed)) return *bad;
+  const auto header = std::get<image_header>(sniffed);
+  // The loader reads the header, and walks a GIF's frames: linear in the bytes, never in the
+  // pixels. A GIF's walk is the dear one: 4.5 MB of 1x1 frames took 0.4 s here (~9 units a byte).
+  const double per_byte = header.format == image_format::gif ? 10.0 : 1.0 / 64;
+  const double units = 1000.0 + static_cast<double>(input.body.size()) * per_byte;
+  auto run = [bytes = std::move(input.body)](std::stop_token stop) -> std::optional<job_output> {
+    auto out = run_isolated("image", "info", {}, bytes, {4u << 20}, std::move(stop));
+    if (!out) return std::nullopt;
+    return answer_of(std::move(*out), "application/json");
+  };
+  return prepared_job{std::move(run), units, 4u << 20};
+}
+
+job_route thumbnail_route(const config& cfg) {
+  const std::uint64_t max_pixels = cfg.setting("max-image-pixels");
+  job_route thumbnail;
+  thumbnail.name = "image_thumbnail";
+  thumbnail.method = "POST";
+  thumbnail.path = "/v1/image/thumbnail";
+  thumbnail.summary =
+      "a thumbnail of the image in the body (JPEG, PNG, WebP or GIF): EXIF orientation applied, sRGB, "
+      "metadata stripped";
+  thumbnail.media_types = {"image/jpeg", "image/png", "image/webp", "image/gif"};
+  thumbnail.max_body_bytes = static_cast<std::size_t>(cfg.setting("max-image-bytes"));
+  // A 12-megapixel photo to a 400 px thumbnail plans ~8.6 MB (plan_thumbnail), with room to spare.
+  thumbnail.working_memory_hint = 12u << 20;
+  thumbnail.parameters = thumbnail_parameters(cfg.setting("max-image-effort"));
   thumbnail.description =
       "The image's header is read before anything is decoded: its format must match the Content-Type, and more "
       "pixels than --max-image-pixels (default 40 megapixels) is a 400 at once. The thumbnail is made with "
@@ -268,65 +354,13 @@ job_kind build_image(const config& cfg) {
       {"as small as covers the box, in the format the client's Accept prefers",
        "/v1/image/thumbnail?width=3&height=1&fit=outside&format=auto", tiny_png, 1, "image/png"},
       {"a pixel bomb, refused from its header", "/v1/image/thumbnail?width=100", bomb_png, 1, "image/png", 400}};
-  thumbnail.prepare = [max_pixels](const job_arguments& args,
-                                   job_input& input) -> std::variant<prepared_job, invalid_argument> {
-    thumbnail_spec spec;
-    if (args.has("width")) spec.width = static_cast<std::uint32_t>(args.integer("width"));
-    if (args.has("height")) spec.height = static_cast<std::uint32_t>(args.integer("height"));
-    if (spec.width == 0 && spec.height == 0) return invalid_argument{"give width, height or both: integers in 1..8192"};
-    spec.fit = args.has("fit") ? fit_of(args.string("fit").view()) : image_fit::inside;
-    if (args.has("crop")) {
-      if (spec.fit != image_fit::cover || spec.width == 0 || spec.height == 0) {
-        return invalid_argument{"crop is for fit=cover with both width and height"};
-      }
-      spec.crop = crop_of(args.string("crop").view());
-    }
-    spec.enlarge = args.has("enlarge") && args.string("enlarge").view() == "true";
-    spec.effort = static_cast<std::uint32_t>(args.integer("effort"));
-    if (args.has("keep")) {
-      const auto keep = args.string("keep").view();
-      spec.keep_icc = keep.find("icc") != std::string_view::npos;
-      spec.keep_copyright = keep.find("copyright") != std::string_view::npos;
-    }
-
-    // The header, read here on the I/O thread: a few bytes (a JPEG's markers up to its frame
-    // header), never a decoder. What it declares prices the job, and a bomb costs nothing.
-    auto sniffed = header_of(input);
-    if (auto* bad = std::get_if<invalid_argument>(&sniffed)) return *bad;
-    const auto header = std::get<image_header>(sniffed);
-    if (header.width == 0 || header.height == 0) return bad_image("the image declares no pixels");
-    if (header.pixels() > max_pixels) {
-      return bad_image("the image declares " + std::to_string(header.width) + "x" + std::to_string(header.height) +
-                       " pixels, more than this server's limit of " + std::to_string(max_pixels));
-    }
-    const bool negotiated = args.has("format") && args.string("format").view() == "auto";
-    if (negotiated) {
-      spec.format = negotiate_format(input.accept, header.bands == 2 || header.bands == 4);
-    } else if (args.has("format")) {
-      spec.format = output_format_of(args.string("format").view());
-    } else {
-      spec.format = header.format == image_format::gif ? image_format::png : header.format;
-    }
-    spec.quality = args.has("quality") ? static_cast<std::uint32_t>(args.integer("quality"))
-                   : spec.format == image_format::avif ? 50
-                                                       : 80;
-    const auto plan = plan_thumbnail(header, spec);
-    if (plan.output_pixels > max_pixels) {
-      return invalid_argument{"the thumbnail would have " + std::to_string(plan.output_pixels) +
-                              " pixels, more than this server's limit of " + std::to_string(max_pixels)};
-    }
-
-    auto run = [bytes = std::move(input.body), order = encode({header, spec, plan}), media = media_type(spec.format),
-                negotiated, memory = plan.memory_bytes](std::stop_token stop) -> std::optional<job_output> {
-      auto out = run_isolated("image", "thumbnail", order, bytes, {memory}, std::move(stop));
-      if (!out) return std::nullopt;
-      auto answer = answer_of(std::move(*out), media);
-      if (negotiated && answer.status == 200) answer.headers.emplace_back("Vary", "Accept");  // one answer per Accept
-      return answer;
-    };
-    return prepared_job{std::move(run), plan.cost_units, plan.memory_bytes};
+  thumbnail.prepare = [max_pixels](const job_arguments& args, job_input& input) {
+    return prepare_thumbnail(max_pixels, args, input);
   };
+  return thumbnail;
+}
 
+job_route info_route(const job_route& thumbnail) {
   job_route info;
   info.name = "image_info";
   info.method = "POST";
@@ -364,21 +398,16 @@ job_kind build_image(const config& cfg) {
                     {"icc_profile", {{"type", "boolean"}}}}}}};
   info.examples = {{"a 4x4 PNG with alpha", "/v1/image/info", tiny_png, 1, "image/png"},
                    {"a 30 GB pixel bomb's claim, read without decoding", "/v1/image/info", bomb_png, 1, "image/png"}};
-  info.prepare = [](const job_arguments&, job_input& input) -> std::variant<prepared_job, invalid_argument> {
-    auto sniffed = header_of(input);
-    if (auto* bad = std::get_if<invalid_argument>(&sniffed)) return *bad;
-    const auto header = std::get<image_header>(sniffed);
-    // The loader reads the header, and walks a GIF's frames: linear in the bytes, never in the
-    // pixels. A GIF's walk is the dear one: 4.5 MB of 1x1 frames took 0.4 s here (~9 units a byte).
-    const double per_byte = header.format == image_format::gif ? 10.0 : 1.0 / 64;
-    const double units = 1000.0 + static_cast<double>(input.body.size()) * per_byte;
-    auto run = [bytes = std::move(input.body)](std::stop_token stop) -> std::optional<job_output> {
-      auto out = run_isolated("image", "info", {}, bytes, {4u << 20}, std::move(stop));
-      if (!out) return std::nullopt;
-      return answer_of(std::move(*out), "application/json");
-    };
-    return prepared_job{std::move(run), units, 4u << 20};
-  };
+  info.prepare = [](const job_arguments&, job_input& input) { return prepare_info(input); };
+  return info;
+}
+
+job_kind build_image(const config& cfg) {
+  // libvips is loaded by the first image job, on its worker; that it can be is checked now, so
+  // that a crunchd installed without its image module does not start.
+  find_image_library();
+  auto thumbnail = thumbnail_route(cfg);
+  auto info = info_route(thumbnail);
 
   job_kind kind;
   kind.name = "image";

@@ -151,25 +151,37 @@ std::optional<pepper_use> current_pepper(const std::shared_ptr<const pepper_keys
   return pepper_use{keys->current().id, keys->current().value.view()};
 }
 
-job_kind build_password(const config& cfg) {
-  init_sodium();
-  const auto& pepper_file = cfg.text("password-pepper-file");
+// What the kind is configured with, shared by its routes' jobs.
+struct password_policy {
   std::shared_ptr<pepper_store> peppers;
+  crypt_bounds legacy_bounds;
+  std::shared_ptr<scheme_prices> prices = std::make_shared<scheme_prices>();
+  std::uint64_t m_cost = 0, t_cost = 0;  // what a hash is made with
+  std::uint64_t max_m = 0, max_t = 0;    // the most a stored hash may ask for
+  argon2_params current() const { return {static_cast<std::uint32_t>(m_cost), static_cast<std::uint32_t>(t_cost), 1}; }
+};
+
+password_policy policy_of(const config& cfg) {
+  password_policy policy;
+  const auto& pepper_file = cfg.text("password-pepper-file");
   try {
-    peppers = pepper_file.empty() ? std::make_shared<pepper_store>() : std::make_shared<pepper_store>(pepper_file);
+    policy.peppers =
+        pepper_file.empty() ? std::make_shared<pepper_store>() : std::make_shared<pepper_store>(pepper_file);
   } catch (const std::runtime_error& e) {
     throw config_error(std::string("crunchd: invalid --password-pepper-file: ") + e.what());
   }
-  const crypt_bounds legacy_bounds{static_cast<std::uint32_t>(cfg.setting("password-max-bcrypt-cost")),
-                                   cfg.setting("password-max-crypt-rounds"), cfg.setting("password-max-m-cost"),
-                                   cfg.setting("password-max-t-cost")};
-  auto prices = std::make_shared<scheme_prices>();
-  const auto m_cost = cfg.setting("password-m-cost");
-  const auto t_cost = cfg.setting("password-t-cost");
-  const argon2_params current{static_cast<std::uint32_t>(m_cost), static_cast<std::uint32_t>(t_cost), 1};
-  const auto max_m = cfg.setting("password-max-m-cost");
-  const auto max_t = cfg.setting("password-max-t-cost");
+  policy.legacy_bounds = {static_cast<std::uint32_t>(cfg.setting("password-max-bcrypt-cost")),
+                          cfg.setting("password-max-crypt-rounds"), cfg.setting("password-max-m-cost"),
+                          cfg.setting("password-max-t-cost")};
+  policy.m_cost = cfg.setting("password-m-cost");
+  policy.t_cost = cfg.setting("password-t-cost");
+  policy.max_m = cfg.setting("password-max-m-cost");
+  policy.max_t = cfg.setting("password-max-t-cost");
+  return policy;
+}
 
+job_route hash_route(const password_policy& policy) {
+  const auto max_m = policy.max_m, max_t = policy.max_t, m_cost = policy.m_cost, t_cost = policy.t_cost;
   auto hash = password_route(
       "password_hash", "/v1/password/hash", "hash a password with Argon2id; answers its PHC string",
       {password_parameter(),
@@ -194,7 +206,7 @@ job_kind build_password(const config& cfg) {
   hash.examples = {{"a password", "/v1/password/hash", R"({"password":"correct horse battery staple"})"},
                    {"256 MiB and six passes in 20 ms", "/v1/password/hash?timeout_ms=20",
                     R"({"password":"x","m_cost_kib":262144,"t_cost":6})", 1, {}, 504}};
-  hash.prepare = [peppers](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
+  hash.prepare = [peppers = policy.peppers](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto m = static_cast<std::uint32_t>(args.integer("m_cost_kib"));
     const auto t = static_cast<std::uint32_t>(args.integer("t_cost"));
     auto run = [password = args.string("password"), m, t, keys = peppers->keys()](std::stop_token stop) -> std::optional<job_output> {
@@ -206,6 +218,65 @@ job_kind build_password(const config& cfg) {
     return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
   };
 
+  return hash;
+}
+
+// A hash another scheme made: it verifies, and always asks to be made again as Argon2id.
+std::variant<prepared_job, invalid_argument> verify_legacy(const password_policy& policy, const secret& password,
+                                                           const secret& text) {
+  const auto& prices = policy.prices;
+  // A hash another scheme made: it verifies, and always asks to be made again as Argon2id.
+  auto parsed = parse_crypt(text.view(), policy.legacy_bounds, password.size());
+  if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
+  auto stored = std::get<crypt_hash>(std::move(parsed));
+  const auto units = prices->units(stored);
+  const auto memory = stored.memory_bytes;
+  auto run = [password, stored = std::move(stored), prices](std::stop_token) -> std::optional<job_output> {
+    const bool measured = prices->measure(stored.scheme);
+    bool match = false;
+    try {
+      match = crypt_verify(stored, password.view());
+    } catch (const std::runtime_error& e) {  // a string parse_crypt let through and libcrypt did not
+      return job_output::refused("invalid_argument", std::string("hash: ") + e.what());
+    }
+    wipe_stack_below();
+    auto out = job_output::json({{"match", match}, {"needs_rehash", true}});
+    out.representative = !measured;  // its time includes the measurement: not one to learn from
+    return out;
+  };
+  return prepared_job{std::move(run), units, memory};
+}
+
+std::variant<prepared_job, invalid_argument> verify_argon2(const password_policy& policy, const secret& password,
+                                                           const secret& text) {
+  auto parsed = parse_phc(text.view());
+  if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
+  auto stored = std::get<phc_hash>(std::move(parsed));
+  // Checked before any work: a stored hash names its own cost, and one from a caller could
+  // otherwise ask for gigabytes.
+  if (auto bad = above("m", stored.params.m_cost_kib, policy.max_m, " KiB")) return *bad;
+  if (auto bad = above("t", stored.params.t_cost, policy.max_t)) return *bad;
+  if (auto bad = above("p", stored.params.parallelism, phc_max_parallelism)) return *bad;
+  auto keys = policy.peppers->keys();
+  if (!stored.keyid.empty() && (!keys || !keys->find(stored.keyid))) {
+    return invalid_argument{"hash was made with pepper key " + stored.keyid +
+                            ", which this server's --password-pepper-file does not hold"};
+  }
+  const bool rehash = needs_rehash(stored, policy.current(), keys ? std::string_view(keys->current().id) : std::string_view{});
+  const auto m = stored.params.m_cost_kib;
+  const auto t = stored.params.t_cost;
+  auto run = [password, stored = std::move(stored), rehash, keys = std::move(keys)](
+                 std::stop_token stop) -> std::optional<job_output> {
+    const auto secret = stored.keyid.empty() ? std::string_view{} : keys->find(stored.keyid)->value.view();
+    const bool match = argon2_verify(stored, password.view(), secret, stop);
+    wipe_stack_below();
+    if (stop.stop_requested()) return std::nullopt;
+    return job_output::json({{"match", match}, {"needs_rehash", rehash}});
+  };
+  return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
+}
+
+job_route verify_route(const password_policy& policy) {
   auto verify = password_route(
       "password_verify", "/v1/password/verify",
       "check a password against a stored hash (Argon2, bcrypt, sha-crypt, yescrypt, scrypt); says if it needs a rehash",
@@ -238,58 +309,23 @@ job_kind build_password(const config& cfg) {
        R"({"password":"migrate me 2019","hash":"$2y$05$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa"})"},
       {"a bcrypt cost of 31, refused before any work", "/v1/password/verify",
        R"({"password":"x","hash":"$2b$31$slwD54MgLucEriMtz7F6SubC6CppoNHHZlIVvZN5qSn0CiqT0jqwa"})", 1, {}, 400}};
-  verify.prepare = [current, max_m, max_t, legacy_bounds, peppers, prices](
-                       const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
+  verify.prepare = [policy](const job_arguments& args, job_input&) -> std::variant<prepared_job, invalid_argument> {
     const auto text = args.string("hash");
     const auto password = args.string("password");
-    if (!text.view().starts_with("$argon2")) {
-      // A hash another scheme made: it verifies, and always asks to be made again as Argon2id.
-      auto parsed = parse_crypt(text.view(), legacy_bounds, password.size());
-      if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
-      auto stored = std::get<crypt_hash>(std::move(parsed));
-      const auto units = prices->units(stored);
-      const auto memory = stored.memory_bytes;
-      auto run = [password, stored = std::move(stored), prices](std::stop_token) -> std::optional<job_output> {
-        const bool measured = prices->measure(stored.scheme);
-        bool match = false;
-        try {
-          match = crypt_verify(stored, password.view());
-        } catch (const std::runtime_error& e) {  // a string parse_crypt let through and libcrypt did not
-          return job_output::refused("invalid_argument", std::string("hash: ") + e.what());
-        }
-        wipe_stack_below();
-        auto out = job_output::json({{"match", match}, {"needs_rehash", true}});
-        out.representative = !measured;  // its time includes the measurement: not one to learn from
-        return out;
-      };
-      return prepared_job{std::move(run), units, memory};
-    }
-    auto parsed = parse_phc(text.view());
-    if (auto* why = std::get_if<std::string>(&parsed)) return invalid_argument{*why};
-    auto stored = std::get<phc_hash>(std::move(parsed));
-    // Checked before any work: a stored hash names its own cost, and one from a caller could
-    // otherwise ask for gigabytes.
-    if (auto bad = above("m", stored.params.m_cost_kib, max_m, " KiB")) return *bad;
-    if (auto bad = above("t", stored.params.t_cost, max_t)) return *bad;
-    if (auto bad = above("p", stored.params.parallelism, phc_max_parallelism)) return *bad;
-    auto keys = peppers->keys();
-    if (!stored.keyid.empty() && (!keys || !keys->find(stored.keyid))) {
-      return invalid_argument{"hash was made with pepper key " + stored.keyid +
-                              ", which this server's --password-pepper-file does not hold"};
-    }
-    const bool rehash = needs_rehash(stored, current, keys ? std::string_view(keys->current().id) : std::string_view{});
-    const auto m = stored.params.m_cost_kib;
-    const auto t = stored.params.t_cost;
-    auto run = [password, stored = std::move(stored), rehash, keys = std::move(keys)](
-                   std::stop_token stop) -> std::optional<job_output> {
-      const auto secret = stored.keyid.empty() ? std::string_view{} : keys->find(stored.keyid)->value.view();
-      const bool match = argon2_verify(stored, password.view(), secret, stop);
-      wipe_stack_below();
-      if (stop.stop_requested()) return std::nullopt;
-      return job_output::json({{"match", match}, {"needs_rehash", rehash}});
-    };
-    return prepared_job{std::move(run), work(m, t), password_job_memory(m)};
+    return text.view().starts_with("$argon2") ? verify_argon2(policy, password, text)
+                                              : verify_legacy(policy, password, text);
   };
+  return verify;
+}
+
+job_kind build_password(const config& cfg) {
+  init_sodium();
+  const auto policy = policy_of(cfg);
+  const auto& prices = policy.prices;
+  const auto& peppers = policy.peppers;
+  const auto& pepper_file = cfg.text("password-pepper-file");
+  auto hash = hash_route(policy);
+  auto verify = verify_route(policy);
 
   job_kind kind;
   kind.name = "password";
