@@ -68,23 +68,12 @@ document bad_request(const job_route& r, const document& base) {
   return response;
 }
 
-document operation(const job_route& r, bool isolated, const document& base) {
-  document op = {{"operationId", operation_id(r.name)},
-                 {"security", document::array({document::object(), {{"apiKey", document::array()}}})},
-                 {"summary", r.summary}};
-  if (!r.description.empty()) op["description"] = r.description;
-
+// A route's parameters other than its body's: path, query, the headers it reads, and the ones
+// every job route takes.
+document request_parameters(const job_route& r) {
   document parameters = document::array();
-  document body_properties = document::object();
-  document required_in_body = document::array();
   for (const auto& p : r.parameters) {
-    if (p.in == parameter_source::body) {
-      auto s = schema_of(p);
-      s["description"] = p.description;
-      body_properties[p.name] = std::move(s);
-      if (p.required()) required_in_body.push_back(p.name);
-      continue;
-    }
+    if (p.in == parameter_source::body) continue;
     parameters.push_back({{"name", p.name},
                           {"in", p.in == parameter_source::path ? "path" : "query"},
                           {"required", p.in == parameter_source::path || p.required()},
@@ -95,49 +84,71 @@ document operation(const job_route& r, bool isolated, const document& base) {
     parameters.push_back({{"name", name}, {"in", "header"}, {"required", false}, {"description", description},
                           {"schema", {{"type", "string"}}}});
   }
-  parameters.push_back({{"$ref", "#/components/parameters/TimeoutMs"}});
-  parameters.push_back({{"$ref", "#/components/parameters/Prefer"}});
-  parameters.push_back({{"$ref", "#/components/parameters/IdempotencyKey"}});
-  parameters.push_back({{"$ref", "#/components/parameters/CallbackUrl"}});
-  op["parameters"] = std::move(parameters);
+  for (const auto* shared : {"TimeoutMs", "Prefer", "IdempotencyKey", "CallbackUrl"}) {
+    parameters.push_back({{"$ref", std::string("#/components/parameters/") + shared}});
+  }
+  return parameters;
+}
 
+// A JSON body's object schema from the body parameters, or a file body's media types; null when
+// the route takes no body.
+document request_body(const job_route& r) {
   if (r.json_body) {
-    document schema = {{"type", "object"}, {"additionalProperties", false}};
-    if (!required_in_body.empty()) schema["required"] = std::move(required_in_body);
-    schema["properties"] = std::move(body_properties);
-    op["requestBody"] = {{"required", true}, {"content", {{"application/json", {{"schema", std::move(schema)}}}}}};
-  } else if (r.file_body()) {
-    document content = document::object();
-    for (const auto& t : r.media_types) content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
-    op["requestBody"] = {{"required", true}, {"content", std::move(content)}};
-  }
-
-  document answer_content = document::object();
-  if (r.answer.media_types.empty()) {
-    answer_content["application/json"] = {{"schema", r.answer.schema}};
-  } else {
-    for (const auto& t : r.answer.media_types) {
-      answer_content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
+    document properties = document::object();
+    document required = document::array();
+    for (const auto& p : r.parameters) {
+      if (p.in != parameter_source::body) continue;
+      auto s = schema_of(p);
+      s["description"] = p.description;
+      properties[p.name] = std::move(s);
+      if (p.required()) required.push_back(p.name);
     }
+    document schema = {{"type", "object"}, {"additionalProperties", false}};
+    if (!required.empty()) schema["required"] = std::move(required);
+    schema["properties"] = std::move(properties);
+    return {{"required", true}, {"content", {{"application/json", {{"schema", std::move(schema)}}}}}};
   }
-  document answer_headers = {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
-                             {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}};
-  for (const auto& [name, description] : r.answer.headers) {
-    if (name != "Vary") answer_headers[name] = {{"description", description}, {"schema", {{"type", "string"}}}};
+  if (!r.file_body()) return nullptr;
+  document content = document::object();
+  for (const auto& t : r.media_types) content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
+  return {{"required", true}, {"content", std::move(content)}};
+}
+
+// The 200: the answer's content and the headers it carries.
+document success(const job_route& r) {
+  document content = document::object();
+  if (r.answer.media_types.empty()) {
+    content["application/json"] = {{"schema", r.answer.schema}};
+  } else {
+    for (const auto& t : r.answer.media_types) content[t] = {{"schema", {{"type", "string"}, {"contentMediaType", t}}}};
   }
+  document headers = {{"X-Request-Id", {{"$ref", "#/components/headers/X-Request-Id"}}},
+                      {"Server-Timing", {{"$ref", "#/components/headers/Server-Timing"}}}};
   std::string vary = "Always names Prefer: the same request may be answered asynchronously (202).";
   for (const auto& [name, description] : r.answer.headers) {
-    if (name == "Vary") vary += " " + description;
+    if (name == "Vary") {
+      vary += " " + description;
+    } else {
+      headers[name] = {{"description", description}, {"schema", {{"type", "string"}}}};
+    }
   }
-  answer_headers["Vary"] = {{"description", vary}, {"required", true}, {"schema", {{"type", "string"}, {"pattern", "Prefer"}}}};
-  answer_headers["Idempotent-Replayed"] = {
+  headers["Vary"] = {{"description", vary}, {"required", true}, {"schema", {{"type", "string"}, {"pattern", "Prefer"}}}};
+  headers["Idempotent-Replayed"] = {
       {"description", "true: the stored answer of an earlier request with the same Idempotency-Key"},
       {"schema", {{"const", "true"}}}};
+  return {{"description", r.answer.description}, {"headers", std::move(headers)}, {"content", std::move(content)}};
+}
+
+document operation(const job_route& r, bool isolated, const document& base) {
+  document op = {{"operationId", operation_id(r.name)},
+                 {"security", document::array({document::object(), {{"apiKey", document::array()}}})},
+                 {"summary", r.summary}};
+  if (!r.description.empty()) op["description"] = r.description;
+  op["parameters"] = request_parameters(r);
+  if (auto body = request_body(r); !body.is_null()) op["requestBody"] = std::move(body);
+
   document responses = {
-      {"200",
-       {{"description", r.answer.description},
-        {"headers", std::move(answer_headers)},
-        {"content", std::move(answer_content)}}},
+      {"200", success(r)},
       {"202", response_ref("JobAccepted")},
       {"400", bad_request(r, base)},
       {"401", response_ref("Unauthorized")},

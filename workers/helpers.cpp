@@ -274,6 +274,19 @@ class helper_process {
   std::string crash_report_;
 };
 
+// Signals as a new process has them: none blocked, each at its default (SIGPIPE is ignored
+// here, and an ignored signal stays ignored across exec).
+void with_default_signals(posix_spawnattr_t& attributes) {
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
 void helper_process::spawn() {
   auto& s = shared();
   helper_settings settings;
@@ -308,17 +321,8 @@ void helper_process::spawn() {
   const bool ours = settings.executable == "/proc/self/exe" && this_program() >= 0;
   if (ours) posix_spawn_file_actions_adddup2(&actions, this_program(), program_fd);
   posix_spawn_file_actions_addclosefrom_np(&actions, ours ? program_fd + 1 : output_fd + 1);
-  // Signals as a new process has them: none blocked, each at its default (SIGPIPE is ignored
-  // here, and an ignored signal stays ignored across exec).
   posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setsigdefault(&attributes, &all);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  with_default_signals(attributes);
 
   const std::string parent = std::to_string(getpid());
   // argv[0] is the program's real path (what ps shows, and what a stack's frames are named by),
