@@ -782,94 +782,117 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
   co_return a;
 }
 
+// A job request refused before its job: a secret body is forgotten, and the answer is counted
+// under its route.
+answer refused(request& in, request_buffer& buffer, const route_match& match, reply r) {
+  if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
+  r.route = match.route->name;
+  return answer{.r = std::move(r)};
+}
+
+// Where an asynchronous job's status goes once it has ended (callbacks.hpp), checked now: no
+// callback_url, a checked one, or why it is refused.
+std::variant<std::optional<callback_url>, std::string> callback_of(const session_context& ctx, const route_match& match,
+                                                                   const preferences& prefs) {
+  const auto text = query_value(match.query, "callback_url");
+  if (!text) return std::optional<callback_url>{};
+  if (!prefs.respond_async) return std::string("callback_url needs Prefer: respond-async");
+  const auto decoded = percent_decoded(*text);
+  if (!decoded) return std::string("callback_url has a malformed %-escape");
+  auto parsed = parse_callback_url(*decoded);
+  if (auto* reason = std::get_if<std::string>(&parsed)) return std::move(*reason);
+  if (auto policy = ctx.async->callback_policy_refuses(std::get<callback_url>(parsed))) return std::move(*policy);
+  return std::optional<callback_url>(std::move(std::get<callback_url>(parsed)));
+}
+
+// What a job request asks of the job store: its preferences (RFC 7240), its idempotency key and
+// its callback.
+struct store_request {
+  preferences prefs;
+  std::optional<std::string> key;
+  std::optional<callback_url> callback;
+};
+
+// The request's store_request, or why it is a 400.
+std::variant<store_request, reply> store_request_of(const session_context& ctx, const request& in,
+                                                    const route_match& match) {
+  const auto& req = in.head();
+  store_request asked;
+  std::vector<std::string_view> prefer;
+  for (auto [it, end] = req.equal_range("Prefer"); it != end; ++it) prefer.push_back(it->value());
+  if (!prefer.empty()) asked.prefs = parse_prefer(prefer);
+  if (auto [it, end] = req.equal_range("Idempotency-Key"); it != end) {
+    asked.key = std::next(it) == end ? parse_idempotency_key(it->value()) : std::nullopt;
+    if (!asked.key) {
+      return error_reply(400, "invalid_idempotency_key",
+                         "Idempotency-Key must be sent once, as a string of 1 to 255 printable ASCII characters");
+    }
+  }
+  auto callback = callback_of(ctx, match, asked.prefs);
+  if (auto* why = std::get_if<std::string>(&callback)) return error_reply(400, "invalid_callback_url", *why);
+  asked.callback = std::move(std::get<std::optional<callback_url>>(callback));
+  return asked;
+}
+
+// respond-async with --jobs-store redis://: the request is written to the shared store, for
+// whichever replica runs it.
+net::awaitable<answer> submit_shared(session_context& ctx, request_buffer& buffer, const std::string& remote,
+                                     request& in, const route_match& match, store_request asked) {
+  // The shared store keeps the request for whichever replica runs it: never a secret.
+  if (in.routed.sensitive) {
+    co_return refused(in, buffer, match,
+                      error_reply(400, "not_in_shared_store",
+                                  "this route's body is a secret, never written to the shared job store: ask "
+                                  "synchronously"));
+  }
+  const auto& req = in.head();
+  shared_jobs::stored_request stored;
+  stored.method = std::string(req.method_string());
+  stored.target = std::string(req.target());
+  stored.content_type = std::string(req[http::field::content_type]);
+  stored.accept = std::string(req[http::field::accept]);
+  stored.body = in.file_body ? std::move(*in.file_body)
+                             : std::string(in.parser.get().body().data(), in.parser.get().body().size());
+  if (asked.key) {
+    stored.idempotency_key = asked.key;
+    stored.fingerprint = (co_await ctx.shared->fingerprint(stored.method, stored.target, stored.content_type,
+                                                           stored.body)).value_or("");
+  }
+  stored.owner = in.routed.client;
+  stored.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
+  stored.timeout = ctx.cfg.async_max_timeout;
+  if (const auto t = query_value(match.query, "timeout_ms")) {
+    if (const auto ms = parse_decimal(*t, 1, static_cast<std::uint64_t>(ctx.cfg.async_max_timeout.count()))) {
+      stored.timeout = std::chrono::milliseconds(*ms);
+    }
+  }
+  stored.kind = match.kind->name;
+  stored.route = match.route->name;
+  if (asked.callback) stored.callback = asked.callback->url;
+  // respond-async, wait=N: the job's answer when it ends within N seconds.
+  const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
+  const auto wait =
+      asked.prefs.wait ? std::min<std::chrono::milliseconds>(*asked.prefs.wait, longest) : std::chrono::milliseconds{};
+  answer a{.r = co_await ctx.shared->submit(std::move(stored), wait)};
+  a.r.route = match.route->name;
+  co_return a;
+}
+
 // A job route's answer: run now, or handed to the job store (Prefer: respond-async), or replayed
 // for its Idempotency-Key. a.client_gone: the client left mid-job (counted and logged already).
 net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buffer& buffer, session_context& ctx,
                                           connection& conn, const std::string& remote, std::string_view request_id,
                                           request& in) {
-  answer a;
   const auto& req = in.head();
   const auto& match = std::get<route_match>(in.routed.next);
-  // What the request asks of the job store, if anything: to run asynchronously (RFC 7240), and
-  // its idempotency key.
-  std::vector<std::string_view> prefer;
-  for (auto [it, end] = req.equal_range("Prefer"); it != end; ++it) prefer.push_back(it->value());
-  const auto prefs = prefer.empty() ? preferences{} : parse_prefer(prefer);
-  std::optional<std::string> key;
-  if (auto [it, end] = req.equal_range("Idempotency-Key"); it != end) {
-    key = std::next(it) == end ? parse_idempotency_key(it->value()) : std::nullopt;
-    if (!key) {
-      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
-      a.r = error_reply(400, "invalid_idempotency_key",
-                        "Idempotency-Key must be sent once, as a string of 1 to 255 printable ASCII characters");
-      a.r.route = match.route->name;
-      co_return a;
-    }
-  }
-  // Where an asynchronous job's status goes once it has ended (callbacks.hpp), checked now.
-  std::optional<callback_url> callback;
-  if (const auto text = query_value(match.query, "callback_url")) {
-    std::string why;
-    if (!prefs.respond_async) {
-      why = "callback_url needs Prefer: respond-async";
-    } else if (const auto decoded = percent_decoded(*text); !decoded) {
-      why = "callback_url has a malformed %-escape";
-    } else {
-      auto parsed = parse_callback_url(*decoded);
-      if (auto* reason = std::get_if<std::string>(&parsed)) {
-        why = std::move(*reason);
-      } else if (auto refused = ctx.async->callback_policy_refuses(std::get<callback_url>(parsed))) {
-        why = std::move(*refused);
-      } else {
-        callback = std::move(std::get<callback_url>(parsed));
-      }
-    }
-    if (!why.empty()) {
-      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
-      a.r = error_reply(400, "invalid_callback_url", why);
-      a.r.route = match.route->name;
-      co_return a;
-    }
-  }
+  auto asking = store_request_of(ctx, in, match);
+  if (auto* r = std::get_if<reply>(&asking)) co_return refused(in, buffer, match, std::move(*r));
+  auto& asked = std::get<store_request>(asking);
+  const auto& prefs = asked.prefs;
+  const auto& key = asked.key;
   if (!prefs.respond_async && !key) co_return co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   if (prefs.respond_async && ctx.shared != nullptr) {
-    // The shared store keeps the request for whichever replica runs it: never a secret.
-    if (in.routed.sensitive) {
-      forget_body(in.parser.get().body(), buffer);
-      a.r = error_reply(400, "not_in_shared_store",
-                        "this route's body is a secret, never written to the shared job store: ask synchronously");
-      a.r.route = match.route->name;
-      co_return a;
-    }
-    shared_jobs::stored_request stored;
-    stored.method = std::string(req.method_string());
-    stored.target = std::string(req.target());
-    stored.content_type = std::string(req[http::field::content_type]);
-    stored.accept = std::string(req[http::field::accept]);
-    stored.body = in.file_body ? std::move(*in.file_body)
-                               : std::string(in.parser.get().body().data(), in.parser.get().body().size());
-    if (key) {
-      stored.idempotency_key = key;
-      stored.fingerprint = (co_await ctx.shared->fingerprint(stored.method, stored.target, stored.content_type,
-                                                             stored.body)).value_or("");
-    }
-    stored.owner = in.routed.client;
-    stored.flow = flow_of(ctx.cfg, in.routed, req, address_of(remote));
-    stored.timeout = ctx.cfg.async_max_timeout;
-    if (const auto t = query_value(match.query, "timeout_ms")) {
-      if (const auto ms = parse_decimal(*t, 1, static_cast<std::uint64_t>(ctx.cfg.async_max_timeout.count()))) {
-        stored.timeout = std::chrono::milliseconds(*ms);
-      }
-    }
-    stored.kind = match.kind->name;
-    stored.route = match.route->name;
-    if (callback) stored.callback = callback->url;
-    // respond-async, wait=N: the job's answer when it ends within N seconds.
-    const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
-    const auto wait = prefs.wait ? std::min<std::chrono::milliseconds>(*prefs.wait, longest) : std::chrono::milliseconds{};
-    a.r = co_await ctx.shared->submit(std::move(stored), wait);
-    a.r.route = match.route->name;
-    co_return a;
+    co_return co_await submit_shared(ctx, buffer, remote, in, match, std::move(asked));
   }
   const auto& owner = in.routed.client;
   if (key) {
@@ -878,19 +901,12 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     const auto fingerprint = co_await ctx.fingerprints->fingerprint(req.method_string(), req.target(),
                                                                      req[http::field::content_type], body);
     auto claim = ctx.async->claim_key(owner, *key, fingerprint);
-    if (claim.answer || !claim.job.empty()) {
-      if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
-      if (claim.answer) {
-        a.r = std::move(*claim.answer);
-      } else {
-        a.r = co_await async_answer(ctx, owner, claim.job, prefs);
-      }
-      a.r.route = match.route->name;
-      co_return a;
-    }
+    if (claim.answer) co_return refused(in, buffer, match, std::move(*claim.answer));
+    if (!claim.job.empty()) co_return refused(in, buffer, match, co_await async_answer(ctx, owner, claim.job, prefs));
   }
   if (prefs.respond_async) {
-    auto submitted = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, true, std::move(callback));
+    auto submitted =
+        co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, true, std::move(asked.callback));
     if (!submitted.accepted.empty()) {
       if (key) ctx.async->bind_key(owner, *key, submitted.accepted);
       submitted.r = co_await async_answer(ctx, owner, submitted.accepted, prefs);
@@ -900,7 +916,7 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     submitted.r.route = match.route->name;
     co_return std::move(submitted);
   }
-  a = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
+  auto a = co_await run_job(stream, buffer, ctx, conn, request_id, in, remote, false);
   if (a.client_gone) {
     ctx.async->release_key(owner, *key);
   } else {
