@@ -190,10 +190,53 @@ std::uint64_t metrics::requests() const {
   return n;
 }
 
-std::string metrics::render(const metrics_gauges& gauges, const process_stats& process) const {
-  std::ostringstream text;
-  exposition out(text);
+namespace {
 
+// The helper processes of the isolated kinds, by kind.
+void render_helpers(exposition& out, const metrics_gauges& gauges) {
+  out.header("crunch_helpers", "gauge", "Sandboxed helper processes running now, by isolated job kind.");
+  for (const auto& h : gauges.helper_processes) out.sample("crunch_helpers", label("kind", h.kind), static_cast<double>(h.alive));
+  out.header("crunch_helpers_started_total", "counter", "Helper processes started, by isolated job kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_started_total", label("kind", h.kind), static_cast<double>(h.started));
+  }
+  out.header("crunch_helpers_crashed_total", "counter",
+             "Helper processes that died by themselves (a fatal signal, their sandbox, a limit, a kill from outside), by kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_crashed_total", label("kind", h.kind), static_cast<double>(h.crashed));
+  }
+  out.header("crunch_helpers_killed_total", "counter",
+             "Helper processes crunchd killed because their job did not stop within 50 ms of being asked (its deadline, its client gone, the drain), by kind.");
+  for (const auto& h : gauges.helper_processes) {
+    out.sample("crunch_helpers_killed_total", label("kind", h.kind), static_cast<double>(h.killed));
+  }
+}
+
+// The process collector of the Prometheus client libraries, by its names and help texts.
+void render_process(exposition& out, const process_stats& process) {
+  const struct {
+    const char* name;
+    const char* type;
+    const char* help;
+    double value;
+  } process_metrics[] = {
+      {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", process.cpu_seconds},
+      {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.resident_bytes},
+      {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtual_bytes},
+      {"process_open_fds", "gauge", "Number of open file descriptors.", process.open_fds},
+      {"process_max_fds", "gauge", "Maximum number of open file descriptors.", process.max_fds},
+      {"process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+       process.start_time_seconds},
+  };
+  for (const auto& m : process_metrics) {
+    out.header(m.name, m.type, m.help);
+    out.sample(m.name, "", m.value);
+  }
+}
+
+}  // namespace
+
+void metrics::render_traffic(exposition& out) const {
   out.header("crunch_http_requests_total", "counter", "HTTP requests answered, by route and status code.");
   for (const auto& [route, m] : routes_) {
     for (const auto& [code, n] : m.by_code) {
@@ -219,6 +262,9 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              "How late a periodic timer on the I/O thread fires: time the loop was kept from its work.");
   out.histogram_samples("crunch_event_loop_lag_seconds", "", loop_lag_);
 
+}
+
+void metrics::render_state(exposition& out, const metrics_gauges& gauges) const {
   out.single("crunch_job_queue_depth", "gauge", "Jobs waiting for a worker.",
              static_cast<double>(gauges.queue_depth));
   out.single("crunch_job_queue_limit", "gauge", "Jobs that may wait for a worker, at most.",
@@ -254,22 +300,9 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
              static_cast<double>(inline_jobs_));
   out.single("crunch_jobs_pushed_out_total", "counter", "Queued jobs refused (as queue_full) to make room for a job of a flow under its fair share.",
              static_cast<double>(pushed_out_));
-  out.header("crunch_helpers", "gauge", "Sandboxed helper processes running now, by isolated job kind.");
-  for (const auto& h : gauges.helper_processes) out.sample("crunch_helpers", label("kind", h.kind), static_cast<double>(h.alive));
-  out.header("crunch_helpers_started_total", "counter", "Helper processes started, by isolated job kind.");
-  for (const auto& h : gauges.helper_processes) {
-    out.sample("crunch_helpers_started_total", label("kind", h.kind), static_cast<double>(h.started));
-  }
-  out.header("crunch_helpers_crashed_total", "counter",
-             "Helper processes that died by themselves (a fatal signal, their sandbox, a limit, a kill from outside), by kind.");
-  for (const auto& h : gauges.helper_processes) {
-    out.sample("crunch_helpers_crashed_total", label("kind", h.kind), static_cast<double>(h.crashed));
-  }
-  out.header("crunch_helpers_killed_total", "counter",
-             "Helper processes crunchd killed because their job did not stop within 50 ms of being asked (its deadline, its client gone, the drain), by kind.");
-  for (const auto& h : gauges.helper_processes) {
-    out.sample("crunch_helpers_killed_total", label("kind", h.kind), static_cast<double>(h.killed));
-  }
+}
+
+void metrics::render_rest(exposition& out, const metrics_gauges& gauges) const {
   out.header("crunch_auth_failures_total", "counter", "Requests refused 401, by reason: no API key, or one that is not valid.");
   out.sample("crunch_auth_failures_total", label("reason", "missing"), static_cast<double>(auth_failures_[0]));
   out.sample("crunch_auth_failures_total", label("reason", "invalid"), static_cast<double>(auth_failures_[1]));
@@ -292,25 +325,16 @@ std::string metrics::render(const metrics_gauges& gauges, const process_stats& p
   out.header("crunch_build_info", "gauge", "Build information; the value is always 1.");
   out.sample("crunch_build_info", label("version", version()), 1);
 
-  // The names and help texts of the Prometheus client libraries' process collector.
-  const struct {
-    const char* name;
-    const char* type;
-    const char* help;
-    double value;
-  } process_metrics[] = {
-      {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", process.cpu_seconds},
-      {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.resident_bytes},
-      {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtual_bytes},
-      {"process_open_fds", "gauge", "Number of open file descriptors.", process.open_fds},
-      {"process_max_fds", "gauge", "Maximum number of open file descriptors.", process.max_fds},
-      {"process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
-       process.start_time_seconds},
-  };
-  for (const auto& m : process_metrics) {
-    out.header(m.name, m.type, m.help);
-    out.sample(m.name, "", m.value);
-  }
+}
+
+std::string metrics::render(const metrics_gauges& gauges, const process_stats& process) const {
+  std::ostringstream text;
+  exposition out(text);
+  render_traffic(out);
+  render_state(out, gauges);
+  render_helpers(out, gauges);
+  render_rest(out, gauges);
+  render_process(out, process);
   return text.str();
 }
 

@@ -180,6 +180,11 @@ class metrics {
   std::string render(const metrics_gauges& gauges, const process_stats& process) const;
 
  private:
+  // render()'s parts, in the order of the exposition: requests and jobs by route and kind, the
+  // server's state now, and the rest (authentication, drain, log, CPU quota, build).
+  void render_traffic(exposition& out) const;
+  void render_state(exposition& out, const metrics_gauges& gauges) const;
+  void render_rest(exposition& out, const metrics_gauges& gauges) const;
   struct route_metrics {
     std::map<unsigned, std::uint64_t> by_code;
     histogram duration{duration_buckets()};
