@@ -235,89 +235,122 @@ std::size_t router::body_limit(const job_route& route) const noexcept {
   return route.max_body_bytes != 0 ? route.max_body_bytes : max_body_bytes_;
 }
 
-head_route router::route(const request_head& head) const {
-  std::string_view target = head.target;
-  // Absolute form (RFC 9112 §3.2.2), which servers must accept: route on its path.
+namespace {
+
+// The path and query of a target; the absolute form (RFC 9112 §3.2.2), which servers must
+// accept, is routed on its path.
+std::string_view origin_form(std::string_view target) {
   for (const std::string_view scheme : {"http://", "https://"}) {
     if (target.size() > scheme.size() && target.substr(0, scheme.size()) == scheme) {
       const auto path = target.find_first_of("/?", scheme.size());
-      target = path == std::string_view::npos ? std::string_view("/") : target.substr(path);
-      break;
+      return path == std::string_view::npos ? std::string_view("/") : target.substr(path);
     }
   }
-  // Answers that do not need the body; one that is too large is refused before it is read.
-  auto answer = [&](reply r, std::size_t limit = 0) {
-    if (limit == 0) limit = max_body_bytes_;
-    if (head.content_length && *head.content_length > limit) {
-      auto too_large = on_route(r.route, error_reply(413, "body_too_large", "request body exceeds the limit of " +
-                                                                                std::to_string(limit) + " bytes"));
-      return head_route{std::move(too_large), limit, true};
-    }
-    return head_route{std::move(r), limit, false};
-  };
-  // A route that needs a key, when the server has keys: 401 from the head, before any body is
-  // read or any work is done; with one, the key's name goes with the request.
-  auto guarded = [&](head_route routed) {
-    if (!view_.authenticate) return routed;
-    auto who = view_.authenticate(head.authorization);
-    if (auto* name = std::get_if<std::string>(&who)) {
-      routed.client = std::move(*name);
-      return routed;
-    }
-    const bool missing = std::get<auth_failure>(who) == auth_failure::missing;
-    auto r = error_reply(401, "unauthorized",
-                         missing ? "this route needs an API key: send 'Authorization: Bearer <key>'"
-                                 : "the API key is not valid");
-    r.headers.emplace_back("WWW-Authenticate", missing ? R"(Bearer realm="crunch")"
-                                                       : R"(Bearer realm="crunch", error="invalid_token")");
-    r.route = std::holds_alternative<reply>(routed.next) ? std::get<reply>(routed.next).route
-                                                         : std::string_view(std::get<route_match>(routed.next).route->name);
-    return head_route{std::move(r), routed.body_limit, true};
-  };
+  return target;
+}
 
-  if (target.empty() || target.front() != '/') {
-    return answer(error_reply(400, "invalid_target", "request target must be an absolute path"));
+}  // namespace
+
+head_route router::sized(const request_head& head, reply r, std::size_t limit) const {
+  if (limit == 0) limit = max_body_bytes_;
+  if (head.content_length && *head.content_length > limit) {
+    auto too_large = on_route(r.route, error_reply(413, "body_too_large", "request body exceeds the limit of " +
+                                                                              std::to_string(limit) + " bytes"));
+    return head_route{std::move(too_large), limit, true};
   }
-  const auto question = target.find('?');
-  const std::string_view path = target.substr(0, question);
-  const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+  return head_route{std::move(r), limit, false};
+}
 
+head_route router::guarded(const request_head& head, head_route routed) const {
+  if (!view_.authenticate) return routed;
+  auto who = view_.authenticate(head.authorization);
+  if (auto* name = std::get_if<std::string>(&who)) {
+    routed.client = std::move(*name);
+    return routed;
+  }
+  const bool missing = std::get<auth_failure>(who) == auth_failure::missing;
+  auto r = error_reply(401, "unauthorized",
+                       missing ? "this route needs an API key: send 'Authorization: Bearer <key>'"
+                               : "the API key is not valid");
+  r.headers.emplace_back("WWW-Authenticate", missing ? R"(Bearer realm="crunch")"
+                                                     : R"(Bearer realm="crunch", error="invalid_token")");
+  r.route = std::holds_alternative<reply>(routed.next) ? std::get<reply>(routed.next).route
+                                                       : std::string_view(std::get<route_match>(routed.next).route->name);
+  return head_route{std::move(r), routed.body_limit, true};
+}
+
+std::optional<head_route> router::route_fixed(const request_head& head, std::string_view path) const {
   for (const auto& f : fixed_routes) {
     if (path != f.path || (f.live_view && !ui_)) continue;
-    if (!allows(f.allow, head.method)) return answer(on_route(f.name, method_not_allowed(f.allow)));
+    if (!allows(f.allow, head.method)) return sized(head, on_route(f.name, method_not_allowed(f.allow)));
     // The key is checked before anything is rendered: a refused scrape costs nothing.
     std::string client;
     if (f.needs == guard::key || (f.needs == guard::observability && protect_metrics_)) {
-      auto checked = guarded(answer(reply{200, {}, "application/json", {}, f.name}));
+      auto checked = guarded(head, sized(head, reply{200, {}, "application/json", {}, f.name}));
       if (checked.refuse_body) return checked;
       client = std::move(checked.client);
     }
-    auto routed = answer(f.answer(*this));
+    auto routed = sized(head, f.answer(*this));
     routed.event_stream = f.event_stream && !routed.refuse_body;
     routed.client = std::move(client);
     return routed;
   }
+  return std::nullopt;
+}
 
-  if (path.starts_with(jobs_prefix)) {
-    auto id = path.substr(jobs_prefix.size());
-    const bool result = id.ends_with("/result");
-    if (result) id.remove_suffix(std::string_view("/result").size());
-    if (!id.empty() && id.find('/') == std::string_view::npos) {
-      const std::string_view name = result ? "job_result" : "job_status";
-      const std::string_view allow = result ? cheap_methods : job_methods;
-      if (!allows(allow, head.method)) return answer(on_route(name, method_not_allowed(allow)));
-      const bool cancel = head.method == "DELETE";
-      auto routed = answer(reply{200, {}, "application/json", {}, cancel ? "job_cancel" : name});
-      if (routed.refuse_body) return routed;
-      routed.job = job_lookup{result   ? job_lookup::action::result
-                              : cancel ? job_lookup::action::cancel
-                                       : job_lookup::action::status,
-                              std::string(id)};
-      // Without keys every job is anyone's who has its id; with keys, its key's alone.
-      auto checked = guarded(std::move(routed));
-      return checked;
-    }
+std::optional<head_route> router::route_stored_job(const request_head& head, std::string_view path) const {
+  if (!path.starts_with(jobs_prefix)) return std::nullopt;
+  auto id = path.substr(jobs_prefix.size());
+  const bool result = id.ends_with("/result");
+  if (result) id.remove_suffix(std::string_view("/result").size());
+  if (id.empty() || id.find('/') != std::string_view::npos) return std::nullopt;
+  const std::string_view name = result ? "job_result" : "job_status";
+  const std::string_view allow = result ? cheap_methods : job_methods;
+  if (!allows(allow, head.method)) return sized(head, on_route(name, method_not_allowed(allow)));
+  const bool cancel = head.method == "DELETE";
+  auto routed = sized(head, reply{200, {}, "application/json", {}, cancel ? "job_cancel" : name});
+  if (routed.refuse_body) return routed;
+  routed.job = job_lookup{result   ? job_lookup::action::result
+                          : cancel ? job_lookup::action::cancel
+                                   : job_lookup::action::status,
+                          std::string(id)};
+  // Without keys every job is anyone's who has its id; with keys, its key's alone.
+  return guarded(head, std::move(routed));
+}
+
+head_route router::route_job(const request_head& head, const job_kind& kind, const job_route& r,
+                             std::string_view segment, std::string_view query) const {
+  const auto limit = body_limit(r);
+  auto routed = head_route{route_match{&kind, &r, segment, query}, limit, false, r.sensitive};
+  if (head.content_length && *head.content_length > limit) {
+    routed = sized(head, on_route(r.name, reply{}), limit);
+  } else if (r.json_body && !names_media_type(head.content_type, "application/json")) {
+    routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be application/json"));
+  } else if (r.file_body() && !one_of_media_types(r.media_types, head.content_type)) {
+    std::string types;
+    for (const auto& t : r.media_types) types += (types.empty() ? "" : ", ") + t;
+    routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be one of " + types));
   }
+  routed.sensitive = r.sensitive;
+  routed.file_body = r.file_body();
+  routed.working_memory = r.working_memory_hint;
+  // The key first: a client without one learns nothing of the route's limits.
+  auto checked = guarded(head, head_route{route_match{&kind, &r, segment, query}, limit, false});
+  if (checked.refuse_body) return checked;
+  routed.client = std::move(checked.client);
+  return routed;
+}
+
+head_route router::route(const request_head& head) const {
+  const auto target = origin_form(head.target);
+  if (target.empty() || target.front() != '/') {
+    return sized(head, error_reply(400, "invalid_target", "request target must be an absolute path"));
+  }
+  const auto question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  const std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+  if (auto fixed = route_fixed(head, path)) return std::move(*fixed);
+  if (auto stored = route_stored_job(head, path)) return std::move(*stored);
 
   std::string allowed;                   // methods of the routes whose path matches
   std::string_view matched = "unmatched";  // their metrics label
@@ -325,34 +358,13 @@ head_route router::route(const request_head& head) const {
     for (const auto& r : kind.routes) {
       const auto segment = match_path(r.path, path);
       if (!segment) continue;
-      if (head.method != r.method) {
-        allowed += (allowed.empty() ? "" : ", ") + r.method;
-        matched = r.name;
-        continue;
-      }
-      const auto limit = body_limit(r);
-      auto routed = head_route{route_match{&kind, &r, *segment, query}, limit, false, r.sensitive};
-      if (head.content_length && *head.content_length > limit) {
-        routed = answer(on_route(r.name, reply{}), limit);
-      } else if (r.json_body && !names_media_type(head.content_type, "application/json")) {
-        routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be application/json"));
-      } else if (r.file_body() && !one_of_media_types(r.media_types, head.content_type)) {
-        std::string types;
-        for (const auto& t : r.media_types) types += (types.empty() ? "" : ", ") + t;
-        routed.next = on_route(r.name, error_reply(415, "unsupported_media_type", "Content-Type must be one of " + types));
-      }
-      routed.sensitive = r.sensitive;
-      routed.file_body = r.file_body();
-      routed.working_memory = r.working_memory_hint;
-      // The key first: a client without one learns nothing of the route's limits.
-      auto checked = guarded(head_route{route_match{&kind, &r, *segment, query}, limit, false});
-      if (checked.refuse_body) return checked;
-      routed.client = std::move(checked.client);
-      return routed;
+      if (head.method == r.method) return route_job(head, kind, r, *segment, query);
+      allowed += (allowed.empty() ? "" : ", ") + r.method;
+      matched = r.name;
     }
   }
-  if (!allowed.empty()) return answer(on_route(matched, method_not_allowed(allowed)));
-  return answer(error_reply(404, "not_found", "no route for this path"));
+  if (!allowed.empty()) return sized(head, on_route(matched, method_not_allowed(allowed)));
+  return sized(head, error_reply(404, "not_found", "no route for this path"));
 }
 
 std::optional<route_match> router::match_job(std::string_view method, std::string_view target) const {

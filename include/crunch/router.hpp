@@ -143,6 +143,19 @@ class router {
  private:
   std::size_t body_limit(const job_route& route) const noexcept;
 
+  // route()'s steps. An answer that needs no body, refused before it is read when the head
+  // declares more than `limit` (0: --max-body-bytes).
+  head_route sized(const request_head& head, reply r, std::size_t limit = 0) const;
+  // A route that needs a key, when the server has keys: 401 from the head, before any body is
+  // read or any work is done; with one, the key's name goes with the request.
+  head_route guarded(const request_head& head, head_route routed) const;
+  // The fixed routes (/healthz, /metrics, the live view, ...), and /v1/jobs/{id}[/result].
+  std::optional<head_route> route_fixed(const request_head& head, std::string_view path) const;
+  std::optional<head_route> route_stored_job(const request_head& head, std::string_view path) const;
+  // A kind's route whose path and method matched: its body's limit and media type checked.
+  head_route route_job(const request_head& head, const job_kind& kind, const job_route& r, std::string_view segment,
+                       std::string_view query) const;
+
   // The routes that are not a kind's, one row each (router.cpp), and what they answer.
   struct fixed_route;
   static const fixed_route fixed_routes[];
