@@ -107,26 +107,27 @@ std::string version() {
 
 void release_thread_buffers() { vips_thread_shutdown(); }
 
-std::optional<std::string> thumbnail(std::string_view bytes, const image_header& expected, const thumbnail_spec& spec,
-                                     const thumbnail_plan& plan, std::stop_token stop) {
-  // The decoder's own header first: what it would decode must be what the sniffer read (and
-  // admission priced), the orientation included, on which the plan's shrink-on-load rests.
-  int shown_orientation = 1;
-  {
-    image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
-                                                "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
-    if (!header) throw image_error(vips_failure());
-    if (static_cast<std::uint32_t>(header->Xsize) != expected.width ||
-        static_cast<std::uint32_t>(header->Ysize) != expected.height) {
-      throw image_error("the image's dimensions differ from its header's");
-    }
-    shown_orientation = vips_image_get_orientation(header.get());
-    if (expected.orientation != 0 && shown_orientation != expected.orientation) {
-      throw image_error("the image's EXIF orientation differs from its header's");
-    }
+// The decoder's own header first: what it would decode must be what the sniffer read (and
+// admission priced), the orientation included, on which the plan's shrink-on-load rests. Returns
+// the orientation it is shown in.
+int checked_orientation(std::string_view bytes, const image_header& expected) {
+  image_ptr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access", VIPS_ACCESS_SEQUENTIAL,
+                                              "fail_on", VIPS_FAIL_ON_ERROR, nullptr));
+  if (!header) throw image_error(vips_failure());
+  if (static_cast<std::uint32_t>(header->Xsize) != expected.width ||
+      static_cast<std::uint32_t>(header->Ysize) != expected.height) {
+    throw image_error("the image's dimensions differ from its header's");
   }
-  if (stop.stop_requested()) return std::nullopt;
+  const int shown_orientation = vips_image_get_orientation(header.get());
+  if (expected.orientation != 0 && shown_orientation != expected.orientation) {
+    throw image_error("the image's EXIF orientation differs from its header's");
+  }
+  return shown_orientation;
+}
 
+// The image shrunk (or enlarged) to the spec's box, in the orientation it is shown in.
+image_ptr resized(std::string_view bytes, const image_header& expected, const thumbnail_spec& spec,
+                  const thumbnail_plan& plan, int shown_orientation) {
   // Only width: any height; only height: any width. VIPS_MAX_COORD is libvips's "unbounded".
   int width = spec.width != 0 ? static_cast<int>(spec.width) : VIPS_MAX_COORD;
   int height = spec.height != 0 ? static_cast<int>(spec.height) : VIPS_MAX_COORD;
@@ -168,9 +169,11 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
                                    "fail_on", VIPS_FAIL_ON_ERROR, "option_string", "fail_on=error", nullptr) != 0) {
     throw image_error(vips_failure());
   }
-  image_ptr image(raw);
+  return image_ptr(raw);
+}
 
-  // sRGB out, whatever came in (grey, CMYK, 16-bit); JPEG has no alpha: flatten onto white.
+// sRGB out, whatever came in (grey, CMYK, 16-bit); JPEG has no alpha: flatten onto white.
+void to_srgb(image_ptr& image, image_format format) {
   if (vips_image_guess_interpretation(image.get()) != VIPS_INTERPRETATION_sRGB) {
     VipsImage* converted = nullptr;
     if (vips_colourspace(image.get(), &converted, VIPS_INTERPRETATION_sRGB, nullptr) != 0) {
@@ -178,7 +181,7 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
     }
     image.reset(converted);
   }
-  if (spec.format == image_format::jpeg && vips_image_hasalpha(image.get())) {
+  if (format == image_format::jpeg && vips_image_hasalpha(image.get())) {
     VipsArrayDouble* white = vips_array_double_newv(1, 255.0);
     VipsImage* flat = nullptr;
     const int failed = vips_flatten(image.get(), &flat, "background", white, nullptr);
@@ -186,39 +189,38 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
     if (failed != 0) throw image_error(vips_failure());
     image.reset(flat);
   }
+}
 
-  // Every metadata block removed here, not only by the savers' strip flag: libvips 8.14.1's
-  // webpsave ignores that flag and would write the input's EXIF — GPS position included. What
-  // the request keeps goes back alone: the ICC profile as it was, and EXIF's Copyright and
-  // Artist as fields, from which the saver builds a fresh EXIF block holding only them (and
-  // libvips's own orientation and resolution tags).
-  const bool keep = spec.keep_icc || spec.keep_copyright;
-  {
-    VipsImage* copy = nullptr;
-    if (vips_copy(image.get(), &copy, nullptr) != 0) throw image_error(vips_failure());
-    image.reset(copy);
-    std::vector<std::pair<std::string, std::string>> credits;
-    if (spec.keep_copyright) {
-      for (const char* field : {"exif-ifd0-Copyright", "exif-ifd0-Artist"}) {
-        const char* value = nullptr;
-        if (vips_image_get_typeof(image.get(), field) != 0 && vips_image_get_string(image.get(), field, &value) == 0) {
-          credits.emplace_back(field, value);
-        }
+// Every metadata block removed here, not only by the savers' strip flag: libvips 8.14.1's
+// webpsave ignores that flag and would write the input's EXIF — GPS position included. What
+// the request keeps goes back alone: the ICC profile as it was, and EXIF's Copyright and
+// Artist as fields, from which the saver builds a fresh EXIF block holding only them (and
+// libvips's own orientation and resolution tags).
+void strip_metadata(image_ptr& image, const thumbnail_spec& spec) {
+  VipsImage* copy = nullptr;
+  if (vips_copy(image.get(), &copy, nullptr) != 0) throw image_error(vips_failure());
+  image.reset(copy);
+  std::vector<std::pair<std::string, std::string>> credits;
+  if (spec.keep_copyright) {
+    for (const char* field : {"exif-ifd0-Copyright", "exif-ifd0-Artist"}) {
+      const char* value = nullptr;
+      if (vips_image_get_typeof(image.get(), field) != 0 && vips_image_get_string(image.get(), field, &value) == 0) {
+        credits.emplace_back(field, value);
       }
     }
-    gchar** fields = vips_image_get_fields(image.get());
-    for (gchar** field = fields; *field != nullptr; ++field) {
-      if (spec.keep_icc && std::strcmp(*field, VIPS_META_ICC_NAME) == 0) continue;
-      vips_image_remove(image.get(), *field);
-    }
-    g_strfreev(fields);
-    for (const auto& [field, value] : credits) vips_image_set_string(image.get(), field.c_str(), value.c_str());
   }
+  gchar** fields = vips_image_get_fields(image.get());
+  for (gchar** field = fields; *field != nullptr; ++field) {
+    if (spec.keep_icc && std::strcmp(*field, VIPS_META_ICC_NAME) == 0) continue;
+    vips_image_remove(image.get(), *field);
+  }
+  g_strfreev(fields);
+  for (const auto& [field, value] : credits) vips_image_set_string(image.get(), field.c_str(), value.c_str());
+}
 
-  // Stop between strips when the token fires: libvips checks the kill flag as it evaluates.
-  vips_image_set_progress(image.get(), TRUE);
-  g_signal_connect(image.get(), "eval", G_CALLBACK(on_eval), &stop);
-
+// The image encoded as the spec asks; nullopt when `stop` ended the evaluation.
+std::optional<std::string> encoded(image_ptr& image, const thumbnail_spec& spec, const std::stop_token& stop) {
+  const bool keep = spec.keep_icc || spec.keep_copyright;
   void* out = nullptr;
   std::size_t length = 0;
   const int quality = static_cast<int>(spec.quality);
@@ -254,10 +256,23 @@ std::optional<std::string> thumbnail(std::string_view bytes, const image_header&
     }
     throw image_error(vips_failure());
   }
-  std::string encoded(static_cast<const char*>(out), length);
+  std::string bytes(static_cast<const char*>(out), length);
   g_free(out);
-  if (spec.format == image_format::webp) strip_webp_chunks(encoded, spec.keep_icc, spec.keep_copyright);
-  return encoded;
+  if (spec.format == image_format::webp) strip_webp_chunks(bytes, spec.keep_icc, spec.keep_copyright);
+  return bytes;
+}
+
+std::optional<std::string> thumbnail(std::string_view bytes, const image_header& expected, const thumbnail_spec& spec,
+                                     const thumbnail_plan& plan, std::stop_token stop) {
+  const int shown_orientation = checked_orientation(bytes, expected);
+  if (stop.stop_requested()) return std::nullopt;
+  auto image = resized(bytes, expected, spec, plan, shown_orientation);
+  to_srgb(image, spec.format);
+  strip_metadata(image, spec);
+  // Stop between strips when the token fires: libvips checks the kill flag as it evaluates.
+  vips_image_set_progress(image.get(), TRUE);
+  g_signal_connect(image.get(), "eval", G_CALLBACK(on_eval), &stop);
+  return encoded(image, spec, stop);
 }
 
 std::string synthetic(std::uint32_t width, std::uint32_t height, image_format format, int quality, int orientation) {
