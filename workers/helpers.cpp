@@ -234,6 +234,11 @@ class helper_process {
   void spawn();
   void set_limits(const isolated_limits& limits);
   void provide_input(std::string_view body);
+  // call()'s steps: the job's packet sent (its sequence number returned), and what one packet
+  // from the helper says -- nothing yet (a crash report, a stale answer), or how the job ended.
+  std::uint64_t send_job(std::string_view function, std::string_view params, std::size_t body_bytes);
+  std::optional<std::optional<isolated_output>> on_packet(std::string_view packet, std::uint64_t sequence,
+                                                          std::string_view function, const isolated_limits& limits);
   std::string read_output(std::uint64_t bytes);
   // Reads what the helper sent before it went (its crash report), without blocking.
   void drain_reports();
@@ -501,6 +506,57 @@ void helper_process::died_with_job() {
   throw isolated_job_failed("helper_crashed", "the " + kind_ + " helper running this job " + why, crash_report_);
 }
 
+std::uint64_t helper_process::send_job(std::string_view function, std::string_view params, std::size_t body_bytes) {
+  job_head head;
+  head.function_bytes = static_cast<std::uint32_t>(function.size());
+  head.params_bytes = static_cast<std::uint32_t>(params.size());
+  head.body_bytes = body_bytes;
+  head.sequence = ++sequence_;
+  iovec parts[3] = {{&head, sizeof head},
+                    {const_cast<char*>(function.data()), function.size()},
+                    {const_cast<char*>(params.data()), params.size()}};
+  msghdr packet{};
+  packet.msg_iov = parts;
+  packet.msg_iovlen = 3;
+  if (sendmsg(socket_.fd, &packet, MSG_NOSIGNAL) < 0) died_with_job();
+  return head.sequence;
+}
+
+std::optional<std::optional<isolated_output>> helper_process::on_packet(std::string_view packet, std::uint64_t sequence,
+                                                                        std::string_view function,
+                                                                        const isolated_limits& limits) {
+  message type{};
+  std::memcpy(&type, packet.data(), sizeof type);
+  if (type == message::crash) {
+    crash_report_.assign(packet.substr(sizeof type));
+    return std::nullopt;
+  }
+  answer_head answer{};
+  if (type != message::answer || packet.size() < sizeof answer) return std::nullopt;
+  std::memcpy(&answer, packet.data(), sizeof answer);
+  if (answer.sequence != sequence) return std::nullopt;  // a stop that crossed an earlier answer
+  const std::string text(packet.substr(sizeof answer));
+  switch (answer.how) {
+    case outcome::output:
+      if (answer.status != 200 && answer.status != 400) break;
+      return std::optional<isolated_output>(isolated_output{answer.status, read_output(answer.body_bytes)});
+    case outcome::stopped:
+      return std::optional<isolated_output>();
+    case outcome::failed:
+      throw std::runtime_error(text);
+    case outcome::out_of_memory:
+      // Its heap is in whatever state the failure left it: replaced.
+      kill_and_reap();
+      throw isolated_job_failed("helper_out_of_memory", "the " + kind_ + " helper ran out of its memory limit (" +
+                                                            std::to_string(limits.memory_bytes >> 20) +
+                                                            " MiB for this job, twice over): " + text);
+    case outcome::no_function:
+      throw std::logic_error("the " + kind_ + " kind's helpers have no function " + std::string(function));
+  }
+  kill_and_reap();
+  throw isolated_job_failed("helper_crashed", "the " + kind_ + " helper answered out of protocol");
+}
+
 std::optional<isolated_output> helper_process::call(std::string_view function, std::string_view params,
                                                     std::string_view body, const isolated_limits& limits,
                                                     const std::stop_token& stop) {
@@ -514,19 +570,7 @@ std::optional<isolated_output> helper_process::call(std::string_view function, s
   std::uint64_t drained = 0;
   (void)eventfd_read(wake_.fd, &drained);
   crash_report_.clear();
-
-  job_head head;
-  head.function_bytes = static_cast<std::uint32_t>(function.size());
-  head.params_bytes = static_cast<std::uint32_t>(params.size());
-  head.body_bytes = body.size();
-  head.sequence = ++sequence_;
-  iovec parts[3] = {{&head, sizeof head},
-                    {const_cast<char*>(function.data()), function.size()},
-                    {const_cast<char*>(params.data()), params.size()}};
-  msghdr packet{};
-  packet.msg_iov = parts;
-  packet.msg_iovlen = 3;
-  if (sendmsg(socket_.fd, &packet, MSG_NOSIGNAL) < 0) died_with_job();
+  const auto sequence = send_job(function, params, body.size());
 
   // The stop token fires on the thread that cancels (the I/O thread): it only writes the eventfd.
   const int wake = wake_.fd;
@@ -552,42 +596,15 @@ std::optional<isolated_output> helper_process::call(std::string_view function, s
       char buffer[max_packet];
       const auto got = recv(socket_.fd, buffer, sizeof buffer, MSG_DONTWAIT);
       if (got >= static_cast<ssize_t>(sizeof(message))) {
-        message type{};
-        std::memcpy(&type, buffer, sizeof type);
-        if (type == message::crash) {
-          crash_report_.assign(buffer + sizeof type, static_cast<std::size_t>(got) - sizeof type);
-          continue;
-        }
-        answer_head answer{};
-        if (type != message::answer || got < static_cast<ssize_t>(sizeof answer)) continue;
-        std::memcpy(&answer, buffer, sizeof answer);
-        if (answer.sequence != head.sequence) continue;  // a stop that crossed an earlier answer
-        const std::string text(buffer + sizeof answer, static_cast<std::size_t>(got) - sizeof answer);
-        switch (answer.how) {
-          case outcome::output:
-            if (answer.status != 200 && answer.status != 400) break;
-            return isolated_output{answer.status, read_output(answer.body_bytes)};
-          case outcome::stopped:
-            return std::nullopt;
-          case outcome::failed:
-            throw std::runtime_error(text);
-          case outcome::out_of_memory:
-            // Its heap is in whatever state the failure left it: replaced.
-            kill_and_reap();
-            throw isolated_job_failed("helper_out_of_memory", "the " + kind_ + " helper ran out of its memory limit (" +
-                                                                  std::to_string(limits.memory_bytes >> 20) +
-                                                                  " MiB for this job, twice over): " + text);
-          case outcome::no_function:
-            throw std::logic_error("the " + kind_ + " kind's helpers have no function " + std::string(function));
-        }
-        kill_and_reap();
-        throw isolated_job_failed("helper_crashed", "the " + kind_ + " helper answered out of protocol");
+        auto ended = on_packet({buffer, static_cast<std::size_t>(got)}, sequence, function, limits);
+        if (ended) return std::move(*ended);
+        continue;
       }
       if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) died_with_job();
     }
     if ((fds[0].revents & (POLLHUP | POLLERR)) != 0 || (fds[1].revents & POLLIN) != 0) died_with_job();
     if (!kill_at && (fds[2].revents & POLLIN) != 0) {
-      const stop_head stopping{message::stop, 0, head.sequence};
+      const stop_head stopping{message::stop, 0, sequence};
       (void)send(socket_.fd, &stopping, sizeof stopping, MSG_NOSIGNAL);
       std::lock_guard lock(shared().mutex);
       kill_at = clock::now() + shared().settings.stop_grace;
