@@ -782,9 +782,9 @@ net::awaitable<std::optional<answer>> answer_request(beast::tcp_stream& stream, 
   co_return a;
 }
 
-// A job request refused before its job: a secret body is forgotten, and the answer is counted
-// under its route.
-answer refused(request& in, request_buffer& buffer, const route_match& match, reply r) {
+// A job request answered without running its job (refused, or replayed): a secret body is
+// forgotten, and the answer is counted under its route.
+answer without_job(request& in, request_buffer& buffer, const route_match& match, reply r) {
   if (in.routed.sensitive) forget_body(in.parser.get().body(), buffer);
   r.route = match.route->name;
   return answer{.r = std::move(r)};
@@ -840,10 +840,10 @@ net::awaitable<answer> submit_shared(session_context& ctx, request_buffer& buffe
                                      request& in, const route_match& match, store_request asked) {
   // The shared store keeps the request for whichever replica runs it: never a secret.
   if (in.routed.sensitive) {
-    co_return refused(in, buffer, match,
-                      error_reply(400, "not_in_shared_store",
-                                  "this route's body is a secret, never written to the shared job store: ask "
-                                  "synchronously"));
+    co_return without_job(in, buffer, match,
+                          error_reply(400, "not_in_shared_store",
+                                      "this route's body is a secret, never written to the shared job store: ask "
+                                      "synchronously"));
   }
   const auto& req = in.head();
   shared_jobs::stored_request stored;
@@ -873,7 +873,9 @@ net::awaitable<answer> submit_shared(session_context& ctx, request_buffer& buffe
   const auto longest = std::chrono::duration_cast<std::chrono::seconds>(ctx.cfg.max_timeout);
   const auto wait =
       asked.prefs.wait ? std::min<std::chrono::milliseconds>(*asked.prefs.wait, longest) : std::chrono::milliseconds{};
-  answer a{.r = co_await ctx.shared->submit(std::move(stored), wait)};
+  // (Not co_await inside a braced initializer: GCC 12 miscompiles that in a coroutine.)
+  answer a;
+  a.r = co_await ctx.shared->submit(std::move(stored), wait);
   a.r.route = match.route->name;
   co_return a;
 }
@@ -886,7 +888,7 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
   const auto& req = in.head();
   const auto& match = std::get<route_match>(in.routed.next);
   auto asking = store_request_of(ctx, in, match);
-  if (auto* r = std::get_if<reply>(&asking)) co_return refused(in, buffer, match, std::move(*r));
+  if (auto* r = std::get_if<reply>(&asking)) co_return without_job(in, buffer, match, std::move(*r));
   auto& asked = std::get<store_request>(asking);
   const auto& prefs = asked.prefs;
   const auto& key = asked.key;
@@ -901,8 +903,11 @@ net::awaitable<answer> answer_job_request(beast::tcp_stream& stream, request_buf
     const auto fingerprint = co_await ctx.fingerprints->fingerprint(req.method_string(), req.target(),
                                                                      req[http::field::content_type], body);
     auto claim = ctx.async->claim_key(owner, *key, fingerprint);
-    if (claim.answer) co_return refused(in, buffer, match, std::move(*claim.answer));
-    if (!claim.job.empty()) co_return refused(in, buffer, match, co_await async_answer(ctx, owner, claim.job, prefs));
+    if (claim.answer) co_return without_job(in, buffer, match, std::move(*claim.answer));
+    if (!claim.job.empty()) {
+      auto stored = co_await async_answer(ctx, owner, claim.job, prefs);
+      co_return without_job(in, buffer, match, std::move(stored));
+    }
   }
   if (prefs.respond_async) {
     auto submitted =

@@ -425,6 +425,67 @@ net::awaitable<void> shared_jobs::consume() {
   }
 }
 
+net::awaitable<std::optional<shared_jobs::ran>> shared_jobs::run_stored(const redis_entry& e, redis_job_fields& f) {
+  const auto match = routes_.match_job(f["method"], f["target"]);
+  if (!match) co_return ran{error_reply(400, "invalid_argument", "no route for the stored request")};
+  // Its deadline counts from when it was accepted, on whichever replica that was.
+  const auto age = std::chrono::milliseconds(now_ms() - number(f, "created_ms"));
+  const auto received = steady::now() - age;
+  // An upload read back from Redis is charged to the memory budget as a received one is: it
+  // waits here, holding its worker's place, until the budget has room for it.
+  memory_lease body_memory;
+  if (const auto bytes = f["body"].size();
+      match->route->file_body() && (pool_.memory_budget() == 0 || bytes <= pool_.memory_budget())) {
+    for (body_memory = pool_.try_lease(bytes); !body_memory && !stopping_; body_memory = pool_.try_lease(bytes)) {
+      co_await pause(poll_every);
+    }
+    if (!body_memory) co_return std::nullopt;  // the drain came first: another replica takes it over
+  }
+  auto prepared = routes_.prepare(*match, match->route->json_body ? std::string_view(f["body"]) : std::string_view{},
+                                  job_input{.body = match->route->file_body() ? std::move(f["body"]) : std::string{},
+                                            .content_type = f["content_type"],
+                                            .accept = f["accept"],
+                                            .body_memory = std::move(body_memory)},
+                                  true);
+  if (auto* refused = std::get_if<reply>(&prepared)) co_return ran{std::move(*refused)};
+  auto job = std::move(std::get<job_request>(prepared));
+  job.flow = f["flow"];
+  job.timeout = std::chrono::milliseconds(number(f, "timeout_ms"));
+  auto a = co_await pipeline_.run(std::move(job), received, until_cancelled(running_.at(e.entry).stop));
+  // Stopped by the drain: another replica takes it over.
+  if (a.client_gone && !running_.at(e.entry).cancel_requested) co_return std::nullopt;
+  if (a.client_gone) {
+    co_return ran{error_reply(409, "job_cancelled", "the job was cancelled (DELETE) before it finished"), true};
+  }
+  co_return ran{std::move(a.r)};
+}
+
+redis_job_fields shared_jobs::end_of(ran r, steady::duration took) {
+  // A job that ended as DELETE came keeps its own end; only one DELETE stopped is cancelled.
+  const std::string status = r.cancelled                                          ? "cancelled"
+                             : r.answer.status >= 200 && r.answer.status < 300 ? "succeeded"
+                             : r.answer.status == 504                          ? "expired"
+                                                                               : "failed";
+  if (status == "succeeded") {
+    const double seconds = std::chrono::duration<double>(took).count();
+    mean_run_seconds_ = mean_run_seconds_ == 0 ? seconds : 0.8 * mean_run_seconds_ + 0.2 * seconds;
+  }
+  nlohmann::json headers = nlohmann::json::array();
+  for (const auto& [name, value] : r.answer.headers) headers.push_back({name, value});
+  redis_job_fields end = {{"status", status},
+                          {"result_status", std::to_string(r.answer.status)},
+                          {"result_type", std::string(r.answer.content_type)},
+                          {"result_headers", headers.dump()},
+                          {"result_bytes", std::to_string(r.answer.body.size())},
+                          {"finished_ms", std::to_string(now_ms())}};
+  if (status != "succeeded") {
+    auto error = nlohmann::json::parse(r.answer.body, nullptr, false);
+    if (error.is_object() && error.contains("error")) end["error"] = error["error"].dump();
+  }
+  end["result_body"] = std::move(r.answer.body);
+  return end;
+}
+
 net::awaitable<void> shared_jobs::run(redis_entry e) {
   auto f = co_await read(e.job);
   // A job DELETE flagged while its replica died is not run again by the one taking it over.
@@ -432,80 +493,17 @@ net::awaitable<void> shared_jobs::run(redis_entry e) {
   const bool started = !f.empty() && !flagged &&
                        co_await await_callback<bool>([&](auto done) { jobs_.start(e.job, std::move(done)); });
   redis_job_fields end;
-  if (flagged) {
-    end = cancelled_end("the job was cancelled (DELETE) before it finished");
-  }
+  if (flagged) end = cancelled_end("the job was cancelled (DELETE) before it finished");
   if (started) {
     f["replica"] = consumer_;  // as the start stored them, for the callback's status document
     f["started_at"] = std::to_string(now_ms());
-    const auto match = routes_.match_job(f["method"], f["target"]);
-    reply answer;
-    bool cancelled = false;
     const auto began = steady::now();
-    if (!match) {
-      answer = error_reply(400, "invalid_argument", "no route for the stored request");
-    } else {
-      // Its deadline counts from when it was accepted, on whichever replica that was.
-      const auto age = std::chrono::milliseconds(now_ms() - number(f, "created_ms"));
-      const auto received = steady::now() - age;
-      // An upload read back from Redis is charged to the memory budget as a received one is: it
-      // waits here, holding its worker's place, until the budget has room for it.
-      memory_lease body_memory;
-      if (const auto bytes = f["body"].size();
-          match->route->file_body() && (pool_.memory_budget() == 0 || bytes <= pool_.memory_budget())) {
-        for (body_memory = pool_.try_lease(bytes); !body_memory && !stopping_; body_memory = pool_.try_lease(bytes)) {
-          co_await pause(poll_every);
-        }
-        if (!body_memory) {  // the drain came first: another replica takes it over
-          running_.erase(e.entry);
-          co_return;
-        }
-      }
-      auto prepared = routes_.prepare(*match, match->route->json_body ? std::string_view(f["body"]) : std::string_view{},
-                                      job_input{.body = match->route->file_body() ? std::move(f["body"]) : std::string{},
-                                                .content_type = f["content_type"],
-                                                .accept = f["accept"],
-                                                .body_memory = std::move(body_memory)},
-                                      true);
-      if (auto* refused = std::get_if<reply>(&prepared)) {
-        answer = std::move(*refused);
-      } else {
-        auto job = std::move(std::get<job_request>(prepared));
-        job.flow = f["flow"];
-        job.timeout = std::chrono::milliseconds(number(f, "timeout_ms"));
-        auto a = co_await pipeline_.run(std::move(job), received, until_cancelled(running_.at(e.entry).stop));
-        if (a.client_gone && !running_.at(e.entry).cancel_requested) {
-          // Stopped by the drain: another replica takes it over.
-          running_.erase(e.entry);
-          co_return;
-        }
-        cancelled = a.client_gone;
-        answer = cancelled ? error_reply(409, "job_cancelled", "the job was cancelled (DELETE) before it finished")
-                           : std::move(a.r);
-      }
+    auto outcome = co_await run_stored(e, f);
+    if (!outcome) {
+      running_.erase(e.entry);
+      co_return;
     }
-    // A job that ended as DELETE came keeps its own end; only one DELETE stopped is cancelled.
-    const auto status = cancelled                                        ? "cancelled"
-                        : answer.status >= 200 && answer.status < 300 ? "succeeded"
-                        : answer.status == 504                        ? "expired"
-                                                                      : "failed";
-    if (std::string_view(status) == "succeeded") {
-      const double took = std::chrono::duration<double>(steady::now() - began).count();
-      mean_run_seconds_ = mean_run_seconds_ == 0 ? took : 0.8 * mean_run_seconds_ + 0.2 * took;
-    }
-    nlohmann::json headers = nlohmann::json::array();
-    for (const auto& [name, value] : answer.headers) headers.push_back({name, value});
-    end = {{"status", status},
-           {"result_status", std::to_string(answer.status)},
-           {"result_type", std::string(answer.content_type)},
-           {"result_headers", headers.dump()},
-           {"result_bytes", std::to_string(answer.body.size())},
-           {"finished_ms", std::to_string(now_ms())}};
-    if (std::string_view(status) != "succeeded") {
-      auto error = nlohmann::json::parse(answer.body, nullptr, false);
-      if (error.is_object() && error.contains("error")) end["error"] = error["error"].dump();
-    }
-    end["result_body"] = std::move(answer.body);
+    end = end_of(std::move(*outcome), steady::now() - began);
   }
   // Stored unless another run of it stored its end first; the entry is acknowledged either way.
   const bool stored = co_await await_callback<bool>(

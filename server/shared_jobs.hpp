@@ -107,6 +107,15 @@ class shared_jobs {
   net::awaitable<std::pair<reply, std::string>> queue(stored_request request);
   net::awaitable<void> consume();
   net::awaitable<void> run(redis_entry entry);
+  /// What running a stored job came to: its answer, and whether a DELETE stopped it.
+  struct ran {
+    reply answer;
+    bool cancelled = false;
+  };
+  /// run()'s steps: the stored request routed, its body's memory taken, and run; nullopt when the
+  /// drain stopped it (another replica takes it over). Then its end, as the store keeps it.
+  net::awaitable<std::optional<ran>> run_stored(const redis_entry& e, redis_job_fields& f);
+  redis_job_fields end_of(ran r, steady::duration took);
   net::awaitable<redis_job_fields> read(const std::string& id);
   net::awaitable<redis_job_fields> read(const std::string& id, std::vector<std::string> names);
   net::awaitable<void> refresh_backlog();
