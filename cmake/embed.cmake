@@ -6,7 +6,7 @@ string(LENGTH "${hex}" digits)
 math(EXPR size "${digits} / 2")
 string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
 file(WRITE "${OUTPUT}.tmp" "// Generated from ${INPUT} by cmake/embed.cmake: do not edit.\n"
-     "#include <crunch/embedded.hpp>\n\n"
+     "#include \"server/embedded.hpp\"\n\n"
      "namespace crunch {\nnamespace {\nconst unsigned char bytes[] = {${bytes}};\n}  // namespace\n"
      "const std::string_view ${NAME}{reinterpret_cast<const char*>(bytes), ${size}};\n}  // namespace crunch\n")
 file(RENAME "${OUTPUT}.tmp" "${OUTPUT}")

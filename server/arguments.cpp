@@ -1,6 +1,6 @@
 #include <crunch/arguments.hpp>
 
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -16,13 +16,13 @@
 ///
 /// Used on the I/O thread only.
 
-#include <crunch/admission.hpp>
+#include "server/admission.hpp"
 #include <crunch/config.hpp>
-#include <crunch/job_pipeline.hpp>
-#include <crunch/metrics.hpp>
-#include <crunch/net.hpp>
-#include <crunch/router.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/job_pipeline.hpp"
+#include "server/metrics.hpp"
+#include "server/net.hpp"
+#include "server/router.hpp"
+#include "workers/worker_pool.hpp"
 
 #include "server/callbacks.hpp"
 

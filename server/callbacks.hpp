@@ -15,7 +15,7 @@
 /// certificate and answer holds no secret, and crunchd itself does not map OpenSSL.
 
 #include <crunch/log.hpp>
-#include <crunch/net.hpp>
+#include "server/net.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>

@@ -1,9 +1,9 @@
 #include <crunch/config.hpp>
 
-#include <crunch/cpu_budget.hpp>
-#include <crunch/decimal.hpp>
-#include <crunch/memory_budget.hpp>
-#include <crunch/net.hpp>
+#include "workers/cpu_budget.hpp"
+#include "server/decimal.hpp"
+#include "workers/memory_budget.hpp"
+#include "server/net.hpp"
 
 #include <boost/asio/ip/address.hpp>
 

@@ -1,4 +1,4 @@
-#include <crunch/flows.hpp>
+#include "server/flows.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-#include <crunch/job_pipeline.hpp>
+#include "server/job_pipeline.hpp"
 
 #include "workers/fatal_signals.hpp"
 

@@ -1,4 +1,4 @@
-#include <crunch/live_view.hpp>
+#include "server/live_view.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/this_coro.hpp>

@@ -1,4 +1,4 @@
-#include <crunch/metrics.hpp>
+#include "server/metrics.hpp"
 
 #include <crunch/config.hpp>
 

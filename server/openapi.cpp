@@ -1,6 +1,6 @@
-#include <crunch/openapi.hpp>
+#include "server/openapi.hpp"
 
-#include <crunch/embedded.hpp>
+#include "server/embedded.hpp"
 
 #include <sodium.h>
 

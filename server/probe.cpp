@@ -1,4 +1,4 @@
-#include <crunch/probe.hpp>
+#include "server/probe.hpp"
 
 #include <array>
 #include <cerrno>

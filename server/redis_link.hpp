@@ -7,7 +7,7 @@
 /// fails the commands meanwhile with an error reply. One link runs its commands in order; a
 /// blocking read (XREADGROUP ... BLOCK) needs a link of its own.
 
-#include <crunch/net.hpp>
+#include "server/net.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 

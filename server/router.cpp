@@ -1,9 +1,9 @@
-#include <crunch/router.hpp>
+#include "server/router.hpp"
 
-#include <crunch/decimal.hpp>
-#include <crunch/embedded.hpp>
-#include <crunch/media_type.hpp>
-#include <crunch/openapi.hpp>
+#include "server/decimal.hpp"
+#include "server/embedded.hpp"
+#include "server/media_type.hpp"
+#include "server/openapi.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -1,16 +1,16 @@
 #include <crunch/server.hpp>
 
-#include <crunch/api_keys.hpp>
+#include "server/api_keys.hpp"
 #include <crunch/cpu_pacer.hpp>
-#include <crunch/flows.hpp>
-#include <crunch/job_pipeline.hpp>
+#include "server/flows.hpp"
+#include "server/job_pipeline.hpp"
 #include <crunch/kinds.hpp>
-#include <crunch/live_view.hpp>
+#include "server/live_view.hpp"
 #include <crunch/log.hpp>
-#include <crunch/metrics.hpp>
-#include <crunch/router.hpp>
-#include <crunch/session.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/metrics.hpp"
+#include "server/router.hpp"
+#include "server/session.hpp"
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>

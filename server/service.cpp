@@ -3,8 +3,8 @@
 
 #include <crunch/config.hpp>
 #include <crunch/kinds.hpp>
-#include <crunch/openapi.hpp>
-#include <crunch/probe.hpp>
+#include "server/openapi.hpp"
+#include "server/probe.hpp"
 #include <crunch/server.hpp>
 
 #include <boost/system/system_error.hpp>

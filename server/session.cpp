@@ -1,10 +1,10 @@
 // The one translation unit of the server that includes Beast: it is heavy to compile.
-#include <crunch/session.hpp>
+#include "server/session.hpp"
 
 #include "server/async_jobs.hpp"
 #include "server/shared_jobs.hpp"
 
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 #include <crunch/wiping.hpp>
 
 #include <boost/asio/as_tuple.hpp>

@@ -2,7 +2,7 @@
 
 #include "server/callbacks.hpp"
 
-#include <crunch/metrics.hpp>
+#include "server/metrics.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

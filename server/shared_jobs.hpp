@@ -13,10 +13,10 @@
 #include "server/redis_jobs.hpp"
 #include "server/redis_link.hpp"
 
-#include <crunch/job_pipeline.hpp>
+#include "server/job_pipeline.hpp"
 #include <crunch/log.hpp>
-#include <crunch/router.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/router.hpp"
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>

@@ -1,4 +1,4 @@
-#include <crunch/admission.hpp>
+#include "server/admission.hpp"
 
 #include <gtest/gtest.h>
 

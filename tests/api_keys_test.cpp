@@ -1,4 +1,4 @@
-#include <crunch/api_keys.hpp>
+#include "server/api_keys.hpp"
 
 #include <gtest/gtest.h>
 

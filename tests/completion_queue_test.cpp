@@ -1,6 +1,6 @@
 #include "bounded_wait.hpp"
-#include <crunch/completion_queue.hpp>
-#include <crunch/worker_pool.hpp>
+#include "workers/completion_queue.hpp"
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>

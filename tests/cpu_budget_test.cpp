@@ -1,4 +1,4 @@
-#include <crunch/cpu_budget.hpp>
+#include "workers/cpu_budget.hpp"
 
 #include "fake_cgroup.hpp"
 

@@ -55,16 +55,18 @@ TEST(cpu_pacer, a_busy_job_gets_the_rate_it_is_paced_to) {
     return (thread_cpu_seconds() - cpu_start) /
            std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   };
+  double paced = 0;
   {
     cpu_pacer pacer(0.33);
-    const double paced = share_of_a_cpu();
+    paced = share_of_a_cpu();
     EXPECT_LT(paced, 0.55) << "paced to 0.33 CPU";
     EXPECT_GT(pacer.paused_seconds(), 0.0);
   }
-  // Unpaced: whatever this machine gives one busy thread, which must be clearly more (a loaded
-  // CI machine or a sanitizer may give less than a whole CPU, so the bound is relative).
+  // Unpaced: whatever this machine gives one busy thread, which must be clearly more than the
+  // paced share. A loaded machine or a sanitizer may give less than a whole CPU (a full suite
+  // beside a container build gave 0.50), so the bound is relative to the paced run, not absolute.
   const double unpaced = share_of_a_cpu();
-  EXPECT_GT(unpaced, 0.6);
+  EXPECT_GT(unpaced, paced * 1.3) << "paced " << paced;
 }
 
 TEST(cpu_pacer, a_checkpoint_without_a_pacer_only_reports_the_stop) {

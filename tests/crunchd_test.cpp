@@ -1,7 +1,7 @@
 // Tests of the crunchd binary itself: exit codes, start-up errors, and the SIGTERM drain.
 #include "crunchd_process.hpp"
 
-#include <crunch/net.hpp>
+#include "server/net.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // The fair queue: flow_table's tags and shares, and worker_pool's queue in their order.
 #include "bounded_wait.hpp"
-#include <crunch/flows.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/flows.hpp"
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>

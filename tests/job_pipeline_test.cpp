@@ -1,7 +1,7 @@
 // The job pipeline without a socket: an io_context on the test's thread, a real worker pool, and
 // clients whose departure the test decides.
 #include "bounded_wait.hpp"
-#include <crunch/job_pipeline.hpp>
+#include "server/job_pipeline.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,4 +1,4 @@
-#include <crunch/live_view.hpp>
+#include "server/live_view.hpp"
 
 #include "test_support.hpp"
 

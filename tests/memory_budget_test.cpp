@@ -1,4 +1,4 @@
-#include <crunch/memory_budget.hpp>
+#include "workers/memory_budget.hpp"
 
 #include "fake_cgroup.hpp"
 

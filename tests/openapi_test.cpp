@@ -3,8 +3,8 @@
 // the document lists. (CI also lints the document and checks real answers against it:
 // scripts/contract_check.sh.)
 #include <crunch/kinds.hpp>
-#include <crunch/openapi.hpp>
-#include <crunch/router.hpp>
+#include "server/openapi.hpp"
+#include "server/router.hpp"
 
 #include <gtest/gtest.h>
 

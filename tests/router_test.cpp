@@ -1,6 +1,6 @@
 #include <crunch/kinds.hpp>
-#include <crunch/media_type.hpp>
-#include <crunch/router.hpp>
+#include "server/media_type.hpp"
+#include "server/router.hpp"
 
 #include "work_kind.hpp"
 

@@ -1,8 +1,9 @@
 #include "work_kind.hpp"
 
 #include <crunch/cpu_pacer.hpp>
-#include <crunch/media_type.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <string>
 #include <utility>
 
@@ -118,10 +119,17 @@ job_route burn_route(std::shared_ptr<job_probe> probe, std::uint64_t max_ms) {
   return route;
 }
 
-// The literal of the media type `content_type` names (the request's text does not outlive it).
+// The literal of the media type `content_type` names (the request's text does not outlive it):
+// its type before any parameter, blanks around and case ignored.
 std::string_view answered_type(std::string_view content_type) {
-  for (const std::string_view type : {"text/plain", "application/json"}) {
-    if (names_media_type(content_type, type)) return type;
+  auto type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  for (const std::string_view known : {"text/plain", "application/json"}) {
+    if (std::equal(type.begin(), type.end(), known.begin(), known.end(),
+                   [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
+      return known;
+    }
   }
   return "application/octet-stream";
 }

@@ -1,5 +1,5 @@
 #include <crunch/worker_memory.hpp>
-#include <crunch/worker_pool.hpp>
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>

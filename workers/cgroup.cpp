@@ -1,6 +1,6 @@
-#include <crunch/cgroup.hpp>
+#include "workers/cgroup.hpp"
 
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 
 #include <fstream>
 #include <limits>

@@ -1,4 +1,4 @@
-#include <crunch/completion_queue.hpp>
+#include "workers/completion_queue.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>

@@ -1,6 +1,6 @@
-#include <crunch/cpu_budget.hpp>
+#include "workers/cpu_budget.hpp"
 
-#include <crunch/cgroup.hpp>
+#include "workers/cgroup.hpp"
 
 #include <algorithm>
 #include <fstream>

@@ -8,7 +8,7 @@
 #include <crunch/isolation.hpp>
 #include <crunch/kinds.hpp>
 #include <crunch/service.hpp>
-#include <crunch/worker_pool.hpp>
+#include "workers/worker_pool.hpp"
 
 #include <condition_variable>
 #include <csignal>

@@ -1,6 +1,6 @@
-#include <crunch/memory_budget.hpp>
+#include "workers/memory_budget.hpp"
 
-#include <crunch/cgroup.hpp>
+#include "workers/cgroup.hpp"
 
 #include <algorithm>
 

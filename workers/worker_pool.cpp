@@ -1,4 +1,4 @@
-#include <crunch/worker_pool.hpp>
+#include "workers/worker_pool.hpp"
 
 #include <crunch/cpu_pacer.hpp>
 #include <crunch/worker_memory.hpp>

@@ -1,8 +1,8 @@
 #include "image.hpp"
 
 #include <crunch/cpu_pacer.hpp>
-#include <crunch/media_type.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/media_type.hpp"
+#include "workers/worker_pool.hpp"
 
 #include "image_library.hpp"
 

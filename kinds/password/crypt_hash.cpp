@@ -1,6 +1,6 @@
 #include "crypt_hash.hpp"
 
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 #include <crunch/wiping.hpp>
 
 #include <crypt.h>

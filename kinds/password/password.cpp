@@ -2,7 +2,7 @@
 
 #include "argon2.hpp"
 #include "pepper.hpp"
-#include <crunch/decimal.hpp>
+#include "server/decimal.hpp"
 #include <crunch/wiping.hpp>
 #include <crunch/worker_memory.hpp>
 

@@ -3,7 +3,7 @@
 #include "password.hpp"
 
 #include <crunch/kinds.hpp>
-#include <crunch/router.hpp>
+#include "server/router.hpp"
 
 #include <gtest/gtest.h>
 

@@ -4,7 +4,7 @@
 /// arguments are checked and the kind prepares the job. Does no I/O and knows no Beast types, so
 /// that it is unit-tested without sockets.
 
-#include <crunch/api_keys.hpp>
+#include "server/api_keys.hpp"
 #include <crunch/config.hpp>
 #include <crunch/jobs.hpp>
 

@@ -5,14 +5,14 @@
 /// with an io_context alone; the session hands it the job and an awaitable that completes when
 /// the client goes away.
 
-#include <crunch/admission.hpp>
+#include "server/admission.hpp"
 #include <crunch/config.hpp>
-#include <crunch/flows.hpp>
+#include "server/flows.hpp"
 #include <crunch/log.hpp>
-#include <crunch/metrics.hpp>
-#include <crunch/net.hpp>
-#include <crunch/router.hpp>
-#include <crunch/worker_pool.hpp>
+#include "server/metrics.hpp"
+#include "server/net.hpp"
+#include "server/router.hpp"
+#include "workers/worker_pool.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>

@@ -12,7 +12,7 @@
 /// list was empty: the kernel wakes the I/O thread, and no user-space lock is shared with it.
 /// Completions that arrive together are delivered in one wake-up, oldest first.
 
-#include <crunch/net.hpp>
+#include "server/net.hpp"
 
 #include <boost/asio/io_context.hpp>
 

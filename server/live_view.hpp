@@ -5,8 +5,8 @@
 /// every /v1/events stream is sent. It adds nothing to the workers' path: the counters it reads
 /// are the metrics the I/O thread keeps, the gauges those a /metrics scrape reads.
 
-#include <crunch/metrics.hpp>
-#include <crunch/net.hpp>
+#include "server/metrics.hpp"
+#include "server/net.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>

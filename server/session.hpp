@@ -3,12 +3,12 @@
 /// pipeline and writes the responses in order.
 
 #include <crunch/config.hpp>
-#include <crunch/job_pipeline.hpp>
-#include <crunch/live_view.hpp>
+#include "server/job_pipeline.hpp"
+#include "server/live_view.hpp"
 #include <crunch/log.hpp>
-#include <crunch/metrics.hpp>
-#include <crunch/net.hpp>
-#include <crunch/router.hpp>
+#include "server/metrics.hpp"
+#include "server/net.hpp"
+#include "server/router.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>

@@ -9,11 +9,11 @@
 /// wait for a job that cannot stop midway (an Argon2 hash): it finishes on its worker, which stays
 /// busy — and its memory charged — until then, and its result is dropped.
 
-#include <crunch/completion_queue.hpp>
+#include "workers/completion_queue.hpp"
 #include <crunch/scheduling.hpp>
 #include <crunch/isolation.hpp>
 #include <crunch/memory_lease.hpp>
-#include <crunch/net.hpp>
+#include "server/net.hpp"
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>

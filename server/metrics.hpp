@@ -5,8 +5,8 @@
 /// there — so counters and histograms are plain integers: no atomics, and no contention with the
 /// workers, whose hot path touches no metric at all.
 
-#include <crunch/api_keys.hpp>
-#include <crunch/cpu_budget.hpp>
+#include "server/api_keys.hpp"
+#include "workers/cpu_budget.hpp"
 
 #include <array>
 #include <chrono>
