@@ -330,6 +330,23 @@ for v in variants:
                  f"({s['wrk_flat_out']['rps']:.0f}) |")
 lines.append("")
 
+# Every kind, from its declaration's examples (bench/examples.py).
+lines += ["## Every kind, from its examples", "",
+          "Each example of each route that succeeds, in the OpenAPI document crunchd serves, sent by "
+          "`wrk -t1 -c2`, with /healthz asked open-loop every 2 ms meanwhile.", ""]
+kinds_s = scenario("kinds")
+if kinds_s is None:
+    lines += [failure("kinds"), ""]
+else:
+    lines += ["| kind | route | example | req/s | p50 | p99 | not 200 | /healthz p99 meanwhile |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for kind, examples in sorted(kinds_s["kinds"].items()):
+        for e in examples:
+            w = e["wrk"]["latency_us"]
+            lines.append(f"| {kind} | {e['route']} | {e['example']} | {e['wrk']['rps']:.0f} | {us(w['p50'])} | "
+                         f"{us(w['p99'])} | {e['not_200']} | {us(e['healthz']['latency_us']['p99'])} |")
+    lines.append("")
+
 
 def key_figures(run):
     """The figures a change must not make worse: (name, value or None, unit, higher is better,

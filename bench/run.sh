@@ -428,6 +428,15 @@ print(round((t1 - t0) / int(sys.argv[4]) * 1e6 / r["requests"], 2))' "$1" "$2" "
   (IFS=,; echo "{\"runs\":[${rows[*]}]}") >"$parts/tiny_jobs.json"
 }
 
+# 15. Every kind, from its own declaration: each example of each route that succeeds, under wrk
+#     (2 connections), with /healthz probed open-loop meanwhile (bench/examples.py). A kind added
+#     through the library, or zstd, has its scenario here with no line of its own.
+s_kinds() {
+  start_server --workers "$cores" --log-level warn
+  python3 "$root/bench/examples.py" "$port" "$half" "$build" "$parts/kinds.json"
+  stop_server
+}
+
 # Runs one scenario in a subshell of its own. A failure stops that scenario only (its server and
 # loads are stopped too), is printed with the tail of its errors, and is written into the results.
 failed=()
@@ -467,6 +476,7 @@ scenario thumbnail_avif s_thumbnail_avif
 scenario event_streams s_event_streams
 scenario noisy_neighbour s_noisy_neighbour
 scenario tiny_jobs s_tiny_jobs
+scenario kinds s_kinds
 scenario limit_after s_limit_after
 
 python3 - "$parts" "$out/latest.json" "$commit" "$machine" "$cores" "$duration" <<'PY'
