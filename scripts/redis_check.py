@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Three crunchd replicas on one Redis (--jobs-store redis://). First what a job gets wherever it
-was submitted: a zstd result equal to the synchronous answer (body, type, headers), wait=, an
+was submitted: a binary result equal to the synchronous answer (body, type, headers), wait=, an
 Idempotency-Key used on two replicas (one job; a different body 422; another key's owner 404),
 DELETE of a running job from another replica, a signed callback from whichever replica ran the
 job, and the backlog in /metrics. Then 300 asynchronous jobs submitted across them, one replica
@@ -74,8 +74,6 @@ def http(port, path, headers=None, timeout=30, data=None, method=None):
         with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e: return e.code, e.read(), dict(e.headers)
 
-FIB = [0, 1]
-for _ in range(100): FIB.append(FIB[-1] + FIB[-2])
 
 def metric(port, name):
     _, text, _ = http(port, "/metrics")
@@ -99,35 +97,35 @@ with_keys = ["--api-keys", KEYS, "--webhook-secret-file", os.path.join(work, "se
 first = [start_crunchd(redis_port, extra=with_keys) for _ in range(3)]
 (a, pa), (b, pb), (c, pc) = first
 
-# A zstd result, submitted on one replica and read on another, is the synchronous answer.
-text = (b"crunch takes CPU-heavy work off the event loop. " * 2000)
-sync = http(pa, "/v1/zstd/compress?level=5", {**ALICE, "Content-Type": "text/plain"}, data=text)
-status, body, headers = http(pa, "/v1/zstd/compress?level=5",
-                             {**ALICE, "Content-Type": "text/plain", "Prefer": "respond-async"}, data=text)
+# A binary result, submitted on one replica and read on another, is the synchronous answer.
+text = bytes(range(256)) * 400
+sync = http(pa, "/v1/work/echo?ms=5", {**ALICE, "Content-Type": "application/octet-stream"}, data=text)
+status, body, headers = http(pa, "/v1/work/echo?ms=5",
+                             {**ALICE, "Content-Type": "application/octet-stream", "Prefer": "respond-async"}, data=text)
 assert status == 202 and headers["Location"].startswith("/v1/jobs/"), (status, body)
 zid = json.loads(body)["id"]
 assert until_ended(pb, zid, ALICE)["status"] == "succeeded"
 result = http(pb, f"/v1/jobs/{zid}/result", ALICE)
 assert result[0] == sync[0] == 200 and result[1] == sync[1], "the async result differs from the sync answer"
-assert result[2]["Content-Type"] == sync[2]["Content-Type"] == "application/zstd", (result[2], sync[2])
+assert result[2]["Content-Type"] == sync[2]["Content-Type"] == "application/octet-stream", (result[2], sync[2])
 per_request = ("Date", "X-Request-Id", "Server-Timing", "Vary")  # Vary: the sync answer depends on Prefer
 same = lambda h: {k: v for k, v in h.items() if k not in per_request}
 assert same(result[2]) == same(sync[2]), (result[2], sync[2])
 assert http(pc, f"/v1/jobs/{zid}", BOB)[0] == 404, "bob sees alice's job"
 assert http(pc, f"/v1/jobs/{zid}/result", BOB)[0] == 404, "bob sees alice's result"
 # wait=: a short job answers as the synchronous form does.
-s, body, h = http(pc, "/fib/20", {**ALICE, "Prefer": "respond-async, wait=10"})
-assert s == 200 and json.loads(body)["result"] == 6765, (s, body)
-print("redis check: a zstd result read on another replica equals the synchronous answer "
+s, body, h = http(pc, "/work/2", {**ALICE, "Prefer": "respond-async, wait=10"})
+assert s == 200 and json.loads(body)["ms"] == 2, (s, body)
+print("redis check: a binary result read on another replica equals the synchronous answer "
       f"({len(sync[1])} bytes, {sync[2]['Content-Type']}); wait= answered 200; another key's owner gets 404")
 
 # One Idempotency-Key on two replicas: one job; a different request with it gets 422.
 accepted_before = sum(metric(p, "crunch_shared_jobs_accepted_total") for p in (pa, pb, pc))
 key = {**ALICE, "Prefer": "respond-async", "Idempotency-Key": "album-42"}
-s1, b1, h1 = http(pa, "/fib/25", key)
-s2, b2, h2 = http(pb, "/fib/25", key)
-s3, b3, _ = http(pc, "/fib/26", key)
-s4, b4, h4 = http(pc, "/fib/25", {**BOB, "Prefer": "respond-async", "Idempotency-Key": "album-42"})
+s1, b1, h1 = http(pa, "/work/3", key)
+s2, b2, h2 = http(pb, "/work/3", key)
+s3, b3, _ = http(pc, "/work/4", key)
+s4, b4, h4 = http(pc, "/work/3", {**BOB, "Prefer": "respond-async", "Idempotency-Key": "album-42"})
 accepted = sum(metric(p, "crunch_shared_jobs_accepted_total") for p in (pa, pb, pc)) - accepted_before
 assert s1 == s2 == 202 and h1["Location"] == h2["Location"], (s1, s2, h1.get("Location"), h2.get("Location"))
 assert s3 == 422 and json.loads(b3)["error"]["code"] == "idempotency_key_reused", (s3, b3)
@@ -135,8 +133,9 @@ assert s4 == 202 and h4["Location"] != h1["Location"], "bob's key is not alice's
 assert accepted == 2, f"{accepted} jobs accepted for alice's two requests and bob's one, expected 2"
 print("redis check: one Idempotency-Key on two replicas: one job; another body 422; another owner's key its own job")
 
-# DELETE of a running job, sent to another replica: stopped, and the worker free again.
-s, body, h = http(pa, "/fib/47?timeout_ms=120000", {**ALICE, "Prefer": "respond-async"})
+# DELETE of a running job, sent to another replica: stopped, and the worker free again. The job
+# (held=1) waits for a gate nothing opens: it runs until it is stopped.
+s, body, h = http(pa, "/work/1?held=1&timeout_ms=120000", {**ALICE, "Prefer": "respond-async"})
 long_id = json.loads(body)["id"]
 for _ in range(400):
     s, body, _ = http(pb, f"/v1/jobs/{long_id}", ALICE)
@@ -162,7 +161,7 @@ print(f"redis check: DELETE on another replica stopped a running job in {took * 
       f"every worker free {freed * 1000:.0f} ms after it was sent")
 
 # A callback: signed, from whichever replica ran the job.
-s, body, h = http(pb, "/fib/22?callback_url=" + urllib.parse.quote(receiver_url, safe=""),
+s, body, h = http(pb, "/work/1?callback_url=" + urllib.parse.quote(receiver_url, safe=""),
                   {**ALICE, "Prefer": "respond-async"})
 assert s == 202, (s, body)
 cid = json.loads(body)["id"]
@@ -181,9 +180,9 @@ print("redis check: the callback came signed (Standard Webhooks v1) from replica
 
 # The backlog in /metrics, the same on every replica: jobs waiting behind three long ones.
 for p in (pa, pb, pc):
-    http(p, "/fib/46", {**ALICE, "Prefer": "respond-async"})  # ~2 s: longer than two backlog refreshes
+    http(p, "/work/2000", {**ALICE, "Prefer": "respond-async"})  # 2 s: longer than two backlog refreshes
 for n in range(10):
-    http(pa, f"/fib/{20 + n}", {**ALICE, "Prefer": "respond-async"})
+    http(pa, f"/work/{1 + n}", {**ALICE, "Prefer": "respond-async"})
 seen = 0
 for _ in range(100):
     seen = min(metric(p, "crunch_async_backlog_jobs") for p in (pa, pb, pc))
@@ -198,7 +197,7 @@ for p in (pa, pb, pc):  # the backlog above drains first
     for _ in range(600):
         if metric(p, "crunch_async_backlog_jobs") == 0 and metric(p, "crunch_workers_busy") == 0: break
         time.sleep(0.05)
-s, body, _ = http(pa, "/fib/47?timeout_ms=120000", {**ALICE, "Prefer": "respond-async"})
+s, body, _ = http(pa, "/work/1?held=1&timeout_ms=120000", {**ALICE, "Prefer": "respond-async"})
 orphan = json.loads(body)["id"]
 for _ in range(400):
     doc = json.loads(http(pb, f"/v1/jobs/{orphan}", ALICE)[1])
@@ -227,9 +226,9 @@ redis = start_redis(redis_port, aof=False)
 replicas = [start_crunchd(redis_port) for _ in range(3)]
 jobs = {}
 for i in range(300):
-    n = 24 + i % 6
+    n = 10 + i % 6  # ms: the replica killed below is running one
     port = replicas[i % 3][1]
-    status, body, headers = http(port, f"/fib/{n}", {"Prefer": "respond-async"})
+    status, body, headers = http(port, f"/work/{n}", {"Prefer": "respond-async"})
     assert status == 202, (status, body)
     jobs[json.loads(body)["id"]] = n
 # Kill one replica while it runs jobs.
@@ -250,7 +249,7 @@ while pending and time.time() - start < 120:
         if doc["status"] in ("queued", "running"): continue
         assert doc["status"] == "succeeded", doc
         s, result, _ = http(port, f"/v1/jobs/{job_id}/result")
-        assert s == 200 and json.loads(result)["result"] == FIB[n], (s, result)
+        assert s == 200 and json.loads(result)["ms"] == n, (s, result)
         del pending[job_id]
     time.sleep(0.1)
 print(f"redis check: 300 jobs across 3 replicas, one killed: {300 - len(pending)} succeeded "
@@ -271,11 +270,12 @@ queued = []
 # Submitted through a replica whose one worker is held by a long job, so that they stay queued;
 # the replica is then killed, and Redis stopped and started again.
 replica, port = start_crunchd(redis_port)
-# Holds the worker for 5 s; once taken over after the restart its deadline has passed, so it ends
-# at once (expired) instead of holding the new replica's one worker.
-status, body, _ = http(port, "/fib/60?timeout_ms=5000", {"Prefer": "respond-async"})
-for n in range(20, 25):
-    status, body, _ = http(port, f"/fib/{n}", {"Prefer": "respond-async"})
+# Holds the worker until its deadline, 5 s (held=1: it waits for a gate nothing opens); taken
+# over after the restart, its deadline has passed, so it ends at once (expired) instead of
+# holding the new replica's one worker.
+status, body, _ = http(port, "/work/1?held=1&timeout_ms=5000", {"Prefer": "respond-async"})
+for n in range(1, 6):
+    status, body, _ = http(port, f"/work/{n}", {"Prefer": "respond-async"})
     queued.append((json.loads(body)["id"], n))
 replica.kill(); replica.wait()
 redis.send_signal(signal.SIGTERM); redis.wait()
@@ -288,7 +288,7 @@ while left and time.time() - start < 60:
         s, body, _ = http(port, f"/v1/jobs/{job_id}")
         if s == 200 and json.loads(body)["status"] == "succeeded":
             s, result, _ = http(port, f"/v1/jobs/{job_id}/result")
-            if json.loads(result)["result"] == FIB[n]: del left[job_id]
+            if json.loads(result)["ms"] == n: del left[job_id]
     time.sleep(0.1)
 print(f"redis check: AOF restart: {len(queued) - len(left)} of {len(queued)} queued jobs survived and succeeded")
 ok = ok and not left

@@ -9,8 +9,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 source "$root/scripts/deps.sh"
 crunch_install_deps
-[[ -x "$build/crunchd" ]] || cmake --build "$build" --target crunchd >/dev/null
+# crunchd's run_service with the tests' own kind (tests/work_kind.hpp): the jobs are /work/{ms} and
+# /v1/work/echo, whichever product kinds are built.
+[[ -x "$build/tests/crunch_test_service" ]] || cmake --build "$build" --target crunch_test_service crunch-callback >/dev/null
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 "$root/scripts/redis_check.py" "$build/crunchd" "$work"
+export CRUNCH_CALLBACK_HELPER="$build/crunch-callback"  # beside crunchd, not beside the test service
+python3 "$root/scripts/redis_check.py" "$build/tests/crunch_test_service" "$work"
 echo "redis check passed"
