@@ -459,6 +459,7 @@ std::string router::kinds_document() const {
       if (r.json_body) {
         route["content_type"] = "application/json";
         route["max_body_bytes"] = body_limit(r);
+        if (r.sensitive) route["sensitive"] = true;
       } else if (r.file_body()) {
         route["content_types"] = r.media_types;
         route["max_body_bytes"] = body_limit(r);

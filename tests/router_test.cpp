@@ -311,6 +311,9 @@ TEST_F(router_test, kinds_lists_every_route_with_its_bounds_and_rate) {
   const auto& note = work.at("routes").at(2);
   EXPECT_EQ(note.at("path"), "/v1/work/note");
   EXPECT_EQ(note.at("max_body_bytes"), 4096);
+  EXPECT_EQ(note.at("sensitive"), true);  // the live view hides its text fields
+  EXPECT_FALSE(burn.contains("sensitive"));
+  EXPECT_FALSE(echo.contains("sensitive"));
   EXPECT_EQ(note.at("parameters").at(1).at("name"), "ms");
   EXPECT_EQ(note.at("parameters").at(1).at("default"), 0);
   EXPECT_EQ(note.at("parameters").at(2).at("enum"), (nlohmann::json{"red", "green"}));

@@ -263,8 +263,9 @@
     return values;
   }
 
-  // A labelled input for one parameter, as its declaration bounds it.
-  function field(p, value) {
+  // A labelled input for one parameter, as its declaration bounds it; `secret`: the route's body
+  // holds a secret, and its text fields are hidden as they are typed.
+  function field(p, value, secret) {
     const label = document.createElement("label");
     label.append(`${p.name} `);
     let el;
@@ -279,7 +280,7 @@
         el.min = String(p.minimum);
         el.max = String(p.maximum);
       } else {
-        el.type = /password|secret/i.test(p.name) ? "password" : "text";
+        el.type = secret && p.in === "body" ? "password" : "text";
         el.autocomplete = "off";
         if (p.max_bytes) el.maxLength = p.max_bytes;
       }
@@ -337,7 +338,7 @@
     const values = exampleValues(route);
     const params = route.parameters.filter((p) => p.name !== "timeout_ms");
     const shown = (p) => p.required || p.name in values;
-    for (const p of params.filter(shown)) form.append(field(p, values[p.name]));
+    for (const p of params.filter(shown)) form.append(field(p, values[p.name], route.sensitive));
     if (route.content_types) {
       const takesText = route.content_types.some((t) => t.startsWith("text/") || t === "application/json");
       if (takesText) {
@@ -365,7 +366,7 @@
       const more = document.createElement("details");
       const summary = document.createElement("summary");
       summary.textContent = "more";
-      more.append(summary, ...others.map((p) => field(p)));
+      more.append(summary, ...others.map((p) => field(p, undefined, route.sensitive)));
       form.append(more);
     }
     const button = document.createElement("button");

@@ -463,6 +463,11 @@ export interface components {
                     /** @description A route whose body is a file: the media types it takes. */
                     content_types?: string[];
                     max_body_bytes?: number;
+                    /**
+                     * @description The JSON body holds a secret (a password): its buffers are wiped once read, it is never logged, and the live view's form hides its text fields.
+                     * @constant
+                     */
+                    sensitive?: true;
                     /** @description A request this route answers 200: what the live view's form for the route starts from. */
                     example?: {
                         /** @description Path and query, e.g. /fib/30. */
