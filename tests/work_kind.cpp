@@ -85,6 +85,11 @@ job_function worker(std::shared_ptr<job_probe> probe, work_order order, job_outp
   };
 }
 
+// The job with its cost (its milliseconds) and memory, for admission.
+prepared_job prepared(std::shared_ptr<job_probe> probe, work_order order, job_output answer, std::uint64_t memory = 0) {
+  return prepared_job{worker(std::move(probe), order, std::move(answer)), static_cast<double>(order.ms), memory};
+}
+
 }  // namespace
 
 job_function burning(std::shared_ptr<job_probe> probe, std::uint64_t ms) {
@@ -112,9 +117,7 @@ job_route burn_route(std::shared_ptr<job_probe> probe, std::uint64_t max_ms) {
   route.prepare = [probe = std::move(probe)](const job_arguments& args,
                                              job_input&) -> std::variant<prepared_job, invalid_argument> {
     const work_order order{args.integer("ms"), args.integer("held") == 1};
-    const std::uint64_t memory = args.integer("mib") << 20;
-    return prepared_job{worker(probe, order, job_output::json({{"ms", order.ms}})), static_cast<double>(order.ms),
-                        memory};
+    return prepared(probe, order, job_output::json({{"ms", order.ms}}), args.integer("mib") << 20);
   };
   return route;
 }
@@ -147,9 +150,8 @@ job_route echo_route(std::shared_ptr<job_probe> probe, std::uint64_t max_ms) {
   route.examples = {{"hello", "/v1/work/echo", "hello", 1, "text/plain"}};
   route.prepare = [probe = std::move(probe)](const job_arguments& args,
                                              job_input& input) -> std::variant<prepared_job, invalid_argument> {
-    const work_order order{args.integer("ms"), false};
     job_output answer{std::move(input.body), answered_type(input.content_type)};
-    return prepared_job{worker(probe, order, std::move(answer)), static_cast<double>(order.ms), 0};
+    return prepared(probe, {args.integer("ms"), false}, std::move(answer));
   };
   return route;
 }
@@ -175,9 +177,8 @@ job_route json_route(std::shared_ptr<job_probe> probe, std::uint64_t max_ms) {
   route.examples = {{"a note", "/v1/work/note", R"({"note":"hello"})"}};
   route.prepare = [probe = std::move(probe)](const job_arguments& args,
                                              job_input&) -> std::variant<prepared_job, invalid_argument> {
-    const work_order order{args.integer("ms"), false};
     auto answer = job_output::json({{"note", std::string(args.string("note").view())}});
-    return prepared_job{worker(probe, order, std::move(answer)), static_cast<double>(order.ms), 0};
+    return prepared(probe, {args.integer("ms"), false}, std::move(answer));
   };
   return route;
 }
